@@ -1,0 +1,39 @@
+"""``wam-ros bringup robot:=<name> [<node>.<param>:=<value> ...]``: the launch file's node set as processes."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wam_ros.bringup import load_bringup, parse_overrides
+from wam_ros.robot import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="name:=value",
+        help="robot:=<name or path> (default panda_sim), <node>.<parameter>:=<value>, <node>.enabled:=false",
+    )
+    parser.add_argument("--check", action="store_true", help="validate the config, print the node set and exit")
+    parser.add_argument("--stop-timeout", type=float, default=10.0, metavar="S", help="seconds a node gets to stop on Ctrl-C")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        launch_args, overrides = parse_overrides(args.arguments)
+        unknown = set(launch_args) - {"robot"}
+        if unknown:
+            raise ValueError(f"unknown launch argument {sorted(unknown)[0]!r}; use robot:= or <node>.<parameter>:=")
+        bringup = load_bringup(launch_args.get("robot", "panda_sim"), overrides)
+    except (ConfigError, ValueError) as error:
+        print(f"wam-ros bringup: {error}", file=sys.stderr)
+        return 2
+    print(f"[bringup] robot {bringup.robot.name} ({bringup.robot.path})")
+    for spec in bringup.nodes:
+        print(f"[bringup]   {spec.name}: {spec.executable}{' (required)' if spec.required else ''}")
+    if args.check:
+        return 0
+    from wam_ros.supervisor import Supervisor
+
+    return Supervisor(bringup, stop_timeout_s=args.stop_timeout).run()

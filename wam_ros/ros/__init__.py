@@ -1,0 +1,1 @@
+"""Small shared ROS helpers: node scaffolding, QoS profiles, message <-> numpy conversions."""

@@ -1,0 +1,71 @@
+"""Node scaffolding: parameters declared from a dataclass, and a demo_nodes_py-style main."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from typing import Any, Callable, TypeVar
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from wam_ros import parameters
+
+P = TypeVar("P")
+
+
+def declare_parameters(node: Node, cls: type[P]) -> P:
+    """Declare every field of the ``Parameters`` dataclass ``cls`` on ``node`` and return the values.
+
+    Values come from ``--params-file`` / ``-p`` overrides, else the dataclass defaults, and are
+    checked with the same rules bringup uses (:func:`wam_ros.parameters.coerce`).
+    """
+    values: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        descriptor = ParameterDescriptor(description=field.metadata.get("description", ""))
+        if isinstance(default, list) and not default:
+            # An empty list has no type for ROS to infer: declare it by its annotation.
+            from rclpy.parameter import Parameter
+
+            item = typing.get_args(hints[field.name])[0]
+            ptype = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                     str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}[item]
+            value = node.declare_parameter(field.name, ptype, descriptor).value
+            value = [] if value is None else value
+        else:
+            value = node.declare_parameter(field.name, default, descriptor).value
+        if isinstance(value, (tuple, list)) or type(value).__name__ == "array":
+            value = list(value)
+        values[field.name] = parameters.coerce(value, hints[field.name], f"{node.get_name()}.{field.name}")
+    return cls(**values)
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False) -> int:
+    """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
+
+    Construction errors (bad parameters, missing files) are logged and give exit code 1.
+    """
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as error:  # noqa: BLE001 - report any failure as a clear message and exit code
+        name = node.get_name() if node is not None else "node"
+        print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return code

@@ -1,0 +1,18 @@
+"""QoS profiles chosen on purpose, one per kind of traffic."""
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+#: Commands and action chunks: every message matters, only the newest few are useful.
+COMMANDS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+#: Status that a late joiner must see at once (mode, plan): reliable and latched.
+LATCHED = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
+
+#: High-rate sensor streams (joint states, images). Reliable on purpose: with Fast DDS'
+#: default transports best-effort images arrive split or not at all, and the loopback + shared
+#: memory profile makes reliable delivery cheap. Depth small so a slow reader sees fresh data.
+SENSORS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)

@@ -1,0 +1,163 @@
+"""Run a bringup's nodes as child processes where launch_ros is not installed.
+
+Deliberately small: start each node (``python -m wam_ros.nodes.<kind>_node --ros-args ...``),
+prefix its output with its name, forward SIGINT/SIGTERM, stop everything when a required node
+dies (exit 1), exit 0 when all nodes stopped cleanly. Children die with the supervisor
+(PR_SET_PDEATHSIG), so no process outlives it. On a ROS 2 install use ``ros2 launch``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable
+
+from wam_ros.bringup import Bringup, NodeSpec, write_params_file
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class _Child:
+    spec: NodeSpec
+    process: subprocess.Popen
+    reader: threading.Thread
+
+
+def node_command(spec: NodeSpec, params_file: Path) -> list[str]:
+    """Command line that starts one node, as ``ros2 run`` would with a params file."""
+    return [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
+
+
+class Supervisor:
+    """Starts a :class:`Bringup`'s nodes and watches them until shutdown."""
+
+    def __init__(
+        self,
+        bringup: Bringup,
+        output: IO[str] | None = None,
+        stop_timeout_s: float = 10.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.bringup = bringup
+        self.output = output or sys.stdout
+        self.stop_timeout_s = stop_timeout_s
+        self.extra_env = extra_env or {}
+        self.children: list[_Child] = []
+        self._stop_requested = threading.Event()
+        self._killed: list[str] = []
+        self._write_lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="wam_ros_bringup_")
+
+    def log(self, name: str, line: str) -> None:
+        with self._write_lock:
+            self.output.write(f"[{name}] {line}\n")
+            self.output.flush()
+
+    def _pump(self, name: str, stream: IO[str]) -> None:
+        for line in stream:
+            self.log(name, line.rstrip("\n"))
+
+    def start(self) -> None:
+        env = {**os.environ, **self.bringup.environment, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        for spec in self.bringup.nodes:
+            params_file = write_params_file(spec, Path(self._tmp.name))
+            process = subprocess.Popen(
+                node_command(spec, params_file),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
+                start_new_session=True,  # the terminal's Ctrl-C reaches us only; we forward it
+                preexec_fn=_die_with_parent,
+            )
+            reader = threading.Thread(target=self._pump, args=(spec.name, process.stdout), daemon=True)
+            reader.start()
+            self.children.append(_Child(spec, process, reader))
+            self.log("bringup", f"started {spec.name} ({spec.kind}_node, pid {process.pid}{', required' if spec.required else ''})")
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested.set()
+
+    def stop(self) -> None:
+        """SIGINT to every child, SIGTERM after the timeout, SIGKILL as the last resort."""
+        for sig, grace_s in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            alive = [c for c in self.children if c.process.poll() is None]
+            if not alive:
+                break
+            for child in alive:
+                try:
+                    os.killpg(child.process.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace_s
+            for child in alive:
+                try:
+                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.log("bringup", f"{child.spec.name} did not stop after {sig.name}")
+                    if sig == signal.SIGTERM:
+                        self._killed.append(child.spec.name)
+        for child in self.children:
+            child.reader.join(timeout=2.0)
+        self._tmp.cleanup()
+
+    def wait(self, until: Callable[[], bool] | None = None, poll_s: float = 0.05) -> int:
+        """Block until a stop request, a required node's exit, every node's exit, or ``until()``.
+
+        Returns 0 for a clean shutdown (a required node that exits 0 ends the bringup cleanly)
+        and 1 when any node exited with an error.
+        """
+        reported: set[int] = set()
+        exit_code = 0
+        while not self._stop_requested.is_set() and not (until is not None and until()):
+            running = 0
+            for child in self.children:
+                code = child.process.poll()
+                if code is None:
+                    running += 1
+                    continue
+                if child.process.pid in reported:
+                    continue
+                reported.add(child.process.pid)
+                self.log("bringup", f"{child.spec.name} exited with code {code}")
+                exit_code = exit_code or int(code != 0)
+                if child.spec.required:
+                    self.log("bringup", f"required node {child.spec.name} ended: stopping all nodes")
+                    return exit_code
+            if running == 0:
+                return exit_code
+            time.sleep(poll_s)
+        return exit_code
+
+    def run(self, until: Callable[[], bool] | None = None) -> int:
+        """Start, wait, stop; SIGINT and SIGTERM stop cleanly. Returns the exit code."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            code = self.wait(until)
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self._killed:
+            self.log("bringup", f"killed after the stop timeout: {', '.join(self._killed)}")
+            code = 1
+        self.log("bringup", f"all nodes stopped (exit {code})")
+        return code
