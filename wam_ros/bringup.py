@@ -134,7 +134,8 @@ def load_bringup(robot: str, overrides: dict[str, dict[str, Any]] | None = None)
             raise ConfigError(path, "", str(error)) from None
         if "robot_config" in params.defaults(cls):
             values["robot_config"] = str(path)
-        values["use_sim_time"] = robot_config.simulated
+        # Simulated robots run every node on /clock, except the node that publishes it.
+        values["use_sim_time"] = robot_config.simulated and not getattr(cls, "PROVIDES_CLOCK", False)
         specs.append(NodeSpec(name=name, kind=kind, required=required, parameters=values))
     if overrides:
         raise ConfigError(path, "nodes", f"override for unknown node {sorted(overrides)[0]!r}")

@@ -59,6 +59,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except SystemExit as error:
+        code = int(error.code or 0)
     except Exception as error:  # noqa: BLE001 - report any failure as a clear message and exit code
         name = node.get_name() if node is not None else "node"
         print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
@@ -69,3 +71,24 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
         if rclpy.ok():
             rclpy.try_shutdown()
     return code
+
+
+def autostart(node: Any) -> None:
+    """Configure and activate a lifecycle node right after start-up (what a lifecycle manager would do).
+
+    A failed configure leaves the node unconfigured and ends the process with exit code 1,
+    so a bad checkpoint or a missing device never looks like a running node.
+    """
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    def start() -> None:
+        timer.cancel()
+        node.destroy_timer(timer)
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("configure failed; exiting")
+            raise SystemExit(1)
+        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("activate failed; exiting")
+            raise SystemExit(1)
+
+    timer = node.create_timer(0.0, start)
