@@ -1,0 +1,1 @@
+"""Control logic without ROS: impedance laws, limits, interpolation, the mode machine."""
