@@ -1,0 +1,117 @@
+"""Observation assembly and real-time chunking, without ROS."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, frozen_prefix
+from wam_ros.inference.observations import NotReady, Observation, ObservationAssembler
+
+
+def make_assembler(**overrides) -> ObservationAssembler:
+    settings_ = dict(cameras=["front", "wrist"], n_frames=2, frame_spacing_s=0.1, sync_tolerance_s=0.02, max_input_age_s=0.3)
+    settings_.update(overrides)
+    return ObservationAssembler(**settings_)
+
+
+def feed(assembler: ObservationAssembler, t_end: float, camera_rate_hz: float = 10.0, offsets=None) -> None:
+    offsets = offsets or {}
+    for camera in assembler.cameras:
+        for t in np.arange(0.0, t_end + 1e-9, 1.0 / camera_rate_hz):
+            stamp = round(t + offsets.get(camera, 0.0), 6)
+            assembler.add_image(camera, stamp, np.full((4, 4, 3), int(stamp * 100) % 255, np.uint8))
+    for t in np.arange(0.0, t_end + 1e-9, 0.004):
+        assembler.add_state(round(t, 6), np.full(8, t, np.float32))
+
+
+def test_assembles_history_at_frame_spacing():
+    assembler = make_assembler()
+    feed(assembler, 1.0)
+    observation = assembler.assemble(now_s=1.05)
+    assert isinstance(observation, Observation)
+    assert observation.stamp_s == pytest.approx(1.0)
+    assert observation.images["front"].shape == (2, 4, 4, 3)
+    assert observation.frame_stamps_s["wrist"] == pytest.approx([0.9, 1.0])
+    np.testing.assert_allclose(observation.state[:, 0], [0.9, 1.0], atol=0.004)
+
+
+def test_pairs_cameras_within_tolerance_and_refuses_beyond():
+    assembler = make_assembler()
+    feed(assembler, 1.0, offsets={"wrist": 0.015})
+    assert isinstance(assembler.assemble(1.05), Observation)
+    assembler = make_assembler()
+    feed(assembler, 1.0, offsets={"wrist": 0.05})
+    result = assembler.assemble(1.1)
+    assert isinstance(result, NotReady) and "within 0.020 s" in result.reason
+
+
+def test_missing_and_stale_inputs_are_named():
+    assembler = make_assembler()
+    result = assembler.assemble(0.0)
+    assert isinstance(result, NotReady) and result.input == "front" and "no message" in result.reason
+    feed(assembler, 1.0)
+    result = assembler.assemble(now_s=2.0)
+    assert isinstance(result, NotReady) and "stale" in result.reason
+    assembler = make_assembler()
+    for t in np.arange(0.0, 1.0, 0.1):
+        assembler.add_image("front", t, np.zeros((4, 4, 3), np.uint8))
+        assembler.add_image("wrist", t, np.zeros((4, 4, 3), np.uint8))
+    result = assembler.assemble(1.0)
+    assert isinstance(result, NotReady) and result.input == "joint_states"
+
+
+def test_unknown_camera_is_refused():
+    with pytest.raises(KeyError, match="unknown camera"):
+        make_assembler().add_image("side", 0.0, np.zeros((2, 2, 3), np.uint8))
+
+
+def test_time_going_backwards_restarts_history():
+    assembler = make_assembler()
+    feed(assembler, 1.0)
+    assembler.add_image("front", 0.05, np.zeros((4, 4, 3), np.uint8))  # sim reset: time jumps back
+    assert len(assembler._images["front"].stamps) == 1
+
+
+def test_frozen_prefix_matches_the_executing_chunk():
+    actions = np.stack([np.arange(16.0), -np.arange(16.0)], axis=1)
+    current = TimedChunk(stamp_s=10.0, period_s=0.1, actions=actions)
+    prefix = frozen_prefix(current, obs_stamp_s=10.8, period_s=0.1, latency_s=0.15, horizon=16)
+    # ceil(0.15 / 0.1) + 1 = 3 actions, at 10.8, 10.9, 11.0 -> current actions 8, 9, 10
+    np.testing.assert_allclose(prefix, actions[8:11])
+    assert frozen_prefix(None, 10.8, 0.1, 0.15, 16) is None
+    assert frozen_prefix(current, 12.0, 0.1, 0.15, 16) is None  # the current chunk has run out
+
+
+def test_boundary_jump_is_zero_for_a_continuing_chunk_and_measures_a_step():
+    previous = TimedChunk(0.0, 0.1, np.linspace(0, 1.5, 16)[:, None])
+    continuing = TimedChunk(0.8, 0.1, np.linspace(0.8, 2.3, 16)[:, None])
+    assert boundary_jump(previous, continuing, switch_s=0.95) == pytest.approx(0.0, abs=1e-12)
+    stepped = TimedChunk(0.8, 0.1, continuing.actions + 0.2)
+    assert boundary_jump(previous, stepped, switch_s=0.95) == pytest.approx(0.2)
+    assert boundary_jump(None, stepped, 0.95) == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stamp=st.floats(0, 100),
+    offset_steps=st.integers(0, 15),
+    latency=st.floats(0.0, 1.0),
+)
+def test_frozen_prefix_is_continuous_with_the_current_chunk(stamp, offset_steps, latency):
+    rng = np.random.default_rng(0)
+    current = TimedChunk(stamp, 0.1, rng.normal(size=(16, 8)))
+    obs = stamp + offset_steps * 0.1
+    prefix = frozen_prefix(current, obs, 0.1, latency, 16)
+    assert prefix is not None and 1 <= len(prefix) <= 15
+    np.testing.assert_allclose(prefix[0], current.at(obs)[0])
+
+
+def test_latency_estimator_uses_recent_high_quantile():
+    estimator = LatencyEstimator(initial_s=0.5, window=10)
+    assert estimator.estimate_s() == 0.5
+    for value in [0.01] * 9 + [0.1]:
+        estimator.add(value)
+    assert 0.01 < estimator.estimate_s() <= 0.1
+    assert estimator.percentile_ms(50) == pytest.approx(10.0)

@@ -1,0 +1,1 @@
+"""Serving the world action model on a robot (no rclpy import): observation assembly, chunk continuity."""
