@@ -11,6 +11,7 @@ import sys
 
 #: name -> (module, one-line help). Keep sorted by the order a user meets them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("wam_ros.cli_demo", "the main job: the learned WAM drives the simulated arm through the safety bridge"),
     "bringup": ("wam_ros.cli_bringup", "start a robot's node set (robot:=<name>) without launch_ros"),
 }
 

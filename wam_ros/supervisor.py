@@ -146,13 +146,25 @@ class Supervisor:
             time.sleep(poll_s)
         return exit_code
 
-    def run(self, until: Callable[[], bool] | None = None) -> int:
-        """Start, wait, stop; SIGINT and SIGTERM stop cleanly. Returns the exit code."""
+    def run(
+        self,
+        until: Callable[[], bool] | None = None,
+        on_started: Callable[[], None] | None = None,
+        before_stop: Callable[[], None] | None = None,
+    ) -> int:
+        """Start, call ``on_started``, wait, call ``before_stop``, stop every node.
+
+        SIGINT and SIGTERM stop cleanly. Returns the exit code.
+        """
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if on_started is not None:
+                on_started()
             code = self.wait(until)
         finally:
+            if before_stop is not None:
+                before_stop()
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
