@@ -236,3 +236,26 @@ def test_capture_loop_recovers_after_an_outage():
     assert received[:5] == [1, 2, 3, 4, 5] and received[5:10] == [7, 8, 9, 10, 11]
     assert camera.opens == 4 and health.reconnects == 1 and health.connected
     assert [level for level, _ in logs] == ["error", "info"] and "streaming again" in logs[1][1]
+
+
+def test_camera_check_cli_measures_configured_cameras(tmp_path, capsys):
+    import yaml
+
+    from wam_ros.cameras.__main__ import main
+    from wam_ros.robot import package_root
+
+    video = tmp_path / "side.avi"
+    write_video(video, 10, fps=30.0)
+    data = yaml.safe_load((package_root() / "config" / "robots" / "fr3_real.yaml").read_text())
+    data["robot"]["urdf"] = str(package_root() / data["robot"]["urdf"])
+    side = {"name": "side", "source": "opencv", "device": str(video), "width": 160, "height": 120, "rate_hz": 30.0, "frame_id": "side_optical"}
+    data["robot"]["cameras"] = [side]
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(data))
+    data["robot"]["cameras"] = [side, {**side, "name": "gone", "device": str(tmp_path / "gone.avi")}]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    assert main(["check", "--robot", str(tmp_path / "ok.yaml"), "--seconds", "0.5"]) == 0
+    assert main(["check", "--robot", str(tmp_path / "bad.yaml"), "--seconds", "0.5"]) == 1
+    out = capsys.readouterr().out
+    assert "[ok] side" in out and "Hz of 30" in out
+    assert f"[FAIL] gone: video file {tmp_path / 'gone.avi'}: file not found" in out
+    assert main(["list"]) == 0 and "RealSense devices:" in capsys.readouterr().out
