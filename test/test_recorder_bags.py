@@ -1,0 +1,325 @@
+"""Episode bags without ROS: round trip, never overwriting, SIGKILL recovery, full disk, damaged files."""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wam_ros.data.bags import (
+    MODE_AUTONOMY,
+    MODE_HOLD,
+    MODE_IDLE,
+    MODE_TELEOP,
+    BagError,
+    BagReader,
+    BagRecording,
+    BagWriter,
+    BoundaryAction,
+    DiskFullError,
+    EpisodeBoundaries,
+    EpisodeExistsError,
+    EpisodeLabels,
+    MessageDefinitions,
+    intervention_segments,
+    read_labels,
+    write_labels,
+)
+
+SHARE = [Path(sys.prefix) / "share"]
+
+
+@pytest.fixture(scope="module")
+def definitions() -> MessageDefinitions:
+    return MessageDefinitions(SHARE)
+
+
+def joint_state(definitions: MessageDefinitions, i: int) -> bytes:
+    ts = definitions.typestore
+    definitions.lookup("sensor_msgs/msg/JointState")
+    msg = ts.types["sensor_msgs/msg/JointState"](
+        header=ts.types["std_msgs/msg/Header"](stamp=ts.types["builtin_interfaces/msg/Time"](sec=i // 100, nanosec=(i % 100) * 10_000_000), frame_id=""),
+        name=[f"j{k}" for k in range(3)], position=np.array([i, i + 0.5, -i], float), velocity=np.zeros(0), effort=np.zeros(0))
+    return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+
+
+def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
+    definitions.lookup("wam_ros/msg/SafetyStatus")
+    ts = definitions.typestore
+    T = ts.types
+    msg = T["wam_ros/msg/SafetyStatus"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id=""), mode=mode,
+        mode_name="X", backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
+        joint_state_age_s=0.01, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
+        last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
+    return bytes(ts.serialize_cdr(msg, "wam_ros/msg/SafetyStatus"))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload_sizes=st.lists(st.integers(0, 300_000), min_size=1, max_size=12),
+       stamps=st.lists(st.integers(0, 2**62), min_size=12, max_size=12))
+def test_round_trip_keeps_every_message_byte_for_byte(tmp_path, definitions, payload_sizes, stamps):
+    path = tmp_path / uuid.uuid4().hex
+    state = definitions.topic("/joint_states", "sensor_msgs/msg/JointState")
+    raw = definitions.topic("/raw", "std_msgs/msg/UInt8MultiArray")
+    writer = BagWriter(path, chunk_interval_s=0.05)
+    writer.add_topic(state)
+    writer.add_topic(raw)
+    sent = []
+    ts = definitions.typestore
+    for i, (size, stamp) in enumerate(zip(payload_sizes, stamps)):
+        array = ts.types["std_msgs/msg/UInt8MultiArray"](
+            layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(size, i % 256, np.uint8))
+        for topic, data in (("/raw", bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))), ("/joint_states", joint_state(definitions, i))):
+            writer.write(topic, stamp, data)
+            sent.append((stamp, topic, data))
+    summary = writer.close()
+    assert summary.closed and summary.messages == len(sent) and not summary.error
+    with BagReader(path) as reader:
+        assert reader.problems == []
+        assert reader.topics == {"/joint_states": ("sensor_msgs/msg/JointState", len(stamps[: len(payload_sizes)])),
+                                 "/raw": ("std_msgs/msg/UInt8MultiArray", len(payload_sizes))}
+        got = [(m.timestamp_ns, m.topic, m.data) for m in reader.messages()]
+        assert sorted(got) == sorted(sent)
+        decoded = reader.deserialize(next(m for m in reader.messages(["/joint_states"])))
+        assert decoded.name == ["j0", "j1", "j2"]
+
+
+def test_metadata_is_rosbag2_v9_with_type_hashes(tmp_path, definitions):
+    writer = BagWriter(tmp_path / "bag")
+    writer.add_topic(definitions.topic("/wam/safety/status", "wam_ros/msg/SafetyStatus"))
+    writer.write("/wam/safety/status", 5, safety_status(definitions, MODE_AUTONOMY))
+    writer.close()
+    import yaml
+
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 9 and info["storage_identifier"] == "mcap" and info["relative_file_paths"] == ["bag.mcap"]
+    topic = info["topics_with_message_count"][0]
+    assert topic["message_count"] == 1 and topic["topic_metadata"]["type_description_hash"].startswith("RIHS01_")
+    from wam_ros.msg import SafetyStatus
+
+    assert (SafetyStatus.MODE_IDLE, SafetyStatus.MODE_TELEOP, SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD) == (
+        MODE_IDLE, MODE_TELEOP, MODE_AUTONOMY, MODE_HOLD)
+
+
+def test_existing_bag_is_never_overwritten(tmp_path, definitions):
+    writer = BagWriter(tmp_path / "episode")
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    writer.write("/joint_states", 1, joint_state(definitions, 1))
+    writer.close()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "episode").iterdir()}
+    with pytest.raises(EpisodeExistsError, match="exists already"):
+        BagWriter(tmp_path / "episode")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "episode").iterdir()} == before
+
+
+def test_unknown_message_type_is_a_clear_error(definitions):
+    with pytest.raises(BagError, match="no_such_pkg/msg/Thing.msg"):
+        definitions.lookup("no_such_pkg/msg/Thing")
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {test_dir!r})
+    from pathlib import Path
+    from test_recorder_bags import SHARE, joint_state
+    from wam_ros.data.bags import BagWriter, MessageDefinitions
+    definitions = MessageDefinitions(SHARE)
+    writer = BagWriter(Path(sys.argv[1]), chunk_interval_s=0.05)
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    commits, i = writer._storage.commits, 0
+    while True:
+        writer.write("/joint_states", 1_000 + i, joint_state(definitions, i))
+        i += 1
+        if writer._storage.commits != commits:  # a chunk reached the OS: report how much
+            commits = writer._storage.commits
+            print(i, flush=True)
+""")
+
+
+def test_sigkilled_writer_leaves_a_bag_readable_up_to_its_last_chunk(tmp_path, definitions):
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER.format(test_dir=str(Path(__file__).parent)))
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True)
+    try:
+        flushed = 0
+        for line in process.stdout:  # type: ignore[union-attr]
+            flushed = int(line)
+            if flushed >= 2000:
+                break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not (tmp_path / "killed" / "metadata.yaml").exists()
+    with BagReader(tmp_path / "killed") as reader:
+        assert any("not closed" in p for p in reader.problems), reader.problems
+        got = list(reader.messages())
+    assert len(got) >= flushed
+    assert [m.timestamp_ns for m in got] == [1_000 + i for i in range(len(got))]
+    assert [m.data for m in got[:50]] == [joint_state(definitions, i) for i in range(50)]
+
+
+def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, definitions):
+    writer = BagWriter(tmp_path / "bag", chunk_interval_s=0.0)
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    for i in range(200):
+        writer.write("/joint_states", i + 1, joint_state(definitions, i))
+        writer.flush()
+    writer.close()
+    mcap = tmp_path / "bag" / "bag.mcap"
+    data = mcap.read_bytes()
+
+    # Cut in the middle with metadata.yaml still present: recovered up to the cut, and said so.
+    mcap.write_bytes(data[: len(data) // 2])
+    with BagReader(tmp_path / "bag") as reader:
+        assert reader.problems and "read by scanning" in reader.problems[0]
+        count = len(list(reader.messages()))
+    assert 50 < count < 200
+
+    # Nothing complete left: a clear error.
+    mcap.write_bytes(data[:40])
+    with pytest.raises(BagError, match="no complete chunk"):
+        BagReader(tmp_path / "bag").open()
+
+    # Not MCAP at all.
+    mcap.write_bytes(b"hello, this is not a bag" * 10)
+    with pytest.raises(BagError, match="not an MCAP file"):
+        BagReader(tmp_path / "bag").open()
+
+    # A damaged record in the middle of an unclosed bag: the third chunk's opcode overwritten.
+    damaged = bytearray(data[: len(data) // 2])
+    offset, chunks = 8, 0
+    while chunks < 3:
+        opcode, length = struct.unpack_from("<BQ", damaged, offset)
+        chunks += opcode == 0x06
+        offset += 0 if chunks == 3 else 9 + length
+    damaged[offset] = 0x00
+    mcap.write_bytes(bytes(damaged))
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    with pytest.raises(BagError, match=f"bag.mcap: damaged record at byte {offset}"):
+        BagReader(tmp_path / "bag").open()
+
+    # Damaged message bytes: decoding names the topic and the time.
+    mcap.write_bytes(data[: len(data) // 2])
+    with BagReader(tmp_path / "bag") as reader:
+        message = next(reader.messages())
+        with pytest.raises(BagError, match="cannot decode a sensor_msgs/msg/JointState on /joint_states at t=1 ns"):
+            reader.deserialize(dataclasses.replace(message, data=message.data[:4] + b"\xff" * 12))
+
+    with pytest.raises(BagError, match="no such bag"):
+        BagReader(tmp_path / "missing").open()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (needs root); unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(definitions: MessageDefinitions, recording: BagRecording, first: int, count: int) -> list[bytes]:
+    """Submit up to ``count`` 200 kB messages numbered from ``first``; returns those accepted."""
+    ts = definitions.typestore
+    sent = []
+    for i in range(first, first + count):
+        array = ts.types["std_msgs/msg/UInt8MultiArray"](
+            layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(200_000, i % 251, np.uint8))
+        data = bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))
+        if not recording.submit("/big", 10 + i, data):
+            break
+        sent.append(data)
+    return sent
+
+
+def test_full_disk_stops_recording_with_a_clear_error_and_keeps_earlier_data(small_disk, definitions):
+    errors: list[BagError] = []
+    spec = definitions.topic("/big", "std_msgs/msg/UInt8MultiArray")
+    recording = BagRecording(small_disk / "episode", [spec], chunk_interval_s=0.05, on_error=errors.append)
+    sent = []
+    import time
+
+    deadline = time.monotonic() + 20
+    while not errors and time.monotonic() < deadline:
+        sent += _fill(definitions, recording, len(sent), 5)
+        time.sleep(0.01)
+    summary = recording.close()
+    assert errors and isinstance(errors[0], DiskFullError) and "No space left" in str(errors[0])
+    assert str(small_disk / "episode") in summary.error
+    assert 0 < summary.messages < len(sent)
+    counts = recording.counts["/big"]
+    assert counts.dropped > 0 and counts.written == summary.messages and counts.received == counts.written + counts.dropped
+    with BagReader(small_disk / "episode") as reader:
+        got = [m.data for m in reader.messages()]
+    assert got == sent[: len(got)] and len(got) == summary.messages
+    assert summary.closed == (small_disk / "episode" / "metadata.yaml").exists()
+
+
+def test_free_space_reserve_stops_before_the_disk_is_full(small_disk, definitions):
+    errors: list[BagError] = []
+    spec = definitions.topic("/big", "std_msgs/msg/UInt8MultiArray")
+    recording = BagRecording(small_disk / "episode", [spec], chunk_interval_s=0.05, min_free_bytes=2 << 20, on_error=errors.append)
+    import time
+
+    deadline, sent = time.monotonic() + 20, 0
+    while not errors and time.monotonic() < deadline:
+        sent += len(_fill(definitions, recording, sent, 2))
+        time.sleep(0.05)
+    summary = recording.close()
+    assert errors and "reserve" in str(errors[0])
+    assert summary.closed and summary.messages > 0
+    with BagReader(small_disk / "episode") as reader:
+        assert reader.problems == [] and len(list(reader.messages())) == summary.messages
+
+
+def test_labels_round_trip_and_reject_bad_input(tmp_path):
+    labels = EpisodeLabels(robot="panda_sim", task="pick", instruction="pick the cube", outcome="success",
+                           intervention_segments_ns=[[1, 2]], seed=3)
+    write_labels(tmp_path, labels)
+    assert read_labels(tmp_path) == labels
+    assert read_labels(tmp_path / "nowhere") is None
+    with pytest.raises(BagError, match="outcome must be one of"):
+        write_labels(tmp_path, EpisodeLabels(outcome="great"))
+    (tmp_path / "wam_episode.yaml").write_text("task: [unclosed")
+    with pytest.raises(BagError, match="invalid YAML"):
+        read_labels(tmp_path)
+
+
+def test_intervention_is_teleop_after_autonomy():
+    samples = [(0, MODE_TELEOP), (10, MODE_AUTONOMY), (20, MODE_TELEOP), (30, MODE_AUTONOMY), (40, MODE_TELEOP)]
+    assert intervention_segments(samples, 50) == [(20, 30), (40, 50)]
+    assert intervention_segments([(0, MODE_TELEOP), (5, MODE_HOLD)], 9) == []
+
+
+def test_boundaries_on_sim_reset_and_mode_changes():
+    sim = EpisodeBoundaries(split_on_sim_reset=True)
+    assert sim.on_task_status(4, False, recording=False) == []  # first status seen: mid-episode, no start
+    assert sim.on_task_status(4, True, recording=False) == []
+    assert sim.on_task_status(5, False, recording=False) == [BoundaryAction("start", "sim_reset")]
+    assert sim.on_task_status(5, True, recording=True) == []
+    assert sim.on_task_status(6, False, recording=True) == [BoundaryAction("stop", "sim_reset", "success"), BoundaryAction("start", "sim_reset")]
+    assert sim.on_mode(MODE_AUTONOMY, recording=True) == []  # mode boundaries off
+
+    modes = EpisodeBoundaries(split_on_mode_change=True)
+    assert modes.on_mode(MODE_IDLE, recording=False) == []
+    assert modes.on_mode(MODE_TELEOP, recording=False) == [BoundaryAction("start", "mode:TELEOP")]
+    assert modes.on_mode(MODE_AUTONOMY, recording=True) == [BoundaryAction("stop", "mode:AUTONOMY"), BoundaryAction("start", "mode:AUTONOMY")]
+    assert modes.on_mode(MODE_TELEOP, recording=True) == []  # an intervention, same episode
+    assert modes.on_mode(MODE_HOLD, recording=True) == [BoundaryAction("stop", "mode:HOLD")]
+    assert modes.on_task_status(1, True, recording=False) == [] and modes.on_task_status(2, True, recording=False) == []
