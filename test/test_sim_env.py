@@ -1,0 +1,302 @@
+"""The MuJoCo tabletop without ROS: control laws, task predicates, env stepping, experts, demos."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from wam_ros.control.impedance import CartesianImpedance, JointImpedance, rotation_vector
+from wam_ros.data.episodes import EpisodeDataset
+from wam_ros.robot import load_robot_config
+from wam_ros.sim import TASKS, SceneState, SimConfig, TabletopEnv, make_expert
+from wam_ros.sim.demos import record_demo, subtask_spans
+from wam_ros.sim.expert import closest_grasp_yaw, top_down_rotation
+from wam_ros.sim.tasks import make_task
+from wam_ros.sim.video import write_episode_video
+
+ROBOT = load_robot_config("panda_sim")
+HALF = SimConfig().cube_size_m / 2
+
+
+@pytest.fixture(scope="module")
+def env():
+    environment = TabletopEnv(ROBOT)
+    yield environment
+    environment.close()
+
+
+# -- control laws -----------------------------------------------------------------------------------
+finite = st.floats(-3.0, 3.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(finite, min_size=28, max_size=28))
+def test_joint_law_is_the_impedance_formula_clipped_to_effort(values):
+    q, dq, q_target, dq_target = (np.array(values[i * 7 : (i + 1) * 7]) for i in range(4))
+    stiffness, damping = np.array(ROBOT.gains.joint_stiffness_nm_rad), np.array(ROBOT.gains.joint_damping_nms_rad)
+    effort = np.array(ROBOT.arm.effort_max_nm)
+    compensation = np.linspace(-5, 5, 7)
+    law = JointImpedance(stiffness, damping, effort)
+    out = np.zeros(7)
+    law.torque(q, dq, q_target, dq_target, compensation, out)
+    expected = np.clip(stiffness * (q_target - q) + damping * (dq_target - dq) + compensation, -effort, effort)
+    np.testing.assert_allclose(out, expected, atol=1e-9)
+
+
+def test_joint_law_rejects_bad_gains():
+    with pytest.raises(ValueError, match="stiffness"):
+        JointImpedance(np.array([1.0, np.nan]), np.ones(2), np.ones(2))
+    with pytest.raises(ValueError, match="effort"):
+        JointImpedance(np.ones(2), np.ones(2), np.array([1.0, 0.0]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=3, max_size=3), st.floats(0.0, math.pi - 1e-3))
+def test_rotation_vector_matches_scipy(axis, angle):
+    axis = np.array(axis)
+    if np.linalg.norm(axis) < 1e-3:
+        axis = np.array([0.0, 0.0, 1.0])
+    vector = axis / np.linalg.norm(axis) * angle
+    matrix = Rotation.from_rotvec(vector).as_matrix()
+    np.testing.assert_allclose(rotation_vector(matrix), vector, atol=1e-6)
+
+
+def test_cartesian_law_clips_the_error_and_pulls_towards_the_target():
+    law = CartesianImpedance(np.full(6, 100.0), np.zeros(6), 0.0, np.full(7, 1e6))
+    error = law.pose_error(np.zeros(3), np.eye(3), np.array([1.0, 0.0, 0.0]), Rotation.from_rotvec([0, 0, 2.0]).as_matrix())
+    np.testing.assert_allclose(error, [0.1, 0, 0, 0, 0, 0.5], atol=1e-9)  # CRISP: 0.1 m, 0.5 rad
+    jacobian = np.hstack([np.eye(6), np.zeros((6, 1))])
+    out = np.zeros(7)
+    law.torque(np.zeros(3), np.eye(3), jacobian, np.zeros(7), np.zeros(7), np.array([0.05, 0, 0]), np.eye(3), np.zeros(7), np.zeros(7), out)
+    np.testing.assert_allclose(out, [5.0, 0, 0, 0, 0, 0, 0], atol=1e-6)
+
+
+# -- task predicates on constructed states ---------------------------------------------------------------
+def _state(**positions: tuple[float, float, float]) -> SceneState:
+    cubes = {"red_cube": (0.4, 0.0, HALF), "green_cube": (0.5, 0.1, HALF), "blue_cube": (0.6, 0.2, HALF)}
+    cubes.update({k: v for k, v in positions.items() if k.endswith("_cube")})
+    return SceneState(
+        cube_positions={k: np.array(v) for k, v in cubes.items()},
+        cube_quats_xyzw={k: np.array([0, 0, 0, 1.0]) for k in cubes},
+        held={k: False for k in cubes},
+        tcp_position=np.array(positions.get("tcp", (0.3, 0.0, 0.5))),
+        bin_center=np.array([0.42, -0.34]),
+        zone_center=np.array([0.5, -0.05]),
+        target_position=np.array([0.45, 0.1, 0.2]),
+    )
+
+
+def test_reach_predicate():
+    task = make_task("reach", SimConfig())
+    spec = task.sample(0)
+    assert task.success(spec, _state(tcp=(0.45, 0.1, 0.21)))
+    assert not task.success(spec, _state(tcp=(0.45, 0.1, 0.25)))
+
+
+def test_push_predicate():
+    task = make_task("push", SimConfig())
+    spec = task.sample(3)
+    cube = spec.cubes[0]
+    assert task.success(spec, _state(**{cube: (0.52, -0.03, HALF)}))
+    assert not task.success(spec, _state(**{cube: (0.58, -0.05, HALF)}))  # outside the square
+    assert not task.success(spec, _state(**{cube: (0.5, -0.05, 0.2)}))  # lifted above it
+
+
+def test_pick_place_predicate_and_instruction():
+    task = make_task("pick_place", SimConfig())
+    spec = task.sample(5)
+    cube = spec.cubes[0]
+    assert spec.instruction == f"put the {cube.removesuffix('_cube')} cube in the bin" == spec.subtask_instructions[0]
+    in_bin = _state(**{cube: (0.45, -0.36, 0.03)})
+    assert task.success(spec, in_bin)
+    in_bin.held[cube] = True
+    assert not task.success(spec, in_bin)  # still in the hand
+    assert not task.success(spec, _state(**{cube: (0.45, -0.2, HALF)}))  # beside the bin
+    other = next(c for c in ("red_cube", "green_cube", "blue_cube") if c != cube)
+    assert not task.success(spec, _state(**{other: (0.45, -0.36, 0.03)}))  # the wrong cube
+
+
+def test_stack_predicate():
+    task = make_task("stack", SimConfig())
+    spec = task.sample(2)
+    top, bottom = spec.cubes
+    assert task.success(spec, _state(**{bottom: (0.5, 0.0, HALF), top: (0.505, 0.0, 3 * HALF)}))
+    assert not task.success(spec, _state(**{bottom: (0.5, 0.0, HALF), top: (0.54, 0.0, 3 * HALF)}))  # beside
+    assert not task.success(spec, _state(**{top: (0.5, 0.0, HALF), bottom: (0.5, 0.0, 3 * HALF)}))  # swapped
+
+
+def test_bin_three_counts_subtasks_in_order():
+    task = make_task("bin_three", SimConfig())
+    spec = task.sample(1)
+    first, second, third = spec.cubes
+    assert spec.subtask_instructions == [f"put the {c.removesuffix('_cube')} cube in the bin" for c in spec.cubes]
+    assert task.subtasks_done(spec, _state()) == 0
+    assert task.subtasks_done(spec, _state(**{second: (0.42, -0.34, 0.03)})) == 0  # out of order
+    assert task.subtasks_done(spec, _state(**{first: (0.42, -0.34, 0.03), second: (0.35, -0.34, 0.03)})) == 2
+    everything = _state(**{first: (0.42, -0.34, 0.03), second: (0.35, -0.34, 0.03), third: (0.49, -0.34, 0.03)})
+    assert task.success(spec, everything)
+
+
+def test_layouts_are_seeded_and_tasks_named():
+    assert set(TASKS) == {"reach", "push", "pick_place", "stack", "bin_three"}
+    task = make_task("pick_place", SimConfig())
+    a, b, c = task.sample(7), task.sample(7), task.sample(8)
+    assert a.instruction == b.instruction and all(np.allclose(a.cube_positions[k], b.cube_positions[k]) for k in a.cube_positions)
+    assert not all(np.allclose(a.cube_positions[k], c.cube_positions[k]) for k in a.cube_positions)
+    with pytest.raises(ValueError, match="unknown task"):
+        make_task("juggle", SimConfig())
+
+
+def test_subtask_spans_cover_the_episode_in_order():
+    spans = subtask_spans([0, 0, 0, 1, 1, 2, 2, 3, 3], ["a", "b", "c"])
+    assert [(s.instruction, s.start, s.end) for s in spans] == [("a", 0, 4), ("b", 4, 6), ("c", 6, 9)]
+    unfinished = subtask_spans([0, 0, 1, 1], ["a", "b", "c"])
+    assert [(s.instruction, s.start, s.end) for s in unfinished] == [("a", 0, 3), ("b", 3, 4)]
+
+
+# -- the env ----------------------------------------------------------------------------------------------
+def test_reset_step_observation_and_images(env):
+    observation = env.reset("pick_place", 3)
+    assert observation.time_s == 0.0 and observation.state.shape == (8,) and observation.ee_pose.shape == (7,)
+    np.testing.assert_allclose(observation.state[:7], ROBOT.arm.home_rad, atol=0.01)
+    assert observation.state[7] == pytest.approx(ROBOT.gripper.width_max_m, abs=1e-3)
+    images = observation.images
+    assert set(images) == {c.name for c in ROBOT.cameras}
+    for camera in ROBOT.cameras:
+        assert images[camera.name].shape == (camera.height, camera.width, 3) and images[camera.name].dtype == np.uint8
+        assert images[camera.name].std() > 5  # a scene, not a blank frame
+    stale = env.observation()
+    step = env.step(np.append(ROBOT.arm.home_rad, 0.04))
+    assert step.time_s == pytest.approx(SimConfig().control_period_s)
+    with pytest.raises(RuntimeError, match="moved on"):
+        _ = stale.images
+    for bad in (np.zeros(7), np.full(8, np.nan)):
+        with pytest.raises(ValueError):
+            env.step(bad)
+    assert env.step(np.append(ROBOT.arm.home_rad, 0.04)).time_s == pytest.approx(2 * SimConfig().control_period_s)
+
+
+def test_joint_targets_are_tracked_within_10_mrad(env):
+    observation = env.reset("reach", 0)
+    start = observation.state[:7].copy()
+    errors = []
+    for k in range(30):
+        target = start + 0.25 * np.sin(0.15 * k + np.arange(7)) * min(1.0, k / 8)
+        observation = env.step(np.append(target, 0.04))
+        errors.append(np.max(np.abs(observation.state[:7] - target)))
+    assert max(errors) < 0.01, errors
+
+
+def test_cartesian_target_reached_within_5_mm(env):
+    observation = env.reset("reach", 1)
+    target = observation.ee_pose[:3] + np.array([0.06, -0.08, -0.1])
+    yawed = (Rotation.from_quat(observation.ee_pose[3:]) * Rotation.from_rotvec([0, 0, 0.3])).as_quat()
+    env.set_cartesian_target(target, yawed)
+    env.advance(2.0)
+    reached = env.observation().ee_pose
+    assert np.linalg.norm(reached[:3] - target) < 0.005
+    assert (Rotation.from_quat(reached[3:]).inv() * Rotation.from_quat(yawed)).magnitude() < 0.02
+    with pytest.raises(ValueError, match="unit"):
+        env.set_cartesian_target(target, np.array([0, 0, 0, 2.0]))
+
+
+def test_task_status_reports_objects_and_progress(env):
+    env.reset("pick_place", 4)
+    status = env.task_status()
+    assert status.task == "pick_place" and status.seed == 4 and not status.success and status.subtasks_done == 0
+    assert {"red_cube", "green_cube", "blue_cube", "bin"} <= set(status.object_names)
+    cube = env.spec.cubes[0]
+    bin_position, _ = env.object_pose("bin")
+    env.set_object_pose(cube, bin_position + np.array([0.0, 0.0, HALF + 0.01]))
+    env.advance(0.3)
+    assert env.task_status().success
+
+
+@pytest.mark.parametrize("task,seeds", [("reach", [0, 1]), ("push", [0, 1]), ("pick_place", [0, 1]), ("stack", [0]), ("bin_three", [0])])
+def test_expert_succeeds(env, task, seeds):
+    for seed in seeds:
+        result = record_demo(env, task, seed, render=False)
+        assert result.success, f"{task} seed {seed}: {result.episode.extra}"
+
+
+def test_expert_moves_are_straight_and_below_the_speed_cap():
+    assert closest_grasp_yaw(math.radians(80)) == pytest.approx(math.radians(-10))
+    rotation = top_down_rotation(0.3)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    env = TabletopEnv(ROBOT)
+    try:
+        env.reset("reach", 2)
+        expert = make_expert(env)
+        positions = []
+        while not expert.done:
+            expert.act(None)
+            positions.append(expert.position.copy())
+        speeds = np.linalg.norm(np.diff(positions, axis=0), axis=1) / env.config.control_period_s
+        assert speeds.max() <= ROBOT.safety.ee_speed_max_m_s
+    finally:
+        env.close()
+
+
+# -- demonstrations and videos -------------------------------------------------------------------------------
+def test_sim_demos_writes_a_readable_dataset(tmp_path, monkeypatch, capsys):
+    from wam_ros.cli import main
+
+    out = tmp_path / "demos"
+    assert main(["sim-demos", "--task", "reach", "--episodes", "2", "--out", str(out), "--seed-start", "10", "--video"]) == 0
+    dataset = EpisodeDataset(out)
+    assert len(dataset) == 2 and dataset.info.fps == 10.0
+    assert dataset.info.state_names == [*ROBOT.arm.joint_names, "gripper_width"] == dataset.info.action_names
+    assert dataset.info.cameras == {c.name: (c.height, c.width) for c in ROBOT.cameras}
+    episode = dataset.episode(1)
+    assert episode.success and episode.seed == 11 and episode.instruction == "move the gripper to the yellow ball"
+    assert episode.subtasks[0].start == 0 and episode.subtasks[-1].end == episode.length
+    assert episode.images["front"].shape[0] == episode.length == episode.actions.shape[0]
+    np.testing.assert_allclose(episode.timestamps[:3], [0.0, 0.1, 0.2], atol=1e-9)
+    assert (out / "videos" / "episode_000001.mp4").stat().st_size > 1000
+    assert json.loads((out / "meta" / "info.json").read_text())["total_episodes"] == 2
+
+    # A rerun continues with new seeds; Ctrl-C keeps the finished episodes.
+    import wam_ros.sim.demos as demos
+
+    calls = []
+    original = demos.record_demo
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(demos, "record_demo", interrupted)
+    assert main(["sim-demos", "--task", "reach", "--episodes", "3", "--out", str(out), "--seed-start", "10"]) == 130
+    assert calls == [12, 13]
+    assert [e.seed for e in EpisodeDataset(out)] == [10, 11, 12]
+
+
+def test_sim_demos_rejects_bad_arguments(tmp_path, capsys):
+    from wam_ros.cli import main
+
+    assert main(["sim-demos", "--task", "reach", "--episodes", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--episodes must be positive" in capsys.readouterr().err
+
+
+def test_episode_video_from_observations(env, tmp_path):
+    import cv2
+
+    observations = [env.reset("reach", 0)]
+    for _ in range(4):
+        observations[-1].images  # render before stepping on
+        observations.append(env.step(np.append(ROBOT.arm.home_rad, 0.04)))
+    path = write_episode_video(tmp_path / "episode.mp4", observations, fps=10, captions=["reach"] * 5)
+    capture = cv2.VideoCapture(str(path))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 5
+    ok, frame = capture.read()
+    assert ok and frame.shape[0] == 384
+    with pytest.raises(ValueError, match="captions"):
+        write_episode_video(tmp_path / "bad.mp4", observations, fps=10, captions=["x"])
+    assert not (tmp_path / "bad.mp4").exists()

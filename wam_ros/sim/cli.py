@@ -1,0 +1,83 @@
+"""``wam-ros sim-demos``: scripted expert demonstrations written as an episode dataset.
+
+Seeds run from ``--seed-start`` upwards; seeds already in the dataset for the task are skipped,
+so an interrupted run continues where it stopped. Ctrl-C keeps every finished episode (the
+writer renames each file into place and appends the episode's index line last).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wam_ros.sim.tasks import TASKS
+
+    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="task to demonstrate")
+    parser.add_argument("--episodes", type=int, required=True, metavar="N", help="episodes to write")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset directory (created or extended)")
+    parser.add_argument("--seed-start", type=int, default=0, metavar="S", help="first seed (default 0)")
+    parser.add_argument("--robot", default="panda_sim", help="robot config name or path (default panda_sim)")
+    parser.add_argument("--video", action="store_true", help="also write an mp4 preview per episode (videos/)")
+    parser.add_argument("--keep-failures", action="store_true",
+                        help="write failed expert episodes too (success=false); by default they are skipped")
+    parser.add_argument("--max-attempts", type=int, default=None, metavar="M",
+                        help="give up after this many seeds (default 2 * episodes + 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from wam_ros.data.episodes import DatasetError, DatasetWriter, EpisodeDataset
+    from wam_ros.robot import ConfigError, load_robot_config
+    from wam_ros.sim.demos import dataset_info, record_demo
+    from wam_ros.sim.env import TabletopEnv
+
+    if args.episodes <= 0:
+        print("wam-ros sim-demos: --episodes must be positive", file=sys.stderr)
+        return 2
+    try:
+        robot = load_robot_config(args.robot)
+        env = TabletopEnv(robot)
+        writer = DatasetWriter(args.out, dataset_info(robot, env))
+    except (ConfigError, DatasetError, ValueError) as error:
+        print(f"wam-ros sim-demos: {error}", file=sys.stderr)
+        return 2
+    done_seeds = {r.get("seed") for r in EpisodeDataset(args.out).records if r.get("task") == args.task}
+    max_attempts = args.max_attempts or 2 * args.episodes + 10
+    written = attempted = failed = 0
+    seed = args.seed_start
+    started = time.monotonic()
+    progress = tqdm(total=args.episodes, desc=f"sim-demos {args.task}", unit="episode")
+    try:
+        while written < args.episodes and attempted < max_attempts:
+            if seed in done_seeds:
+                seed += 1
+                continue
+            result = record_demo(env, args.task, seed)
+            attempted += 1
+            if result.success or args.keep_failures:
+                writer.add(result.episode, video_fps=writer.info.fps if args.video else None)
+                written += 1
+                progress.update(1)
+            if not result.success:
+                failed += 1
+            progress.set_postfix(seed=seed, failed=failed)
+            seed += 1
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"wam-ros sim-demos: interrupted; {written} episodes written to {args.out} (the one in progress was dropped)",
+              file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+        env.close()
+    elapsed = time.monotonic() - started
+    print(f"wam-ros sim-demos: {written} episodes of {args.task} in {args.out} ({attempted} seeds, {failed} expert failures, "
+          f"{elapsed:.1f} s, next seed {seed})")
+    if written < args.episodes:
+        print(f"wam-ros sim-demos: gave up after {attempted} seeds with {written}/{args.episodes} episodes", file=sys.stderr)
+        return 1
+    return 0

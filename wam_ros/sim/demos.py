@@ -1,0 +1,96 @@
+"""Expert demonstrations in the episode dataset format (what ``wam-ros sim-demos`` writes).
+
+Frame t holds the observation at t (state, camera images) and the action the expert chose from
+it (joint targets reached at t + 1 / fps). Subtask spans come from the task's predicates: a
+subtask's span runs from the frame after the previous subtask was satisfied to the frame its
+own predicate first holds; the last span runs to the end of the episode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wam_ros.data.episodes import DatasetInfo, Episode, SubtaskSpan
+from wam_ros.robot import RobotConfig
+from wam_ros.sim.env import TabletopEnv
+from wam_ros.sim.expert import make_expert
+
+#: Control steps an episode may take before it counts as failed, per task (at 10 Hz).
+MAX_STEPS = {"reach": 100, "push": 200, "pick_place": 300, "stack": 300, "bin_three": 700}
+SETTLE_STEPS = 5  # frames recorded after the expert finished, so the outcome is visible
+
+
+def dataset_info(robot: RobotConfig, env: TabletopEnv) -> DatasetInfo:
+    """The dataset layout of sim demos for ``robot``: joints + gripper width, the sim cameras."""
+    names = [*robot.arm.joint_names, "gripper_width"]
+    return DatasetInfo(
+        fps=1.0 / env.config.control_period_s,
+        robot=robot.name,
+        joint_names=list(robot.arm.joint_names),
+        state_names=names,
+        action_names=list(names),
+        cameras={c.name: (c.height, c.width) for c in robot.cameras if c.source == "sim"},
+    )
+
+
+@dataclass
+class DemoResult:
+    episode: Episode
+    success: bool
+    steps: int
+
+
+def subtask_spans(done_per_frame: list[int], instructions: list[str]) -> list[SubtaskSpan]:
+    """Spans [start, end) per subtask from the number of subtasks done at each frame."""
+    spans: list[SubtaskSpan] = []
+    start = 0
+    total = len(done_per_frame)
+    for index, instruction in enumerate(instructions):
+        finished = next((t for t, done in enumerate(done_per_frame) if done > index), None)
+        last = index == len(instructions) - 1
+        end = total if (last or finished is None) else min(finished + 1, total)
+        if end > start:
+            spans.append(SubtaskSpan(instruction, start, end))
+        if finished is None:
+            break
+        start = end
+    return spans
+
+
+def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max_steps: int | None = None) -> DemoResult:
+    """Run the scripted expert on (task, seed) and return the episode it produced."""
+    observation = env.reset(task, seed)
+    expert = make_expert(env)
+    max_steps = max_steps or MAX_STEPS.get(task, 400)
+    cameras = [c.name for c in env.robot.cameras if c.source == "sim"]
+    states, actions, times, done = [], [], [], []
+    frames: dict[str, list[np.ndarray]] = {name: [] for name in cameras}
+    settle = 0
+    while len(states) < max_steps and settle < SETTLE_STEPS:
+        if render:
+            for name, image in observation.images.items():
+                frames[name].append(image)
+        action = expert.act(observation)
+        states.append(observation.state)
+        actions.append(action)
+        times.append(observation.time_s)
+        done.append(env.task.subtasks_done(env.spec, env.scene_state()))  # type: ignore[union-attr]
+        observation = env.step(action)
+        if expert.done:
+            settle += 1
+    status = env.task_status()
+    episode = Episode(
+        task=task,
+        instruction=status.instruction,
+        states=np.asarray(states, np.float32),
+        actions=np.asarray(actions, np.float32),
+        images={name: np.asarray(images, np.uint8) for name, images in frames.items()} if render else {},
+        timestamps=np.asarray(times, np.float64),
+        subtasks=subtask_spans(done, status.subtask_instructions),
+        success=status.success,
+        seed=int(seed),
+        source="sim",
+        extra={"expert_failed": expert.failed, "expert_message": expert.message, "subtasks_done": status.subtasks_done},
+    )
+    return DemoResult(episode=episode, success=status.success, steps=len(states))

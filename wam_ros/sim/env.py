@@ -1,0 +1,520 @@
+"""TabletopEnv: the MuJoCo Panda tabletop stepped in-process (no ROS graph).
+
+One control step (``step``) is one dataset frame (``SimConfig.control_period_s``, 0.1 s): the
+arm's joint impedance target ramps linearly from the previous action to the new one while the
+physics runs at 1 kHz, and the impedance law (:mod:`wam_ros.control.impedance`) is evaluated
+at every physics step with MuJoCo's bias force as gravity and Coriolis compensation. The sim
+node drives the same object through the low-level calls (``set_joint_target``,
+``set_joint_motion``, ``set_cartesian_target``, ``set_gripper``, ``advance``).
+
+Rendering is the expensive part and happens only on demand: ``Observation.images`` renders on
+first access (and refuses once the simulation has moved on), ``render()`` renders explicitly.
+Small cameras draw the robot from its low-poly meshes (see ``SimConfig.low_poly_max_pixels``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose otherwise
+
+import mujoco  # noqa: E402
+
+from wam_ros.control.impedance import CartesianImpedance, JointImpedance  # noqa: E402
+from wam_ros.robot import RobotConfig  # noqa: E402
+from wam_ros.sim.config import SimConfig  # noqa: E402
+from wam_ros.sim.scene import (  # noqa: E402
+    BIN,
+    CUBES,
+    GROUP_LOW_POLY,
+    GROUP_SCENE,
+    GROUP_VISUAL,
+    PARKED_Z_M,
+    TARGET,
+    ZONE,
+    build_scene_xml,
+    degrees_to_fovy_intrinsics,
+)
+from wam_ros.sim.tasks import EpisodeSpec, SceneState, Task, make_task  # noqa: E402
+
+JOINT_MODE, CARTESIAN_MODE = "joint", "cartesian"
+
+
+class JointMotion(Protocol):
+    """Joint impedance targets as a function of simulation time (e.g. a trajectory follower)."""
+
+    def sample(self, times_s: np.ndarray, positions_out: np.ndarray, velocities_out: np.ndarray) -> None:
+        """Fill (n, dof) target positions [rad] and velocities [rad/s] at the env times ``times_s``."""
+
+
+class LinearRamp:
+    """Target moving linearly from ``start`` (at ``t0``) to ``goal`` (at ``t1``), then holding."""
+
+    def __init__(self, start: np.ndarray, goal: np.ndarray, t0_s: float, t1_s: float) -> None:
+        self.start = np.array(start, float)
+        self.goal = np.array(goal, float)
+        self.t0_s, self.t1_s = float(t0_s), float(t1_s)
+        duration = self.t1_s - self.t0_s
+        self.velocity = (self.goal - self.start) / duration if duration > 0 else np.zeros_like(self.goal)
+
+    def sample(self, times_s: np.ndarray, positions_out: np.ndarray, velocities_out: np.ndarray) -> None:
+        duration = self.t1_s - self.t0_s
+        fraction = np.clip((times_s - self.t0_s) / duration, 0.0, 1.0) if duration > 0 else np.ones_like(times_s)
+        np.multiply(fraction[:, None], self.goal - self.start, out=positions_out)
+        positions_out += self.start
+        moving = (times_s > self.t0_s) & (times_s <= self.t1_s + 1e-12)
+        velocities_out[:] = 0.0
+        velocities_out[moving] = self.velocity
+
+
+@dataclass
+class Observation:
+    """The robot's state at ``time_s`` (seconds since reset) and, on demand, the camera images."""
+
+    time_s: float
+    state: np.ndarray  # (8,) 7 joint positions [rad] + gripper width [m]
+    joint_velocities: np.ndarray  # (8,) 7 joint velocities [rad/s] + gripper width rate [m/s]
+    ee_pose: np.ndarray  # (7,) TCP position [m] + quaternion (x, y, z, w) in the base frame
+    _renderer: Callable[[], dict[str, np.ndarray]] | None = field(default=None, repr=False)
+    _images: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def images(self) -> dict[str, np.ndarray]:
+        """{camera: (H, W, 3) uint8}; rendered on first access, only while the sim has not moved on."""
+        if self._images is None:
+            if self._renderer is None:
+                raise RuntimeError("this observation has no renderer")
+            self._images = self._renderer()
+        return self._images
+
+
+@dataclass
+class TaskStatus:
+    """Task progress for the current episode (what /wam/sim/task_status carries)."""
+
+    task: str
+    seed: int
+    episode: int
+    instruction: str
+    subtask_instructions: list[str]
+    success: bool
+    subtasks_done: int
+    object_names: list[str]
+    object_poses: np.ndarray  # (N, 7) position [m] + quaternion (x, y, z, w), world = base frame
+
+
+class TabletopEnv:
+    """The Panda tabletop: reset to a task and seed, step with joint targets, observe, render."""
+
+    def __init__(self, robot: RobotConfig, config: SimConfig | None = None) -> None:
+        self.robot = robot
+        self.config = config or SimConfig.from_robot(robot)
+        self.config.validate()
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(robot, self.config))
+        self.data = mujoco.MjData(self.model)
+        self.dof = robot.arm.dof
+        model, data = self.model, self.data
+        self.timestep_s = float(model.opt.timestep)
+
+        arm_qpos = [int(model.joint(name).qposadr[0]) for name in robot.arm.joint_names]
+        arm_dof = [int(model.joint(name).dofadr[0]) for name in robot.arm.joint_names]
+        if arm_qpos != list(range(arm_qpos[0], arm_qpos[0] + self.dof)) or arm_dof != list(range(arm_dof[0], arm_dof[0] + self.dof)):
+            raise RuntimeError("arm joints are not contiguous in the MuJoCo model")
+        self._arm_dofs = np.array(arm_dof)
+        self._finger_qpos = np.array([int(model.joint(n).qposadr[0]) for n in robot.gripper.joint_names])
+        self._finger_dof = np.array([int(model.joint(n).dofadr[0]) for n in robot.gripper.joint_names])
+        # Views into MjData, made once: the per-step loop reads and writes them without allocating.
+        self._q = data.qpos[arm_qpos[0] : arm_qpos[0] + self.dof]
+        self._dq = data.qvel[arm_dof[0] : arm_dof[0] + self.dof]
+        self._bias = data.qfrc_bias[arm_dof[0] : arm_dof[0] + self.dof]
+        actuators = [int(model.actuator(f"{name}_torque").id) for name in robot.arm.joint_names]
+        self._torque = data.ctrl[actuators[0] : actuators[0] + self.dof]
+        self._gripper_actuator = int(model.actuator("gripper").id)
+        self._tcp = int(model.body(robot.tcp_frame).id)
+        self._tcp_position = data.xpos[self._tcp]
+        self._tcp_rotation = data.xmat[self._tcp].reshape(3, 3)
+        self._jacobian = np.zeros((6, model.nv))
+        self._cube_qpos = {c: int(model.joint(c).qposadr[0]) for c in CUBES}
+        self._cube_body = {c: int(model.body(c).id) for c in CUBES}
+        self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET)}
+        fingers = {int(model.body(name).id) for name in ("panda_leftfinger", "panda_rightfinger")}
+        self._finger_geoms = np.array([g for g in range(model.ngeom) if model.geom_bodyid[g] in fingers])
+        self._cube_geom = {c: int(model.geom(c).id) for c in CUBES}
+
+        gains = robot.gains
+        self.joint_law = JointImpedance(np.array(gains.joint_stiffness_nm_rad), np.array(gains.joint_damping_nms_rad),
+                                        np.array(robot.arm.effort_max_nm))
+        self.cartesian_law = CartesianImpedance(np.array(gains.cartesian_stiffness), np.array(gains.cartesian_damping),
+                                                gains.nullspace_stiffness_nm_rad, np.array(robot.arm.effort_max_nm))
+        self.home = np.array(robot.arm.home_rad)
+        self.mode = JOINT_MODE
+        self._motion: JointMotion = LinearRamp(self.home, self.home, 0.0, 0.0)
+        self._arm_target = self.home.copy()  # where the current joint motion ends
+        self._cartesian_position = np.zeros(3)
+        self._cartesian_rotation = np.eye(3)
+        self._nullspace_posture = self.home.copy()
+        self._targets = np.zeros((0, self.dof))
+        self._target_velocities = np.zeros((0, self.dof))
+        self._gripper_goal_m = robot.gripper.width_max_m
+        self._gripper_command_m = robot.gripper.width_max_m
+        self.gripper_force_n = self.config.gripper_force_n
+
+        self._camera_pose0 = (model.cam_pos.copy(), model.cam_quat.copy())
+        self._light_diffuse0 = model.light_diffuse.copy()
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._scene_options = {low_poly: self._scene_option(low_poly) for low_poly in (False, True)}
+        self._version = 0  # increases whenever the simulation state changes
+
+        self._tasks: dict[str, Task] = {}
+        self.task: Task | None = None
+        self.spec: EpisodeSpec | None = None
+        self.episode = 0
+
+    # -- episodes ----------------------------------------------------------------------------------
+    def reset(self, task: str, seed: int) -> Observation:
+        """Start an episode of ``task`` with the layout of ``seed``; the arm at home, gripper open."""
+        if task not in self._tasks:
+            self._tasks[task] = make_task(task, self.config)
+        self.task = self._tasks[task]
+        self.spec = self.task.sample(int(seed))
+        model, data = self.model, self.data
+        mujoco.mj_resetData(model, data)
+        self._q[:] = self.home
+        data.qpos[self._finger_qpos] = self.robot.gripper.width_max_m / 2
+        for cube in CUBES:
+            adr = self._cube_qpos[cube]
+            yaw = self.spec.cube_yaws_rad[cube]
+            data.qpos[adr : adr + 3] = self.spec.cube_positions[cube]
+            data.qpos[adr + 3 : adr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+        data.mocap_pos[self._mocap[BIN]] = (*self.spec.bin_center_xy, 0.0)
+        zone = self.spec.zone_center_xy
+        data.mocap_pos[self._mocap[ZONE]] = (*zone, 0.0) if zone is not None else (0.5, 0.0, PARKED_Z_M)
+        target = self.spec.target_position
+        data.mocap_pos[self._mocap[TARGET]] = target if target is not None else (0.5, 0.0, PARKED_Z_M)
+        self._jitter(np.random.default_rng([int(seed) & 0xFFFFFFFF, 7]))
+        self.mode = JOINT_MODE
+        self.set_joint_target(self.home, self.robot.gripper.width_max_m)
+        self._gripper_command_m = self.robot.gripper.width_max_m
+        self.set_gripper(self.robot.gripper.width_max_m, self.config.gripper_force_n)
+        mujoco.mj_forward(model, data)
+        self.advance(0.05)  # let the cubes settle onto the table
+        data.time = 0.0
+        self.episode += 1
+        return self.observation()
+
+    def _jitter(self, rng: np.random.Generator) -> None:
+        positions, quats = self._camera_pose0
+        self.model.cam_pos[:] = positions
+        self.model.cam_quat[:] = quats
+        self.model.light_diffuse[:] = self._light_diffuse0
+        config = self.config
+        for camera in range(self.model.ncam):
+            if config.camera_position_jitter_m > 0:
+                self.model.cam_pos[camera] += rng.uniform(-1, 1, 3) * config.camera_position_jitter_m
+            if config.camera_rotation_jitter_rad > 0:
+                axis_angle = rng.uniform(-1, 1, 3) * config.camera_rotation_jitter_rad
+                delta = np.zeros(4)
+                mujoco.mju_axisAngle2Quat(delta, axis_angle / max(np.linalg.norm(axis_angle), 1e-12), np.linalg.norm(axis_angle))
+                quat = np.zeros(4)
+                mujoco.mju_mulQuat(quat, quats[camera], delta)
+                self.model.cam_quat[camera] = quat
+        if config.light_jitter > 0:
+            self.model.light_diffuse[:] = np.clip(self._light_diffuse0 * (1 + rng.uniform(-1, 1) * config.light_jitter), 0, 1)
+
+    # -- commands ----------------------------------------------------------------------------------
+    def step(self, action: np.ndarray) -> Observation:
+        """Apply an (8,) action (7 joint targets [rad] + gripper width [m]) for one control period.
+
+        The joint target ramps linearly from the previous action to this one over the period;
+        the gripper width is clipped to its range. Non-finite actions raise ValueError.
+        """
+        action = np.asarray(action, dtype=float)
+        if action.shape != (self.dof + 1,):
+            raise ValueError(f"action must have shape ({self.dof + 1},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has non-finite values: {action.tolist()}")
+        width = float(np.clip(action[-1], self.robot.gripper.width_min_m, self.robot.gripper.width_max_m))
+        period = self.config.control_period_s
+        self.mode = JOINT_MODE
+        self._motion = LinearRamp(self._arm_target, action[: self.dof], self.data.time, self.data.time + period)
+        self._arm_target = action[: self.dof].copy()
+        self._gripper_goal_m = width
+        self.advance(period)
+        return self.observation()
+
+    def set_joint_target(self, q: np.ndarray, gripper_width_m: float | None = None) -> None:
+        """Hold the joint impedance target at ``q`` [rad] (joint mode); optionally set the gripper width."""
+        q = self._checked_joints(q)
+        self.mode = JOINT_MODE
+        self._motion = LinearRamp(q, q, self.data.time, self.data.time)
+        self._arm_target = q.copy()
+        if gripper_width_m is not None:
+            self.set_gripper(gripper_width_m)
+
+    def set_joint_motion(self, motion: JointMotion, end_target: np.ndarray | None = None) -> None:
+        """Follow ``motion`` (targets as a function of env time) in joint mode, e.g. a trajectory."""
+        self.mode = JOINT_MODE
+        self._motion = motion
+        if end_target is not None:
+            self._arm_target = self._checked_joints(end_target).copy()
+
+    def set_cartesian_target(
+        self,
+        position: np.ndarray,
+        quaternion_xyzw: np.ndarray,
+        stiffness: np.ndarray | None = None,
+        damping: np.ndarray | None = None,
+        nullspace_stiffness: float | None = None,
+    ) -> None:
+        """Cartesian impedance mode: pull the TCP towards the pose (base frame); gains optional."""
+        position = np.asarray(position, float)
+        quat = np.asarray(quaternion_xyzw, float)
+        if position.shape != (3,) or quat.shape != (4,) or not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))):
+            raise ValueError("Cartesian target needs a finite position (3,) and quaternion (4,)")
+        norm = float(np.linalg.norm(quat))
+        if not 0.9 < norm < 1.1:
+            raise ValueError(f"quaternion is not unit length (norm {norm:.3f})")
+        if stiffness is not None or damping is not None or nullspace_stiffness is not None:
+            self.cartesian_law.set_gains(
+                self.cartesian_law.stiffness if stiffness is None else stiffness,
+                self.cartesian_law.damping if damping is None else damping,
+                self.cartesian_law.nullspace_stiffness if nullspace_stiffness is None else nullspace_stiffness,
+            )
+        if self.mode != CARTESIAN_MODE:
+            self._nullspace_posture[:] = self._q  # keep the current posture in the null space
+        self.mode = CARTESIAN_MODE
+        self._cartesian_position[:] = position
+        x, y, z, w = quat / norm
+        matrix = np.zeros(9)
+        mujoco.mju_quat2Mat(matrix, np.array([w, x, y, z]))
+        self._cartesian_rotation[:] = matrix.reshape(3, 3)
+
+    def set_gripper(self, width_m: float, force_n: float | None = None) -> None:
+        """Gripper width goal [m] (approached at the gripper's speed limit) and grasp force [N]."""
+        gripper = self.robot.gripper
+        if not math.isfinite(width_m) or not gripper.width_min_m - 1e-9 <= width_m <= gripper.width_max_m + 1e-9:
+            raise ValueError(f"gripper width {width_m} m outside [{gripper.width_min_m}, {gripper.width_max_m}]")
+        self._gripper_goal_m = float(np.clip(width_m, gripper.width_min_m, gripper.width_max_m))
+        if force_n is not None:
+            if not math.isfinite(force_n) or not 0 < force_n <= gripper.force_max_n:
+                raise ValueError(f"gripper force {force_n} N outside (0, {gripper.force_max_n}]")
+            self.gripper_force_n = float(force_n)
+            # The tendon force splits in half onto the two fingers.
+            self.model.actuator_forcerange[self._gripper_actuator] = (-2 * force_n, 2 * force_n)
+
+    def _checked_joints(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype=float)
+        if q.shape != (self.dof,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"joint target must be {self.dof} finite values, got {np.asarray(q).tolist()}")
+        return q
+
+    # -- physics -----------------------------------------------------------------------------------
+    def advance(self, duration_s: float) -> None:
+        """Run the physics for ``duration_s`` (rounded to whole 1 ms steps) under the active law."""
+        steps = int(round(duration_s / self.timestep_s))
+        if steps <= 0:
+            return
+        model, data = self.model, self.data
+        times = data.time + self.timestep_s * np.arange(1, steps + 1)
+        gripper = self._gripper_ramp(steps)
+        ctrl = data.ctrl
+        g = self._gripper_actuator
+        if self.mode == JOINT_MODE:
+            if len(self._targets) < steps:
+                self._targets = np.zeros((steps, self.dof))
+                self._target_velocities = np.zeros((steps, self.dof))
+            targets, velocities = self._targets[:steps], self._target_velocities[:steps]
+            self._motion.sample(times, targets, velocities)
+            law, q, dq, bias, torque = self.joint_law, self._q, self._dq, self._bias, self._torque
+            for k in range(steps):
+                mujoco.mj_step1(model, data)
+                law.torque(q, dq, targets[k], velocities[k], bias, torque)
+                ctrl[g] = gripper[k]
+                mujoco.mj_step2(model, data)
+        else:
+            law, q, dq, bias, torque = self.cartesian_law, self._q, self._dq, self._bias, self._torque
+            jacobian, arm = self._jacobian, slice(int(self._arm_dofs[0]), int(self._arm_dofs[0]) + self.dof)
+            for k in range(steps):
+                mujoco.mj_step1(model, data)
+                mujoco.mj_jacBody(model, data, jacobian[:3], jacobian[3:], self._tcp)
+                law.torque(self._tcp_position, self._tcp_rotation, jacobian[:, arm], q, dq, self._cartesian_position,
+                           self._cartesian_rotation, self._nullspace_posture, bias, torque)
+                ctrl[g] = gripper[k]
+                mujoco.mj_step2(model, data)
+        self._gripper_command_m = float(gripper[-1])
+        self._version += 1
+
+    def _gripper_ramp(self, steps: int) -> np.ndarray:
+        """Gripper width commands for the next steps, moving to the goal at the speed limit."""
+        start, goal = self._gripper_command_m, self._gripper_goal_m
+        travel = self.robot.gripper.speed_max_m_s * self.timestep_s * np.arange(1, steps + 1)
+        return goal + np.sign(start - goal) * np.maximum(abs(start - goal) - travel, 0.0)
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def time_s(self) -> float:
+        return float(self.data.time)
+
+    def joint_positions(self) -> np.ndarray:
+        """Arm joints then finger joints [rad, m] (what /joint_states carries)."""
+        return np.concatenate([self._q, self.data.qpos[self._finger_qpos]])
+
+    def joint_velocities_all(self) -> np.ndarray:
+        return np.concatenate([self._dq, self.data.qvel[self._finger_dof]])
+
+    def observation(self) -> Observation:
+        data = self.data
+        width = float(data.qpos[self._finger_qpos].sum())
+        width_rate = float(data.qvel[self._finger_dof].sum())
+        quat = data.xquat[self._tcp]
+        version = self._version
+
+        def render() -> dict[str, np.ndarray]:
+            if self._version != version:
+                raise RuntimeError("the simulation moved on since this observation was taken; read .images before stepping")
+            return self.render()
+
+        return Observation(
+            time_s=float(data.time),
+            state=np.append(self._q, width),
+            joint_velocities=np.append(self._dq, width_rate),
+            ee_pose=np.array([*self._tcp_position, quat[1], quat[2], quat[3], quat[0]]),
+            _renderer=render,
+        )
+
+    def held(self, cube: str) -> bool:
+        """Does a finger touch ``cube``?"""
+        contacts = self.data.contact.geom[: self.data.ncon]
+        geom = self._cube_geom[cube]
+        finger_a = np.isin(contacts[:, 0], self._finger_geoms) & (contacts[:, 1] == geom)
+        finger_b = np.isin(contacts[:, 1], self._finger_geoms) & (contacts[:, 0] == geom)
+        return bool(np.any(finger_a | finger_b))
+
+    def object_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Position [m] and quaternion (x, y, z, w) of a body (cube, bin, zone, target)."""
+        body = self.model.body(name).id
+        w, x, y, z = self.data.xquat[body]
+        return self.data.xpos[body].copy(), np.array([x, y, z, w])
+
+    def set_object_pose(self, name: str, position: np.ndarray, quaternion_xyzw: np.ndarray = (0.0, 0.0, 0.0, 1.0)) -> None:
+        """Place a cube (at rest) or a mocap marker; for constructing test states."""
+        x, y, z, w = np.asarray(quaternion_xyzw, float)
+        if name in self._cube_qpos:
+            adr = self._cube_qpos[name]
+            self.data.qpos[adr : adr + 7] = (*position, w, x, y, z)
+            dof = int(self.model.joint(name).dofadr[0])
+            self.data.qvel[dof : dof + 6] = 0.0
+        elif name in self._mocap:
+            self.data.mocap_pos[self._mocap[name]] = position
+            self.data.mocap_quat[self._mocap[name]] = (w, x, y, z)
+        else:
+            raise KeyError(f"no object {name!r}; objects: {', '.join([*CUBES, BIN, ZONE, TARGET])}")
+        mujoco.mj_forward(self.model, self.data)
+        self._version += 1
+
+    def scene_state(self) -> SceneState:
+        positions, quats = {}, {}
+        for cube in CUBES:
+            positions[cube], quats[cube] = self.object_pose(cube)
+        spec = self.spec
+        return SceneState(
+            cube_positions=positions,
+            cube_quats_xyzw=quats,
+            held={cube: self.held(cube) for cube in CUBES},
+            tcp_position=self._tcp_position.copy(),
+            bin_center=self.data.mocap_pos[self._mocap[BIN]][:2].copy(),
+            zone_center=self.data.mocap_pos[self._mocap[ZONE]][:2].copy() if spec and spec.zone_center_xy is not None else None,
+            target_position=self.data.mocap_pos[self._mocap[TARGET]].copy() if spec and spec.target_position is not None else None,
+        )
+
+    def task_status(self) -> TaskStatus:
+        if self.task is None or self.spec is None:
+            raise RuntimeError("call reset(task, seed) first")
+        state = self.scene_state()
+        done = self.task.subtasks_done(self.spec, state)
+        names = [*CUBES, BIN] + ([ZONE] if self.spec.zone_center_xy is not None else []) + ([TARGET] if self.spec.target_position is not None else [])
+        poses = np.array([np.concatenate(self.object_pose(name)) for name in names])
+        return TaskStatus(
+            task=self.task.name,
+            seed=self.spec.seed,
+            episode=self.episode,
+            instruction=self.spec.instruction,
+            subtask_instructions=list(self.spec.subtask_instructions),
+            success=done == len(self.spec.subtask_instructions),
+            subtasks_done=done,
+            object_names=names,
+            object_poses=poses,
+        )
+
+    # -- rendering ---------------------------------------------------------------------------------
+    @staticmethod
+    def _scene_option(low_poly: bool) -> mujoco.MjvOption:
+        option = mujoco.MjvOption()
+        option.geomgroup[:] = 0
+        option.geomgroup[GROUP_SCENE] = 1
+        option.geomgroup[GROUP_LOW_POLY if low_poly else GROUP_VISUAL] = 1
+        option.sitegroup[:] = 0
+        return option
+
+    def _renderer(self, height: int, width: int) -> mujoco.Renderer:
+        key = (height, width)
+        if key not in self._renderers:
+            self._renderers[key] = mujoco.Renderer(self.model, height, width)
+        return self._renderers[key]
+
+    def render(self, cameras: list[str] | None = None) -> dict[str, np.ndarray]:
+        """RGB images {camera: (H, W, 3) uint8} of the robot config's cameras (or the ones named)."""
+        return {camera.name: self.render_camera(camera.name, camera.height, camera.width) for camera in self._cameras(cameras)}
+
+    def render_camera(self, camera: str, height: int, width: int) -> np.ndarray:
+        """RGB (height, width, 3) uint8 image of any scene camera at any size (e.g. a large demo view)."""
+        renderer = self._renderer(height, width)
+        low_poly = width * height <= self.config.low_poly_max_pixels
+        renderer.update_scene(self.data, camera, self._scene_options[low_poly])
+        return renderer.render()
+
+    def render_depth(self, cameras: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Depth images {camera: (H, W) float32 metres along the optical axis}."""
+        images = {}
+        for camera in self._cameras(cameras):
+            renderer = self._renderer(camera.height, camera.width)
+            renderer.enable_depth_rendering()
+            try:
+                low_poly = camera.width * camera.height <= self.config.low_poly_max_pixels
+                renderer.update_scene(self.data, camera.name, self._scene_options[low_poly])
+                images[camera.name] = renderer.render()
+            finally:
+                renderer.disable_depth_rendering()
+        return images
+
+    def intrinsics(self, camera: str) -> tuple[float, float, float, float]:
+        """Pinhole (fx, fy, cx, cy) [px] of a simulated camera."""
+        config = self.robot.camera(camera)
+        fovy = float(self.model.cam_fovy[self.model.camera(camera).id])
+        return degrees_to_fovy_intrinsics(fovy, config.width, config.height)
+
+    def _cameras(self, names: list[str] | None):
+        cameras = [c for c in self.robot.cameras if c.source == "sim"]
+        if names is None:
+            return cameras
+        known = {c.name: c for c in cameras}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise KeyError(f"no simulated camera {missing[0]!r}; cameras: {', '.join(known)}")
+        return [known[n] for n in names]
+
+    def close(self) -> None:
+        """Release the renderers' GL contexts."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    def __enter__(self) -> "TabletopEnv":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

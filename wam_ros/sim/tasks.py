@@ -1,0 +1,269 @@
+"""Tabletop tasks: seeded layouts, language instructions and success predicates.
+
+A task samples an :class:`EpisodeSpec` from a seed (object placement, which cube, which order)
+and judges a :class:`SceneState` (object poses, TCP, which cubes the fingers touch). Predicates
+are pure functions of that state, so they can be checked on constructed states without physics.
+
+Every task uses the same scene: red, green and blue cubes on the table and a bin; the push zone
+and the reach target are visible only in their task. Cubes that a task does not mention stay on
+the table as distractors, so the instruction decides what to do.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wam_ros.sim.config import SimConfig
+from wam_ros.sim.scene import CUBE_COLOURS, CUBES, ZONE_HALF_SIZE_M
+
+COLOURS = tuple(CUBE_COLOURS)
+REACH_TOLERANCE_M = 0.02
+STACK_XY_TOLERANCE_M = 0.02
+RESTING_TOLERANCE_M = 0.01  # how far a resting cube's height may be from its nominal height
+CUBE_CLEARANCE_M = 0.085  # minimum distance between cube centres at reset
+
+
+@dataclass
+class SceneState:
+    """What the predicates look at; positions in the base frame [m], quaternions (x, y, z, w)."""
+
+    cube_positions: dict[str, np.ndarray]
+    cube_quats_xyzw: dict[str, np.ndarray]
+    held: dict[str, bool]  # cube -> a finger touches it
+    tcp_position: np.ndarray
+    bin_center: np.ndarray  # (x, y) of the bin's centre
+    zone_center: np.ndarray | None = None
+    target_position: np.ndarray | None = None
+
+
+@dataclass
+class EpisodeSpec:
+    """One seeded episode: where everything starts and what has to be done."""
+
+    task: str
+    seed: int
+    instruction: str
+    subtask_instructions: list[str]
+    cube_positions: dict[str, np.ndarray]
+    cube_yaws_rad: dict[str, float]
+    bin_center_xy: np.ndarray
+    zone_center_xy: np.ndarray | None = None
+    target_position: np.ndarray | None = None
+    cubes: list[str] = field(default_factory=list)  # the cubes the task acts on, in order
+
+
+def cube_name(colour: str) -> str:
+    return f"{colour}_cube"
+
+
+def pick_place_instruction(cube: str) -> str:
+    return f"put the {cube.removesuffix('_cube')} cube in the bin"
+
+
+class Task(ABC):
+    """A task: samples episodes and counts the subtasks a scene state has satisfied in order."""
+
+    name: str
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def sample(self, seed: int) -> EpisodeSpec:
+        """The episode for ``seed`` (deterministic)."""
+
+    @abstractmethod
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        """One bool per subtask: is its goal satisfied in ``state``?"""
+
+    def subtasks_done(self, spec: EpisodeSpec, state: SceneState) -> int:
+        """Number of leading subtasks whose goal holds (subtasks count in order)."""
+        done = 0
+        for satisfied in self.subtask_predicates(spec, state):
+            if not satisfied:
+                break
+            done += 1
+        return done
+
+    def success(self, spec: EpisodeSpec, state: SceneState) -> bool:
+        return self.subtasks_done(spec, state) == len(spec.subtask_instructions)
+
+    # -- shared predicates -------------------------------------------------------------------
+    def resting_on_table(self, position: np.ndarray) -> bool:
+        return abs(position[2] - self.config.cube_size_m / 2) <= RESTING_TOLERANCE_M
+
+    def in_bin(self, state: SceneState, cube: str) -> bool:
+        """The cube's centre is inside the bin's inner walls, below the rim, and released."""
+        position = state.cube_positions[cube]
+        inner_x, inner_y = (s / 2 for s in self.config.bin_inner_size_m)
+        offset = position[:2] - state.bin_center[:2]
+        return bool(
+            abs(offset[0]) <= inner_x
+            and abs(offset[1]) <= inner_y
+            and position[2] <= self.config.bin_wall_height_m
+            and not state.held[cube]
+        )
+
+    # -- layout sampling -------------------------------------------------------------------------
+    def _rng(self, seed: int) -> np.random.Generator:
+        # Different tasks get different layouts for the same seed, reproducibly.
+        return np.random.default_rng([int(seed) & 0xFFFFFFFF, sum(map(ord, self.name))])
+
+    def _bin_center(self, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(self.config.bin_center_xy_m) + rng.uniform(-0.02, 0.02, 2)
+
+    def _place_cubes(
+        self,
+        rng: np.random.Generator,
+        fixed: dict[str, np.ndarray] | None = None,
+        keep_out: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """xy positions of all cubes in the cube region, apart from each other and from the segments."""
+        low, high = np.asarray(self.config.cube_region_min_xy_m), np.asarray(self.config.cube_region_max_xy_m)
+        placed = dict(fixed or {})
+        for cube in CUBES:
+            if cube in placed:
+                continue
+            for _ in range(1000):
+                candidate = rng.uniform(low, high)
+                if all(np.linalg.norm(candidate - p) >= CUBE_CLEARANCE_M for p in placed.values()) and all(
+                    _distance_to_segment(candidate, a, b) >= CUBE_CLEARANCE_M for a, b in keep_out or []
+                ):
+                    placed[cube] = candidate
+                    break
+            else:
+                raise RuntimeError(f"{self.name}: no free place for {cube} (region too small for the clearance)")
+        return placed
+
+    def _spec(self, seed: int, rng: np.random.Generator, xy: dict[str, np.ndarray], **kwargs: object) -> EpisodeSpec:
+        half = self.config.cube_size_m / 2
+        return EpisodeSpec(
+            task=self.name,
+            seed=seed,
+            cube_positions={c: np.array([p[0], p[1], half]) for c, p in xy.items()},
+            cube_yaws_rad={c: float(rng.uniform(-math.pi / 4, math.pi / 4)) for c in CUBES},
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+class Reach(Task):
+    """Move the gripper's TCP to a yellow ball floating above the table."""
+
+    name = "reach"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        target = np.array([rng.uniform(0.35, 0.6), rng.uniform(-0.25, 0.25), rng.uniform(0.1, 0.35)])
+        instruction = "move the gripper to the yellow ball"
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=self._bin_center(rng), target_position=target)
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        assert state.target_position is not None
+        return [bool(np.linalg.norm(state.tcp_position - state.target_position) <= REACH_TOLERANCE_M)]
+
+
+class Push(Task):
+    """Push one cube (seeded colour) onto the yellow square; the cube must stay on the table."""
+
+    name = "push"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        cube = cube_name(COLOURS[rng.integers(len(COLOURS))])
+        low, high = np.asarray(self.config.cube_region_min_xy_m), np.asarray(self.config.cube_region_max_xy_m)
+        for _ in range(1000):
+            start = rng.uniform(low + 0.03, high - 0.03)
+            angle = rng.uniform(-math.pi, math.pi)
+            distance = rng.uniform(0.12, 0.18)
+            zone = start + distance * np.array([math.cos(angle), math.sin(angle)])
+            # The pusher starts behind the cube: keep that spot and the zone inside the region.
+            behind = start - 0.08 * np.array([math.cos(angle), math.sin(angle)])
+            if np.all(zone >= low) and np.all(zone <= high) and np.all(behind >= low - 0.05) and np.all(behind <= high + 0.05):
+                break
+        corridor = (start - 0.1 * (zone - start) / distance, zone + 0.05 * (zone - start) / distance)
+        xy = self._place_cubes(rng, fixed={cube: start}, keep_out=[corridor])
+        instruction = f"push the {cube.removesuffix('_cube')} cube onto the yellow square"
+        return self._spec(seed, rng, xy, instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=self._bin_center(rng), zone_center_xy=zone, cubes=[cube])
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        assert state.zone_center is not None
+        cube = spec.cubes[0]
+        position = state.cube_positions[cube]
+        inside = bool(np.all(np.abs(position[:2] - state.zone_center[:2]) <= ZONE_HALF_SIZE_M))
+        return [inside and self.resting_on_table(position) and not state.held[cube]]
+
+
+class PickPlace(Task):
+    """Put one cube (seeded colour) in the bin."""
+
+    name = "pick_place"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        cube = cube_name(COLOURS[rng.integers(len(COLOURS))])
+        instruction = pick_place_instruction(cube)
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=self._bin_center(rng), cubes=[cube])
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        return [self.in_bin(state, spec.cubes[0])]
+
+
+class Stack(Task):
+    """Stack one cube on another (seeded pair); the bottom cube stays on the table."""
+
+    name = "stack"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        top, bottom = (cube_name(COLOURS[i]) for i in rng.permutation(len(COLOURS))[:2])
+        instruction = f"stack the {top.removesuffix('_cube')} cube on the {bottom.removesuffix('_cube')} cube"
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=self._bin_center(rng), cubes=[top, bottom])
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        top, bottom = spec.cubes
+        upper, lower = state.cube_positions[top], state.cube_positions[bottom]
+        aligned = np.linalg.norm(upper[:2] - lower[:2]) <= STACK_XY_TOLERANCE_M
+        on_top = abs(upper[2] - lower[2] - self.config.cube_size_m) <= RESTING_TOLERANCE_M
+        return [bool(aligned and on_top and self.resting_on_table(lower) and not state.held[top])]
+
+
+class BinThree(Task):
+    """Put all three cubes in the bin in a seeded order: one pick-and-place subtask per cube."""
+
+    name = "bin_three"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        order = [cube_name(COLOURS[i]) for i in rng.permutation(len(COLOURS))]
+        colours = [c.removesuffix("_cube") for c in order]
+        instruction = f"put the {colours[0]}, {colours[1]} and {colours[2]} cubes in the bin, in that order"
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction,
+                          subtask_instructions=[pick_place_instruction(c) for c in order],
+                          bin_center_xy=self._bin_center(rng), cubes=order)
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        return [self.in_bin(state, cube) for cube in spec.cubes]
+
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree)}
+
+
+def make_task(name: str, config: SimConfig) -> Task:
+    try:
+        return TASKS[name](config)
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def _distance_to_segment(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    direction = b - a
+    length_sq = float(direction @ direction)
+    s = 0.0 if length_sq == 0 else float(np.clip((point - a) @ direction / length_sq, 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + s * direction)))
