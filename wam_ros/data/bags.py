@@ -7,12 +7,12 @@ as they are. Crash safety comes from MCAP chunking:
 
 - every chunk (1 MiB, or ``chunk_interval_s`` of data, whichever comes first) is handed to the
   OS as soon as it is closed, so a process killed with SIGKILL leaves a file whose complete
-  chunks are all on disk; :func:`open_bag` reads such a file by scanning it (see below);
+  chunks are all on disk; :class:`BagReader` reads such a file by scanning it (see below);
 - a failed write (disk full, I/O error) rolls the file back to the end of the last complete
   chunk and then closes the bag properly (summary, footer, ``metadata.yaml``); if even that
   does not fit, the file is left ending at a chunk boundary, which the scan reads in full.
 
-Reading (:func:`open_bag`): a closed bag goes through `rosbags`' indexed reader. A bag without
+Reading (:class:`BagReader`): a closed bag goes through `rosbags`' indexed reader. A bag without
 ``metadata.yaml`` or whose MCAP file has no footer (the recorder was killed, or the disk filled
 up while closing) is scanned record by record up to its last complete chunk; the reader says so
 in :attr:`BagReader.problems`. A file that is not MCAP, or whose records are damaged, raises a
@@ -863,8 +863,3 @@ class BagReader:
         except Exception as error:  # noqa: BLE001 - any decoding failure means damaged data
             raise BagError(f"{self.path}: cannot decode a {message.msgtype} on {message.topic} at "
                            f"t={message.timestamp_ns} ns: {type(error).__name__}: {error}") from None
-
-
-def open_bag(path: Path | str) -> BagReader:
-    """A :class:`BagReader` for ``path`` (use with ``with``)."""
-    return BagReader(path)

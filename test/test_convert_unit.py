@@ -1,0 +1,243 @@
+"""Bags -> episode dataset without ROS: alignment, actions, interventions, subtasks, CLI, bad bags."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wam_ros.cli import main as wam_ros
+from wam_ros.data import EpisodeDataset
+from wam_ros.data.bags import MODE_AUTONOMY, MODE_TELEOP, BagReader, BagWriter, EpisodeLabels, MessageDefinitions, write_labels
+from wam_ros.data.convert import (
+    ConvertError,
+    bag_to_episode,
+    default_image_sizes,
+    estimated_drops,
+    image_rgb,
+    resize_image,
+    trajectory_samples,
+)
+from wam_ros.robot import load_robot_config
+
+ROBOT = load_robot_config("panda_sim")
+ARM = list(ROBOT.arm.joint_names)
+FINGERS = list(ROBOT.gripper.joint_names)
+T0 = 1_000_000_000_000  # ns
+MS = 1_000_000
+DURATION_NS = 3000 * MS
+
+
+class Messages:
+    """sensor/command/status messages serialized with rosbags (no rclpy)."""
+
+    def __init__(self) -> None:
+        self.definitions = MessageDefinitions([Path(sys.prefix) / "share"])
+        for msgtype in ("wam_ros/msg/SafetyStatus", "wam_ros/msg/Subtask", "wam_ros/msg/GripperCommand", "wam_ros/msg/TaskStatus"):
+            self.definitions.lookup(msgtype)
+        self.ts = self.definitions.typestore
+        self.T = self.ts.types
+
+    def header(self, t_ns: int, frame_id: str = ""):
+        return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id=frame_id)
+
+    def serialize(self, msg, msgtype: str) -> bytes:
+        return bytes(self.ts.serialize_cdr(msg, msgtype))
+
+    def joint_state(self, t_ns: int, positions: list[float]) -> bytes:
+        msg = self.T["sensor_msgs/msg/JointState"](header=self.header(t_ns), name=ARM + FINGERS, position=np.array(positions, float),
+                                                   velocity=np.zeros(0), effort=np.zeros(0))
+        return self.serialize(msg, "sensor_msgs/msg/JointState")
+
+    def image(self, t_ns: int, pixels: np.ndarray, encoding: str) -> bytes:
+        height, width, channels = pixels.shape
+        msg = self.T["sensor_msgs/msg/Image"](header=self.header(t_ns), height=height, width=width, encoding=encoding, is_bigendian=0,
+                                              step=width * channels, data=pixels.reshape(-1).astype(np.uint8))
+        return self.serialize(msg, "sensor_msgs/msg/Image")
+
+    def trajectory(self, t_ns: int, positions: list[float], names: list[str] | None = None) -> bytes:
+        point = self.T["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=np.array(positions, float), velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+            time_from_start=self.T["builtin_interfaces/msg/Duration"](sec=0, nanosec=0))
+        msg = self.T["trajectory_msgs/msg/JointTrajectory"](header=self.header(t_ns), joint_names=names or ARM, points=[point])
+        return self.serialize(msg, "trajectory_msgs/msg/JointTrajectory")
+
+    def gripper(self, t_ns: int, width_m: float) -> bytes:
+        return self.serialize(self.T["wam_ros/msg/GripperCommand"](header=self.header(t_ns), width_m=width_m, force_n=20.0), "wam_ros/msg/GripperCommand")
+
+    def safety(self, mode: int) -> bytes:
+        T = self.T
+        msg = T["wam_ros/msg/SafetyStatus"](
+            header=self.header(0), mode=mode, mode_name="", backend="sim", active_limits=[], violations=[], violation_count=0,
+            action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
+            last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
+        return self.serialize(msg, "wam_ros/msg/SafetyStatus")
+
+    def subtask(self, subtask_id: str, instruction: str, status: int = 1) -> bytes:
+        msg = self.T["wam_ros/msg/Subtask"](header=self.header(0), id=subtask_id, index=0, skill="pick", arguments=[],
+                                            instruction=instruction, status=status, score=0.0, progress=0.0)
+        return self.serialize(msg, "wam_ros/msg/Subtask")
+
+
+@pytest.fixture(scope="module")
+def messages() -> Messages:
+    return Messages()
+
+
+def arm_state(t_ns: int) -> list[float]:
+    s = (t_ns - T0) / 1e9
+    return [0.1 * j + 0.2 * s for j in range(7)] + [0.02 + 0.001 * s] * 2
+
+
+def commanded(t_ns: int) -> list[float]:
+    return [0.5 + (t_ns - T0) / 1e9] * 7
+
+
+def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True) -> Path:
+    """3 s of a synthetic episode; see each stream's comment for its rate and content."""
+    writer = BagWriter(path)
+    topics = {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
+              "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros/msg/SafetyStatus",
+              "/wam/task/subtask": "wam_ros/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
+              ROBOT.backend.gripper_command_topic: "wam_ros/msg/GripperCommand"}
+    for topic, msgtype in topics.items():
+        writer.add_topic(m.definitions.topic(topic, msgtype))
+    out: list[tuple[int, str, bytes]] = []
+    for i in range(300):  # joint states at 100 Hz from T0
+        t = T0 + i * 10 * MS
+        out.append((t, "/joint_states", m.joint_state(t, arm_state(t))))
+    for i in range(89):  # front camera at 30 Hz from T0 + 10 ms, 64x48 rgb8, every pixel = i
+        t = T0 + 10 * MS + round(i * 1e9 / 30)
+        out.append((t, "/wam/cameras/front/image", m.image(t, np.full((48, 64, 3), i, np.uint8), "rgb8")))
+    for i in range(89):  # wrist camera at 30 Hz from T0 + 20 ms, 40x40 bgr8: blue = i, red = 255
+        t = T0 + 20 * MS + round(i * 1e9 / 30)
+        pixels = np.zeros((40, 40, 3), np.uint8)
+        pixels[..., 0], pixels[..., 2] = i, 255
+        out.append((t, "/wam/cameras/wrist/image", m.image(t, pixels, "bgr8")))
+    if commands:
+        for i in range(59):  # arm commands at 20 Hz from T0 + 50 ms
+            t = T0 + 50 * MS + i * 50 * MS
+            out.append((t, ROBOT.backend.joint_trajectory_topic, m.trajectory(t, commanded(t))))
+        out.append((T0 + 1000 * MS, ROBOT.backend.gripper_command_topic, m.gripper(T0 + 1000 * MS, 0.01)))
+    out += [(T0, "/wam/safety/status", m.safety(MODE_AUTONOMY)), (T0 + 1000 * MS, "/wam/safety/status", m.safety(MODE_TELEOP)),
+            (T0 + 1500 * MS, "/wam/safety/status", m.safety(MODE_AUTONOMY)),
+            (T0, "/wam/task/subtask", m.subtask("0", "reach the cube")), (T0 + 2000 * MS, "/wam/task/subtask", m.subtask("1", "grasp it"))]
+    flushed_ns = T0
+    for t, topic, data in sorted(out, key=lambda item: item[0]):
+        writer.write(topic, t, data)
+        if t - flushed_ns >= 100 * MS:  # a chunk per 100 ms, as the recorder's chunk_interval_s would
+            writer.flush()
+            flushed_ns = t
+    writer.close()
+    if labels:
+        write_labels(path, EpisodeLabels(robot="panda_sim", task="pick", instruction="pick the cube", operator_name="alice",
+                                         outcome="success", state="closed", start_ns=T0, stop_ns=T0 + DURATION_NS))
+    return path
+
+
+def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):
+    bag = write_bag(tmp_path / "bag", messages)
+    from wam_ros.data.bags import read_labels
+
+    with BagReader(bag) as reader:
+        episode, report = bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag))
+    t_start = T0 + 50 * MS  # the last stream to begin: the arm commands
+    t_end = min(T0 + 2990 * MS, T0 + 10 * MS + round(88e9 / 30), T0 + 20 * MS + round(88e9 / 30))
+    count = (t_end - t_start) // (100 * MS) + 1
+    times = t_start + np.arange(count) * 100 * MS
+    assert episode.length == count == report.frames and report.has_actions
+    np.testing.assert_allclose(episode.timestamps, np.arange(count) * 0.1, atol=1e-9)
+    np.testing.assert_allclose(episode.states, np.array([arm_state(t)[:7] + [sum(arm_state(t)[7:])] for t in times]), atol=1e-5)
+    expected_gripper = np.where(times >= T0 + 1000 * MS, 0.01, [sum(arm_state(t)[7:]) for t in times])
+    np.testing.assert_allclose(episode.actions, np.column_stack([[commanded(t) for t in times], expected_gripper]), atol=1e-5)
+    assert episode.images["front"].shape == (count, 96, 96, 3) and episode.images["wrist"].shape == (count, 96, 96, 3)
+    front_index = np.floor((times - T0 - 10 * MS) * 30 / 1e9 + 1e-6).astype(int)  # newest frame at or before t
+    np.testing.assert_array_equal(episode.images["front"][:, 0, 0, 0], front_index)
+    wrist_index = np.floor((times - T0 - 20 * MS) * 30 / 1e9 + 1e-6).astype(int)
+    np.testing.assert_array_equal(episode.images["wrist"][:, 0, 0], np.column_stack([np.full(count, 255), np.zeros(count), wrist_index]))
+    np.testing.assert_array_equal(episode.intervention, (times >= T0 + 1000 * MS) & (times < T0 + 1500 * MS))
+    split = int(np.searchsorted(times, T0 + 2000 * MS))
+    assert [(s.instruction, s.start, s.end) for s in episode.subtasks] == [("reach the cube", 0, split), ("grasp it", split, count)]
+    assert (episode.task, episode.instruction, episode.success, episode.extra["operator"]) == ("pick", "pick the cube", True, "alice")
+    assert report.estimated_drops == {"/wam/cameras/front/image": 0, "/wam/cameras/wrist/image": 0, "/joint_states": 0}
+    assert report.problems == []
+
+
+def test_cli_converts_skips_known_bags_and_reports_bad_ones(tmp_path, messages, capsys):
+    full = write_bag(tmp_path / "bags" / "full", messages)
+    video = write_bag(tmp_path / "bags" / "video_only", messages, commands=False, labels=False)
+    out = tmp_path / "dataset"
+    assert wam_ros(["convert", str(tmp_path / "bags"), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and summary["video_only_episodes"] == 1 and summary["failed"] == 0
+    assert summary["intervention_share"] > 0
+    dataset = EpisodeDataset(out)
+    assert dataset.info.state_names == ARM + ["gripper_width"] and dataset.info.cameras == {"front": (96, 96), "wrist": (96, 96)}
+    first, second = dataset.episode(0), dataset.episode(1)
+    assert first.actions is not None and first.actions.shape == (first.length, 8) and first.source == f"rosbag:{full.resolve()}"
+    assert second.actions is None and second.source == f"rosbag:{video.resolve()}"
+    assert second.instruction == ""  # no labels and no task status: said in the report
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "damaged.mcap").write_bytes(b"\x89MCAP0\r\n" + b"\x00" * 100)
+    assert wam_ros(["convert", str(full), str(damaged), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped" in captured.out and "already in the dataset" in captured.out
+    assert f"FAILED  {damaged}" in captured.err and "damaged record at byte 8" in captured.err
+    assert len(EpisodeDataset(out)) == 2
+
+    assert wam_ros(["convert", str(full), "--out", str(tmp_path / "other"), "--image-size", "big"]) == 2
+    assert "--image-size must look like 96x96" in capsys.readouterr().err
+
+
+def test_unclosed_bag_converts_with_a_note(tmp_path, messages):
+    bag = write_bag(tmp_path / "bag", messages)
+    mcap = bag / "bag.mcap"
+    mcap.write_bytes(mcap.read_bytes()[: int(mcap.stat().st_size * 0.7)])
+    (bag / "metadata.yaml").unlink()
+    with BagReader(bag) as reader:
+        episode, report = bag_to_episode(reader, ROBOT, 10.0, {"front": (32, 32)})
+    assert 10 < episode.length < 30 and episode.images["front"].shape[1:] == (32, 32, 3)
+    assert any("read by scanning" in p for p in report.problems)
+
+
+def test_missing_streams_are_named(tmp_path, messages):
+    writer = BagWriter(tmp_path / "bag")
+    writer.add_topic(messages.definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    writer.write("/joint_states", T0, messages.joint_state(T0, arm_state(T0)))
+    writer.close()
+    with BagReader(tmp_path / "bag") as reader, pytest.raises(ConvertError, match="no frames on /wam/cameras/front/image"):
+        bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT))
+
+
+def test_a_new_trajectory_replaces_the_rest_of_the_previous_one():
+    names = ["a", "b"]
+    first = (names, [(0, np.array([0.0, 0.0])), (100, np.array([1.0, 1.0])), (200, np.array([2.0, 2.0]))])
+    second = (["b", "a"], [(0, np.array([5.0, 4.0])), (50, np.array([6.0, 5.0]))])
+    times, targets = trajectory_samples(np.array([1000, 1150]), [first, second], ["a", "b"], "test")
+    assert times.tolist() == [1000, 1100, 1150, 1200]
+    assert targets.tolist() == [[0, 0], [1, 1], [4, 5], [5, 6]]
+    with pytest.raises(ConvertError, match="lacks joints"):
+        trajectory_samples(np.array([0]), [(["a"], [(0, np.array([1.0]))])], ["a", "b"], "test")
+
+
+def test_images_decode_and_resize():
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 7
+    assert image_rgb(2, 3, "bgr8", 12, np.pad(bgr, ((0, 0), (0, 1), (0, 0))).reshape(-1))[0, 0].tolist() == [0, 0, 7]
+    assert image_rgb(1, 2, "mono8", 2, np.array([3, 4], np.uint8)).tolist() == [[[3, 3, 3], [4, 4, 4]]]
+    with pytest.raises(ConvertError, match="unsupported image encoding '16UC1'"):
+        image_rgb(1, 1, "16UC1", 2, np.zeros(2, np.uint8))
+    wide = np.zeros((480, 640, 3), np.uint8)
+    wide[:, 80:560] = 200  # the centre square survives the crop, the sides do not
+    assert np.all(resize_image(wide, 96, 96, "crop") == 200)
+    assert resize_image(wide, 96, 96, "stretch")[:, 0].max() == 0
+
+
+def test_estimated_drops_count_missing_periods():
+    times = np.arange(0, 100) * 10
+    assert estimated_drops(times) == 0
+    assert estimated_drops(np.delete(times, [10, 11, 50])) == 3
