@@ -175,6 +175,11 @@ class RealSenseCamera:
         if device.is_playback():
             # Replay at the recorded pace, as the camera delivered it.
             device.as_playback().set_real_time(True)
+        else:
+            # Small sensor queues: under load, frames are dropped instead of growing stale (default 16).
+            for sensor in device.query_sensors():
+                if sensor.supports(rs.option.frames_queue_size) and not sensor.is_option_read_only(rs.option.frames_queue_size):
+                    sensor.set_option(rs.option.frames_queue_size, 2)
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         self.intrinsics = _intrinsics(color.get_intrinsics())
         if self.settings.depth:
@@ -233,6 +238,7 @@ class RealSenseCamera:
                 raise FrameTimeoutError(f"{self.settings.source}: {error}") from None
             if not ok:
                 raise FrameTimeoutError(f"{self.settings.source}: no frames for {timeout_s:.2f} s")
+            frames = self._newest(frames)
             received_s = time.monotonic()
             color = frames.get_color_frame()
             if not color or color.get_frame_number() == self._last_color_number:
@@ -255,6 +261,15 @@ class RealSenseCamera:
                 depth_mm=depth_mm,
                 received_monotonic_s=received_s,
             )
+
+    def _newest(self, frames: Any) -> Any:
+        """Skip framesets that queued up behind ``frames`` while we were busy: a late frame is worth
+        less than a fresh one to a controller (the skipped ones show as frame-number gaps)."""
+        while True:
+            newer = self._pipeline.poll_for_frames()
+            if not newer:
+                return frames
+            frames = newer
 
     def _to_millimetres(self, raw: np.ndarray) -> np.ndarray:
         if abs(self.depth_scale_m - 1e-3) < 1e-7:
