@@ -80,7 +80,7 @@ def standard_topics(robot: RobotConfig) -> list[str]:
     """What a finetuning episode needs: observations, commands at every stage, modes and task context."""
     topics = ["/joint_states", "/wam/action_chunk", robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic,
               robot.backend.target_pose_topic, robot.backend.gains_topic, SAFETY_STATUS_TOPIC, "/wam/teleop/command",
-              "/wam/task/subtask", "/wam/task/plan", TASK_STATUS_TOPIC]
+              "/wam/teleop/joint_command", "/wam/teleop/gripper", "/wam/task/subtask", "/wam/task/plan", TASK_STATUS_TOPIC]
     for camera in robot.cameras:
         topics += [camera.image_topic, camera.camera_info_topic] + ([camera.depth_topic] if camera.depth else [])
     return list(dict.fromkeys(topics))
