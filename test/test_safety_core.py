@@ -1,0 +1,360 @@
+"""The safety bridge's ROS-free logic: kinematics, guard, chunk timing, modes, ESTOP latch, watchdogs."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
+from wam_ros.control.chunks import ChunkInput, ChunkRejected, validate_chunk
+from wam_ros.control.kinematics import ChainKinematics, KinematicsError
+from wam_ros.control.limits import Limits, SafetyGuard, check_output
+from wam_ros.control.modes import EstopLatch, LatchState, Mode, check_request
+from wam_ros.robot import load_robot_config
+
+ROBOT = load_robot_config("panda_sim")
+NAMES = ROBOT.arm.joint_names
+HOME = np.array(ROBOT.arm.home_rad)
+KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
+LIMITS = Limits.from_robot(ROBOT)
+
+
+def panda_dh(q: np.ndarray) -> np.ndarray:
+    """Panda TCP pose from Franka's published (Craig) DH table, flange 0.107 m, hand -45 deg, TCP 0.1034 m."""
+    a = [0, 0, 0, 0.0825, -0.0825, 0, 0.088]
+    d = [0.333, 0, 0.316, 0, 0.384, 0, 0]
+    alpha = [0, -math.pi / 2, math.pi / 2, math.pi / 2, -math.pi / 2, math.pi / 2, math.pi / 2]
+    pose = np.eye(4)
+    for i in range(7):
+        ca, sa, ct, st = math.cos(alpha[i]), math.sin(alpha[i]), math.cos(q[i]), math.sin(q[i])
+        pose = pose @ np.array([[ct, -st, 0, a[i]], [st * ca, ct * ca, -sa, -sa * d[i]], [st * sa, ct * sa, ca, ca * d[i]], [0, 0, 0, 1]])
+    flange = np.eye(4)
+    flange[2, 3] = 0.107
+    hand = np.eye(4)
+    c, s = math.cos(-math.pi / 4), math.sin(-math.pi / 4)
+    hand[:2, :2] = [[c, -s], [s, c]]
+    hand[2, 3] = 0.1034
+    return pose @ flange @ hand
+
+
+def make_core(tmp_path: Path, **settings) -> SafetyBridgeCore:
+    return SafetyBridgeCore(ROBOT, BridgeSettings(**settings), EstopLatch(tmp_path / "estop.json"), KINEMATICS)
+
+
+def chunk(stamp_s: float, positions: np.ndarray, period_s: float = 0.1, widths=(), names=NAMES, chunk_id: int = 1) -> ChunkInput:
+    positions = np.atleast_2d(positions)
+    return ChunkInput(stamp_s, list(names), period_s, positions.shape[0], positions.ravel().tolist(), list(widths), chunk_id)
+
+
+# ---------------------------------------------------------------- kinematics
+def test_fk_matches_franka_dh_table():
+    rng = np.random.default_rng(1)
+    configurations = rng.uniform(LIMITS.lower_rad, LIMITS.upper_rad, (50, 7))
+    positions, rotations = KINEMATICS.forward(configurations)
+    for q, position, rotation in zip(configurations, positions, rotations):
+        expected = panda_dh(q)
+        # The URDF writes pi/2 as 1.5708: a few micrometres of difference.
+        assert np.allclose(position, expected[:3, 3], atol=2e-5)
+        assert np.allclose(rotation, expected[:3, :3], atol=5e-5)
+    single_position, _ = KINEMATICS.forward(configurations[0])
+    assert np.allclose(single_position, positions[0], atol=1e-12)
+    assert np.allclose(KINEMATICS.positions(HOME), [0.307, 0.0, 0.487], atol=1e-3)  # Franka's "ready" pose
+
+
+def test_jacobian_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    for q in rng.uniform(LIMITS.lower_rad, LIMITS.upper_rad, (10, 7)):
+        jac, position, rotation = KINEMATICS.jacobian(q)
+        step = 1e-6
+        for column in range(7):
+            moved = q.copy()
+            moved[column] += step
+            moved_position, moved_rotation = KINEMATICS.forward(moved)
+            assert np.allclose((moved_position - position) / step, jac[:3, column], atol=1e-5)
+            spin = (moved_rotation @ rotation.T - np.eye(3)) / step
+            assert np.allclose([spin[2, 1], spin[0, 2], spin[1, 0]], jac[3:, column], atol=1e-5)
+
+
+def test_prismatic_and_tilted_axes(tmp_path):
+    urdf = tmp_path / "slider.urdf"
+    urdf.write_text("""<robot name="slider">
+      <link name="base"/><link name="carriage"/><link name="arm"/><link name="tip"/>
+      <joint name="slide" type="prismatic"><parent link="base"/><child link="carriage"/><axis xyz="1 0 0"/></joint>
+      <joint name="turn" type="revolute"><parent link="carriage"/><child link="arm"/>
+        <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 1 0"/></joint>
+      <joint name="tool" type="fixed"><parent link="arm"/><child link="tip"/><origin xyz="0 0 0.2"/></joint>
+    </robot>""")
+    chain = ChainKinematics.from_urdf(urdf, "base", "tip", ["turn", "slide"])
+    position, _ = chain.forward(np.array([math.pi / 2, 0.3]))
+    assert np.allclose(position, [0.5, 0.0, 0.5])  # slid 0.3 along x, then the 0.2 m tool turned to +x
+    jac, _, _ = chain.jacobian(np.array([0.0, 0.0]))
+    assert np.allclose(jac[:, 1], [1, 0, 0, 0, 0, 0])  # prismatic column: pure translation
+    assert np.allclose(jac[:, 0], [0.2, 0, 0, 0, 1, 0])  # about +y at 0.2 m above the joint
+    with pytest.raises(KinematicsError, match="no chain"):
+        ChainKinematics.from_urdf(urdf, "base", "nowhere", ["turn", "slide"])
+    with pytest.raises(KinematicsError, match="do not match"):
+        ChainKinematics.from_urdf(urdf, "base", "tip", ["turn"])
+
+
+# ---------------------------------------------------------------- guard
+def test_guard_clips_steps_limits_box_and_speed():
+    guard = SafetyGuard(LIMITS, KINEMATICS, 0.004)
+    tcp = KINEMATICS.positions(HOME)
+    result = guard.apply(HOME, tcp, HOME + 1.0)
+    assert result.clipped and not check_output(LIMITS, KINEMATICS, 0.004, HOME, result.position)
+    assert np.linalg.norm(result.tcp_position_m - tcp) <= LIMITS.ee_speed_max_m_s * 0.004 + 1e-9
+    nan = guard.apply(HOME, tcp, np.full(7, np.nan))
+    assert nan.clipped == ["non_finite"] and np.array_equal(nan.position, HOME)
+    # A joint beyond its band (moved there by hand) may come back but not go farther out.
+    outside = HOME.copy()
+    outside[3] = ROBOT.arm.position_upper_rad[3] - 0.01  # inside the hard limit, beyond the 0.1 rad margin
+    further = guard.apply(outside, KINEMATICS.positions(outside), outside + np.eye(7)[3] * 0.01)
+    assert further.position[3] == pytest.approx(outside[3])
+
+
+def test_guard_stops_at_the_workspace_wall():
+    guard = SafetyGuard(LIMITS, KINEMATICS, 0.004)
+    q = HOME.copy()
+    # Drive joint 2 forward until the TCP would cross the box floor or front; never leaves the box.
+    for _ in range(2000):
+        result = guard.apply(q, KINEMATICS.positions(q), q + np.eye(7)[1] * 0.01)
+        assert not check_output(LIMITS, KINEMATICS, 0.004, q, result.position)
+        q = result.position
+    assert LIMITS.box_distance_m(KINEMATICS.positions(q)) == 0.0
+    assert "workspace" in result.clipped
+
+
+# ---------------------------------------------------------------- chunks
+def test_chunk_timeline_drops_past_actions_and_interpolates():
+    targets = HOME + np.arange(5)[:, None] * 0.01
+    timeline = validate_chunk(chunk(10.0, targets, widths=[0.0, 0.01, 0.02, 0.03, 0.04]), NAMES, True, 10.25, 0.05)
+    assert np.allclose(timeline.times_s, [10.2, 10.3, 10.4])  # 10.0 and 10.1 are past; 10.2 starts the segment
+    position, velocity, width = timeline.sample(10.25)
+    assert np.allclose(position, HOME + 0.025) and np.allclose(velocity, 0.1) and width == pytest.approx(0.025)
+    assert np.allclose(timeline.sample(99.0)[0], targets[-1]) and np.allclose(timeline.sample(99.0)[1], 0.0)
+    shuffled = validate_chunk(chunk(10.0, targets[:, ::-1], names=NAMES[::-1]), NAMES, True, 10.0, 0.05)
+    assert np.allclose(shuffled.positions, targets)  # columns reordered to the robot's joint order
+
+
+@pytest.mark.parametrize("bad, check", [
+    (dict(names=NAMES[:6]), "joint_names"),
+    (dict(names=list(NAMES[:6]) + ["panda_joint1"]), "joint_names"),
+    (dict(period_s=0.0), "control_period"),
+    (dict(period_s=float("nan")), "control_period"),
+    (dict(widths=[0.01, 0.02]), "gripper_widths"),
+    (dict(stamp_s=20.0), "future_stamp"),
+    (dict(stamp_s=5.0), "stale"),
+    (dict(stamp_s=float("nan")), "stamp"),
+    (dict(positions=np.full((3, 7), np.inf)), "non_finite"),
+])
+def test_chunk_rejections_name_the_check(bad, check):
+    arguments = dict(stamp_s=10.0, positions=np.tile(HOME, (3, 1)))
+    arguments.update(bad)
+    with pytest.raises(ChunkRejected) as error:
+        validate_chunk(chunk(**arguments), NAMES, True, 10.0, 0.05)
+    assert error.value.check == check
+
+
+def test_chunk_with_wrong_length_is_rejected():
+    broken = ChunkInput(10.0, list(NAMES), 0.1, 3, [0.0] * 20, [], 1)
+    with pytest.raises(ChunkRejected, match="joint_positions"):
+        validate_chunk(broken, NAMES, True, 10.0, 0.05)
+
+
+# ---------------------------------------------------------------- modes and latch
+def test_transition_table():
+    assert check_request(Mode.IDLE, 2, False, True)[0]
+    assert not check_request(Mode.IDLE, 2, False, False)[0]  # no fresh joint states
+    assert check_request(Mode.TELEOP, 2, False, True)[0] and check_request(Mode.AUTONOMY, 1, False, True)[0]
+    refused, reason = check_request(Mode.AUTONOMY, 0, False, True)
+    assert not refused and "HOLD first" in reason
+    assert check_request(Mode.HOLD, 0, False, False)[0]
+    assert not check_request(Mode.ESTOP, 3, False, True)[0]
+    assert not check_request(Mode.ESTOP, 2, True, True)[0]
+    assert check_request(Mode.ESTOP, 3, True, True)[0]
+    assert check_request(Mode.AUTONOMY, 4, False, False)[0]
+    assert "unknown mode" in check_request(Mode.IDLE, 9, False, True)[1]
+
+
+def test_estop_latch_survives_and_fails_safe(tmp_path):
+    latch = EstopLatch(tmp_path / "sub" / "estop.json")
+    assert not latch.read().latched
+    latch.write(LatchState(True, "button", 12.5))
+    assert EstopLatch(latch.path).read() == LatchState(True, "button", 12.5)
+    latch.path.write_text("{not json")
+    state = latch.read()
+    assert state.latched and "unreadable" in state.reason
+    latch.path.write_text('{"latched": "yes"}')
+    assert latch.read().latched
+
+
+def test_estop_latched_across_core_restart(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 1.0)
+    assert core.request_mode(Mode.ESTOP, "test", False, 1.0).accepted
+    restarted = make_core(tmp_path)
+    assert restarted.mode == Mode.ESTOP and "test" in restarted.last_stop_reason
+    restarted.on_joint_state(NAMES, HOME, [], 2.0)
+    assert restarted.step(2.0) is None  # latched ESTOP after a restart: the arm is not commanded
+    assert not restarted.request_mode(Mode.AUTONOMY, "", True, 2.0).accepted
+    assert not restarted.request_mode(Mode.HOLD, "", False, 2.0).accepted
+    assert restarted.request_mode(Mode.IDLE, "reset", True, 2.0).accepted
+    assert make_core(tmp_path).mode == Mode.IDLE
+
+
+def test_estop_latch_write_failure_is_reported_and_estop_holds(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    core = SafetyBridgeCore(ROBOT, BridgeSettings(), EstopLatch(blocker / "estop.json"), KINEMATICS)
+    core.on_joint_state(NAMES, HOME, [], 1.0)
+    assert core.request_mode(Mode.ESTOP, "test", False, 1.0).accepted and core.mode == Mode.ESTOP
+    assert any(v.startswith("estop_latch") for v in core.status(1.0).violations)
+
+
+# ---------------------------------------------------------------- core behaviour
+def run(core: SafetyBridgeCore, start_s: float, cycles: int, feed: bool = True) -> tuple[float, list]:
+    outputs, now = [], start_s
+    for _ in range(cycles):
+        now += core.period_s
+        if feed and core.commanding:
+            core.on_joint_state(NAMES, core.follower.position, [], now)
+        outputs.append(core.step(now))
+    return now, outputs
+
+
+def test_autonomy_follows_a_chunk_within_limits(tmp_path):
+    core = make_core(tmp_path, inference_timeout_s=5.0)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    assert core.request_mode(Mode.AUTONOMY, "test", False, 10.0).accepted
+    goal = HOME + np.array([0.2, 0.1, 0.0, 0.1, 0.0, -0.1, 0.2])
+    targets = HOME + np.linspace(0, 1, 20)[:, None] * (goal - HOME)
+    assert core.on_chunk(chunk(10.0, targets, widths=np.linspace(0.04, 0.0, 20)), 10.0, "a", "model")
+    previous, now = HOME, 10.0
+    for _ in range(700):
+        now, (output,) = run(core, now, 1)
+        if now < 11.9:  # the watchdog trips HOLD after the last action at 11.9 s
+            assert not check_output(LIMITS, KINEMATICS, core.period_s, previous, output.position)
+        previous = output.position
+    assert core.mode == Mode.HOLD and "action_chunk_stale" in core.last_stop_reason
+    assert np.allclose(previous, goal, atol=2e-3)
+    assert core.deadline_to_hold_s is not None and 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9
+
+
+def test_watchdog_deadline_to_hold_within_one_period(tmp_path):
+    core = make_core(tmp_path, inference_timeout_s=0.3)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 0.0)
+    now, _ = run(core, 0.0, 100)  # no chunk at all: the silent-inference deadline is 0.3 s
+    assert core.mode == Mode.HOLD and core.last_watchdog.name == "inference_silent"
+    assert 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9 <= ROBOT.safety.watchdog_margin_s
+    core.request_mode(Mode.TELEOP, "", False, now)
+    now, _ = run(core, now, 10)
+    now, _ = run(core, now, 40, feed=False)  # joint states stop
+    assert core.mode == Mode.HOLD and core.last_watchdog.name == "joint_states"
+    assert 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9
+    assert not core.request_mode(Mode.TELEOP, "", False, now).accepted  # leaving HOLD needs fresh joint states
+
+
+def test_every_switch_starts_from_the_measured_state(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    now = 0.0
+    for _ in range(50):  # jog sideways at full speed
+        now += core.period_s
+        core.on_teleop_twist((0.0, 0.25, 0.0), (0, 0, 0), "", now, "t", "teleop")
+        core.on_joint_state(NAMES, core.follower.position, [], now)
+        core.step(now)
+    measured = core.follower.position + 0.02  # the arm lags its command by 0.02 rad per joint
+    core.on_joint_state(NAMES, measured, [], now)
+    assert core.request_mode(Mode.AUTONOMY, "intervention over", False, now).accepted
+    output = core.step(now + core.period_s)
+    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+    assert core.request_mode(Mode.TELEOP, "intervention", False, now).accepted
+    output = core.step(now + core.period_s)
+    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+
+
+def test_teleop_twist_moves_the_tcp_and_stops_when_stale(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    start = KINEMATICS.positions(HOME)
+    now = 0.0
+    for _ in range(250):  # 1 s of +x at 0.1 m/s
+        now += core.period_s
+        core.on_teleop_twist((0.1, 0.0, 0.0), (0, 0, 0), ROBOT.base_frame, now, "t", "teleop")
+        now, _ = run(core, now - core.period_s, 1)
+    moved = KINEMATICS.positions(core.follower.position) - start
+    assert 0.08 < moved[0] < 0.11 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01
+    now, _ = run(core, now, 100)  # no more twists: stop within the timeout plus braking
+    assert core.follower.at_rest and core.mode == Mode.TELEOP
+    assert not core.on_teleop_twist((0.1, 0, 0), (0, 0, 0), "camera_frame", now, "t", "teleop")
+    assert core.on_teleop_twist((1.0, 0, 0), (0, 0, 0), "", now, "t", "teleop")  # clipped to the speed cap
+    assert any("ee_speed" in v for v in core.status(now).violations)
+
+
+def test_second_publisher_is_refused_and_reported(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    first = chunk(10.0, np.tile(HOME, (10, 1)))
+    assert core.on_chunk(first, 10.0, "gid-a", "/wam_inference")
+    assert not core.on_chunk(first, 10.01, "gid-b", "/impostor")
+    status = core.status(10.01)
+    assert status.command_source == "/wam_inference"
+    assert any("multiple_publishers" in v and "/impostor" in v for v in status.violations)
+    core.observe_publishers(core.CHUNK_TOPIC, ["/impostor", "/wam_inference"])
+    assert any("2 publishers" in v for v in core.status(10.02).violations)
+
+
+def test_non_finite_inputs_hold_and_lose_nothing(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    bad = np.tile(HOME, (4, 1))
+    bad[2, 3] = np.nan
+    assert not core.on_chunk(chunk(10.0, bad), 10.0, "a", "model")
+    assert core.mode == Mode.HOLD and "non-finite" in core.last_stop_reason
+    assert not core.on_joint_state(NAMES, np.full(7, np.inf), [], 10.0)
+    assert np.all(np.isfinite(core.measured.position))  # the last good measurement is kept
+    assert core.step(10.004) is not None  # HOLD keeps commanding the held position
+    assert core.status(10.004).violation_count >= 2
+
+
+def test_hold_brakes_smoothly_from_motion(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    joint_goal = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5])  # wrist roll only: no TCP travel
+    core.on_teleop_joints(NAMES, joint_goal, 0.0, "t", "leader")
+    now, _ = run(core, 0.0, 60)
+    speed_before = abs(core.follower.velocity[6])
+    assert speed_before > 0.5
+    core.request_mode(Mode.HOLD, "test", False, now)
+    now, outputs = run(core, now, 100)
+    velocities = np.diff([o.position[6] for o in outputs]) / core.period_s
+    assert np.all(np.abs(np.diff(velocities)) / core.period_s <= ROBOT.arm.acceleration_max_rad_s2[6] * 1.01)
+    assert core.follower.at_rest
+
+
+def test_gripper_commands_are_rate_limited_and_clipped(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(list(NAMES) + list(ROBOT.gripper.joint_names), list(HOME) + [0.0, 0.0], [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    core.on_teleop_gripper(1.0, 0.0, "g", "teleop")  # far beyond the 0.08 m opening
+    widths = [o.gripper_width_m for o in run(core, 0.0, 400)[1] if o.gripper_width_m is not None]
+    assert widths[-1] == pytest.approx(ROBOT.gripper.width_max_m)
+    assert np.all(np.diff(widths) <= ROBOT.gripper.speed_max_m_s * core.period_s + 1e-12)
+    assert widths[0] <= ROBOT.gripper.speed_max_m_s * core.period_s + 1e-12  # starts from the measured 0 m
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="at least 250 Hz"):
+        BridgeSettings(output_rate_hz=100.0).validate(0.05)
+    with pytest.raises(ValueError, match="joint_state_timeout_s"):
+        BridgeSettings(joint_state_timeout_s=-1.0).validate(0.05)
+    with pytest.raises(ValueError, match="watchdog margin"):
+        BridgeSettings(output_rate_hz=250.0).validate(0.005)

@@ -1,0 +1,553 @@
+"""The safety bridge without ROS: inputs in, one guarded command per output cycle out.
+
+:class:`SafetyBridgeCore` owns the mode, the watchdogs, the command locks and the motion
+pipeline. The node (``wam_ros.nodes.safety_bridge_node``) converts messages into calls of
+``on_*`` / :meth:`request_mode` and calls :meth:`step` at the output rate; every time is a float
+in seconds of the node's clock (sim time in simulation). The policy for each check (clip or
+stop) is documented in ``docs/safety.md``.
+
+Pipeline of one cycle: watchdogs -> source target (chunk timeline, teleop twist or joint
+command, or a brake in HOLD/ESTOP) -> target clipped into the joint band and pulled back into
+the workspace box -> ruckig with joint velocity limits that respect the TCP speed cap ->
+:class:`~wam_ros.control.limits.SafetyGuard` (hard invariants) -> output.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from wam_ros.control.chunks import ActionTimeline, ChunkInput, ChunkRejected, validate_chunk
+from wam_ros.control.kinematics import ChainKinematics, damped_least_squares
+from wam_ros.control.limits import Limits, SafetyGuard
+from wam_ros.control.modes import MOTION_MODES, EstopLatch, LatchState, Mode, Transition, check_request
+from wam_ros.control.motion import JerkLimitedFollower, speed_capped_velocity_limit
+from wam_ros.robot import RobotConfig
+
+#: Most violation strings kept between two status messages (the count keeps counting).
+MAX_PENDING_VIOLATIONS = 32
+#: Fractions of the way to a target outside the workspace box that are tried; the largest one
+#: whose TCP (and every smaller one's) is inside becomes the target. Coarse on purpose: each
+#: cycle restarts from a point closer to the wall, so the arm creeps up to it.
+_BOX_PULLBACK_FRACTIONS = np.linspace(0.0, 1.0, 17)[1:]
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Timing and teleop settings (the node's parameters); limits come from the robot config."""
+
+    output_rate_hz: float = 250.0
+    joint_state_timeout_s: float = 0.1
+    action_chunk_timeout_s: float = 0.0
+    inference_timeout_s: float = 1.0
+    teleop_timeout_s: float = 0.1
+    max_future_stamp_s: float = 0.05
+    teleop_angular_speed_max_rad_s: float = 0.5
+    ik_damping: float = 0.05
+    max_tracking_error_rad: float = 0.5
+    gripper_resend_period_s: float = 0.1
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.output_rate_hz
+
+    def validate(self, watchdog_margin_s: float) -> None:
+        """Raise ValueError naming the first setting that is out of range."""
+        for name in ("output_rate_hz", "joint_state_timeout_s", "inference_timeout_s", "teleop_timeout_s",
+                     "teleop_angular_speed_max_rad_s", "ik_damping", "gripper_resend_period_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value}")
+        for name in ("action_chunk_timeout_s", "max_future_stamp_s", "max_tracking_error_rad"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 and finite, got {value}")
+        if self.output_rate_hz < 250.0:
+            raise ValueError(f"output_rate_hz must be at least 250 Hz, got {self.output_rate_hz}")
+        if self.period_s * 2 > watchdog_margin_s:
+            raise ValueError(f"an output period of {self.period_s * 1e3:.1f} ms cannot meet the watchdog margin of "
+                             f"{watchdog_margin_s * 1e3:.1f} ms (robot.safety.watchdog_margin_s): raise output_rate_hz")
+
+
+@dataclass
+class Output:
+    """One output cycle: the arm command, and a gripper command when one is due."""
+
+    time_s: float
+    position: np.ndarray
+    velocity: np.ndarray
+    gripper_width_m: float | None = None
+
+
+@dataclass
+class Status:
+    """What SafetyStatus reports (ages are -1 when nothing arrived yet)."""
+
+    mode: Mode
+    active_limits: list[str]
+    violations: list[str]
+    violation_count: int
+    action_chunk_age_s: float
+    joint_state_age_s: float
+    teleop_command_age_s: float
+    watchdogs_ok: bool
+    last_stop_reason: str
+    last_stop_stamp_s: float
+    command_source: str
+
+
+class CommandLock:
+    """One command source per topic: the first publisher heard after a mode entry holds it."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.holder: str | None = None
+        self.holder_name = ""
+        self._refused: set[str] = set()
+
+    def admit(self, source_id: str, source_name: str) -> bool:
+        if self.holder is None:
+            self.holder, self.holder_name = source_id, source_name
+        return source_id == self.holder
+
+    def first_refusal(self, source_id: str) -> bool:
+        """True the first time ``source_id`` is refused since the lock was taken (report once)."""
+        if source_id in self._refused:
+            return False
+        self._refused.add(source_id)
+        return True
+
+    def release(self) -> None:
+        self.holder, self.holder_name = None, ""
+        self._refused.clear()
+
+
+@dataclass
+class _Twist:
+    linear_m_s: np.ndarray
+    angular_rad_s: np.ndarray
+    in_tool_frame: bool
+    received_s: float
+
+
+@dataclass
+class _Watchdog:
+    """A tripped watchdog: which one, its deadline and when HOLD followed."""
+
+    name: str
+    deadline_s: float
+    hold_s: float
+
+    @property
+    def latency_s(self) -> float:
+        return self.hold_s - self.deadline_s
+
+
+@dataclass
+class _Measured:
+    position: np.ndarray
+    velocity: np.ndarray
+    received_s: float
+
+
+class SafetyBridgeCore:
+    """Mode machine, watchdogs, command locks and the guarded motion pipeline of the bridge."""
+
+    CHUNK_TOPIC = "action_chunk"
+    TWIST_TOPIC = "teleop_twist"
+    JOINT_TOPIC = "teleop_joints"
+    GRIPPER_TOPIC = "teleop_gripper"
+
+    def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None) -> None:
+        settings.validate(robot.safety.watchdog_margin_s)
+        self.robot = robot
+        self.settings = settings
+        self.period_s = settings.period_s
+        self.limits = Limits.from_robot(robot)
+        self.kinematics = kinematics or ChainKinematics.from_urdf(robot.urdf_path, robot.base_frame, robot.tcp_frame, robot.arm.joint_names)
+        self.guard = SafetyGuard(self.limits, self.kinematics, self.period_s)
+        self.follower = JerkLimitedFollower(self.limits, self.period_s)
+        self.latch = latch
+        self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
+        self.mode = Mode.IDLE
+        self.last_stop_reason = ""
+        self.last_stop_stamp_s = 0.0
+        self.last_watchdog: _Watchdog | None = None
+        self.violation_count = 0
+        self.pending_violations: list[str] = []
+        self.active_limits: list[str] = []
+        self.measured: _Measured | None = None
+        self.commanding = False  # follower holds a valid commanded state
+        self.tcp_m = np.zeros(3)
+        self.timeline: ActionTimeline | None = None
+        self.last_chunk_s: float | None = None
+        self.autonomy_since_s = 0.0
+        self.twist: _Twist | None = None
+        self.joint_target: np.ndarray | None = None
+        self.last_teleop_s: float | None = None
+        self.gripper_target_m: float | None = None
+        self.gripper_command_m: float | None = None
+        self.gripper_sent_s = -math.inf
+        self._gripper_sent_m: float | None = None
+        self.measured_gripper_m: float | None = None
+        state = latch.read()
+        if state.latched:
+            self.mode = Mode.ESTOP
+            self.last_stop_reason = state.reason or "ESTOP latched before the bridge started"
+            self.last_stop_stamp_s = state.stamp_s
+
+    # ----------------------------------------------------------------- reporting
+    def report(self, check: str, detail: str) -> None:
+        """Record a violation: ``"<check>: <detail>"`` in the next status, and count it."""
+        self.violation_count += 1
+        if len(self.pending_violations) < MAX_PENDING_VIOLATIONS:
+            self.pending_violations.append(f"{check}: {detail}")
+
+    def status(self, now_s: float) -> Status:
+        """Snapshot for SafetyStatus; drains the violations reported since the previous call."""
+        def age(stamp: float | None) -> float:
+            return -1.0 if stamp is None else max(now_s - stamp, 0.0)
+
+        topics = (self.CHUNK_TOPIC,) if self.mode == Mode.AUTONOMY else (self.TWIST_TOPIC, self.JOINT_TOPIC) if self.mode == Mode.TELEOP else ()
+        holders = [self.locks[topic].holder_name or str(self.locks[topic].holder) for topic in topics if self.locks[topic].holder is not None]
+        violations, self.pending_violations = self.pending_violations, []
+        return Status(
+            mode=self.mode,
+            active_limits=list(self.active_limits),
+            violations=violations,
+            violation_count=self.violation_count,
+            action_chunk_age_s=age(self.last_chunk_s),
+            joint_state_age_s=age(self.measured.received_s if self.measured else None),
+            teleop_command_age_s=age(self.last_teleop_s),
+            watchdogs_ok=self.mode not in (Mode.HOLD, Mode.ESTOP) or self.last_watchdog is None,
+            last_stop_reason=self.last_stop_reason,
+            last_stop_stamp_s=self.last_stop_stamp_s,
+            command_source=", ".join(holders),
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float) -> bool:
+        """Take the arm joints out of a JointState; returns False (and reports) when it is unusable."""
+        index = {name: i for i, name in enumerate(names)}
+        if len(positions) != len(names) or any(name not in index for name in self.limits.joint_names):
+            self.report("joint_states", f"message lacks arm joints or has {len(positions)} positions for {len(names)} names")
+            return False
+        order = [index[name] for name in self.limits.joint_names]
+        position = np.asarray(positions, dtype=float)[order]
+        velocity = np.asarray(velocities, dtype=float)[order] if len(velocities) == len(names) else np.zeros(len(order))
+        if not (np.all(np.isfinite(position)) and np.all(np.isfinite(velocity))):
+            self.report("joint_states", "non-finite joint positions or velocities")
+            return False
+        self.measured = _Measured(position, velocity, now_s)
+        fingers = self.robot.gripper.joint_names
+        if fingers and all(name in index for name in fingers):
+            width = float(sum(positions[index[name]] for name in fingers))
+            if math.isfinite(width):
+                self.measured_gripper_m = width
+        if self.mode in MOTION_MODES and self.commanding and self.settings.max_tracking_error_rad > 0:
+            error = np.abs(self.follower.position - position)
+            worst = int(np.argmax(error))
+            if error[worst] > self.settings.max_tracking_error_rad:
+                self._stop(Mode.HOLD, f"tracking error {error[worst]:.3f} rad on {self.limits.joint_names[worst]} "
+                                      f"exceeds {self.settings.max_tracking_error_rad} rad", now_s, at_measured=True)
+        return True
+
+    def _admit(self, topic: str, source_id: str, source_name: str) -> bool:
+        lock = self.locks[topic]
+        if lock.admit(source_id, source_name):
+            return True
+        if lock.first_refusal(source_id):
+            self.report("multiple_publishers", f"{topic}: refused messages from {source_name or source_id}; "
+                                               f"command lock held by {lock.holder_name or lock.holder}")
+        return False
+
+    def observe_publishers(self, topic: str, publisher_names: Sequence[str]) -> None:
+        """Report a command topic with more than one publisher (called by the node on graph changes)."""
+        if len(publisher_names) > 1:
+            lock = self.locks[topic]
+            holder = f"; only {lock.holder_name} is accepted" if lock.holder else ""
+            self.report("multiple_publishers", f"{topic} has {len(publisher_names)} publishers ({', '.join(publisher_names)}){holder}")
+
+    def on_chunk(self, chunk: ChunkInput, now_s: float, source_id: str = "", source_name: str = "") -> bool:
+        """Accept an ActionChunk in AUTONOMY; returns whether it now drives the arm."""
+        if self.mode != Mode.AUTONOMY:
+            return False
+        if not self._admit(self.CHUNK_TOPIC, source_id, source_name):
+            return False
+        try:
+            timeline = validate_chunk(chunk, self.limits.joint_names, bool(self.robot.gripper.joint_names), now_s, self.settings.max_future_stamp_s)
+        except ChunkRejected as error:
+            self.report("action_chunk", f"chunk {chunk.chunk_id} refused: {error}")
+            if error.check == "non_finite":
+                self._stop(Mode.HOLD, f"action chunk {chunk.chunk_id} with non-finite values", now_s)
+            return False
+        self.timeline = timeline
+        self.last_chunk_s = now_s
+        return True
+
+    def on_teleop_twist(self, linear_m_s: Sequence[float], angular_rad_s: Sequence[float], frame_id: str, now_s: float,
+                        source_id: str = "", source_name: str = "") -> bool:
+        """A Cartesian velocity command (TwistStamped) in TELEOP: base frame (or empty) or the TCP frame."""
+        if self.mode != Mode.TELEOP or not self._admit(self.TWIST_TOPIC, source_id, source_name):
+            return False
+        linear, angular = np.asarray(linear_m_s, dtype=float), np.asarray(angular_rad_s, dtype=float)
+        if not (np.all(np.isfinite(linear)) and np.all(np.isfinite(angular))):
+            self.report("teleop_command", "non-finite twist refused")
+            self._stop(Mode.HOLD, "teleop twist with non-finite values", now_s)
+            return False
+        if frame_id not in ("", self.robot.base_frame, self.robot.tcp_frame):
+            self.report("teleop_command", f"twist frame {frame_id!r} refused; use {self.robot.base_frame!r} or {self.robot.tcp_frame!r}")
+            return False
+        speed, turn = float(np.linalg.norm(linear)), float(np.linalg.norm(angular))
+        if speed > self.limits.ee_speed_max_m_s:
+            linear = linear * (self.limits.ee_speed_max_m_s / speed)
+            self.report("ee_speed", f"teleop linear speed {speed:.3f} m/s clipped to {self.limits.ee_speed_max_m_s} m/s")
+        if turn > self.settings.teleop_angular_speed_max_rad_s:
+            angular = angular * (self.settings.teleop_angular_speed_max_rad_s / turn)
+            self.report("angular_speed", f"teleop angular speed {turn:.3f} rad/s clipped to {self.settings.teleop_angular_speed_max_rad_s} rad/s")
+        self.twist = _Twist(linear, angular, frame_id == self.robot.tcp_frame, now_s)
+        self.joint_target = None
+        self.last_teleop_s = now_s
+        return True
+
+    def on_teleop_joints(self, names: Sequence[str], positions: Sequence[float], now_s: float,
+                         source_id: str = "", source_name: str = "") -> bool:
+        """Joint position targets (a leader arm's JointState) in TELEOP; all arm joints, any order."""
+        if self.mode != Mode.TELEOP or not self._admit(self.JOINT_TOPIC, source_id, source_name):
+            return False
+        if sorted(names) != sorted(self.limits.joint_names) or len(positions) != len(names):
+            self.report("teleop_command", f"joint command must name every arm joint once with one position each, got {list(names)}")
+            return False
+        values = np.asarray(positions, dtype=float)
+        if not np.all(np.isfinite(values)):
+            self.report("teleop_command", "non-finite joint command refused")
+            self._stop(Mode.HOLD, "teleop joint command with non-finite values", now_s)
+            return False
+        order = [list(names).index(name) for name in self.limits.joint_names]
+        self.joint_target = values[order]
+        self.twist = None
+        self.last_teleop_s = now_s
+        return True
+
+    def on_teleop_gripper(self, width_m: float, now_s: float, source_id: str = "", source_name: str = "") -> bool:
+        """A gripper opening target from the teleop device (clipped to the gripper's range)."""
+        if self.mode != Mode.TELEOP or not self.robot.gripper.joint_names or not self._admit(self.GRIPPER_TOPIC, source_id, source_name):
+            return False
+        if not math.isfinite(width_m):
+            self.report("teleop_command", "non-finite gripper width refused")
+            return False
+        self.gripper_target_m = width_m
+        self.last_teleop_s = now_s
+        return True
+
+    # ----------------------------------------------------------------- modes
+    def request_mode(self, requested: int, reason: str, reset_estop: bool, now_s: float) -> Transition:
+        """Handle a SetMode request: refused with a reason, or carried out."""
+        accepted, message = check_request(self.mode, requested, reset_estop, self._joint_states_fresh(now_s))
+        if not accepted:
+            return Transition(False, self.mode, message)
+        target = Mode(requested)
+        why = f"{message} ({reason})" if reason else message
+        if target in (Mode.HOLD, Mode.ESTOP):
+            if target != self.mode or self.mode == Mode.ESTOP:
+                self._stop(target, f"requested: {reason or 'no reason given'}", now_s, reset=self.mode == Mode.ESTOP)
+        else:
+            if self.mode == Mode.ESTOP:
+                self._write_latch(LatchState(False), now_s)
+            self._enter(target, now_s)
+        return Transition(True, self.mode, why)
+
+    def _joint_states_fresh(self, now_s: float) -> bool:
+        return self.measured is not None and now_s - self.measured.received_s <= self.settings.joint_state_timeout_s
+
+    def _enter(self, mode: Mode, now_s: float) -> None:
+        """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
+        previous = self.mode
+        self.mode = mode
+        self.timeline = None
+        self.twist = None
+        self.joint_target = None
+        self.gripper_target_m = None
+        self.gripper_command_m = None
+        for lock in self.locks.values():
+            lock.release()
+        if mode == Mode.IDLE:
+            self.commanding = False
+            return
+        assert self.measured is not None  # check_request made sure
+        carry = self.follower.velocity if (previous in MOTION_MODES and self.commanding) else None
+        self._start_from_measured(carry)
+        if mode == Mode.AUTONOMY:
+            self.autonomy_since_s = now_s
+            self.last_chunk_s = None
+
+    def _start_from_measured(self, velocity: np.ndarray | None) -> None:
+        assert self.measured is not None
+        self.follower.reset(self.limits.clip_positions(self.measured.position, self.measured.position), velocity)
+        self.tcp_m = self.kinematics.positions(self.follower.position)
+        self.commanding = True
+
+    def _stop(self, mode: Mode, reason: str, now_s: float, reset: bool = False, at_measured: bool = False) -> None:
+        """Enter HOLD or ESTOP: a jerk-limited brake from the commanded state (a controlled stop).
+
+        ``at_measured`` holds where the arm is instead (after a tracking error: stop pushing).
+        When nothing was commanded yet, the hold starts at the measured state.
+        """
+        if mode == Mode.ESTOP:
+            self._write_latch(LatchState(True, reason, now_s), now_s)
+        elif reset:
+            self._write_latch(LatchState(False), now_s)
+        self.mode = mode
+        self.last_stop_reason = reason
+        self.last_stop_stamp_s = now_s
+        self.timeline = None
+        self.twist = None
+        self.joint_target = None
+        if (at_measured or not self.commanding) and self._joint_states_fresh(now_s):
+            self._start_from_measured(None)
+
+    def _write_latch(self, state: LatchState, now_s: float) -> None:
+        try:
+            self.latch.write(state)
+        except OSError as error:
+            self.report("estop_latch", f"cannot write {self.latch.path}: {error}")
+
+    def trip(self, name: str, deadline_s: float, now_s: float) -> None:
+        """A watchdog passed its deadline: HOLD, recording the deadline-to-HOLD time."""
+        self.last_watchdog = _Watchdog(name, deadline_s, now_s)
+        self._stop(Mode.HOLD, f"watchdog {name}: deadline passed {(now_s - deadline_s) * 1e3:.1f} ms ago", now_s)
+
+    def _check_watchdogs(self, now_s: float) -> None:
+        if self.mode not in MOTION_MODES:
+            return
+        assert self.measured is not None
+        deadline = self.measured.received_s + self.settings.joint_state_timeout_s
+        if now_s > deadline:
+            self.trip("joint_states", deadline, now_s)
+            return
+        if self.mode != Mode.AUTONOMY:
+            return
+        heard = self.last_chunk_s if self.last_chunk_s is not None else self.autonomy_since_s
+        deadline = heard + self.settings.inference_timeout_s
+        if now_s > deadline:
+            self.trip("inference_silent", deadline, now_s)
+            return
+        if self.timeline is not None:
+            deadline = self.timeline.end_s + self.settings.action_chunk_timeout_s
+            if now_s > deadline:
+                self.trip("action_chunk_stale", deadline, now_s)
+
+    # ----------------------------------------------------------------- output
+    def step(self, now_s: float) -> Output | None:
+        """One output cycle at ``now_s``: the command meant for ``now_s + period``, or None when the arm is not commanded."""
+        self.active_limits = []
+        self._check_watchdogs(now_s)
+        if self.mode == Mode.IDLE:
+            return None
+        if not self.commanding:
+            if self.mode == Mode.HOLD and self.measured is not None:
+                self._start_from_measured(None)  # HOLD requested before any joint state: hold the first one
+            else:
+                return None
+        if self.mode == Mode.ESTOP and self.follower.at_rest:
+            return None  # category 1: stopped; commands cease (the robot's own brakes / e-stop take over)
+        previous = self.follower.position
+        if self.mode == Mode.AUTONOMY and self.timeline is not None:
+            target, velocity, width = self.timeline.sample(now_s + self.period_s)
+            if width is not None:
+                self.gripper_target_m = width
+            candidate = self._track(target, velocity)
+        elif self.mode == Mode.TELEOP and self.joint_target is not None:
+            candidate = self._track(self.joint_target, np.zeros(self.limits.dof))
+        elif self.mode == Mode.TELEOP and self.twist is not None and now_s - self.twist.received_s <= self.settings.teleop_timeout_s:
+            candidate = self._servo(self.twist)
+        elif self.mode == Mode.AUTONOMY:
+            candidate = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
+        else:
+            candidate = self.follower.brake()  # HOLD, ESTOP, or a stale / absent teleop twist
+        result = self.guard.apply(previous, self.tcp_m, candidate)
+        self.follower.commit(result.position)
+        self.tcp_m = result.tcp_position_m
+        self.active_limits.extend(result.clipped)
+        if "non_finite" in result.clipped:
+            self._stop(Mode.HOLD, "internal: non-finite command replaced by the previous one", now_s)
+        return Output(now_s, result.position.copy(), self.follower.velocity.copy(), self._gripper(now_s))
+
+    def _track(self, target: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        """Ruckig towards a position target clipped into the joint band and the workspace box."""
+        clipped = self.limits.clip_positions(target)
+        for index in np.flatnonzero(clipped != target):
+            self.active_limits.append(f"joint_position:{self.limits.joint_names[index]}")
+        if np.any(clipped != target):
+            velocity = np.zeros_like(velocity)
+        clipped = self._pull_into_box(clipped)
+        jac, _, _ = self.kinematics.jacobian(self.follower.position)
+        direction = clipped - self.follower.position
+        if np.linalg.norm(direction) < 1e-9:
+            direction = self.follower.velocity
+        limit = speed_capped_velocity_limit(self.limits, jac[:3], direction)
+        return self.follower.track(clipped, velocity, limit)
+
+    def _pull_into_box(self, target: np.ndarray) -> np.ndarray:
+        """Move a target whose TCP lies outside the box back towards the commanded position until it is inside."""
+        limits = self.limits
+        if limits.box_distance_m(self.kinematics.positions(target)) <= 0.0:
+            return target
+        self.active_limits.append("workspace")
+        start = self.follower.position
+        if limits.box_distance_m(self.tcp_m) > 0.0:
+            return start  # already outside: do not wander; the guard lets the arm move back in only
+        fractions = _BOX_PULLBACK_FRACTIONS[:, None]
+        inside = limits.box_distance_m(self.kinematics.positions(start + fractions * (target - start))) <= 0.0
+        last_inside = int(np.argmin(inside)) - 1  # the fraction before the first one outside (the full target is outside)
+        return start if last_inside < 0 else start + _BOX_PULLBACK_FRACTIONS[last_inside] * (target - start)
+
+    def _servo(self, twist: _Twist) -> np.ndarray:
+        """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion."""
+        jac, _, rotation = self.kinematics.jacobian(self.follower.position)
+        linear, angular = twist.linear_m_s, twist.angular_rad_s
+        if twist.in_tool_frame:
+            linear, angular = rotation @ linear, rotation @ angular
+        joint_velocity = damped_least_squares(jac, np.concatenate([linear, angular]), self.settings.ik_damping)
+        peak = np.max(np.abs(joint_velocity) / self.limits.velocity_max_rad_s)
+        if peak > 1.0:
+            joint_velocity = joint_velocity / peak
+            self.active_limits.append("joint_velocity")
+        limit = speed_capped_velocity_limit(self.limits, jac[:3], joint_velocity)
+        # Look ahead by one period plus the time to stop, so a twist into a limit stops at it smoothly.
+        stop_s = float(np.max(np.abs(joint_velocity) / self.limits.acceleration_max_rad_s2)
+                       + np.max(self.limits.acceleration_max_rad_s2 / self.limits.jerk_max_rad_s3))
+        position = self.follower.position
+        ahead = position + joint_velocity * (self.period_s + stop_s)
+        if np.any(self.limits.clip_positions(ahead, position) != ahead):
+            self.active_limits.append("joint_position")
+            return self.follower.brake()
+        if self.limits.box_distance_m(self.kinematics.positions(ahead)) > self.limits.box_distance_m(self.tcp_m):
+            self.active_limits.append("workspace")
+            return self.follower.brake()
+        return self.follower.track_velocity(joint_velocity, limit)
+
+    def _gripper(self, now_s: float) -> float | None:
+        """Rate-limited gripper width; returned when it changed or is due for a resend."""
+        gripper = self.robot.gripper
+        if not gripper.joint_names or self.gripper_target_m is None or self.mode not in MOTION_MODES:
+            return None
+        target = min(max(self.gripper_target_m, gripper.width_min_m), gripper.width_max_m)
+        if target != self.gripper_target_m:
+            self.active_limits.append("gripper_width")
+        start = self.measured_gripper_m if self.measured_gripper_m is not None else target
+        current = start if self.gripper_command_m is None else self.gripper_command_m
+        step = gripper.speed_max_m_s * self.period_s
+        self.gripper_command_m = current + min(max(target - current, -step), step)
+        changed = self._gripper_sent_m is None or abs(self.gripper_command_m - self._gripper_sent_m) >= 1e-4
+        if changed or now_s - self.gripper_sent_s >= self.settings.gripper_resend_period_s:
+            self.gripper_sent_s, self._gripper_sent_m = now_s, self.gripper_command_m
+            return self.gripper_command_m
+        return None
+
+    @property
+    def deadline_to_hold_s(self) -> float | None:
+        """Time from the last tripped watchdog's deadline to HOLD (None before any trip)."""
+        return None if self.last_watchdog is None else self.last_watchdog.latency_s

@@ -1,0 +1,248 @@
+"""Safety bridge: the only path to the arm. ROS wiring around :class:`wam_ros.control.bridge.SafetyBridgeCore`.
+
+Subscribes: ``/joint_states`` (sensor_msgs/JointState), ``/wam/action_chunk`` (ActionChunk),
+``/wam/teleop/command`` (geometry_msgs/TwistStamped), ``/wam/teleop/joint_command``
+(sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand), ``/wam/safety/estop``
+(std_msgs/Bool: true latches ESTOP).
+Publishes: the backend's command topics (robot config ``backend:``), ``/wam/safety/status``
+(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode).
+Policy and behaviour: docs/safety.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from wam_ros.control.bridge import BridgeSettings, Output, SafetyBridgeCore
+from wam_ros.control.chunks import ChunkInput
+from wam_ros.control.modes import EstopLatch, Mode
+from wam_ros.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
+from wam_ros.parameters import param
+from wam_ros.robot import load_robot_config
+from wam_ros.ros import qos
+from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
+from wam_ros.ros.node import declare_parameters, run_node
+from wam_ros.srv import SetMode
+
+ACTION_CHUNK_TOPIC = "/wam/action_chunk"
+TELEOP_TWIST_TOPIC = "/wam/teleop/command"
+TELEOP_JOINT_TOPIC = "/wam/teleop/joint_command"
+TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
+ESTOP_TOPIC = "/wam/safety/estop"
+STATUS_TOPIC = "/wam/safety/status"
+SET_MODE_SERVICE = "/wam/set_mode"
+
+
+@dataclass
+class Parameters:
+    robot_config: str = param("", "path of the robot YAML (filled in by bringup)")
+    output_rate_hz: float = param(250.0, "rate of arm commands to the backend [Hz], at least 250")
+    joint_state_timeout_s: float = param(0.1, "joint states older than this trip HOLD in TELEOP/AUTONOMY [s]")
+    action_chunk_timeout_s: float = param(0.0, "HOLD this long after the last action of the newest chunk [s]")
+    inference_timeout_s: float = param(1.0, "HOLD when no chunk arrived for this long in AUTONOMY [s]")
+    teleop_timeout_s: float = param(0.1, "a twist older than this stops the arm (TELEOP stays) [s]")
+    max_future_stamp_s: float = param(0.05, "chunks stamped further ahead than this are refused [s]")
+    teleop_angular_speed_max_rad_s: float = param(0.5, "cap on the teleop twist's angular speed [rad/s]")
+    ik_damping: float = param(0.05, "damping of the least-squares twist-to-joint-velocity solve")
+    max_tracking_error_rad: float = param(0.5, "measured-vs-commanded joint error that trips HOLD [rad]; 0 disables")
+    gripper_resend_period_s: float = param(0.1, "resend an unchanged gripper command this often while commanding [s]")
+    gripper_force_n: float = param(20.0, "grasp force sent with gripper commands [N], capped at the gripper's force_max_n")
+    estop_latch_file: str = param("", "file that keeps ESTOP latched across restarts; empty: $ROS_HOME/wam_ros/estop_<robot>.json")
+    status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
+    graph_check_period_s: float = param(0.5, "how often command topics are checked for extra publishers [s]")
+
+
+def _gid(info: dict | None) -> str:
+    """Publisher GID of a received message as hex (empty when the middleware gives none)."""
+    gid = (info or {}).get("publisher_gid") or {}
+    return bytes(gid.get("data", b"")).hex()
+
+
+class SafetyBridge(Node):
+    """Validates every command source against the robot's limits and streams guarded targets to the backend."""
+
+    def __init__(self) -> None:
+        super().__init__("safety_bridge")
+        self.params = p = declare_parameters(self, Parameters)
+        if not p.robot_config:
+            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
+        self.robot = load_robot_config(p.robot_config)
+        settings = BridgeSettings(
+            output_rate_hz=p.output_rate_hz, joint_state_timeout_s=p.joint_state_timeout_s,
+            action_chunk_timeout_s=p.action_chunk_timeout_s, inference_timeout_s=p.inference_timeout_s,
+            teleop_timeout_s=p.teleop_timeout_s, max_future_stamp_s=p.max_future_stamp_s,
+            teleop_angular_speed_max_rad_s=p.teleop_angular_speed_max_rad_s, ik_damping=p.ik_damping,
+            max_tracking_error_rad=p.max_tracking_error_rad, gripper_resend_period_s=p.gripper_resend_period_s,
+        )
+        latch_path = Path(p.estop_latch_file).expanduser() if p.estop_latch_file else EstopLatch.default_path(self.robot.name)
+        self.core = SafetyBridgeCore(self.robot, settings, EstopLatch(latch_path))
+        self.gripper_force_n = min(max(p.gripper_force_n, 0.0), self.robot.gripper.force_max_n)
+        backend = self.robot.backend
+        self.cartesian = backend.type == "cartesian_impedance"
+        if self.cartesian:
+            self.pose_pub = self.create_publisher(PoseStamped, backend.target_pose_topic, qos.COMMANDS)
+            self.gains_pub = self.create_publisher(ImpedanceGains, backend.gains_topic, qos.LATCHED)
+        else:
+            self.trajectory_pub = self.create_publisher(JointTrajectory, backend.joint_trajectory_topic, qos.COMMANDS)
+        self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
+        self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
+        self.create_subscription(TwistStamped, TELEOP_TWIST_TOPIC, self._on_twist, qos.COMMANDS)
+        self.create_subscription(JointState, TELEOP_JOINT_TOPIC, self._on_teleop_joints, qos.COMMANDS)
+        self.create_subscription(GripperCommand, TELEOP_GRIPPER_TOPIC, self._on_teleop_gripper, qos.COMMANDS)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
+        self.create_service(SetMode, SET_MODE_SERVICE, self._on_set_mode)
+        self.command_topics = {
+            ACTION_CHUNK_TOPIC: SafetyBridgeCore.CHUNK_TOPIC, TELEOP_TWIST_TOPIC: SafetyBridgeCore.TWIST_TOPIC,
+            TELEOP_JOINT_TOPIC: SafetyBridgeCore.JOINT_TOPIC, TELEOP_GRIPPER_TOPIC: SafetyBridgeCore.GRIPPER_TOPIC,
+        }
+        self._publishers_seen: dict[str, tuple[str, ...]] = {}
+        self._publisher_names: dict[str, str] = {}
+        self._last_mode = self.core.mode
+        self.create_timer(settings.period_s, self._on_output_timer)
+        self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
+        self.create_timer(p.graph_check_period_s, self._check_publishers)
+        self._publish_status()
+        if self.cartesian:
+            self._publish_gains()
+        if self.core.mode == Mode.ESTOP:
+            self.get_logger().warning(f"starting in ESTOP (latched in {latch_path}): {self.core.last_stop_reason}")
+        self.get_logger().info(
+            f"safety bridge for {self.robot.name}: backend {backend.type}, {p.output_rate_hz:g} Hz, mode {self.core.mode.name}")
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------ inputs
+    def _on_joint_states(self, msg: JointState) -> None:
+        self.core.on_joint_state(msg.name, msg.position, msg.velocity, self.now_s())
+        self._publish_if_mode_changed()
+
+    def _on_chunk(self, msg: ActionChunk, info: dict) -> None:
+        chunk = ChunkInput(
+            stamp_s=time_to_seconds(msg.header.stamp), joint_names=msg.joint_names, control_period_s=msg.control_period_s,
+            horizon=msg.horizon, joint_positions=msg.joint_positions, gripper_widths=msg.gripper_widths, chunk_id=msg.chunk_id,
+        )
+        self.core.on_chunk(chunk, self.now_s(), _gid(info), self._publisher_name(ACTION_CHUNK_TOPIC, info))
+        self._publish_if_mode_changed()
+
+    def _on_twist(self, msg: TwistStamped, info: dict) -> None:
+        linear, angular = msg.twist.linear, msg.twist.angular
+        self.core.on_teleop_twist((linear.x, linear.y, linear.z), (angular.x, angular.y, angular.z), msg.header.frame_id,
+                                  self.now_s(), _gid(info), self._publisher_name(TELEOP_TWIST_TOPIC, info))
+        self._publish_if_mode_changed()
+
+    def _on_teleop_joints(self, msg: JointState, info: dict) -> None:
+        self.core.on_teleop_joints(msg.name, msg.position, self.now_s(), _gid(info), self._publisher_name(TELEOP_JOINT_TOPIC, info))
+        self._publish_if_mode_changed()
+
+    def _on_teleop_gripper(self, msg: GripperCommand, info: dict) -> None:
+        self.core.on_teleop_gripper(msg.width_m, self.now_s(), _gid(info), self._publisher_name(TELEOP_GRIPPER_TOPIC, info))
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and self.core.mode != Mode.ESTOP:
+            self.core.request_mode(Mode.ESTOP, f"{ESTOP_TOPIC}", False, self.now_s())
+            self._publish_status()
+
+    def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
+        result = self.core.request_mode(request.mode, request.reason, request.reset_estop, self.now_s())
+        response.accepted, response.mode, response.message = result.accepted, int(result.mode), result.message
+        log = self.get_logger().info if result.accepted else self.get_logger().warning
+        log(f"set_mode {request.mode} ({request.reason!r}): {'accepted' if result.accepted else 'refused'}: {result.message}")
+        self._publish_status()
+        return response
+
+    def _publisher_name(self, topic: str, info: dict) -> str:
+        """Node name of the publisher that sent a message (looked up by GID in the graph, cached)."""
+        gid = _gid(info)
+        if gid not in self._publisher_names:
+            for endpoint in self.get_publishers_info_by_topic(topic):
+                name = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+                self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = name
+        return self._publisher_names.get(gid, gid[:16])
+
+    def _check_publishers(self) -> None:
+        for topic, name in self.command_topics.items():
+            publishers = tuple(sorted(f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in self.get_publishers_info_by_topic(topic)))
+            if publishers != self._publishers_seen.get(topic, ()):
+                self._publishers_seen[topic] = publishers
+                self.core.observe_publishers(name, publishers)
+
+    # ------------------------------------------------------------------ outputs
+    def _on_output_timer(self) -> None:
+        now = self.now_s()
+        output = self.core.step(now)
+        if output is not None:
+            self._send(output)
+        self._publish_if_mode_changed()
+
+    def _send(self, output: Output) -> None:
+        stamp = seconds_to_time(output.time_s)
+        if self.cartesian:
+            position, rotation = self.core.kinematics.forward(output.position)
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = stamp, self.robot.base_frame
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)
+            x, y, z, w = Rotation.from_matrix(rotation).as_quat()
+            pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+            self.pose_pub.publish(pose)
+        else:
+            trajectory = JointTrajectory()
+            trajectory.joint_names = list(self.robot.arm.joint_names)  # header.stamp zero: start at once
+            point = JointTrajectoryPoint(positions=output.position.tolist(), velocities=output.velocity.tolist())
+            nanoseconds = int(round(self.core.period_s * 1e9))
+            point.time_from_start = Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+            trajectory.points = [point]
+            self.trajectory_pub.publish(trajectory)
+        if output.gripper_width_m is not None:
+            command = GripperCommand(width_m=float(output.gripper_width_m), force_n=self.gripper_force_n)
+            command.header.stamp = stamp
+            self.gripper_pub.publish(command)
+
+    def _publish_gains(self) -> None:
+        gains = self.robot.gains
+        msg = ImpedanceGains(stiffness=list(gains.cartesian_stiffness), damping=list(gains.cartesian_damping),
+                             nullspace_stiffness=gains.nullspace_stiffness_nm_rad)
+        msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), self.robot.base_frame
+        self.gains_pub.publish(msg)
+
+    def _publish_if_mode_changed(self) -> None:
+        if self.core.mode != self._last_mode:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        now = self.now_s()
+        if self.cartesian and self.core.mode != self._last_mode and self.core.mode in (Mode.TELEOP, Mode.AUTONOMY, Mode.HOLD):
+            self._publish_gains()
+        if self.core.mode != self._last_mode:
+            self.get_logger().info(f"mode {self._last_mode.name} -> {self.core.mode.name}"
+                                   + (f": {self.core.last_stop_reason}" if self.core.mode in (Mode.HOLD, Mode.ESTOP) else ""))
+        self._last_mode = self.core.mode
+        status = self.core.status(now)
+        msg = SafetyStatus(
+            mode=int(status.mode), mode_name=status.mode.name, backend=self.robot.backend.type,
+            active_limits=status.active_limits, violations=status.violations, violation_count=status.violation_count,
+            action_chunk_age_s=status.action_chunk_age_s, joint_state_age_s=status.joint_state_age_s,
+            teleop_command_age_s=status.teleop_command_age_s, watchdogs_ok=status.watchdogs_ok,
+            last_stop_reason=status.last_stop_reason, command_source=status.command_source,
+        )
+        msg.header.stamp = seconds_to_time(now)
+        msg.last_stop_stamp = seconds_to_time(status.last_stop_stamp_s)
+        self.status_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SafetyBridge, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
