@@ -366,7 +366,8 @@ class Recorder(Node):
             counts = list(recording.counts.values())
             dropped = sum(c.dropped for c in counts)
             values.update(episode=str(recording.path), messages_written=str(sum(c.written for c in counts)),
-                          messages_dropped=str(dropped), queue_mb=f"{recording.queued_bytes / 2**20:.1f}")
+                          messages_dropped=str(dropped), queue_mb=f"{recording.queued_bytes / 2**20:.1f}",
+                          queue_peak_mb=f"{recording.max_queued_bytes / 2**20:.1f}")
             status.level = DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK
             status.message = f"recording {recording.path.name}"
         else:
