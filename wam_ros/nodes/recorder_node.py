@@ -57,7 +57,7 @@ TASK_STATUS_TOPIC = "/wam/sim/task_status"
 @dataclass
 class Parameters:
     robot_config: str = param("", "robot YAML; filled in by bringup")
-    episodes_dir: str = param("~/wam_ros/episodes", "directory that receives one bag directory per episode")
+    episodes_dir: str = param("~/wam_ros_episodes", "directory that receives one bag directory per episode (created on the first)")
     record_standard_topics: bool = param(True, "record cameras, joint states, action chunks, bridge commands, safety status, teleop, subtask, plan and task status")
     extra_topics: list[str] = param([], "further topics to record")
     split_on_sim_reset: bool = param(False, "end the episode and begin the next one when the simulator resets (TaskStatus.episode changes)")
@@ -114,7 +114,6 @@ class Recorder(Node):
         self.params = declare_parameters(self, Parameters)
         self.robot = load_robot_config(self.params.robot_config or "panda_sim")
         self.episodes_dir = Path(self.params.episodes_dir).expanduser()
-        self.episodes_dir.mkdir(parents=True, exist_ok=True)
         self.definitions = MessageDefinitions(share_dirs())
         wanted = standard_topics(self.robot) if self.params.record_standard_topics else []
         self.wanted = list(dict.fromkeys(wanted + list(self.params.extra_topics)))
@@ -207,6 +206,10 @@ class Recorder(Node):
         now_ns = self.get_clock().now().nanoseconds
         if now_ns == 0:
             raise BagError("the clock is not running (use_sim_time without /clock)")
+        try:
+            self.episodes_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BagError(f"{self.episodes_dir}: cannot create the episodes directory: {error.strerror}") from None
         free = shutil.disk_usage(self.episodes_dir).free
         if free < self.params.min_free_space_mb * 2**20:
             raise BagError(f"{self.episodes_dir}: only {free / 2**20:.0f} MiB free, below the {self.params.min_free_space_mb:.0f} MiB reserve")
