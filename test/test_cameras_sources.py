@@ -88,6 +88,8 @@ def test_realsense_errors_are_clear(recording, tmp_path):
         RealSenseCamera(RealSenseSettings(rate_hz=29.5))
     with pytest.raises(DeviceNotFoundError, match="no RealSense with serial 123 is connected"):
         RealSenseCamera(RealSenseSettings(serial_number="123")).open()
+    with pytest.raises(DeviceNotFoundError, match="no RealSense device is connected"):  # machines without cameras
+        RealSenseCamera(RealSenseSettings()).open()
     with pytest.raises(CameraError, match="before open"):
         RealSenseCamera(RealSenseSettings()).read()
 

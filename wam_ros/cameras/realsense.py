@@ -195,14 +195,13 @@ class RealSenseCamera:
             if wanted not in serials:
                 raise DeviceNotFoundError(
                     f"no RealSense with serial {wanted} is connected (connected: {listing}); "
-                    "check the USB 3 cable and `rs-enumerate-devices -s`"
+                    "check the USB 3 cable and `python -m wam_ros.cameras list`"
                 )
             return wanted
-        if len(connected) != 1:
-            raise DeviceNotFoundError(
-                f"{'no' if not connected else 'several'} RealSense devices connected ({listing}); "
-                "set the camera's serial number in the robot config (device:)"
-            )
+        if not connected:
+            raise DeviceNotFoundError("no RealSense device is connected; check the USB 3 cable and `python -m wam_ros.cameras list`")
+        if len(connected) > 1:
+            raise DeviceNotFoundError(f"several RealSense devices are connected ({listing}); set this camera's serial number (device:) in the robot config")
         return serials[0]
 
     def _mode(self) -> str:

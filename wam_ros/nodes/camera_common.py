@@ -207,6 +207,8 @@ class CameraNode(LifecycleNode):
         self._diagnostics_publisher.publish(array)
 
     def _log(self, level: str, message: str) -> None:
+        if not self.context.ok():
+            return  # shutting down: rosout is gone
         # rclpy fixes a logger call site's severity on first use: one call site per level.
         logger = self.get_logger()
         if level == "error":
