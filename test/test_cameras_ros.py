@@ -155,9 +155,12 @@ def test_opencv_node_plays_a_video_file_at_the_configured_rate(processes, ros, t
     assert exit_code_after_sigint(node) == 0
 
 
-def test_opencv_node_with_a_missing_file_exits_nonzero(processes, tmp_path):
-    robot = robot_with_cameras(tmp_path, [{"name": "side", "source": "opencv", "device": str(tmp_path / "gone.mp4"),
-                                           "width": 160, "height": 120, "rate_hz": 20.0, "frame_id": "side_camera_optical"}])
-    node = processes.start_node("opencv_camera", "side_camera", robot_config=robot, camera="side")
-    assert node.wait(timeout=30) == 1
+def test_opencv_node_with_a_missing_file_or_a_bad_config_exits_nonzero(processes, tmp_path):
+    side = {"name": "side", "source": "opencv", "device": str(tmp_path / "gone.mp4"), "width": 160, "height": 120,
+            "rate_hz": 20.0, "frame_id": "side_camera_optical"}
+    robot = robot_with_cameras(tmp_path, [side, {**side, "name": "deep", "depth": True}])
+    missing = processes.start_node("opencv_camera", "side_camera", robot_config=robot, camera="side")
+    deep = processes.start_node("opencv_camera", "deep_camera", robot_config=robot, camera="deep")
+    assert missing.wait(timeout=30) == 1 and deep.wait(timeout=30) == 1
     assert f"video file {tmp_path / 'gone.mp4'}: file not found" in processes.log("side_camera")
+    assert "cameras.deep.depth: opencv cameras have no depth stream" in processes.log("deep_camera")

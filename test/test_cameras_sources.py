@@ -166,12 +166,12 @@ def test_rate_pacer_decimates_a_faster_source_and_keeps_an_equal_one():
     assert all(pacer.due(t) for t in arrivals)
 
 
-def test_intrinsics_resize_and_override():
+def test_intrinsics_override():
     native = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
-    half = native.resized(320, 240)
-    assert (half.fx, half.fy, half.cx, half.cy) == (300.0, 300.0, 159.5, 119.5)
     assert native.with_override(()) is native
     assert native.with_override((1.0, 2.0, 3.0, 4.0)).k == [1.0, 0.0, 3.0, 0.0, 2.0, 4.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="fx, fy, cx, cy"):
+        native.with_override((1.0, 2.0))
 
 
 def test_stream_health_levels():

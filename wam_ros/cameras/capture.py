@@ -4,19 +4,22 @@ A :class:`CaptureLoop` owns one camera (anything with ``open()``, ``read()``, ``
 ``is_open``), reads frames in its own thread and passes each to ``on_frame`` (the node
 converts and publishes it). When ``read()`` fails (FrameTimeoutError: unplugged, stalled, a
 file that ended) it closes the camera, marks the stream lost in :class:`StreamHealth`, and
-tries to open it again every ``reconnect_interval_s`` until it succeeds or the loop stops.
+tries to open it again every ``reconnect_interval_s`` (first after one interval) until it
+succeeds or the loop stops.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from wam_ros.cameras.health import StreamHealth
 from wam_ros.cameras.types import CameraError, CameraFrame
 
 
 class Camera(Protocol):
+    settings: Any  # has ``source``: a human-readable name for messages
+
     @property
     def is_open(self) -> bool: ...
 
@@ -82,6 +85,7 @@ class CaptureLoop:
                 self.camera.close()
                 self.health.lost(time.monotonic(), str(error))
                 self.log("error", f"{error}; closed, reconnecting every {self.reconnect_interval_s:.1f} s")
+                self._stop.wait(self.reconnect_interval_s)  # let a replugged device enumerate first
                 continue
             if self._stop.is_set():
                 break

@@ -147,9 +147,9 @@ class RealSenseCamera:
         else:
             self._serial = self._resolve_serial()
             config.enable_device(self._serial)
-        config.enable_stream(rs.stream.color, settings.width, settings.height, rs.format.rgb8, settings.fps)
+        config.enable_stream(rs.stream.color, settings.width, settings.height, rs.format.rgb8, self.fps)
         if settings.depth:
-            config.enable_stream(rs.stream.depth, settings.width, settings.height, rs.format.z16, settings.fps)
+            config.enable_stream(rs.stream.depth, settings.width, settings.height, rs.format.z16, self.fps)
         pipeline = rs.pipeline()
         try:
             profile = pipeline.start(config)
@@ -206,7 +206,7 @@ class RealSenseCamera:
 
     def _mode(self) -> str:
         s = self.settings
-        return f"{s.width}x{s.height} @ {s.fps} Hz rgb8" + (" + z16 depth" if s.depth else "")
+        return f"{s.width}x{s.height} @ {self.fps} Hz rgb8" + (" + z16 depth" if s.depth else "")
 
     def _supported_modes(self) -> str:
         """Colour modes the live device offers, so a wrong resolution or rate is easy to fix."""
@@ -227,7 +227,7 @@ class RealSenseCamera:
         """The next new colour frame (with aligned depth). Raises FrameTimeoutError after ``frame_timeout_s``."""
         if self._pipeline is None:
             raise CameraError(f"{self.settings.source}: read() before open()")
-        half_period_ms = 500.0 / self.settings.fps
+        half_period_ms = 500.0 / self.fps
         timeout_s = self.settings.frame_timeout_s
         timeout_ms = max(1, int(timeout_s * 1000))
         while True:
@@ -285,16 +285,6 @@ class RealSenseCamera:
                 pipeline.stop()
             except RuntimeError:
                 pass  # already stopped by librealsense after a disconnect
-
-    def device_present(self) -> bool:
-        """Whether the device can be opened now (the file exists, or the serial is enumerated)."""
-        if self.settings.playback_file:
-            return Path(self.settings.playback_file).is_file()
-        try:
-            serials = [d.serial_number for d in list_devices()]
-        except RuntimeError:
-            return False
-        return self.settings.serial_number in serials if self.settings.serial_number else len(serials) == 1
 
 
 def _intrinsics(native: Any) -> Intrinsics:

@@ -54,13 +54,6 @@ class Intrinsics:
         fx, fy, cx, cy = fx_fy_cx_cy
         return replace(self, fx=fx, fy=fy, cx=cx, cy=cy)
 
-    def resized(self, width: int, height: int) -> "Intrinsics":
-        """Intrinsics of the same camera after resizing its image to ``width`` x ``height``."""
-        sx, sy = width / self.width, height / self.height
-        # Pixel centres: continuous coordinate c maps to (c + 0.5) * s - 0.5.
-        return replace(self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy,
-                       cx=(self.cx + 0.5) * sx - 0.5, cy=(self.cy + 0.5) * sy - 0.5)
-
 
 @dataclass(frozen=True)
 class CameraFrame:

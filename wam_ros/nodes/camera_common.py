@@ -58,6 +58,7 @@ class CameraNode(LifecycleNode):
     """Base of the camera nodes: subclasses say how to open their camera and how to stamp frames."""
 
     SOURCE = ""  # the robot config's camera ``source`` this node serves
+    PROVIDES_DEPTH = False
     Parameters: type[CameraParameters] = CameraParameters
 
     def __init__(self, default_name: str) -> None:
@@ -105,6 +106,8 @@ class CameraNode(LifecycleNode):
             config = robot.camera(self.params.camera)
             if config.source != self.SOURCE:
                 raise ConfigError(robot.path, f"cameras.{config.name}.source", f"is {config.source!r}, this node serves {self.SOURCE!r}")
+            if config.depth and not self.PROVIDES_DEPTH:
+                raise ConfigError(robot.path, f"cameras.{config.name}.depth", f"{self.SOURCE} cameras have no depth stream")
             self.camera_config = config
             self.camera = self.make_camera(config)
             self.camera.open()
@@ -118,18 +121,18 @@ class CameraNode(LifecycleNode):
             base = self.intrinsics or Intrinsics(config.width, config.height, 0.0, 0.0, 0.0, 0.0)
             self.intrinsics = base.with_override(config.intrinsics_fx_fy_cx_cy)
         self._info_template = camera_info_message(self.intrinsics, config.width, config.height)
-        self._camera_publishers = {"image": self.create_lifecycle_publisher(Image, config.image_topic, qos.SENSORS),
-                            "camera_info": self.create_lifecycle_publisher(CameraInfo, config.camera_info_topic, qos.SENSORS)}
+        self._camera_publishers = {
+            "image": self.create_lifecycle_publisher(Image, config.image_topic, qos.SENSORS),
+            "camera_info": self.create_lifecycle_publisher(CameraInfo, config.camera_info_topic, qos.SENSORS),
+        }
         if config.depth:
             self._camera_publishers["depth"] = self.create_lifecycle_publisher(Image, config.depth_topic, qos.SENSORS)
-        self.health = StreamHealth(self.describe_source(), config.rate_hz)
+        source = self.camera.settings.source
+        self.health = StreamHealth(source, config.rate_hz)
         self.loop = CaptureLoop(self.camera, self._publish_frame, self.health, self.params.reconnect_interval_s, self._log)
         self._diagnostics_timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
-        self.get_logger().info(f"configured {self.describe_source()} -> {config.image_topic} ({config.width}x{config.height} @ {config.rate_hz} Hz)")
+        self.get_logger().info(f"configured {source} -> {config.image_topic} ({config.width}x{config.height} @ {config.rate_hz} Hz)")
         return TransitionCallbackReturn.SUCCESS
-
-    def describe_source(self) -> str:
-        return getattr(getattr(self.camera, "settings", None), "source", self.SOURCE)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)

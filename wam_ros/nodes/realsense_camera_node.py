@@ -38,6 +38,7 @@ class Parameters(CameraParameters):
 
 class RealSenseCameraNode(CameraNode):
     SOURCE = "realsense"
+    PROVIDES_DEPTH = True
     Parameters = Parameters
 
     def __init__(self) -> None:
