@@ -2,7 +2,7 @@
 """Camera nodes at 640x480 @ 30 Hz: capture-to-publish latency, CPU per camera, sync error.
 
 Two realsense_camera nodes replay synthetic colour + depth recordings through the real
-librealsense pipeline (with rs.align), and one opencv_camera node plays a 640x480 video; all run
+librealsense pipeline (with rs.align), and one opencv_camera node plays a 640x480 MJPG video (a USB camera's usual format); all run
 as separate processes, as bringup starts them. Measured over a fixed window:
 
 - capture_to_publish_ms: ROS time at publish minus the header stamp, reported by each node on
@@ -10,7 +10,8 @@ as separate processes, as bringup starts them. Measured over a fixed window:
   for OpenCV; see docs/real_robot.md);
 - receive_latency_ms: the stamp to this process receiving the frame's CameraInfo, which each
   node publishes after the image and the depth image (so it includes their transport);
-- cpu_percent: CPU time of the node process over the window, in % of one core;
+- cpu_percent: CPU time of the node process over the window, in % of one core, and
+  cpu_ms_per_frame: the same per published frame (less sensitive to a busy machine);
 - sync_error_ms: spread of front/wrist pairs made by wam_ros.cameras.sync.ApproximateSync
   (tolerance half a frame period). The two recordings run free, like two cameras without a
   hardware sync cable: the error is then uniform over 0..16.7 ms at 30 Hz.
@@ -54,13 +55,18 @@ CAMERAS = ("front", "wrist", "side")
 
 
 def write_video(path: Path, frames: int) -> None:
+    """MJPG, the format most USB cameras deliver: a gradient with a moving square."""
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), RATE_HZ, (WIDTH, HEIGHT))
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), RATE_HZ, (WIDTH, HEIGHT))
+    gradient = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    gradient[..., 1] = np.arange(WIDTH) * 255 // (WIDTH - 1)
+    gradient[..., 2] = (np.arange(HEIGHT) * 255 // (HEIGHT - 1))[:, None]
     for i in range(frames):
-        writer.write(np.roll(base, 4 * i, axis=1))
+        frame = gradient.copy()
+        x = 40 + (6 * i) % (WIDTH - 120)
+        frame[180:260, x:x + 80] = (255, 255, 255)
+        writer.write(frame)
     writer.release()
 
 
@@ -204,6 +210,7 @@ def main() -> int:
             f"{name}_receive_latency_ms_p50": round(percentile(receive_ms[name], 50), 2),
             f"{name}_receive_latency_ms_p99": round(percentile(receive_ms[name], 99), 2),
             f"{name}_cpu_percent": round(cpu[name], 1),
+            f"{name}_cpu_ms_per_frame": round(10.0 * cpu[name] / rate, 2) if rate else float("nan"),
             f"{name}_dropped_frames": int(d.get("dropped_frames", -1)),
             f"{name}_images_received": counts[f"{name}.image"],
             f"{name}_depth_received": counts[f"{name}.depth"],
@@ -212,7 +219,7 @@ def main() -> int:
         print(f"{name:5s} ({'opencv' if name == 'side' else 'realsense'}): {rate:5.1f} Hz, capture->publish p50 "
               f"{result[f'{name}_capture_to_publish_ms_p50']:.1f} ms p99 {result[f'{name}_capture_to_publish_ms_p99']:.1f} ms, "
               f"stamp->receive p50 {result[f'{name}_receive_latency_ms_p50']:.1f} ms p99 {result[f'{name}_receive_latency_ms_p99']:.1f} ms, "
-              f"CPU {cpu[name]:.0f} % of a core, exit {exit_codes[name]}", flush=True)
+              f"CPU {cpu[name]:.0f} % of a core ({result[f'{name}_cpu_ms_per_frame']:.1f} ms per frame), exit {exit_codes[name]}", flush=True)
 
     sync = ApproximateSync(["front", "wrist"], tolerance_s=0.5 / RATE_HZ)
     events = sorted([(s, "front") for s in stamps["front"]] + [(s, "wrist") for s in stamps["wrist"]])
