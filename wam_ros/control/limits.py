@@ -146,12 +146,8 @@ class SafetyGuard:
         return np.linalg.norm(tcps - previous_tcp_m, axis=-1) <= self.tcp_step_max_m - TOLERANCE
 
 
-def check_output(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, output: np.ndarray,
-                 previous_tcp_m: np.ndarray | None = None) -> list[str]:
-    """Every invariant ``output`` breaks relative to ``previous`` (empty list: safe). Independent of the guard.
-
-    ``previous_tcp_m`` may pass FK of ``previous`` computed by the caller earlier (saves one FK).
-    """
+def check_output(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, output: np.ndarray) -> list[str]:
+    """Every invariant ``output`` breaks relative to ``previous`` (empty list: safe). Independent of the guard."""
     problems: list[str] = []
     if output.shape != previous.shape or not np.all(np.isfinite(output)):
         return ["non-finite or misshaped output"]
@@ -161,8 +157,7 @@ def check_output(limits: Limits, kinematics: ChainKinematics, period_s: float, p
         problems.append("joint position outside the limits")
     if np.any(np.abs(output - previous) > limits.step_max_rad(period_s) + TOLERANCE):
         problems.append("joint step above the velocity or step limit")
-    tcp_before = kinematics.positions(previous) if previous_tcp_m is None else previous_tcp_m
-    tcp_after = kinematics.positions(output)
+    tcp_before, tcp_after = kinematics.positions(previous), kinematics.positions(output)
     if limits.box_distance_m(tcp_after) > limits.box_distance_m(tcp_before) + 1e-7:
         problems.append("TCP left the workspace box")
     if np.linalg.norm(tcp_after - tcp_before) > limits.ee_speed_max_m_s * period_s + 1e-7:

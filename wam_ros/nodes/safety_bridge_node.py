@@ -156,8 +156,10 @@ class SafetyBridge(Node):
     def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
         result = self.core.request_mode(request.mode, request.reason, request.reset_estop, self.now_s())
         response.accepted, response.mode, response.message = result.accepted, int(result.mode), result.message
-        log = self.get_logger().info if result.accepted else self.get_logger().warning
-        log(f"set_mode {request.mode} ({request.reason!r}): {'accepted' if result.accepted else 'refused'}: {result.message}")
+        if result.accepted:
+            self.get_logger().info(f"set_mode {request.mode} ({request.reason!r}) accepted: {result.message}")
+        else:
+            self.get_logger().warning(f"set_mode {request.mode} ({request.reason!r}) refused: {result.message}")
         self._publish_status()
         return response
 

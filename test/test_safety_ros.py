@@ -1,0 +1,236 @@
+"""The safety bridge node as a real process over real DDS: watchdogs, ESTOP latch, switching, command lock.
+
+The arm is a small echo in the test process (:class:`EchoArm`): it publishes /joint_states with
+the last commanded positions (perfect tracking), or a frozen pose when asked to.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import TwistStamped
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from ros_harness import wait_until
+from wam_ros.control.kinematics import ChainKinematics
+from wam_ros.control.limits import Limits
+from wam_ros.msg import ActionChunk, SafetyStatus
+from wam_ros.robot import load_robot_config, robot_config_path
+from wam_ros.ros import qos
+from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
+from wam_ros.srv import SetMode
+
+pytestmark = pytest.mark.ros
+ROBOT = load_robot_config("panda_sim")
+NAMES = list(ROBOT.arm.joint_names)
+HOME = np.array(ROBOT.arm.home_rad)
+LIMITS = Limits.from_robot(ROBOT)
+KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
+PERIOD_S = 1.0 / 250.0
+STEP_MAX = LIMITS.step_max_rad(PERIOD_S)
+
+
+def start_bridge(processes, tmp_path: Path, name: str = "safety_bridge", **overrides):
+    parameters = dict(robot_config=str(robot_config_path("panda_sim")), estop_latch_file=str(tmp_path / "estop.json"),
+                      status_rate_hz=20.0)
+    parameters.update(overrides)
+    return processes.start_node("safety_bridge", name=name, **parameters)
+
+
+class EchoArm:
+    """A perfectly tracking arm: /joint_states = the last commanded positions, published at 200 Hz."""
+
+    def __init__(self, ros, start: np.ndarray = HOME) -> None:
+        self.ros = ros
+        self.position = start.copy()
+        self.frozen = False
+        self.commands: list[tuple[float, np.ndarray]] = []  # (receive time, commanded positions)
+        self.published: list[tuple[float, np.ndarray]] = []
+        self.lock = threading.Lock()
+        self.publisher = ros.node.create_publisher(JointState, "/joint_states", qos.SENSORS)
+        ros.node.create_subscription(JointTrajectory, ROBOT.backend.joint_trajectory_topic, self._on_command, qos.COMMANDS)
+        self.timer = ros.node.create_timer(0.005, self._publish)
+
+    def _on_command(self, msg: JointTrajectory) -> None:
+        positions = np.array(msg.points[0].positions)
+        with self.lock:
+            self.commands.append((time.monotonic(), positions))
+            if not self.frozen:
+                self.position = positions
+
+    def _publish(self) -> None:
+        with self.lock:
+            position = self.position.copy()
+        msg = JointState(name=NAMES, position=position.tolist())
+        msg.header.stamp = self.ros.node.get_clock().now().to_msg()
+        self.publisher.publish(msg)
+        self.published.append((time.monotonic(), position))
+
+    def stop(self) -> None:
+        self.timer.cancel()
+
+
+def status_listener(ros) -> list:
+    return ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
+
+
+def set_mode(ros, client, mode: int, reason: str = "test", reset_estop: bool = False) -> SetMode.Response:
+    return ros.call(client, SetMode.Request(mode=mode, reason=reason, reset_estop=reset_estop), timeout_s=20.0)
+
+
+def make_chunk(stamp_s: float, targets: np.ndarray, period_s: float) -> ActionChunk:
+    chunk = ActionChunk(joint_names=NAMES, control_period_s=period_s, horizon=len(targets), joint_positions=targets.ravel().tolist())
+    chunk.header.stamp = seconds_to_time(stamp_s)
+    chunk.header.frame_id = ROBOT.base_frame
+    return chunk
+
+
+def now_s(ros) -> float:
+    return ros.node.get_clock().now().nanoseconds * 1e-9
+
+
+def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    arm = EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    chunks = ros.node.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+    wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+    assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
+    ros.wait_for_subscribers(chunks)
+    # One chunk: 10 actions 50 ms apart; the stale-chunk deadline is its last action's time.
+    stamp = now_s(ros)
+    targets = HOME + np.linspace(0.0, 0.05, 10)[:, None]
+    chunks.publish(make_chunk(stamp, targets, 0.05))
+    deadline = stamp + 9 * 0.05
+    hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
+    received_s = now_s(ros)
+    bridge_latency_s = time_to_seconds(hold.last_stop_stamp) - deadline
+    assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok
+    assert 0.0 <= bridge_latency_s <= ROBOT.safety.watchdog_margin_s, f"deadline-to-HOLD {bridge_latency_s * 1e3:.1f} ms"
+    # As seen from outside (the status crossing DDS included); generous for a loaded machine.
+    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 0.2
+    # The commands come to rest: the last ones repeat the held position.
+    wait_until(lambda: len(arm.commands) > 20 and np.allclose(arm.commands[-1][1], arm.commands[-10][1]), 5.0, "a held position")
+
+    # Stale joint states: the arm goes silent; deadline = last joint state + joint_state_timeout_s (0.1 s).
+    statuses.clear()
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    wait_until(lambda: any(s.mode == SafetyStatus.MODE_TELEOP for s in statuses), 5.0, "TELEOP")
+    arm.stop()
+    last_sent = arm.published[-1][0]
+    hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
+    assert "joint_states" in hold.last_stop_reason
+    assert time.monotonic() - last_sent <= 0.1 + ROBOT.safety.watchdog_margin_s + 0.2
+    assert not set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted  # needs fresh joint states
+
+
+def test_estop_stays_latched_across_a_restart(processes, ros, tmp_path):
+    bridge = start_bridge(processes, tmp_path)
+    EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+    response = set_mode(ros, client, SafetyStatus.MODE_ESTOP, "operator pressed e-stop")
+    assert response.accepted and response.mode == SafetyStatus.MODE_ESTOP
+    bridge.send_signal(2)
+    assert bridge.wait(timeout=20) == 0
+    assert (tmp_path / "estop.json").is_file()
+
+    statuses.clear()
+    start_bridge(processes, tmp_path, name="safety_bridge_restarted")
+    restarted = wait_until(lambda: next((s for s in list(statuses) if s.header.stamp.sec > 0), None), 30.0, "status after restart")
+    assert restarted.mode == SafetyStatus.MODE_ESTOP and "operator pressed e-stop" in restarted.last_stop_reason
+    refused = set_mode(ros, client, SafetyStatus.MODE_AUTONOMY)
+    assert not refused.accepted and "latched" in refused.message
+    assert not set_mode(ros, client, SafetyStatus.MODE_IDLE).accepted  # no reset flag
+    reset = set_mode(ros, client, SafetyStatus.MODE_IDLE, "operator reset", reset_estop=True)
+    assert reset.accepted and reset.mode == SafetyStatus.MODE_IDLE
+    assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
+
+
+def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path, inference_timeout_s=5.0)
+    arm = EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    twists = ros.node.create_publisher(TwistStamped, "/wam/teleop/command", qos.COMMANDS)
+    chunks = ros.node.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+    wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    ros.wait_for_subscribers(twists)
+    ros.wait_for_subscribers(chunks)
+
+    def jog(duration_s: float, velocity_y: float) -> None:
+        end = time.monotonic() + duration_s
+        while time.monotonic() < end:
+            twist = TwistStamped()
+            twist.header.frame_id = ROBOT.base_frame
+            twist.twist.linear.y = velocity_y
+            twists.publish(twist)
+            time.sleep(0.02)
+
+    def switch(mode: int) -> None:
+        """Freeze the arm (it lags its command), switch, and check the bridge restarts from the frozen pose."""
+        with arm.lock:
+            arm.frozen = True
+            frozen = arm.position.copy()
+        time.sleep(0.06)  # the command runs ahead of the frozen arm
+        sent = time.monotonic()
+        assert set_mode(ros, client, mode, "intervention").accepted
+        time.sleep(0.2)
+        with arm.lock:
+            after = [q for t, q in arm.commands if t >= sent]
+            arm.frozen = False
+        distance_in_steps = [float(np.max(np.abs(q - frozen) / STEP_MAX)) for q in after]
+        first = int(np.argmin(distance_in_steps))
+        assert distance_in_steps[first] <= 1.0 + 1e-6, f"first command after the switch is {distance_in_steps[first]:.2f} steps from the arm"
+        steps = np.abs(np.diff(np.array(after[first:]), axis=0)) / STEP_MAX
+        assert steps.size == 0 or steps.max() <= 1.0 + 1e-6
+        tcp = KINEMATICS.positions(np.array(after[first:]))
+        assert np.all(np.linalg.norm(np.diff(tcp, axis=0), axis=1) <= ROBOT.safety.ee_speed_max_m_s * PERIOD_S + 1e-7)
+
+    jog(0.6, 0.2)  # moving when the switch comes
+    threading.Thread(target=jog, args=(0.5, 0.2), daemon=True).start()
+    stamp = now_s(ros)
+    chunks.publish(make_chunk(stamp, np.tile(HOME, (60, 1)), 0.1))  # the model wants the arm back home
+    switch(SafetyStatus.MODE_AUTONOMY)
+    assert any(s.mode == SafetyStatus.MODE_AUTONOMY for s in statuses)
+    chunks.publish(make_chunk(now_s(ros), np.tile(HOME, (60, 1)), 0.1))
+    time.sleep(0.3)
+    switch(SafetyStatus.MODE_TELEOP)  # the operator takes over again mid-motion
+
+
+def test_a_second_publisher_is_refused_and_reported(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path, inference_timeout_s=5.0)
+    arm = EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    model = ros.node.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+    impostor_node = rclpy.create_node("impostor", context=ros.context)
+    ros.executor.add_node(impostor_node)
+    try:
+        impostor = impostor_node.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+        wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+        assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
+        ros.wait_for_subscribers(model)
+        ros.wait_for_subscribers(impostor)
+        goal = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3])  # wrist roll: no TCP travel
+        model.publish(make_chunk(now_s(ros), np.tile(goal, (40, 1)), 0.1))
+        wait_until(lambda: any(s.command_source.endswith("test_probe") for s in list(statuses)), 10.0, "the lock for the first publisher")
+        wrong = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.3])
+        impostor.publish(make_chunk(now_s(ros), np.tile(wrong, (40, 1)), 0.1))
+        report = wait_until(lambda: [v for s in list(statuses) for v in s.violations if "multiple_publishers" in v], 10.0,
+                            "a multiple_publishers violation")
+        assert any("impostor" in v for v in report), report
+        time.sleep(1.2)
+        assert np.allclose(arm.commands[-1][1], goal, atol=1e-3)  # the impostor's chunk never moved the arm
+        assert statuses[-1].mode == SafetyStatus.MODE_AUTONOMY
+    finally:
+        ros.executor.remove_node(impostor_node)
+        impostor_node.destroy_node()
