@@ -110,12 +110,12 @@ def test_realsense_node_publishes_aligned_frames_with_device_stamps_and_recovers
     # except where the minimum-delay offset estimate improves (stamps then move a little earlier).
     assert np.all(np.diff(stamps) > 0)
     errors = np.array([(s1 - s0) - (n1 - n0) / 30.0 for (n0, s0), (n1, s1) in zip(zip(numbers, stamps), zip(numbers[1:], stamps[1:])) if n1 > n0])
-    assert len(errors) >= 10 and np.all(errors < 1e-4) and np.all(errors > -0.02)
+    assert len(errors) >= 10 and np.all(errors < 1e-4) and np.all(errors > -0.05)
     assert np.mean(np.abs(errors) < 1e-4) >= 0.7
     # ... and sit on the ROS clock: never after the frame's arrival, at most a fraction of a second before it.
     arrivals = [received_at[(m.header.stamp.sec, m.header.stamp.nanosec)] for m in images if (m.header.stamp.sec, m.header.stamp.nanosec) in received_at]
     ages = np.array(arrivals) - np.array([stamp_s(m) for m in images if (m.header.stamp.sec, m.header.stamp.nanosec) in received_at])
-    assert len(ages) >= 10 and np.all(ages > 0) and np.median(ages) < 0.1
+    assert len(ages) >= 10 and np.all(ages > 0) and np.median(ages) < 0.25
 
     assert exit_code_after_sigint(node) == 0
 
