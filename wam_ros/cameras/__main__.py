@@ -105,7 +105,7 @@ def record(serial: str, seconds: float, path: str, width: int, height: int, rate
     except RuntimeError as error:
         print(f"RealSense {serial}: cannot start {width}x{height} @ {rate_hz} Hz: {error}")
         return 1
-    frames = 0
+    frames, code = 0, 0
     try:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -113,10 +113,13 @@ def record(serial: str, seconds: float, path: str, width: int, height: int, rate
             frames += 1
     except KeyboardInterrupt:
         pass
+    except RuntimeError as error:  # unplugged while recording: keep what was written
+        print(f"RealSense {serial}: {error}")
+        code = 1
     finally:
         pipeline.stop()
     print(f"recorded {frames} framesets to {path}")
-    return 0
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
