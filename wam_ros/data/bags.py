@@ -344,6 +344,7 @@ class TopicCounts:
     received: int = 0  # handed to submit()
     written: int = 0  # handed to the bag writer; after close: in the bag
     dropped: int = 0  # refused (queue over its limit), or lost when writing failed
+    lost: int = 0  # never received: reported lost by the middleware (:meth:`BagRecording.note_lost`)
 
 
 class BagRecording:
@@ -401,6 +402,11 @@ class BagRecording:
             self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
         self._queue.put((topic, timestamp_ns, data))
         return True
+
+    def note_lost(self, topic: str, count: int) -> None:
+        """Count messages the middleware reports as lost before they reached :meth:`submit`."""
+        with self._lock:
+            self.counts[topic].lost += count
 
     def _run(self) -> None:
         wait_s = max(0.05, min(0.5, self.writer.chunk_interval_s / 2))
