@@ -2,7 +2,8 @@
 """Camera nodes at 640x480 @ 30 Hz: capture-to-publish latency, CPU per camera, sync error.
 
 Two realsense_camera nodes replay synthetic colour + depth recordings through the real
-librealsense pipeline (with rs.align), and one opencv_camera node plays a 640x480 MJPG video (a USB camera's usual format); all run
+librealsense pipeline: front with a depth subscriber (so it aligns depth with rs.align and
+publishes it), wrist without one (colour only: the node skips the alignment); and one opencv_camera node plays a 640x480 MJPG video (a USB camera's usual format); all run
 as separate processes, as bringup starts them. Measured over a fixed window:
 
 - capture_to_publish_ms: ROS time at publish minus the header stamp, reported by each node on
@@ -144,7 +145,8 @@ def main() -> int:
     for name in CAMERAS:
         node.create_subscription(CameraInfo, f"/wam/cameras/{name}/camera_info", on_info(name), qos.SENSORS)
         node.create_subscription(Image, f"/wam/cameras/{name}/image", on_count(f"{name}.image"), qos.SENSORS, raw=True)
-        node.create_subscription(Image, f"/wam/cameras/{name}/depth", on_count(f"{name}.depth"), qos.SENSORS, raw=True)
+        if name == "front":  # the wrist node sees no depth subscriber and skips the alignment
+            node.create_subscription(Image, f"/wam/cameras/{name}/depth", on_count(f"{name}.depth"), qos.SENSORS, raw=True)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)

@@ -54,10 +54,11 @@ def test_realsense_playback_through_the_real_pipeline(recording):
             except FrameTimeoutError as error:
                 assert "no frames for 0.50 s" in str(error)
                 break
-        # Real-time playback: a loaded machine may skip stale framesets, never repeat or reorder them.
-        assert len(frames) >= FRAMES // 2
+        # Real-time playback: a busy machine skips stale framesets (the newest wins), never
+        # repeats or reorders them, and always reaches the end of the file.
+        assert len(frames) >= 5
         numbers = [f.frame_number for f in frames]
-        assert numbers == sorted(set(numbers)) and numbers[-1] >= FRAMES - 2
+        assert numbers == sorted(set(numbers)) and numbers[-1] >= FRAMES - 3
         for frame in frames:
             assert frame.color_rgb.shape == (480, 640, 3) and frame.color_rgb.dtype == np.uint8
             np.testing.assert_array_equal(frame.color_rgb, synthetic_color(frame.frame_number, 640, 480))
@@ -74,6 +75,20 @@ def test_realsense_playback_through_the_real_pipeline(recording):
         camera.close()
         camera.close()  # idempotent
     assert not camera.is_open
+
+
+def test_realsense_colour_only_skips_alignment(recording):
+    path, scene = recording
+    camera = RealSenseCamera(RealSenseSettings(playback_file=str(path), frame_timeout_s=0.5))
+    camera.align_depth = False
+    camera.open()
+    try:
+        frames = [camera.read() for _ in range(5)]
+    finally:
+        camera.close()
+    for frame in frames:
+        assert frame.depth_mm is None
+        np.testing.assert_array_equal(frame.color_rgb, synthetic_color(frame.frame_number, 640, 480))
 
 
 def test_realsense_errors_are_clear(recording, tmp_path):

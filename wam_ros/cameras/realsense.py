@@ -124,6 +124,7 @@ class RealSenseCamera:
         self.intrinsics: Intrinsics | None = None
         self.depth_scale_m: float = 0.0
         self.skipped_sets = 0  # framesets dropped because colour repeated or depth did not pair
+        self.align_depth = True  # False: colour only (rs.align is most of the per-frame CPU); depth stays paired
         self._pipeline: Any = None  # rs.pipeline while open
         self._align: Any = None  # rs.align when depth is streamed
         self._last_color_number: int | None = None
@@ -249,9 +250,10 @@ class RealSenseCamera:
                 if not depth or abs(depth.get_timestamp() - color.get_timestamp()) > half_period_ms:
                     self.skipped_sets += 1
                     continue
-                aligned = self._align.process(frames)
-                depth_mm = self._to_millimetres(np.asanyarray(aligned.get_depth_frame().get_data()))
-                color = aligned.get_color_frame()
+                if self.align_depth:
+                    aligned = self._align.process(frames)
+                    depth_mm = self._to_millimetres(np.asanyarray(aligned.get_depth_frame().get_data()))
+                    color = aligned.get_color_frame()
             self._last_color_number = color.get_frame_number()
             return CameraFrame(
                 color_rgb=np.array(np.asanyarray(color.get_data()), copy=True),

@@ -8,7 +8,8 @@ deactivate stops it, cleanup and shutdown release the device.
 Topics (names from the robot config's camera ``name``; frame id = its ``frame_id``):
   /wam/cameras/<name>/image        sensor_msgs/Image rgb8
   /wam/cameras/<name>/depth        sensor_msgs/Image 16UC1, millimetres, 0 = no data, aligned to
-                                   colour (same frame id, same CameraInfo); depth cameras only
+                                   colour (same frame id, same CameraInfo); depth cameras only, and
+                                   computed only while the topic has subscribers
   /wam/cameras/<name>/camera_info  sensor_msgs/CameraInfo of the published image
   /diagnostics                     diagnostic_msgs/DiagnosticArray: rate, drops, outages, latency
 All three camera topics of one frame carry the same stamp.
@@ -88,6 +89,13 @@ class CameraNode(LifecycleNode):
     def frame_stamp_s(self, frame: CameraFrame, arrival_s: float) -> float:
         """ROS time of a frame that reached this process at ``arrival_s`` (ROS seconds)."""
         return arrival_s
+
+    def after_publish(self) -> None:
+        """Called after each published frame (capture thread)."""
+
+    def depth_subscribers(self) -> int:
+        publisher = self._camera_publishers.get("depth")
+        return publisher.get_subscription_count() if publisher is not None else 0
 
     def hardware_id(self) -> str:
         return self.camera_config.device if self.camera_config else ""
@@ -192,6 +200,7 @@ class CameraNode(LifecycleNode):
         self._camera_publishers["camera_info"].publish(info)
         published_s = self.get_clock().now().nanoseconds * 1e-9
         self.health.record_latency(published_s - (stamp.sec + stamp.nanosec * 1e-9))
+        self.after_publish()
 
     def _publish_diagnostics(self) -> None:
         if self.health is None:

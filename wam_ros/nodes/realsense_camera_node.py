@@ -60,6 +60,10 @@ class RealSenseCameraNode(CameraNode):
     def native_intrinsics(self) -> Intrinsics | None:
         return self.camera.intrinsics
 
+    def after_publish(self) -> None:
+        # Aligning depth costs most of a frame's CPU: skip it while nobody listens to depth.
+        self.camera.align_depth = self.depth_subscribers() > 0
+
     def frame_stamp_s(self, frame: CameraFrame, arrival_s: float) -> float:
         if self.health.reconnects != self._clock_epoch:
             self._clock_epoch = self.health.reconnects
