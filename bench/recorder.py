@@ -173,10 +173,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             if taken() != last:
                 last, last_change = taken(), time.monotonic()
         peak_queue_mb = max(peak_queue_mb, float(control.values.get("queue_peak_mb", "0")))
+        lost = int(control.values.get("messages_lost", "0"))
         stop_start = time.monotonic()
         stopped = control.call(control.stop_client, StopEpisode.Request(outcome=StopEpisode.Request.OUTCOME_SUCCESS))
         stop_s = time.monotonic() - stop_start
-        lost = int(control.values.get("messages_lost", "0"))
         cpu_end, wall_s = process.cpu_times(), time.monotonic() - wall_start
         user_s, system_s = cpu_end.user - cpu_start.user, cpu_end.system - cpu_start.system
         if not stopped.success:
