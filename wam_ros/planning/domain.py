@@ -1,0 +1,437 @@
+"""The planner's symbolic world: skills, scene objects, facts, and goals grounded in an instruction.
+
+A robot's skill vocabulary lives in its YAML under ``robot.planner`` (see docs/planner.md)::
+
+    planner:
+      categories: {cube: movable, bin: container}    # object kind (last word of its name) -> category
+      objects: [red_cube, green_cube, blue_cube, bin] # scene used when no task status names one
+      skills:
+        pick_place:
+          arguments: [movable, container]             # category of each argument
+          instruction: "put the {0} in the {1}"       # text the world action model is conditioned on
+          preconditions: []                           # facts that must hold, e.g. "open({1})"
+          effects: ["not in({0}, *)", "in({0}, {1})"] # deletions first, then additions
+
+Facts are tuples such as ``("in", "red_cube", "bin")``. Everything here is plain data: the
+planner never executes text, it only matches it against this vocabulary.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+Fact = tuple[str, ...]
+State = frozenset[Fact]
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+_FACT_PATTERN = re.compile(r"^(not\s+)?([a-z][a-z0-9_]*)\(([^()]*)\)$")
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+_WORD = re.compile(r"[a-z0-9]+|,")
+_DETERMINERS = frozenset({"the", "a", "an", "all", "both", "each", "every", "some", "this", "that", "these", "those"})
+_LIST_WORDS = frozenset({",", "and", "or", "then"})
+_ORDER_WORDS = re.compile(r"\b(in (that|this|the given|the same) order|in order|then|first|followed by|after that)\b")
+
+
+class DomainError(ValueError):
+    """The planner vocabulary in a robot config is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class FactTemplate:
+    """``[not] predicate(arg, ...)`` where an argument is ``{i}`` (skill argument i), ``*`` or a constant."""
+
+    predicate: str
+    arguments: tuple[str, ...]
+    negated: bool = False
+
+    @classmethod
+    def parse(cls, text: str, arity: int, where: str) -> "FactTemplate":
+        match = _FACT_PATTERN.match(text.strip())
+        if not match:
+            raise DomainError(f"{where}: expected '[not] predicate(arg, ...)', got {text!r}")
+        arguments = tuple(a.strip() for a in match.group(3).split(",")) if match.group(3).strip() else ()
+        for argument in arguments:
+            placeholder = _PLACEHOLDER.fullmatch(argument)
+            if placeholder and int(placeholder.group(1)) >= arity:
+                raise DomainError(f"{where}: {argument} refers past the skill's {arity} argument(s)")
+            if not placeholder and argument != "*" and not NAME_PATTERN.match(argument):
+                raise DomainError(f"{where}: argument {argument!r} is neither {{i}}, * nor a name")
+        if "*" in arguments and not match.group(1):
+            raise DomainError(f"{where}: the wildcard * is only allowed in deletions ('not ...')")
+        return cls(match.group(2), arguments, bool(match.group(1)))
+
+    def ground(self, arguments: Sequence[str]) -> Fact:
+        """The fact for concrete skill arguments; ``*`` stays a wildcard."""
+        out = [self.predicate]
+        for argument in self.arguments:
+            placeholder = _PLACEHOLDER.fullmatch(argument)
+            out.append(arguments[int(placeholder.group(1))] if placeholder else argument)
+        return tuple(out)
+
+
+def fact_matches(pattern: Fact, fact: Fact) -> bool:
+    """True when ``fact`` matches ``pattern`` (``*`` matches any single argument)."""
+    return len(pattern) == len(fact) and all(p in ("*", f) for p, f in zip(pattern, fact))
+
+
+def format_fact(fact: Fact) -> str:
+    return f"{fact[0]}({', '.join(fact[1:])})"
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One thing the robot's world action model can do, with its symbolic model."""
+
+    name: str
+    argument_categories: tuple[str, ...]
+    instruction_template: str
+    preconditions: tuple[FactTemplate, ...] = ()
+    effects: tuple[FactTemplate, ...] = ()
+    description: str = ""
+
+    @property
+    def arity(self) -> int:
+        return len(self.argument_categories)
+
+    def instruction(self, arguments: Sequence[str]) -> str:
+        """The language instruction for concrete arguments: ``red_cube`` reads as "red cube"."""
+        return self.instruction_template.format(*(object_phrase(a) for a in arguments))
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        """Words of the instruction template outside its placeholders (e.g. put, the, in)."""
+        return frozenset(w for w in _WORD.findall(_PLACEHOLDER.sub(" ", self.instruction_template.lower())) if w != ",")
+
+
+@dataclass(frozen=True, order=True)
+class Step:
+    """A skill applied to scene objects, e.g. ``pick_place(red_cube, bin)``."""
+
+    skill: str
+    arguments: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.skill}({', '.join(self.arguments)})"
+
+    @property
+    def id_suffix(self) -> str:
+        return "-".join((self.skill, *self.arguments))
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """An object the planner may name: its name, kind (last word of the name) and category."""
+
+    name: str
+    category: str
+
+    @property
+    def kind(self) -> str:
+        return self.name.rsplit("_", 1)[-1]
+
+    @property
+    def adjectives(self) -> tuple[str, ...]:
+        return tuple(self.name.split("_")[:-1])
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The objects present now, from the task status or the robot config."""
+
+    objects: tuple[SceneObject, ...]
+
+    def get(self, name: str) -> SceneObject | None:
+        for scene_object in self.objects:
+            if scene_object.name == name:
+                return scene_object
+        return None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objects)
+
+
+def object_phrase(name: str) -> str:
+    """``red_cube`` -> ``red cube``: how an object is named in an instruction."""
+    return name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """Facts an instruction asks for; ``ordered`` when it asks for them in the order named."""
+
+    facts: tuple[Fact, ...] = ()
+    ordered: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.facts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step does to a symbolic state."""
+
+    state: State
+    applicable: bool  # preconditions held
+    useful: bool  # it changed the state
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Skill vocabulary plus the rule that maps object kinds to categories."""
+
+    skills: Mapping[str, Skill]
+    categories: Mapping[str, str]  # object kind -> category
+    default_objects: tuple[str, ...] = ()
+    example_instruction: str = ""
+    example_steps: tuple[Step, ...] = ()
+
+    # -- scene ---------------------------------------------------------------------------
+    def scene(self, object_names: Iterable[str] | None = None) -> Scene:
+        """Scene from object names (task status); unknown kinds and malformed names are left out."""
+        names = self.default_objects if object_names is None else tuple(object_names)
+        objects, seen = [], set()
+        for name in names:
+            if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in seen:
+                continue
+            category = self.categories.get(name.rsplit("_", 1)[-1])
+            if category is not None:
+                objects.append(SceneObject(name, category))
+                seen.add(name)
+        return Scene(tuple(objects))
+
+    # -- steps ---------------------------------------------------------------------------
+    def check_step(self, step: Step, scene: Scene) -> str | None:
+        """Why ``step`` is not allowed in ``scene`` (unknown skill, arity, object, category), or None."""
+        skill = self.skills.get(step.skill)
+        if skill is None:
+            return f"unknown skill {step.skill!r}"
+        if len(step.arguments) != skill.arity:
+            return f"{step.skill} takes {skill.arity} argument(s), got {len(step.arguments)}"
+        for index, (argument, category) in enumerate(zip(step.arguments, skill.argument_categories)):
+            scene_object = scene.get(argument)
+            if scene_object is None:
+                return f"no object {argument!r} in the scene"
+            if scene_object.category != category:
+                return f"argument {index} of {step.skill} must be a {category}, {argument} is a {scene_object.category}"
+        if len(set(step.arguments)) != len(step.arguments):
+            return f"{step} names one object twice"
+        return None
+
+    def grounded_steps(self, scene: Scene) -> list[Step]:
+        """Every allowed step in ``scene``, in a fixed order (skills, then object order)."""
+        steps = []
+        for skill in self.skills.values():
+            for arguments in _combinations(skill.argument_categories, scene):
+                step = Step(skill.name, arguments)
+                if self.check_step(step, scene) is None:
+                    steps.append(step)
+        return steps
+
+    def instruction(self, step: Step) -> str:
+        return self.skills[step.skill].instruction(step.arguments)
+
+    def step_from_instruction(self, text: str, scene: Scene) -> Step | None:
+        """Inverse of :meth:`instruction`: the allowed step whose instruction is exactly ``text``."""
+        wanted = " ".join(text.lower().split())
+        for step in self.grounded_steps(scene):
+            if self.instruction(step) == wanted:
+                return step
+        return None
+
+    # -- symbolic model -------------------------------------------------------------------
+    def apply(self, state: State, step: Step) -> Outcome:
+        """Apply a step's effects when its preconditions hold (deletions first, then additions)."""
+        skill = self.skills[step.skill]
+        for template in skill.preconditions:
+            fact = template.ground(step.arguments)
+            holds = fact in state
+            if holds == template.negated:
+                return Outcome(state, applicable=False, useful=False)
+        facts = set(state)
+        for template in skill.effects:
+            if template.negated:
+                pattern = template.ground(step.arguments)
+                facts = {f for f in facts if not fact_matches(pattern, f)}
+        for template in skill.effects:
+            if not template.negated:
+                facts.add(template.ground(step.arguments))
+        new_state = frozenset(facts)
+        return Outcome(new_state, applicable=True, useful=new_state != state)
+
+    def ground_goal(self, instruction: str, scene: Scene) -> Goal:
+        """Facts the instruction asks for, in the order the instruction names them.
+
+        A skill's positive effects become goals when every word of its instruction template
+        appears in the instruction and every argument object is mentioned there (see
+        :func:`mentioned_objects`). The goal is ordered when the instruction says so ("in that
+        order", "then", "first"). Empty when nothing grounds: the planner then has no goal.
+        """
+        mentions = mentioned_objects(instruction, scene)
+        words = set(_WORD.findall(instruction.lower()))
+        ranked: list[tuple[tuple[int, ...], Fact]] = []
+        for skill in self.skills.values():
+            if not skill.keywords <= words:
+                continue
+            for step in self.grounded_steps(scene):
+                if step.skill != skill.name or not all(a in mentions for a in step.arguments):
+                    continue
+                order = tuple(mentions[a] for a in step.arguments)
+                for template in skill.effects:
+                    if not template.negated:
+                        ranked.append((order, template.ground(step.arguments)))
+        goal: list[Fact] = []
+        for _, fact in sorted(ranked, key=lambda item: item[0]):
+            if fact not in goal:
+                goal.append(fact)
+        return Goal(tuple(goal), ordered=bool(_ORDER_WORDS.search(instruction.lower())) and len(goal) > 1)
+
+    def state_from_steps_done(self, steps: Iterable[Step]) -> State:
+        """The symbolic state after ``steps`` succeeded from an empty state."""
+        state: State = frozenset()
+        for step in steps:
+            state = self.apply(state, step).state
+        return state
+
+
+def _combinations(categories: Sequence[str], scene: Scene) -> Iterator[tuple[str, ...]]:
+    if not categories:
+        yield ()
+        return
+    for scene_object in scene.objects:
+        if scene_object.category == categories[0]:
+            for rest in _combinations(categories[1:], scene):
+                yield (scene_object.name, *rest)
+
+
+def mentioned_objects(instruction: str, scene: Scene) -> dict[str, int]:
+    """Objects an instruction names, with the word position of each mention (for ordering).
+
+    An object is mentioned when its kind appears as a noun (``cube`` or ``cubes``) and, if the
+    name has adjectives (``red_cube``), one of them appears in that noun's phrase: the words
+    between the noun and the determiner that begins the phrase, lists included ("the red, green
+    and blue cubes", "the red and the blue cubes"), never across another noun.
+    """
+    words = _WORD.findall(instruction.lower())
+    nouns = {form for o in scene.objects for form in (o.kind, o.kind + "s", o.kind + "es")}
+    found: dict[str, int] = {}
+    for position, word in enumerate(words):
+        for scene_object in scene.objects:
+            kind = scene_object.kind
+            if word not in (kind, kind + "s", kind + "es"):
+                continue
+            phrase: dict[str, int] = {}
+            start = position - 1
+            while start >= 0 and words[start] not in nouns:
+                if words[start] in _DETERMINERS:
+                    if start == 0 or words[start - 1] not in _LIST_WORDS:
+                        break  # the phrase begins here; "the red and the blue cubes" continues
+                elif words[start] not in _LIST_WORDS:
+                    phrase.setdefault(words[start], start)
+                start -= 1
+            if not scene_object.adjectives:
+                found.setdefault(scene_object.name, position)
+                continue
+            hits = [phrase[a] for a in scene_object.adjectives if a in phrase]
+            if hits and scene_object.name not in found:
+                found[scene_object.name] = min(hits)
+    return found
+
+
+def load_domain(planner_section: Mapping[str, Any] | None, where: str = "robot.planner") -> Domain:
+    """Validate a robot config's ``planner`` section; errors name the offending key."""
+    if not isinstance(planner_section, Mapping) or not planner_section:
+        raise DomainError(f"{where}: missing; the task planner needs the robot's skill vocabulary")
+    categories = planner_section.get("categories")
+    if not isinstance(categories, Mapping) or not categories:
+        raise DomainError(f"{where}.categories: expected a mapping object kind -> category")
+    for kind, category in categories.items():
+        if not isinstance(kind, str) or not NAME_PATTERN.match(kind) or "_" in kind:
+            raise DomainError(f"{where}.categories: kind {kind!r} must be one lower-case word")
+        if not isinstance(category, str) or not NAME_PATTERN.match(category):
+            raise DomainError(f"{where}.categories.{kind}: category {category!r} must be a lower-case name")
+    skills_section = planner_section.get("skills")
+    if not isinstance(skills_section, Mapping) or not skills_section:
+        raise DomainError(f"{where}.skills: expected a mapping skill name -> definition")
+    known_categories = set(categories.values())
+    skills: dict[str, Skill] = {}
+    for name, entry in skills_section.items():
+        key = f"{where}.skills.{name}"
+        if not isinstance(name, str) or not NAME_PATTERN.match(name) or name == "done":
+            raise DomainError(f"{key}: skill names are lower-case identifiers other than 'done'")
+        if not isinstance(entry, Mapping):
+            raise DomainError(f"{key}: expected a mapping")
+        unknown = set(entry) - {"arguments", "instruction", "preconditions", "effects", "description"}
+        if unknown:
+            raise DomainError(f"{key}.{sorted(unknown)[0]}: unknown key")
+        arguments = entry.get("arguments", [])
+        if not isinstance(arguments, list) or any(a not in known_categories for a in arguments):
+            raise DomainError(f"{key}.arguments: expected a list of categories from {sorted(known_categories)}")
+        template = entry.get("instruction")
+        if not isinstance(template, str) or not template.strip():
+            raise DomainError(f"{key}.instruction: expected a non-empty template like 'put the {{0}} in the {{1}}'")
+        used = {int(i) for i in _PLACEHOLDER.findall(template)}
+        if used != set(range(len(arguments))):
+            raise DomainError(f"{key}.instruction: must use each of {{0}}..{{{len(arguments) - 1}}} (uses {sorted(used)})")
+        preconditions = tuple(
+            FactTemplate.parse(t, len(arguments), f"{key}.preconditions") for t in _string_list(entry.get("preconditions", []), f"{key}.preconditions")
+        )
+        if any("*" in p.arguments for p in preconditions):
+            raise DomainError(f"{key}.preconditions: no wildcards in preconditions")
+        effects = tuple(FactTemplate.parse(t, len(arguments), f"{key}.effects") for t in _string_list(entry.get("effects", []), f"{key}.effects"))
+        if not effects:
+            raise DomainError(f"{key}.effects: a skill needs at least one effect (what it changes)")
+        description = entry.get("description", "")
+        skills[name] = Skill(name, tuple(arguments), " ".join(template.lower().split()), preconditions, effects, str(description))
+    domain = Domain(skills=skills, categories=dict(categories))
+    objects = tuple(_string_list(planner_section.get("objects", []), f"{where}.objects"))
+    for name in objects:
+        if domain.scene([name]).objects == ():
+            raise DomainError(f"{where}.objects: {name!r} is no lower-case name whose last word is a kind in categories")
+    example = planner_section.get("example") or {}
+    if not isinstance(example, Mapping):
+        raise DomainError(f"{where}.example: expected a mapping with instruction and steps")
+    example_instruction = str(example.get("instruction", ""))
+    example_steps: list[Step] = []
+    if example:
+        from wam_ros.planning.proposals import parse_plan  # local: proposals imports this module
+
+        example_objects = tuple(_string_list(example.get("objects", []), f"{where}.example.objects")) or objects
+        parsed = parse_plan("\n".join(_string_list(example.get("steps", []), f"{where}.example.steps")), domain, domain.scene(example_objects))
+        if not parsed.valid or not example_instruction:
+            raise DomainError(f"{where}.example: needs an instruction and valid steps ({'; '.join(parsed.errors) or 'no steps'})")
+        example_steps = list(parsed.steps)
+    return Domain(skills, dict(categories), objects, example_instruction, tuple(example_steps))
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DomainError(f"{where}: expected a list of non-empty strings")
+    return list(value)
+
+
+@dataclass
+class ProposalStats:
+    """Counts of language-model proposals: how many, how many were dropped, and why."""
+
+    proposals: int = 0
+    invalid: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, valid: bool, reason: str = "") -> None:
+        self.proposals += 1
+        if not valid:
+            self.invalid += 1
+            key = reason.split(":", 1)[0]
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def merge(self, other: "ProposalStats") -> None:
+        self.proposals += other.proposals
+        self.invalid += other.invalid
+        for key, count in other.reasons.items():
+            self.reasons[key] = self.reasons.get(key, 0) + count
+
+    @property
+    def invalid_share(self) -> float:
+        return self.invalid / self.proposals if self.proposals else 0.0

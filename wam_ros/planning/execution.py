@@ -1,0 +1,161 @@
+"""Executing a plan: which subtask is active, when it is done, when to replan, when to give up.
+
+Pure bookkeeping driven by the caller's clock (the planner node passes ROS time, so sim time
+works): :meth:`PlanExecution.update` takes what is known now (the symbolic state from a task
+status, the task's success flag, the world model's progress estimate on the live observation)
+and returns a :class:`Decision`. A subtask is done when its effects hold in the symbolic state,
+or, without one, when the progress estimate stays at or above a threshold for a few readings.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from wam_ros.planning.domain import Domain, Scene, State, Step
+
+
+class Status(enum.IntEnum):
+    """Subtask status; the values are those of wam_ros/msg/Subtask STATUS_*."""
+
+    PENDING = 0
+    ACTIVE = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    SKIPPED = 4
+
+
+class Action(enum.Enum):
+    CONTINUE = "continue"  # keep executing the active subtask
+    NEXT = "next"  # the active subtask is done; a new one is active
+    DONE = "done"  # the task is complete
+    REPLAN = "replan"  # plan again from the current state
+    FAIL = "fail"  # out of time or retries
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    subtask_timeout_s: float = 60.0
+    task_timeout_s: float = 300.0
+    max_replans: int = 2
+    progress_done_threshold: float = 0.9
+    progress_confirmations: int = 2
+
+
+def state_from_task_status(domain: Domain, scene: Scene, subtask_instructions: Sequence[str], subtasks_done: int) -> State:
+    """Symbolic state from a task monitor's report: the effects of its finished subtasks.
+
+    Only finished subtasks are read; an instruction outside the skill vocabulary is ignored.
+    """
+    steps = []
+    for text in list(subtask_instructions)[: max(0, subtasks_done)]:
+        step = domain.step_from_instruction(text, scene)
+        if step is not None:
+            steps.append(step)
+    return domain.state_from_steps_done(steps)
+
+
+@dataclass
+class PlanExecution:
+    """One plan being executed; replace it with :meth:`replace_plan` after replanning."""
+
+    domain: Domain
+    steps: tuple[Step, ...]
+    config: ExecutionConfig
+    now_s: float
+    statuses: list[Status] = field(default_factory=list)
+    index: int = 0
+    replans: int = 0
+    subtask_started_s: float = 0.0
+    task_started_s: float = 0.0
+    progress: float = 0.0
+    completed_before: int = 0  # subtasks completed under earlier plans of this task
+    _progress_hits: int = 0
+
+    def __post_init__(self) -> None:
+        self.task_started_s = self.now_s
+        self._start_plan(self.steps, self.now_s)
+
+    def _start_plan(self, steps: tuple[Step, ...], now_s: float) -> None:
+        self.steps = steps
+        self.statuses = [Status.PENDING] * len(steps)
+        self.index = 0
+        self._activate(now_s)
+
+    def _activate(self, now_s: float) -> None:
+        self.subtask_started_s = now_s
+        self.progress = 0.0
+        self._progress_hits = 0
+        if self.index < len(self.steps):
+            self.statuses[self.index] = Status.ACTIVE
+
+    @property
+    def current(self) -> Step | None:
+        return self.steps[self.index] if self.index < len(self.steps) else None
+
+    @property
+    def completed(self) -> int:
+        """Subtasks of this task completed so far, under this plan and earlier ones."""
+        return self.completed_before + sum(status in (Status.SUCCEEDED, Status.SKIPPED) for status in self.statuses)
+
+    def replace_plan(self, steps: tuple[Step, ...], now_s: float) -> None:
+        """A new plan from the current state (counts as a replan)."""
+        self.replans += 1
+        self.completed_before = self.completed
+        self._start_plan(steps, now_s)
+
+    def can_replan(self) -> bool:
+        return self.replans < self.config.max_replans
+
+    def holds(self, step: Step, state: State) -> bool:
+        """Every positive effect of ``step`` is true in ``state``."""
+        skill = self.domain.skills[step.skill]
+        return all(t.ground(step.arguments) in state for t in skill.effects if not t.negated)
+
+    def update(self, now_s: float, state: State | None = None, success: bool | None = None, progress: float | None = None) -> Decision:
+        """Advance with what is known at ``now_s``; ``None`` means unknown."""
+        if success:
+            for i in range(self.index, len(self.steps)):
+                self.statuses[i] = Status.SUCCEEDED
+            self.index = len(self.steps)
+            return Decision(Action.DONE, "the task monitor reports success")
+        if now_s - self.task_started_s > self.config.task_timeout_s:
+            return self._fail_current(f"task timed out after {self.config.task_timeout_s:g} s", allow_replan=False)
+        current = self.current
+        if current is None:
+            return Decision(Action.DONE, "every subtask finished")
+        if progress is not None:
+            self.progress = max(0.0, min(1.0, float(progress)))
+            self._progress_hits = self._progress_hits + 1 if self.progress >= self.config.progress_done_threshold else 0
+        done_by_state = state is not None and self.holds(current, state)
+        done_by_progress = state is None and self._progress_hits >= self.config.progress_confirmations
+        if done_by_state or done_by_progress:
+            self.statuses[self.index] = Status.SUCCEEDED
+            self.index += 1
+            # Later subtasks that already hold (done early or by accident) need no execution.
+            while state is not None and self.current is not None and self.holds(self.current, state):
+                self.statuses[self.index] = Status.SKIPPED
+                self.index += 1
+            self._activate(now_s)
+            if self.current is None:
+                return Decision(Action.DONE, "every subtask finished")
+            how = "its effects hold" if done_by_state else f"progress >= {self.config.progress_done_threshold:g}"
+            return Decision(Action.NEXT, f"subtask {self.index - 1} done ({how})")
+        if now_s - self.subtask_started_s > self.config.subtask_timeout_s:
+            return self._fail_current(f"subtask {self.index} ({current}) timed out after {self.config.subtask_timeout_s:g} s", allow_replan=True)
+        return Decision(Action.CONTINUE)
+
+    def _fail_current(self, reason: str, allow_replan: bool) -> Decision:
+        if self.index < len(self.steps):
+            self.statuses[self.index] = Status.FAILED
+        if allow_replan and self.can_replan():
+            return Decision(Action.REPLAN, reason)
+        if allow_replan:
+            reason += f"; no replans left ({self.replans} of {self.config.max_replans} used)"
+        return Decision(Action.FAIL, reason)

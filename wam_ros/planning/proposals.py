@@ -1,0 +1,143 @@
+"""Parse and validate language-model proposals against the skill vocabulary: text is never executed.
+
+The expected format is one step per line, ``skill(argument, argument)``, and a final line
+``done``. List markers ("1.", "-", "Step 2:"), backticks, quotes around arguments and a
+trailing period are tolerated; anything else makes the proposal invalid with a reason. Only
+steps whose skill, arity, objects and argument categories pass :meth:`Domain.check_step` come out.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from wam_ros.planning.domain import NAME_PATTERN, Domain, Scene, Step
+
+DONE = "done"
+MAX_LINE_CHARS = 200
+MAX_ARGUMENTS = 8
+
+_LIST_MARKER = re.compile(r"^(?:[-*\u2022>]+\s*|\d{1,3}\s*[.):]\s*|step\s*\d{1,3}\s*[:.)-]?\s*)", re.IGNORECASE)
+_CALL = re.compile(r"^([a-z_][a-z0-9_]*)\s*\(([^()]*)\)$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+
+
+@dataclass(frozen=True)
+class ParsedPlan:
+    """Steps read from a proposal, whether it ended with ``done``, and every problem found."""
+
+    steps: tuple[Step, ...] = ()
+    done: bool = False
+    errors: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors and (bool(self.steps) or self.done)
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """A single proposed next step: a step, ``done``, or the reason it was rejected."""
+
+    step: Step | None = None
+    done: bool = False
+    error: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class _Line:
+    step: Step | None = None
+    done: bool = False
+    error: str = ""
+    skip: bool = False
+
+
+def _normalise(line: str) -> str:
+    text = line.strip()
+    for _ in range(3):  # "1. - `pick_place(...)`." style nesting
+        text = _LIST_MARKER.sub("", text).strip()
+        text = text.strip("`").strip()
+        text = text.rstrip(".;,").strip()
+    return text.lower()
+
+
+def _parse_line(line: str, domain: Domain, scene: Scene) -> _Line:
+    if not line.strip() or line.strip().startswith("```"):
+        return _Line(skip=True)
+    if len(line) > MAX_LINE_CHARS:
+        return _Line(error=f"line too long: {len(line)} characters (limit {MAX_LINE_CHARS})")
+    if not _PRINTABLE.match(line.strip()):
+        return _Line(error="non-printable or non-ASCII characters")
+    text = _normalise(line)
+    if not text:
+        return _Line(skip=True)
+    if text == DONE:
+        return _Line(done=True)
+    match = _CALL.match(text)
+    if not match:
+        return _Line(error=f"not a step: {text[:60]!r}")
+    raw_arguments = [a.strip().strip("'\"").strip() for a in match.group(2).split(",")] if match.group(2).strip() else []
+    if len(raw_arguments) > MAX_ARGUMENTS:
+        return _Line(error=f"too many arguments: {len(raw_arguments)}")
+    for argument in raw_arguments:
+        if not NAME_PATTERN.match(argument):
+            return _Line(error=f"bad argument: {argument[:40]!r}")
+    step = Step(match.group(1), tuple(raw_arguments))
+    problem = domain.check_step(step, scene)
+    if problem:
+        return _Line(error=f"invalid step: {problem}")
+    return _Line(step=step)
+
+
+def parse_plan(text: object, domain: Domain, scene: Scene, max_steps: int = 16, max_chars: int = 4000) -> ParsedPlan:
+    """A whole plan: steps up to ``done`` (text after it is ignored). Never raises on bad input."""
+    if not isinstance(text, str):
+        return ParsedPlan(errors=(f"not text: {type(text).__name__}",))
+    steps: list[Step] = []
+    errors: list[str] = []
+    consumed = 0
+    for line in text.splitlines():
+        consumed += len(line) + 1
+        if consumed > max_chars:
+            errors.append(f"too long: more than {max_chars} characters before 'done'")
+            break
+        parsed = _parse_line(line, domain, scene)
+        if parsed.skip:
+            continue
+        if parsed.done:
+            return ParsedPlan(tuple(steps), True, tuple(errors))
+        if parsed.error:
+            errors.append(parsed.error)
+            continue
+        if len(steps) >= max_steps:
+            errors.append(f"too many steps: more than {max_steps}")
+            break
+        steps.append(parsed.step)  # type: ignore[arg-type]
+    if not steps and not errors:
+        errors.append("empty: no step and no 'done'")
+    return ParsedPlan(tuple(steps), False, tuple(errors))
+
+
+def parse_next_step(text: object, domain: Domain, scene: Scene) -> NextStep:
+    """The first non-empty line of a proposal as the next step (or ``done``). Never raises."""
+    if not isinstance(text, str):
+        return NextStep(error=f"not text: {type(text).__name__}")
+    for line in text.splitlines():
+        parsed = _parse_line(line, domain, scene)
+        if parsed.skip:
+            continue
+        if parsed.error:
+            return NextStep(error=parsed.error)
+        return NextStep(step=parsed.step, done=parsed.done)
+    return NextStep(error="empty: no step and no 'done'")
+
+
+def format_steps(steps: tuple[Step, ...] | list[Step], done: bool = True) -> str:
+    """Steps in the format the parser reads (and the prompt's example shows)."""
+    lines = [str(step) for step in steps]
+    if done:
+        lines.append(DONE)
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The language model as a proposal source: sampled decompositions and step likelihoods.
+
+The prompt (chat format) lists the robot's skills, an optional worked example from the robot
+config, the scene's objects and the instruction; the model answers one step per line. At the
+start of a planning call it samples whole decompositions; each is parsed and validated
+(:mod:`wam_ros.planning.proposals`), invalid ones are dropped and counted. During the search
+the valid ones supply candidate next steps, and the model's log-likelihood of each candidate
+line after the plan prefix becomes the search prior.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+from wam_ros.planning.domain import Domain, ProposalStats, Scene, Step
+from wam_ros.planning.language_model import LanguageModel
+from wam_ros.planning.mcts import Action
+from wam_ros.planning.proposals import DONE, format_steps, parse_plan
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    samples: int = 4  # decompositions sampled per planning call
+    temperature: float = 0.7
+    max_new_tokens: int = 96
+    seed: int = 0
+
+
+def system_message(domain: Domain) -> str:
+    lines = ["You plan tasks for a robot arm. Its skills:"]
+    for skill in domain.skills.values():
+        signature = f"{skill.name}({', '.join(skill.argument_categories)})"
+        lines.append(f"- {signature}: {skill.description or skill.instruction_template.format(*skill.argument_categories)}")
+    lines.append("Answer with one step per line, written as skill(object, object), using only these skills and the listed objects. End with the line: done")
+    return "\n".join(lines)
+
+
+def task_message(instruction: str, scene: Scene) -> str:
+    objects = ", ".join(f"{o.name} ({o.category})" for o in scene.objects)
+    return f"Objects: {objects}\nTask: {instruction}"
+
+
+def plan_messages(domain: Domain, instruction: str, scene: Scene) -> list[dict[str, str]]:
+    """Chat messages for planning ``instruction`` in ``scene`` (the model answers as assistant)."""
+    messages = [{"role": "system", "content": system_message(domain)}]
+    if domain.example_steps:
+        example_objects = sorted({a for step in domain.example_steps for a in step.arguments})
+        example_scene = domain.scene(example_objects)
+        messages.append({"role": "user", "content": task_message(domain.example_instruction, example_scene)})
+        messages.append({"role": "assistant", "content": format_steps(domain.example_steps)})
+    messages.append({"role": "user", "content": task_message(instruction, scene)})
+    return messages
+
+
+class LanguageModelProposals:
+    """Proposals for one planning call (one instruction in one scene); implements ProposalSource."""
+
+    def __init__(self, model: LanguageModel, domain: Domain, instruction: str, scene: Scene, config: ProposalConfig) -> None:
+        self.model = model
+        self.domain = domain
+        self.scene = scene
+        self.stats = ProposalStats()
+        self.prompt_ids = model.encode(model.chat_prompt(plan_messages(domain, instruction, scene)), first=True)
+        self.plans: list[tuple[Step, ...]] = []
+        seed = config.seed ^ zlib.crc32(instruction.encode())
+        self.samples = model.sample(self.prompt_ids, config.samples, config.max_new_tokens, config.temperature, seed, stop=[DONE])
+        for text in self.samples:
+            parsed = parse_plan(text, domain, scene)
+            self.stats.add(parsed.valid, parsed.errors[0] if parsed.errors else "")
+            if parsed.valid and parsed.steps not in self.plans:
+                self.plans.append(parsed.steps)
+
+    def _context(self, prefix: tuple[Step, ...]) -> tuple[int, ...]:
+        ids = self.prompt_ids
+        for step in prefix:  # one piece per line, so a child's context extends its parent's tokens
+            ids = ids + self.model.encode(f"{step}\n")
+        return ids
+
+    def candidates(self, prefix: tuple[Step, ...]) -> list[Step]:
+        out: list[Step] = []
+        for plan in self.plans:
+            if len(plan) > len(prefix) and plan[: len(prefix)] == prefix and plan[len(prefix)] not in out:
+                out.append(plan[len(prefix)])
+        return out
+
+    def log_likelihoods(self, prefix: tuple[Step, ...], actions: Sequence[Action]) -> list[float]:
+        lines = [DONE if action is None else f"{action}\n" for action in actions]
+        return self.model.log_likelihoods(self._context(prefix), lines)

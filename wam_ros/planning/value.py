@@ -1,0 +1,104 @@
+"""How good a plan is: symbolic goal progress plus the world model's imagination, minus cost.
+
+``value(plan) = (w_goal * goal_fraction + w_imagine * imagined - w_step * steps - w_wasted * wasted) / norm``
+
+- ``goal_fraction``: share of the instruction's goal facts true after the plan, by the skill
+  vocabulary's symbolic model, from the current symbolic state; for an ordered goal ("in that
+  order") only the leading goal facts that became true in the order named count;
+- ``imagined``: progress the world model predicts (``Imagine``, video prediction from the
+  live observation) for the plan's first useful step: the only step whose start is observed now;
+- ``wasted``: steps whose preconditions fail or that change nothing;
+- ``norm`` = ``w_goal + w_imagine`` (``w_goal`` alone without imagination), so values lie in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from wam_ros.planning.domain import Domain, Fact, Goal, State, Step
+
+#: instruction -> progress in [0, 1], or None when the world model could not answer.
+ImagineFn = Callable[[str], "float | None"]
+
+
+@dataclass(frozen=True)
+class ValueWeights:
+    goal: float = 1.0
+    imagination: float = 0.25
+    step_cost: float = 0.02
+    wasted_step_cost: float = 0.1
+
+
+@dataclass(frozen=True)
+class PlanScore:
+    value: float
+    goal_fraction: float
+    wasted_steps: int
+    imagined_progress: float | None
+    final_state: State
+
+
+class PlanEvaluator:
+    """Scores complete plans from one starting state; deterministic, so search results repeat."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        goal: Goal,
+        initial_state: State,
+        imagined_progress: Mapping[Step, float | None] | None = None,
+        weights: ValueWeights = ValueWeights(),
+    ) -> None:
+        self.domain = domain
+        self.goal = goal
+        self.initial_state = initial_state
+        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
+        self.weights = weights
+
+    def remaining_goal(self, state: State) -> tuple[Fact, ...]:
+        return tuple(fact for fact in self.goal.facts if fact not in state)
+
+    def score(self, steps: Sequence[Step]) -> PlanScore:
+        w = self.weights
+        state, wasted, first_useful = self.initial_state, 0, None
+        achieved_at = {fact: 0 for fact in self.goal.facts if fact in state}  # fact -> step count when it became true
+        for index, step in enumerate(steps, start=1):
+            outcome = self.domain.apply(state, step)
+            if not (outcome.applicable and outcome.useful):
+                wasted += 1
+            elif first_useful is None:
+                first_useful = step
+            state = outcome.state
+            for fact in self.goal.facts:
+                if fact in state:
+                    achieved_at.setdefault(fact, index)
+                else:
+                    achieved_at.pop(fact, None)
+        goal_fraction = self._goal_fraction(achieved_at)
+        raw = w.goal * goal_fraction - w.step_cost * len(steps) - w.wasted_step_cost * wasted
+        norm = w.goal
+        imagined = None
+        if self.imagined_progress is not None:
+            norm += w.imagination
+            if first_useful is not None:
+                known = self.imagined_progress.get(first_useful)
+                imagined = 0.5 if known is None else float(known)  # unknown: neutral
+                raw += w.imagination * imagined
+        value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
+        return PlanScore(value, goal_fraction, wasted, imagined, state)
+
+    def _goal_fraction(self, achieved_at: Mapping[Fact, int]) -> float:
+        facts = self.goal.facts
+        if not facts:
+            return 0.0
+        if not self.goal.ordered:
+            return len(achieved_at) / len(facts)
+        leading, last = 0, -1
+        for fact in facts:
+            if fact not in achieved_at or achieved_at[fact] < last:
+                break
+            leading, last = leading + 1, achieved_at[fact]
+        return leading / len(facts)
+
+    def __call__(self, steps: Sequence[Step]) -> float:
+        return self.score(steps).value
