@@ -1,0 +1,146 @@
+"""The task planner node with a tiny causal LM (random weights, from a temp dir), over real DDS.
+
+The test process plays the scene monitor (it publishes TaskStatus the way the sim does) and
+serves /wam/set_mode so the planner's requests to the bridge can be checked one by one.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient
+
+from ros_harness import Processes, RosProbe, wait_until
+from test_planner_lm import build_tiny_model
+from wam_ros.action import ExecuteTask
+from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
+from wam_ros.ros import qos
+from wam_ros.srv import SetMode
+
+pytestmark = pytest.mark.ros
+ORDER = ("green", "blue", "red")
+INSTRUCTION = "put the green, blue and red cubes in the bin, in that order"
+
+
+class Graph:
+    """The planner process plus a probe that is its scene monitor, bridge and action client."""
+
+    def __init__(self, probe: RosProbe) -> None:
+        self.probe = probe
+        node = probe.node
+        self.modes: list[int] = []
+        self.mode_lock = threading.Lock()
+        node.create_service(SetMode, "/wam/set_mode", self._set_mode)
+        self.status_pub = node.create_publisher(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
+        self.subtasks = probe.collect(Subtask, "/wam/task/subtask", qos.LATCHED)
+        self.plans = probe.collect(TaskPlan, "/wam/task/plan", qos.LATCHED)
+        self.client = ActionClient(node, ExecuteTask, "/wam/execute_task")
+
+    def _set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
+        with self.mode_lock:
+            self.modes.append(request.mode)
+        response.accepted, response.mode, response.message = True, request.mode, "ok"
+        return response
+
+    def publish_status(self, done: int) -> None:
+        instructions = [f"put the {c} cube in the bin" for c in ORDER]
+        self.status_pub.publish(TaskStatus(
+            task="bin_three", instruction=INSTRUCTION, subtask_instructions=instructions, subtasks_done=done,
+            success=done == len(ORDER), object_names=["red_cube", "green_cube", "blue_cube", "bin"],
+        ))
+
+    def send(self, instruction: str, **goal_fields):
+        assert self.client.wait_for_server(timeout_sec=60.0), "the planner's action server did not appear"
+        feedback: list = []
+        future = self.client.send_goal_async(ExecuteTask.Goal(instruction=instruction, **goal_fields), feedback_callback=feedback.append)
+        handle = wait_until(lambda: future.done() and future.result(), 10.0, "goal response")
+        return handle, feedback
+
+    def result(self, handle, timeout_s: float = 60.0):
+        future = handle.get_result_async()
+        return wait_until(lambda: future.done() and future.result(), timeout_s, "the task result")
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    model_dir = build_tiny_model(tmp_path_factory.mktemp("tiny_lm"))
+    processes = Processes(tmp_path_factory.mktemp("logs"))
+    processes.start_node(
+        "task_planner", language_model_path=str(model_dir), proposal_samples=2, proposal_max_new_tokens=24,
+        mcts_iterations=60, use_imagination=False, subtask_timeout_s=1.5, monitor_period_s=0.05, feedback_period_s=0.1,
+        max_replans=1, service_timeout_s=2.0,
+    )
+    probe = RosProbe("planner_test_probe")
+    try:
+        yield Graph(probe)
+    finally:
+        probe.close()
+        processes.stop_all()
+        log = processes.log("task_planner")
+        assert "Traceback" not in log, log
+
+
+def test_plans_publishes_subtasks_in_order_and_succeeds(graph):
+    graph.publish_status(0)
+    handle, feedback = graph.send(INSTRUCTION)
+    assert handle.accepted
+    for done, colour in enumerate(ORDER):
+        wait_until(lambda: graph.subtasks and graph.subtasks[-1].instruction == f"put the {colour} cube in the bin", 60.0, f"subtask {colour}")
+        graph.publish_status(done + 1)
+    response = graph.result(handle)
+    result = response.result
+    assert response.status == GoalStatus.STATUS_SUCCEEDED and result.success and result.subtasks_completed == 3
+    assert [s.arguments[0] for s in result.final_plan.subtasks] == [f"{c}_cube" for c in ORDER]
+    assert all(s.status == Subtask.STATUS_SUCCEEDED for s in result.final_plan.subtasks)
+    assert [f.feedback.state for f in feedback][0] == "planning" and "executing" in {f.feedback.state for f in feedback}
+    assert feedback[-1].feedback.plan.subtasks and max(f.feedback.progress for f in feedback) <= 1.0
+    assert graph.modes[:1] == [SafetyStatus.MODE_AUTONOMY] and graph.modes[-1] == SafetyStatus.MODE_HOLD
+    assert graph.plans[-1].current_index == 3
+
+
+def test_cancel_holds_the_bridge_and_ends_cleanly(graph):
+    graph.publish_status(0)
+    graph.modes.clear()
+    handle, feedback = graph.send(INSTRUCTION, timeout_s=120.0)
+    wait_until(lambda: any(f.feedback.state == "executing" for f in feedback), 60.0, "execution to start")
+    assert graph.client.wait_for_server(1.0)
+    cancel = handle.cancel_goal_async()
+    wait_until(lambda: cancel.done(), 10.0, "the cancel response")
+    response = graph.result(handle)
+    assert response.status == GoalStatus.STATUS_CANCELED and not response.result.success and response.result.message == "canceled"
+    assert graph.modes == [SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD]
+
+
+def test_timeouts_replan_then_fail(graph):
+    graph.publish_status(1)  # green is in: the plan starts at blue
+    revisions = len(graph.plans)
+    handle, _ = graph.send(INSTRUCTION)
+    response = graph.result(handle)
+    result = response.result
+    assert response.status == GoalStatus.STATUS_ABORTED and not result.success
+    assert "timed out" in result.message and "no replans left" in result.message
+    assert result.final_plan.revision == 1 and result.final_plan.subtasks[0].instruction == "put the blue cube in the bin"
+    assert any(plan.revision == 1 for plan in graph.plans[revisions:])
+
+
+def test_bad_goals_are_refused_with_a_reason(graph):
+    graph.publish_status(0)
+    for instruction, reason in (("   ", "empty instruction"), ("make me a sandwich", "names no goal"), ("x" * 600, "longer than")):
+        handle, _ = graph.send(instruction)
+        response = graph.result(handle)
+        assert response.status == GoalStatus.STATUS_ABORTED and reason in response.result.message
+    graph.publish_status(3)
+    response = graph.result(graph.send(INSTRUCTION)[0])
+    assert response.result.success and "already reached" in response.result.message
+
+
+def test_a_second_goal_is_rejected_while_one_runs(graph):
+    graph.publish_status(0)
+    first, feedback = graph.send(INSTRUCTION, timeout_s=120.0)
+    wait_until(lambda: any(f.feedback.state == "executing" for f in feedback), 60.0, "execution to start")
+    second, _ = graph.send(INSTRUCTION)
+    assert not second.accepted
+    cancel = first.cancel_goal_async()
+    wait_until(lambda: cancel.done(), 10.0, "the cancel response")
+    assert graph.result(first).status == GoalStatus.STATUS_CANCELED

