@@ -192,6 +192,7 @@ class SafetyBridgeCore:
         self.gripper_sent_s = -math.inf
         self._gripper_sent_m: float | None = None
         self.measured_gripper_m: float | None = None
+        self._motion_failures = 0
         state = latch.read()
         if state.latched:
             self.mode = Mode.ESTOP
@@ -467,6 +468,9 @@ class SafetyBridgeCore:
             candidate = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
         else:
             candidate = self.follower.brake()  # HOLD, ESTOP, or a stale / absent teleop twist
+        if self.follower.failures != self._motion_failures:
+            self._motion_failures = self.follower.failures
+            self.report("motion_generator", f"ruckig found no trajectory; holding for this cycle ({self.follower.last_error})")
         result = self.guard.apply(previous, self.tcp_m, candidate)
         self.follower.commit(result.position)
         self.tcp_m = result.tcp_position_m

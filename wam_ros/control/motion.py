@@ -34,6 +34,8 @@ class JerkLimitedFollower:
         self.velocity = np.zeros(dof)
         self.acceleration = np.zeros(dof)
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.failures = 0  # cycles in which ruckig found no trajectory
+        self.last_error = ""
 
     def reset(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
         """Start from ``position`` (the measured state on a mode switch), at rest unless ``velocity`` is given."""
@@ -75,11 +77,16 @@ class JerkLimitedFollower:
     def _update(self) -> np.ndarray:
         inp, out = self._input, self._output
         inp.current_position = self.position.tolist()
-        inp.current_velocity = self.velocity.tolist()
-        inp.current_acceleration = self.acceleration.tolist()
-        result = self._otg.update(inp, out)
+        # Rounding dust (1e-17 rad/s) can make ruckig's profile search fail: treat it as zero.
+        inp.current_velocity = np.where(np.abs(self.velocity) < 1e-9, 0.0, self.velocity).tolist()
+        inp.current_acceleration = np.where(np.abs(self.acceleration) < 1e-9, 0.0, self.acceleration).tolist()
+        try:
+            result = self._otg.update(inp, out)
+        except ruckig.RuckigError as error:
+            result, self.last_error = None, str(error).strip().splitlines()[0]
         if result not in (ruckig.Result.Working, ruckig.Result.Finished):
-            # Invalid input (cannot happen with finite, clipped targets): stay where we are.
+            # No trajectory this cycle: stay where we are (the guard still bounds the step) and say so.
+            self.failures += 1
             self._pending = None
             return self.position.copy()
         self._pending = (np.array(out.new_position), np.array(out.new_velocity), np.array(out.new_acceleration))
