@@ -220,6 +220,13 @@ def test_a_new_trajectory_replaces_the_rest_of_the_previous_one():
     times, targets = trajectory_samples(np.array([1000, 1150]), [first, second], ["a", "b"], "test")
     assert times.tolist() == [1000, 1100, 1150, 1200]
     assert targets.tolist() == [[0, 0], [1, 1], [4, 5], [5, 6]]
+    # Streaming like the safety bridge: one point a period ahead; each new message starts from
+    # where the previous one had brought the target.
+    stream = [(names, [(20, np.array([float(i), 0.0]))]) for i in range(1, 4)]
+    times, targets = trajectory_samples(np.array([0, 10, 20]), stream, names, "test")
+    assert times.tolist() == [10, 20, 40]
+    # Before the first point nothing was commanded: the target holds it; then half way from 1 to 2.
+    np.testing.assert_allclose(targets[:, 0], [1.0, 1.5, 3.0])
     with pytest.raises(ConvertError, match="lacks joints"):
         trajectory_samples(np.array([0]), [(["a"], [(0, np.array([1.0]))])], ["a", "b"], "test")
 

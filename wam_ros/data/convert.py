@@ -221,8 +221,10 @@ def trajectory_samples(times_ns: np.ndarray, values: list[tuple[list[str], list[
                        joint_names: Sequence[str], where: str) -> tuple[np.ndarray, np.ndarray]:
     """Commanded arm targets over time from JointTrajectory messages (already in time order).
 
-    A message starting at t replaces every point of earlier messages at or after t. Returns
-    (times (N,), targets (N, dof)).
+    As in ros2_control's joint_trajectory_controller, a message starting at t replaces the rest
+    of the trajectory being followed: points at or after t are dropped and, unless the new
+    message has a point at t itself, the target moves on from where the old trajectory was at
+    t (linear between points). Returns (times (N,), targets (N, dof)), piecewise linear.
     """
     out_times: list[int] = []
     out_targets: list[np.ndarray] = []
@@ -230,13 +232,22 @@ def trajectory_samples(times_ns: np.ndarray, values: list[tuple[list[str], list[
         missing = [j for j in joint_names if j not in names]
         if missing:
             raise ConvertError(f"{where}: a JointTrajectory lacks joints {missing} (has {names})")
+        if any(len(positions) != len(names) for _, positions in points):
+            raise ConvertError(f"{where}: a JointTrajectory point has a different number of positions than joint names ({len(names)})")
         columns = [names.index(j) for j in joint_names]
+        if not points:
+            continue
+        current = None
+        if out_times and out_times[-1] > start:  # the old trajectory was between two points at ``start``
+            xp = np.array(out_times, dtype=np.float64)
+            current = np.array([np.interp(float(start), xp, np.array(out_targets)[:, i]) for i in range(len(joint_names))])
         while out_times and out_times[-1] >= start:
             out_times.pop()
             out_targets.pop()
+        if current is not None and start + points[0][0] > start:
+            out_times.append(start)
+            out_targets.append(current)
         for offset, positions in points:
-            if len(positions) != len(names):
-                raise ConvertError(f"{where}: a JointTrajectory point has {len(positions)} positions for {len(names)} joints")
             t = start + offset
             if out_times and t <= out_times[-1]:
                 continue
