@@ -5,6 +5,9 @@ serves /wam/set_mode so the planner's requests to the bridge can be checked one 
 """
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 
 import pytest
@@ -26,8 +29,9 @@ INSTRUCTION = "put the green, blue and red cubes in the bin, in that order"
 class Graph:
     """The planner process plus a probe that is its scene monitor, bridge and action client."""
 
-    def __init__(self, probe: RosProbe) -> None:
+    def __init__(self, probe: RosProbe, processes: Processes) -> None:
         self.probe = probe
+        self.processes = processes
         node = probe.node
         self.modes: list[int] = []
         self.mode_lock = threading.Lock()
@@ -73,7 +77,7 @@ def graph(tmp_path_factory):
     )
     probe = RosProbe("planner_test_probe")
     try:
-        yield Graph(probe)
+        yield Graph(probe, processes)
     finally:
         probe.close()
         processes.stop_all()
@@ -144,3 +148,46 @@ def test_a_second_goal_is_rejected_while_one_runs(graph):
     cancel = first.cancel_goal_async()
     wait_until(lambda: cancel.done(), 10.0, "the cancel response")
     assert graph.result(first).status == GoalStatus.STATUS_CANCELED
+
+
+def wait_for_subtask(graph: Graph, colour: str) -> None:
+    wanted = f"put the {colour} cube in the bin"
+    wait_until(lambda: graph.subtasks and graph.subtasks[-1].instruction == wanted, 60.0, f"subtask {colour}")
+
+
+def test_task_command_follows_the_task_to_success(graph):
+    graph.publish_status(0)
+    count = len(graph.subtasks)
+    cli = graph.processes.python("task_cli", "-m", "wam_ros.cli", "task", INSTRUCTION, "--wait", "30")
+    wait_until(lambda: len(graph.subtasks) > count, 60.0, "the first subtask")
+    for done, colour in enumerate(ORDER):
+        wait_for_subtask(graph, colour)
+        shown = f"executing {done + 1}/3 'put the {colour} cube in the bin'"
+        wait_until(lambda: shown in graph.processes.log("task_cli"), 30.0, f"the command showing {shown!r}")
+        graph.publish_status(done + 1)
+    assert cli.wait(timeout=30) == 0, graph.processes.log("task_cli")
+    output = graph.processes.log("task_cli")
+    assert "task succeeded" in output
+    assert "subtasks completed: 3 of 3" in output
+
+
+def test_task_command_cancels_on_ctrl_c(graph):
+    graph.publish_status(0)
+    graph.modes.clear()
+    count = len(graph.subtasks)
+    cli = graph.processes.python("task_cli_cancel", "-m", "wam_ros.cli", "task", INSTRUCTION, "--wait", "30")
+    wait_until(lambda: len(graph.subtasks) > count, 60.0, "the first subtask")
+    os.killpg(cli.pid, signal.SIGINT)
+    assert cli.wait(timeout=30) == 1
+    output = graph.processes.log("task_cli_cancel")
+    assert "canceling" in output and "task canceled" in output
+    assert graph.modes == [SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD]
+
+
+def test_task_command_without_a_planner_says_so(tmp_path):
+    import subprocess
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str((int(os.environ["ROS_DOMAIN_ID"]) + 50) % 100 + 1)}  # an empty domain
+    done = subprocess.run([sys.executable, "-m", "wam_ros.cli", "task", "put the red cube in the bin", "--wait", "1"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "no task planner" in done.stderr

@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("wam_ros.cli_demo", "the main job: the learned WAM drives the simulated arm through the safety bridge"),
     "bringup": ("wam_ros.cli_bringup", "start a robot's node set (robot:=<name>) without launch_ros"),
+    "task": ("wam_ros.cli_task", "send a long-horizon instruction to the task planner and follow its progress"),
     "sim-demos": ("wam_ros.sim.cli", "scripted expert demonstrations in the MuJoCo tabletop -> an episode dataset"),
     "convert": ("wam_ros.cli_convert", "recorded episode bags -> the episode dataset for training"),
 }
