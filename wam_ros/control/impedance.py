@@ -32,6 +32,7 @@ class JointImpedance:
         self.effort_max = _positive_vector(effort_max_nm, "effort_max_nm")
         if not len(self.stiffness) == len(self.damping) == len(self.effort_max):
             raise ValueError("stiffness, damping and effort limits need one value per joint")
+        self._effort_min = -self.effort_max
         self._error = np.zeros(len(self.stiffness))
         self._velocity_error = np.zeros(len(self.stiffness))
 
@@ -49,13 +50,15 @@ class JointImpedance:
         out: np.ndarray,
     ) -> np.ndarray:
         """Write the joint torques [N m] into ``out`` (shape (dof,)) and return it."""
-        np.subtract(q_target, q, out=self._error)
-        np.subtract(dq_target, dq, out=self._velocity_error)
-        np.multiply(self.stiffness, self._error, out=self._error)
-        np.multiply(self.damping, self._velocity_error, out=self._velocity_error)
-        np.add(self._error, self._velocity_error, out=out)
-        np.add(out, compensation, out=out)
-        np.clip(out, -self.effort_max, self.effort_max, out=out)
+        error, velocity_error = self._error, self._velocity_error
+        np.subtract(q_target, q, out=error)
+        np.subtract(dq_target, dq, out=velocity_error)
+        error *= self.stiffness
+        velocity_error *= self.damping
+        np.add(error, velocity_error, out=out)
+        out += compensation
+        np.minimum(out, self.effort_max, out=out)  # two ufuncs: np.clip's Python wrapper costs more
+        np.maximum(out, self._effort_min, out=out)
         return out
 
 
@@ -149,7 +152,8 @@ class CartesianImpedance:
         self._posture -= self._projected
         out += self._posture
         out += compensation
-        np.clip(out, -self.effort_max, self.effort_max, out=out)
+        np.minimum(out, self.effort_max, out=out)
+        np.maximum(out, -self.effort_max, out=out)
         return out
 
 

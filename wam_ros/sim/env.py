@@ -27,18 +27,8 @@ import mujoco  # noqa: E402
 from wam_ros.control.impedance import CartesianImpedance, JointImpedance  # noqa: E402
 from wam_ros.robot import RobotConfig  # noqa: E402
 from wam_ros.sim.config import SimConfig  # noqa: E402
-from wam_ros.sim.scene import (  # noqa: E402
-    BIN,
-    CUBES,
-    GROUP_LOW_POLY,
-    GROUP_SCENE,
-    GROUP_VISUAL,
-    PARKED_Z_M,
-    TARGET,
-    ZONE,
-    build_scene_xml,
-    degrees_to_fovy_intrinsics,
-)
+from wam_ros.sim.rendering import SceneRenderer  # noqa: E402
+from wam_ros.sim.scene import BIN, CUBES, PARKED_Z_M, TARGET, ZONE, build_scene_xml  # noqa: E402
 from wam_ros.sim.tasks import EpisodeSpec, SceneState, Task, make_task  # noqa: E402
 
 JOINT_MODE, CARTESIAN_MODE = "joint", "cartesian"
@@ -158,6 +148,7 @@ class TabletopEnv:
         self._cartesian_rotation = np.eye(3)
         self._nullspace_posture = self.home.copy()
         self._targets = np.zeros((0, self.dof))
+        self._step_offsets: dict[int, np.ndarray] = {}
         self._target_velocities = np.zeros((0, self.dof))
         self._gripper_goal_m = robot.gripper.width_max_m
         self._gripper_command_m = robot.gripper.width_max_m
@@ -165,8 +156,7 @@ class TabletopEnv:
 
         self._camera_pose0 = (model.cam_pos.copy(), model.cam_quat.copy())
         self._light_diffuse0 = model.light_diffuse.copy()
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._scene_options = {low_poly: self._scene_option(low_poly) for low_poly in (False, True)}
+        self.renderer = SceneRenderer(model, robot, self.config)
         self._version = 0  # increases whenever the simulation state changes
 
         self._tasks: dict[str, Task] = {}
@@ -319,31 +309,37 @@ class TabletopEnv:
         if steps <= 0:
             return
         model, data = self.model, self.data
-        times = data.time + self.timestep_s * np.arange(1, steps + 1)
+        if steps not in self._step_offsets:
+            self._step_offsets[steps] = self.timestep_s * np.arange(1, steps + 1)
+        times = data.time + self._step_offsets[steps]
         gripper = self._gripper_ramp(steps)
-        ctrl = data.ctrl
-        g = self._gripper_actuator
+        ctrl, g = data.ctrl, self._gripper_actuator
+        ctrl[g] = gripper[0]
+        moving_gripper = gripper[0] != gripper[-1]
+        q, dq, bias, torque = self._q, self._dq, self._bias, self._torque
         if self.mode == JOINT_MODE:
             if len(self._targets) < steps:
                 self._targets = np.zeros((steps, self.dof))
                 self._target_velocities = np.zeros((steps, self.dof))
             targets, velocities = self._targets[:steps], self._target_velocities[:steps]
             self._motion.sample(times, targets, velocities)
-            law, q, dq, bias, torque = self.joint_law, self._q, self._dq, self._bias, self._torque
+            law = self.joint_law
             for k in range(steps):
                 mujoco.mj_step1(model, data)
                 law.torque(q, dq, targets[k], velocities[k], bias, torque)
-                ctrl[g] = gripper[k]
+                if moving_gripper:
+                    ctrl[g] = gripper[k]
                 mujoco.mj_step2(model, data)
         else:
-            law, q, dq, bias, torque = self.cartesian_law, self._q, self._dq, self._bias, self._torque
+            cartesian = self.cartesian_law
             jacobian, arm = self._jacobian, slice(int(self._arm_dofs[0]), int(self._arm_dofs[0]) + self.dof)
             for k in range(steps):
                 mujoco.mj_step1(model, data)
                 mujoco.mj_jacBody(model, data, jacobian[:3], jacobian[3:], self._tcp)
-                law.torque(self._tcp_position, self._tcp_rotation, jacobian[:, arm], q, dq, self._cartesian_position,
-                           self._cartesian_rotation, self._nullspace_posture, bias, torque)
-                ctrl[g] = gripper[k]
+                cartesian.torque(self._tcp_position, self._tcp_rotation, jacobian[:, arm], q, dq, self._cartesian_position,
+                                 self._cartesian_rotation, self._nullspace_posture, bias, torque)
+                if moving_gripper:
+                    ctrl[g] = gripper[k]
                 mujoco.mj_step2(model, data)
         self._gripper_command_m = float(gripper[-1])
         self._version += 1
@@ -351,6 +347,8 @@ class TabletopEnv:
     def _gripper_ramp(self, steps: int) -> np.ndarray:
         """Gripper width commands for the next steps, moving to the goal at the speed limit."""
         start, goal = self._gripper_command_m, self._gripper_goal_m
+        if start == goal:
+            return np.array([goal, goal])  # only the first and last entries are read when it stands still
         travel = self.robot.gripper.speed_max_m_s * self.timestep_s * np.arange(1, steps + 1)
         return goal + np.sign(start - goal) * np.maximum(abs(start - goal) - travel, 0.0)
 
@@ -364,7 +362,13 @@ class TabletopEnv:
         return np.concatenate([self._q, self.data.qpos[self._finger_qpos]])
 
     def joint_velocities_all(self) -> np.ndarray:
+        """Arm joint velocities then finger joint velocities [rad/s, m/s]."""
         return np.concatenate([self._dq, self.data.qvel[self._finger_dof]])
+
+    def joint_efforts(self) -> np.ndarray:
+        """Commanded arm torques [N m] then the force on each finger [N]."""
+        finger_force = float(self.data.actuator_force[self._gripper_actuator]) / 2
+        return np.concatenate([self._torque, np.full(len(self._finger_dof), finger_force)])
 
     def observation(self) -> Observation:
         data = self.data
@@ -451,67 +455,21 @@ class TabletopEnv:
         )
 
     # -- rendering ---------------------------------------------------------------------------------
-    @staticmethod
-    def _scene_option(low_poly: bool) -> mujoco.MjvOption:
-        option = mujoco.MjvOption()
-        option.geomgroup[:] = 0
-        option.geomgroup[GROUP_SCENE] = 1
-        option.geomgroup[GROUP_LOW_POLY if low_poly else GROUP_VISUAL] = 1
-        option.sitegroup[:] = 0
-        return option
-
-    def _renderer(self, height: int, width: int) -> mujoco.Renderer:
-        key = (height, width)
-        if key not in self._renderers:
-            self._renderers[key] = mujoco.Renderer(self.model, height, width)
-        return self._renderers[key]
-
     def render(self, cameras: list[str] | None = None) -> dict[str, np.ndarray]:
         """RGB images {camera: (H, W, 3) uint8} of the robot config's cameras (or the ones named)."""
-        return {camera.name: self.render_camera(camera.name, camera.height, camera.width) for camera in self._cameras(cameras)}
-
-    def render_camera(self, camera: str, height: int, width: int) -> np.ndarray:
-        """RGB (height, width, 3) uint8 image of any scene camera at any size (e.g. a large demo view)."""
-        renderer = self._renderer(height, width)
-        low_poly = width * height <= self.config.low_poly_max_pixels
-        renderer.update_scene(self.data, camera, self._scene_options[low_poly])
-        return renderer.render()
+        return self.renderer.render(self.data, cameras)
 
     def render_depth(self, cameras: list[str] | None = None) -> dict[str, np.ndarray]:
         """Depth images {camera: (H, W) float32 metres along the optical axis}."""
-        images = {}
-        for camera in self._cameras(cameras):
-            renderer = self._renderer(camera.height, camera.width)
-            renderer.enable_depth_rendering()
-            try:
-                low_poly = camera.width * camera.height <= self.config.low_poly_max_pixels
-                renderer.update_scene(self.data, camera.name, self._scene_options[low_poly])
-                images[camera.name] = renderer.render()
-            finally:
-                renderer.disable_depth_rendering()
-        return images
+        return self.renderer.render_depth(self.data, cameras)
 
-    def intrinsics(self, camera: str) -> tuple[float, float, float, float]:
-        """Pinhole (fx, fy, cx, cy) [px] of a simulated camera."""
-        config = self.robot.camera(camera)
-        fovy = float(self.model.cam_fovy[self.model.camera(camera).id])
-        return degrees_to_fovy_intrinsics(fovy, config.width, config.height)
-
-    def _cameras(self, names: list[str] | None):
-        cameras = [c for c in self.robot.cameras if c.source == "sim"]
-        if names is None:
-            return cameras
-        known = {c.name: c for c in cameras}
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise KeyError(f"no simulated camera {missing[0]!r}; cameras: {', '.join(known)}")
-        return [known[n] for n in names]
+    def render_camera(self, camera: str, height: int, width: int) -> np.ndarray:
+        """RGB image of any scene camera at any size, e.g. a 640x480 front view for a demo video."""
+        return self.renderer.render_camera(camera, height, width, self.data)
 
     def close(self) -> None:
         """Release the renderers' GL contexts."""
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self.renderer.close()
 
     def __enter__(self) -> "TabletopEnv":
         return self

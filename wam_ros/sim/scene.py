@@ -33,6 +33,7 @@ CUBES = tuple(f"{colour}_cube" for colour in CUBE_COLOURS)
 BIN = "bin"
 ZONE = "zone"  # the push target area (visible in the push task only)
 TARGET = "target"  # the reach target (visible in the reach task only)
+ZONE_HALF_SIZE_M = 0.05
 PARKED_Z_M = -1.0  # markers that a task does not use are parked under the table
 TABLE_TOP_Z_M = 0.0
 GROUP_SCENE, GROUP_VISUAL, GROUP_LOW_POLY = 0, 2, 3
@@ -154,8 +155,11 @@ def build_scene_xml(robot: RobotConfig, config: SimConfig) -> str:
             continue
         placement = camera_placement(camera, robot)
         parent = world if placement.parent_body == robot.base_frame else _find_body(root, placement.parent_body, camera.name)
+        fovy = config.fovy_deg(camera.name)
+        if camera.intrinsics_fx_fy_cx_cy:  # calibrated intrinsics win over the sim's field of view
+            fovy = math.degrees(2 * math.atan(camera.height / 2 / camera.intrinsics_fx_fy_cx_cy[1]))
         _sub(parent, "camera", name=camera.name, pos=_fmt(placement.position_m),
-             quat=_fmt(optical_to_mujoco_quat_wxyz(placement.quat_xyzw)), fovy=f"{config.fovy_deg(camera.name):g}")
+             quat=_fmt(optical_to_mujoco_quat_wxyz(placement.quat_xyzw)), fovy=f"{fovy:g}")
 
     finger_names = dict(zip(("finger_joint1", "finger_joint2"), robot.gripper.joint_names))
     for section in ("tendon", "equality"):
@@ -253,8 +257,6 @@ def _add_objects(world: ET.Element, config: SimConfig) -> None:
     _sub(target, "geom", name=TARGET, type="sphere", size="0.015", rgba="0.95 0.8 0.15 1", contype="0", conaffinity="0",
          group=str(GROUP_SCENE))
 
-
-ZONE_HALF_SIZE_M = 0.05
 
 
 def degrees_to_fovy_intrinsics(fovy_deg: float, width: int, height: int) -> tuple[float, float, float, float]:

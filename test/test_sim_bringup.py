@@ -1,0 +1,24 @@
+"""`wam-ros bringup robot:=panda_sim` starts the sim node (its own module: no other sim may run)."""
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+from rosgraph_msgs.msg import Clock
+
+from ros_harness import wait_until
+from wam_ros.ros import qos
+
+pytestmark = pytest.mark.ros
+
+
+def test_bringup_starts_the_sim_and_stops_cleanly(processes, ros):
+    command = [sys.executable, "-m", "wam_ros.cli", "bringup", "robot:=panda_sim", "recorder.enabled:=false", "sim.task:=stack"]
+    process = processes.start("bringup", command)
+    clock = ros.collect(Clock, "/clock", qos.SENSORS)
+    wait_until(lambda: "[sim]" in processes.log("bringup") and "task stack" in processes.log("bringup"), 60.0,
+               "the sim node's start-up line in the bringup output")
+    wait_until(lambda: len(clock) > 10, 30.0, "/clock from the bringup's sim node")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20.0) == 0, processes.log("bringup")
