@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import JointState, Joy
 
 from ros_harness import wait_until
-from test_safety_ros import HOME, KINEMATICS, NAMES, PERIOD_S, EchoArm, set_mode, start_bridge, status_listener
+from test_safety_ros import HOME, KINEMATICS, NAMES, PERIOD_S, EchoArm, set_mode, start_bridge, status_listener, wait_for_joint_states
 from wam_ros.msg import SafetyStatus
 from wam_ros.robot import robot_config_path
 from wam_ros.ros import qos
@@ -25,7 +25,7 @@ def test_joystick_intervention_and_jogging(processes, ros, tmp_path):
     statuses = status_listener(ros)
     client = ros.node.create_client(SetMode, "/wam/set_mode")
     joy = ros.node.create_publisher(Joy, "/joy", qos.SENSORS)
-    wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+    wait_for_joint_states(statuses)
     assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
     ros.wait_for_subscribers(joy)
 
@@ -64,7 +64,7 @@ def test_leader_arm_drives_the_follower(processes, ros, tmp_path):
     statuses = status_listener(ros)
     client = ros.node.create_client(SetMode, "/wam/set_mode")
     leader = ros.node.create_publisher(JointState, "/leader/joint_states", qos.SENSORS)
-    wait_until(lambda: statuses, 30.0, "the first SafetyStatus")
+    wait_for_joint_states(statuses)
     assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
     ros.wait_for_subscribers(leader)
     goal = HOME + np.array([0.1, -0.1, 0.1, 0.1, -0.1, 0.1, 0.3])

@@ -264,6 +264,12 @@ class SafetyBridgeCore:
                                                f"command lock held by {lock.holder_name or lock.holder}")
         return False
 
+    def name_source(self, source_id: str, source_name: str) -> None:
+        """Give a lock holder known only by its id (publisher GID) its node name, once the graph knows it."""
+        for lock in self.locks.values():
+            if lock.holder == source_id:
+                lock.holder_name = source_name
+
     def observe_publishers(self, topic: str, publisher_names: Sequence[str]) -> None:
         """Report a command topic with more than one publisher (called by the node on graph changes)."""
         if len(publisher_names) > 1:

@@ -10,6 +10,8 @@ Policy and behaviour: docs/safety.md.
 """
 from __future__ import annotations
 
+import array
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class Parameters:
     estop_latch_file: str = param("", "file that keeps ESTOP latched across restarts; empty: $ROS_HOME/wam_ros/estop_<robot>.json")
     status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
     graph_check_period_s: float = param(0.5, "how often command topics are checked for extra publishers [s]")
+    realtime_priority: int = param(0, "SCHED_FIFO priority 1..99 of the output loop's thread (needs CAP_SYS_NICE); 0: normal scheduling")
 
 
 def _gid(info: dict | None) -> str:
@@ -75,6 +78,7 @@ class SafetyBridge(Node):
         if not p.robot_config:
             raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
         self.robot = load_robot_config(p.robot_config)
+        self._set_realtime_priority(p.realtime_priority)
         settings = BridgeSettings(
             output_rate_hz=p.output_rate_hz, joint_state_timeout_s=p.joint_state_timeout_s,
             action_chunk_timeout_s=p.action_chunk_timeout_s, inference_timeout_s=p.inference_timeout_s,
@@ -92,6 +96,10 @@ class SafetyBridge(Node):
             self.gains_pub = self.create_publisher(ImpedanceGains, backend.gains_topic, qos.LATCHED)
         else:
             self.trajectory_pub = self.create_publisher(JointTrajectory, backend.joint_trajectory_topic, qos.COMMANDS)
+            # One message reused every cycle: header.stamp zero = start at once, one point one period ahead.
+            nanoseconds = int(round(settings.period_s * 1e9))
+            point = JointTrajectoryPoint(time_from_start=Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000))
+            self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
         self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
@@ -107,6 +115,8 @@ class SafetyBridge(Node):
         }
         self._publishers_seen: dict[str, tuple[str, ...]] = {}
         self._publisher_names: dict[str, str] = {}
+        self._joint_state: tuple[JointState, float] | None = None
+        self._unnamed_sources: dict[str, str] = {}  # publisher GID -> topic, for GIDs the graph did not list yet
         self._last_mode = self.core.mode
         self.create_timer(settings.period_s, self._on_output_timer)
         self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
@@ -119,13 +129,30 @@ class SafetyBridge(Node):
         self.get_logger().info(
             f"safety bridge for {self.robot.name}: backend {backend.type}, {p.output_rate_hz:g} Hz, mode {self.core.mode.name}")
 
+    def _set_realtime_priority(self, priority: int) -> None:
+        """Run this thread (the executor: output loop and watchdogs) under SCHED_FIFO, as ros2_control does."""
+        if priority == 0:
+            return
+        if not 1 <= priority <= 99:
+            raise ValueError(f"realtime_priority must be 0 or 1..99, got {priority}")
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except PermissionError:
+            self.get_logger().warning(f"realtime_priority {priority} not permitted (needs CAP_SYS_NICE or an rtprio limit); "
+                                      "running with normal scheduling")
+
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------ inputs
     def _on_joint_states(self, msg: JointState) -> None:
-        self.core.on_joint_state(msg.name, msg.position, msg.velocity, self.now_s())
-        self._publish_if_mode_changed()
+        # Kept raw: the output cycle converts only the newest one (joint states come at up to 1 kHz).
+        self._joint_state = (msg, self.now_s())
+
+    def _take_joint_state(self) -> None:
+        if self._joint_state is not None:
+            (msg, received_s), self._joint_state = self._joint_state, None
+            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s)
 
     def _on_chunk(self, msg: ActionChunk, info: dict) -> None:
         chunk = ChunkInput(
@@ -154,6 +181,7 @@ class SafetyBridge(Node):
             self._publish_status()
 
     def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
+        self._take_joint_state()
         result = self.core.request_mode(request.mode, request.reason, request.reset_estop, self.now_s())
         response.accepted, response.mode, response.message = result.accepted, int(result.mode), result.message
         if result.accepted:
@@ -164,15 +192,29 @@ class SafetyBridge(Node):
         return response
 
     def _publisher_name(self, topic: str, info: dict) -> str:
-        """Node name of the publisher that sent a message (looked up by GID in the graph, cached)."""
+        """Node name of the publisher that sent a message (looked up by GID in the graph, cached).
+
+        Data can arrive before the graph lists its publisher: then the GID stands in for the name
+        until :meth:`_check_publishers` finds it.
+        """
         gid = _gid(info)
         if gid not in self._publisher_names:
-            for endpoint in self.get_publishers_info_by_topic(topic):
-                name = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
-                self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = name
-        return self._publisher_names.get(gid, gid[:16])
+            self._refresh_publisher_names(topic)
+        if gid not in self._publisher_names:
+            self._unnamed_sources[gid] = topic
+            return gid
+        return self._publisher_names[gid]
+
+    def _refresh_publisher_names(self, topic: str) -> None:
+        for endpoint in self.get_publishers_info_by_topic(topic):
+            self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
 
     def _check_publishers(self) -> None:
+        for gid, topic in list(self._unnamed_sources.items()):
+            self._refresh_publisher_names(topic)
+            if gid in self._publisher_names:
+                self.core.name_source(gid, self._publisher_names[gid])
+                del self._unnamed_sources[gid]
         for topic, name in self.command_topics.items():
             publishers = tuple(sorted(f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in self.get_publishers_info_by_topic(topic)))
             if publishers != self._publishers_seen.get(topic, ()):
@@ -181,6 +223,7 @@ class SafetyBridge(Node):
 
     # ------------------------------------------------------------------ outputs
     def _on_output_timer(self) -> None:
+        self._take_joint_state()
         now = self.now_s()
         output = self.core.step(now)
         if output is not None:
@@ -198,13 +241,10 @@ class SafetyBridge(Node):
             pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
             self.pose_pub.publish(pose)
         else:
-            trajectory = JointTrajectory()
-            trajectory.joint_names = list(self.robot.arm.joint_names)  # header.stamp zero: start at once
-            point = JointTrajectoryPoint(positions=output.position.tolist(), velocities=output.velocity.tolist())
-            nanoseconds = int(round(self.core.period_s * 1e9))
-            point.time_from_start = Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-            trajectory.points = [point]
-            self.trajectory_pub.publish(trajectory)
+            point = self._trajectory.points[0]
+            point.positions = array.array("d", output.position.tobytes())
+            point.velocities = array.array("d", output.velocity.tobytes())
+            self.trajectory_pub.publish(self._trajectory)
         if output.gripper_width_m is not None:
             command = GripperCommand(width_m=float(output.gripper_width_m), force_n=self.gripper_force_n)
             command.header.stamp = stamp
