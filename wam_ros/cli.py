@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "task": ("wam_ros.cli_task", "send a long-horizon instruction to the task planner and follow its progress"),
     "sim-demos": ("wam_ros.sim.cli", "scripted expert demonstrations in the MuJoCo tabletop -> an episode dataset"),
     "convert": ("wam_ros.cli_convert", "recorded episode bags -> the episode dataset for training"),
+    "train": ("wam_ros.model.train", "train (or finetune, or resume) the world action model on episode datasets"),
+    "eval": ("wam_ros.model.evaluate", "offline per-mode metrics, closed-loop sim success and a contact sheet for a checkpoint"),
 }
 
 

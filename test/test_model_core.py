@@ -1,0 +1,330 @@
+"""The world action model on a tiny config: shapes and the four modes, overfitting, checkpoints.
+
+Helpers here (``tiny_config``, ``synthetic_dataset``, ``tiny_checkpoint``) are reused by the
+training tests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wam_ros.data import DatasetInfo, DatasetWriter, Episode, SubtaskSpan
+from wam_ros.model import CheckpointError, load_policy
+from wam_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from wam_ros.model.config import AutoencoderConfig, DiffusionConfig, TransformerConfig, WamConfig, load_preset
+from wam_ros.model.data import Normalization, TrainingFrames, WindowSampler, compute_normalization, open_datasets
+from wam_ros.model.diffusion import split_batch
+from wam_ros.model.network import WorldActionModel, WorldActionTransformer, count_parameters
+from wam_ros.model.text import instruction_encoder
+from wam_ros.model.train import _concat, training_loss
+
+IMAGE = 48
+CAMERAS = ("front", "wrist")
+NAMES = [f"joint{i}" for i in range(7)] + ["gripper_width"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the CI machine is shared; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config() -> WamConfig:
+    config = WamConfig(
+        name="tiny",
+        horizon=8,
+        execute_steps=4,
+        n_obs_frames=2,
+        future_offset=3,
+        autoencoder=AutoencoderConfig(stem_stride=4, channels=[8, 16], latent_channels=4),
+        transformer=TransformerConfig(width=32, depth=2, heads=2, patch_size=3),
+        diffusion=DiffusionConfig(policy_steps=2, video_steps=2),
+    )
+    config.bind_dataset(list(CAMERAS), (IMAGE, IMAGE), NAMES, NAMES, 10.0)
+    return config
+
+
+def synthetic_episode(seed: int, length: int = 20, actions: bool = True) -> Episode:
+    """A square of the instructed colour moves with the first joint; the state ramps smoothly."""
+    rng = np.random.default_rng(seed)
+    colour = ["red", "green", "blue"][seed % 3]
+    t = np.arange(length, dtype=np.float32)
+    states = np.zeros((length, 8), np.float32)
+    states[:, 0] = 0.05 * t + rng.uniform(-0.5, 0.5)
+    states[:, 1:7] = rng.normal(0, 0.3, 6).astype(np.float32)
+    states[:, 7] = np.where(t < length / 2, 0.08, 0.02)
+    frames = {c: np.full((length, IMAGE, IMAGE, 3), 90, np.uint8) for c in CAMERAS}
+    rgb = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}[colour]
+    for i in range(length):
+        x = int(np.clip(8 + 20 * (states[i, 0] + 0.5), 0, IMAGE - 8))
+        frames["front"][i, 20:28, x : x + 8] = rgb
+        frames["wrist"][i, x : x + 8, 20:28] = rgb
+    return Episode(
+        task="pick_place",
+        instruction=f"put the {colour} cube in the bin",
+        states=states,
+        actions=np.roll(states, -1, axis=0) if actions else None,
+        images=frames,
+        subtasks=[SubtaskSpan(f"reach the {colour} cube", 0, length // 2), SubtaskSpan(f"put the {colour} cube in the bin", length // 2, length)],
+        success=True,
+        seed=seed,
+    )
+
+
+def synthetic_dataset(root: Path, episodes: int = 4, video_only: int = 1) -> Path:
+    info = DatasetInfo(fps=10.0, robot="panda_sim", joint_names=NAMES[:7], state_names=NAMES, action_names=NAMES, cameras={c: (IMAGE, IMAGE) for c in CAMERAS})
+    writer = DatasetWriter(root, info)
+    for seed in range(episodes):
+        writer.add(synthetic_episode(seed))
+    for seed in range(video_only):
+        writer.add(synthetic_episode(100 + seed, actions=False))
+    return root
+
+
+def tiny_checkpoint(tmp_path: Path, seed: int = 0) -> tuple[Path, WorldActionModel, Normalization]:
+    torch.manual_seed(seed)
+    config = tiny_config()
+    datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
+    frames = TrainingFrames(datasets, config)
+    model = WorldActionModel(config)
+    latents = frames.encode_all(model.autoencoder, None, "untrained")
+    stats = compute_normalization(frames, latents)
+    directory = tmp_path / "checkpoint"
+    save_checkpoint(directory, model, stats, {"note": "untrained"})
+    return directory, model, stats
+
+
+def observation(config: WamConfig, size: int = IMAGE, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = {c: rng.integers(0, 255, (config.n_obs_frames, size, size, 3), dtype=np.uint8) for c in config.cameras}
+    return images, rng.normal(0, 0.2, (config.n_obs_frames, config.state_dim)).astype(np.float32)
+
+
+# -- modes and shapes ------------------------------------------------------------------------------
+
+
+def test_all_four_modes_and_progress_have_the_documented_shapes(tmp_path):
+    directory, _, _ = tiny_checkpoint(tmp_path)
+    runtime = load_policy(directory)
+    config = runtime.config
+    images, state = observation(config)
+    chunk = runtime.policy(images, state, "put the red cube in the bin")
+    assert chunk.shape == (config.horizon, 8) and chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
+
+    frames, progress = runtime.imagine(images, state, "put the red cube in the bin")  # video prediction
+    assert set(frames) == set(CAMERAS) and 0.0 <= progress <= 1.0
+    assert all(f.shape == (IMAGE, IMAGE, 3) and f.dtype == np.uint8 for f in frames.values())
+    forward, progress = runtime.imagine(images, state, "put the red cube in the bin", actions=chunk)
+    assert forward["front"].shape == (IMAGE, IMAGE, 3) and 0.0 <= progress <= 1.0
+
+    inverse = runtime.inverse_dynamics(images, state, "put the red cube in the bin", forward)
+    assert inverse.shape == (config.horizon, 8) and np.all(np.isfinite(inverse))
+    assert 0.0 <= runtime.progress(images, state, "put the red cube in the bin", forward) <= 1.0
+    assert 0.0 <= runtime.progress(images, state, "put the red cube in the bin") <= 1.0
+
+    # Images of another size are resized inside the runtime.
+    big, _ = observation(config, size=96)
+    assert runtime.policy(big, state, "put the red cube in the bin", steps=1).shape == (config.horizon, 8)
+    runtime.warmup()
+    assert runtime.model_id.startswith("tiny-") and len(runtime.model_id) == len("tiny-") + 12
+
+
+def test_frozen_prefix_is_kept_exactly_and_conditions_the_rest(tmp_path):
+    directory, _, _ = tiny_checkpoint(tmp_path)
+    runtime = load_policy(directory)
+    images, state = observation(runtime.config)
+    prefix = np.tile(state[-1], (3, 1)) + 0.01
+    chunk = runtime.policy(images, state, "put the red cube in the bin", frozen_prefix=prefix)
+    np.testing.assert_array_equal(chunk[:3], prefix)
+    with pytest.raises(ValueError, match="frozen_prefix"):
+        runtime.policy(images, state, "put the red cube in the bin", frozen_prefix=np.zeros((runtime.config.horizon, 8)))
+
+
+def test_bad_observations_are_refused_with_clear_errors(tmp_path):
+    directory, _, _ = tiny_checkpoint(tmp_path)
+    runtime = load_policy(directory)
+    images, state = observation(runtime.config)
+    with pytest.raises(ValueError, match="no images for camera 'wrist'"):
+        runtime.policy({"front": images["front"]}, state, "x")
+    with pytest.raises(ValueError, match=r"state has shape \(3, 8\)"):
+        runtime.policy(images, np.zeros((3, 8)), "x")
+    with pytest.raises(ValueError, match="non-finite"):
+        runtime.policy(images, np.full_like(state, np.nan), "x")
+    with pytest.raises(ValueError, match="uint8"):
+        runtime.policy({c: v.astype(np.float32) for c, v in images.items()}, state, "x")
+    with pytest.raises(ValueError, match="actions have shape"):
+        runtime.imagine(images, state, "x", actions=np.zeros((2, 8)))
+
+
+# -- learning --------------------------------------------------------------------------------------
+
+
+def test_a_handful_of_samples_is_overfit(tmp_path):
+    """Eight fixed windows with fixed noise and timesteps: the loss falls at least tenfold."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
+    frames = TrainingFrames(datasets, config)
+    model = WorldActionModel(config)
+    latents = frames.encode_all(model.autoencoder, None, "untrained")
+    stats = compute_normalization(frames, latents)
+    sampler = WindowSampler(frames, stats.normalize_latents(latents), stats, instruction_encoder().encode(frames.instructions), np.random.default_rng(0))
+    n_policy, n_world = split_batch(8, config.diffusion)
+    batch = _concat([sampler.sample(n_policy, labelled_only=True), sampler.sample(n_world, labelled_only=False)])
+    optimizer = torch.optim.Adam(model.transformer.parameters(), lr=3e-3)
+
+    def loss() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        return training_loss(model.transformer, batch, n_policy, config, np.random.default_rng(1), generator).total
+
+    first = float(loss())
+    for _ in range(300):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert float(loss()) < first / 10, (first, float(loss()))
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_bit_identical(tmp_path):
+    directory, model, stats = tiny_checkpoint(tmp_path)
+    loaded = load_checkpoint(directory)
+    original, restored = model.state_dict(), loaded.model.state_dict()
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    assert loaded.normalization.to_json() == json.loads(json.dumps(stats.to_json()))
+    save_checkpoint(tmp_path / "again", loaded.model, loaded.normalization)
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (directory / "model.safetensors").read_bytes()
+    a, b = load_policy(directory), load_policy(tmp_path / "again")
+    images, state = observation(a.config)
+    np.testing.assert_array_equal(a.policy(images, state, "put the red cube in the bin"), b.policy(images, state, "put the red cube in the bin"))
+    assert a.model_id == b.model_id
+
+
+def _rewrite_config(directory: Path, change) -> None:
+    path = directory / "config.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    directory, _, _ = tiny_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="checkpoint directory not found"):
+        load_policy(tmp_path / "nowhere")
+
+    # Missing keys: a tensor removed (hash updated so that only the key check can object).
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    for name in ("config.json", "normalization.json"):
+        (missing / name).write_bytes((directory / name).read_bytes())
+    state = load_file(directory / "model.safetensors")
+    del state["transformer.blocks.1.qkv.weight"]
+    save_file(state, missing / "model.safetensors")
+    _rewrite_config(missing, lambda m: m.update(weights_sha256=hashlib.sha256((missing / "model.safetensors").read_bytes()).hexdigest()))
+    with pytest.raises(CheckpointError, match=r"lacks 1 tensors the config needs \(transformer.blocks.1.qkv.weight\)"):
+        load_policy(missing)
+
+    # Mismatched config: the config describes a wider network than the weights hold.
+    _rewrite_config(directory, lambda m: m["model"]["transformer"].update(width=48, heads=2))
+    with pytest.raises(CheckpointError, match="has shape .* config.json needs"):
+        load_policy(directory)
+    _rewrite_config(directory, lambda m: m["model"]["transformer"].update(width=32))
+
+    # A config that is not even valid.
+    _rewrite_config(directory, lambda m: m["model"]["transformer"].update(heads=5))
+    with pytest.raises(CheckpointError, match="invalid model config .*not divisible"):
+        load_policy(directory)
+    _rewrite_config(directory, lambda m: m["model"]["transformer"].update(heads=2))
+    load_policy(directory)  # restored: loads again
+
+    # Truncated weights.
+    weights = directory / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_policy(directory)
+    weights.write_bytes(blob[:4])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_policy(directory)
+
+    # Weights from another checkpoint (the same shapes, other values).
+    other, _, _ = tiny_checkpoint(tmp_path / "other", seed=1)
+    weights.write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_policy(directory)
+    weights.write_bytes(blob)
+
+    (directory / "normalization.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="normalization.json"):
+        load_policy(directory)
+    (directory / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json: missing"):
+        load_policy(directory)
+
+
+# -- configs and normalisation ---------------------------------------------------------------------
+
+
+def test_presets_load_and_gpu_base_has_about_300m_parameters():
+    small, small_train = load_preset("cpu-small")
+    base, _ = load_preset("gpu-base")
+    assert small.name == "cpu-small" and small_train.steps > 0
+    for config in (small, base):
+        config.bind_dataset(list(CAMERAS), (96, 96), NAMES, NAMES, 10.0)
+    with torch.device("meta"):
+        parameters = count_parameters(WorldActionTransformer(base))
+    assert 250e6 <= parameters <= 350e6, parameters
+    with torch.device("meta"):
+        assert count_parameters(WorldActionTransformer(small)) < 10e6
+
+
+def test_unknown_preset_and_bad_keys_are_reported(tmp_path):
+    from wam_ros.robot import ConfigError
+
+    with pytest.raises(ConfigError, match="no model preset named 'nope'"):
+        load_preset("nope")
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  transformer: {widht: 10}\n")
+    with pytest.raises(ConfigError, match=r"model.transformer.widht: unknown key"):
+        load_preset(str(path))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    actions=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=8 * 8, max_size=8 * 8),
+    state=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=8, max_size=8),
+)
+def test_action_normalisation_round_trips(actions, state):
+    rng = np.random.default_rng(0)
+    stats = Normalization(
+        state_mean=np.zeros(8, np.float32),
+        state_std=np.ones(8, np.float32),
+        action_mean=rng.normal(size=(8, 8)).astype(np.float32),
+        action_std=rng.uniform(0.01, 2, (8, 8)).astype(np.float32),
+        latent_mean=np.zeros(4, np.float32),
+        latent_std=np.ones(4, np.float32),
+        residual_std=np.ones(4, np.float32),
+        relative_action_dims=list(range(7)),
+    )
+    chunk = np.asarray(actions, np.float32).reshape(8, 8)
+    current = np.asarray(state, np.float32)
+    encoded = stats.encode_actions(chunk, current)
+    np.testing.assert_allclose(stats.decode_actions(encoded, current), chunk, atol=1e-4)
+    torch_encoded = stats.encode_actions(torch.from_numpy(chunk), torch.from_numpy(current))
+    np.testing.assert_allclose(torch_encoded.numpy(), encoded, atol=1e-5)

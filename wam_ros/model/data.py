@@ -1,0 +1,395 @@
+"""Training data: episode datasets -> cached latents, normalisation, batches of training windows.
+
+A window is anchored at frame ``t`` of an episode:
+
+* observation: frames ``t - k * obs_frame_stride`` (k < n_obs_frames; clamped at the start);
+* actions: rows ``t .. t + horizon - 1`` (the target commanded at those frames; past the end
+  of the episode the last row repeats: the arm holds);
+* future: the frame ``t + future_offset`` (clamped at the end), predicted as a residual from
+  the current frame's latent;
+* instruction: the episode's, or (with ``subtask_instruction_prob``) the subtask's active at ``t``;
+* progress: how far the future frame is through that instruction's span, in [0, 1] (not
+  trained on episodes marked as failed).
+
+Actions are represented relative to the current state on ``relative_action_dims`` (joint
+targets minus joint positions; the gripper stays absolute) and standardised per chunk
+position and dimension, so every number the network predicts has unit scale.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
+from wam_ros.model.autoencoder import images_to_tensor
+from wam_ros.model.config import WamConfig
+
+STD_FLOOR = 1e-3
+
+
+@dataclass
+class Normalization:
+    """Statistics that map raw numbers to the network's unit-scale inputs and back."""
+
+    state_mean: np.ndarray  # (S,)
+    state_std: np.ndarray  # (S,)
+    action_mean: np.ndarray  # (horizon, A): of the chunk representation (relative dims minus the state)
+    action_std: np.ndarray  # (horizon, A)
+    latent_mean: np.ndarray  # (C,)
+    latent_std: np.ndarray  # (C,)
+    residual_std: np.ndarray  # (C,): of (future - current) normalised latents
+    relative_action_dims: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Normalization":
+        arrays = {k: np.asarray(v, np.float32) for k, v in data.items() if k != "relative_action_dims"}
+        return cls(**arrays, relative_action_dims=[int(i) for i in data["relative_action_dims"]])
+
+    def check(self, config: WamConfig) -> None:
+        """Raise ValueError when the statistics do not fit the model's shapes."""
+        expected = {
+            "state_mean": (config.state_dim,),
+            "state_std": (config.state_dim,),
+            "action_mean": (config.horizon, config.action_dim),
+            "action_std": (config.horizon, config.action_dim),
+            "latent_mean": (config.autoencoder.latent_channels,),
+            "latent_std": (config.autoencoder.latent_channels,),
+            "residual_std": (config.autoencoder.latent_channels,),
+        }
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value.shape != shape:
+                raise ValueError(f"normalisation {name} has shape {value.shape}, the model needs {shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"normalisation {name} holds non-finite values")
+        if self.relative_action_dims != list(config.relative_action_dims):
+            raise ValueError(f"normalisation relative_action_dims {self.relative_action_dims} != model's {config.relative_action_dims}")
+
+    # -- conversions (numpy or torch, any leading shape) ------------------------------------------
+    def normalize_state(self, state: Any) -> Any:
+        return (state - _like(self.state_mean, state)) / _like(self.state_std, state)
+
+    def encode_actions(self, actions: Any, state: Any) -> Any:
+        """Absolute actions (..., horizon, A) and the current state (..., S) -> normalised chunk."""
+        relative = actions.clone() if isinstance(actions, torch.Tensor) else np.array(actions, dtype=np.float32)
+        dims = self.relative_action_dims
+        relative[..., dims] = relative[..., dims] - state[..., None, dims]
+        horizon = actions.shape[-2]
+        return (relative - _like(self.action_mean[:horizon], actions)) / _like(self.action_std[:horizon], actions)
+
+    def decode_actions(self, normalized: Any, state: Any) -> Any:
+        horizon = normalized.shape[-2]
+        actions = normalized * _like(self.action_std[:horizon], normalized) + _like(self.action_mean[:horizon], normalized)
+        dims = self.relative_action_dims
+        actions[..., dims] = actions[..., dims] + state[..., None, dims]
+        return actions
+
+    def normalize_latents(self, latents: Any) -> Any:
+        """(..., C, h, w) raw autoencoder latents -> unit scale."""
+        return (latents - _like(self.latent_mean, latents)[:, None, None]) / _like(self.latent_std, latents)[:, None, None]
+
+    def denormalize_latents(self, latents: Any) -> Any:
+        return latents * _like(self.latent_std, latents)[:, None, None] + _like(self.latent_mean, latents)[:, None, None]
+
+    def residual_scale(self, like: Any) -> Any:
+        """(C, 1, 1) scale of the future-minus-current residual."""
+        return _like(self.residual_std, like)[:, None, None]
+
+
+def resize_frames(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, h, w, 3) with area averaging; a writable copy either way."""
+    if frames.shape[1:3] == tuple(size_hw):
+        return np.array(frames, copy=True)
+    import cv2
+
+    return np.stack([cv2.resize(frame, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA) for frame in frames])
+
+
+def _like(array: np.ndarray, reference: Any) -> Any:
+    if isinstance(reference, torch.Tensor):
+        return torch.as_tensor(array, dtype=reference.dtype, device=reference.device)
+    return array
+
+
+def _dataset_fingerprint(datasets: list[EpisodeDataset]) -> str:
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        digest.update(str(dataset.root.resolve()).encode())
+        digest.update((dataset.root / "meta" / "episodes.jsonl").read_bytes() if (dataset.root / "meta" / "episodes.jsonl").exists() else b"")
+    return digest.hexdigest()[:16]
+
+
+def open_datasets(roots: Iterable[Path | str]) -> tuple[list[EpisodeDataset], DatasetInfo]:
+    """Open every dataset; they must share fps, cameras, image sizes and state/action names."""
+    datasets = [EpisodeDataset(root) for root in roots]
+    if not datasets:
+        raise DatasetError("no dataset given")
+    info = datasets[0].info
+    for dataset in datasets[1:]:
+        other = dataset.info
+        if (other.fps, other.cameras, other.state_names, other.action_names) != (info.fps, info.cameras, info.state_names, info.action_names):
+            raise DatasetError(f"{dataset.root}: fps, cameras or state/action names differ from {datasets[0].root}")
+    if not any(len(d) for d in datasets):
+        raise DatasetError(f"{', '.join(str(d.root) for d in datasets)}: no episodes")
+    return datasets, info
+
+
+def common_image_size(info: DatasetInfo) -> tuple[int, int]:
+    sizes = set(info.cameras.values())
+    if len(sizes) != 1:
+        raise DatasetError(f"cameras have different sizes {info.cameras}; the model needs one common size")
+    return sizes.pop()
+
+
+class TrainingFrames:
+    """Every frame of the datasets as flat arrays indexed by a global frame number."""
+
+    def __init__(self, datasets: list[EpisodeDataset], config: WamConfig) -> None:
+        self.datasets = datasets
+        self.config = config
+        self.fingerprint = _dataset_fingerprint(datasets)
+        states, actions, has_actions, episode_start, episode_end = [], [], [], [], []
+        span_start, span_end, episode_text, subtask_text, ok = [], [], [], [], []
+        self.instructions: list[str] = []
+        self.episode_refs: list[tuple[int, int, int]] = []  # (dataset, episode, first global frame)
+        text_index: dict[str, int] = {}
+
+        def text_id(text: str) -> int:
+            if text not in text_index:
+                text_index[text] = len(self.instructions)
+                self.instructions.append(text)
+            return text_index[text]
+
+        offset = 0
+        for d, dataset in enumerate(datasets):
+            for e in range(len(dataset)):
+                episode = dataset.episode(e, load_images=False)
+                t = episode.length
+                self.episode_refs.append((d, e, offset))
+                states.append(episode.states)
+                actions.append(episode.actions if episode.actions is not None else np.full((t, len(dataset.info.action_names)), np.nan, np.float32))
+                has_actions.append(np.full(t, episode.actions is not None))
+                episode_start.append(np.full(t, offset))
+                episode_end.append(np.full(t, offset + t))
+                episode_text.append(np.full(t, text_id(episode.instruction)))
+                sub_text, sub_start, sub_end = np.full(t, -1), np.full(t, offset), np.full(t, offset + t)
+                for span in episode.subtasks:
+                    sub_text[span.start : span.end] = text_id(span.instruction)
+                    sub_start[span.start : span.end] = offset + span.start
+                    sub_end[span.start : span.end] = offset + span.end
+                subtask_text.append(sub_text)
+                span_start.append(sub_start)
+                span_end.append(sub_end)
+                ok.append(np.full(t, episode.success is not False))
+                offset += t
+        self.num_frames = offset
+        self.episode_first_frame = np.array([ref[2] for ref in self.episode_refs])
+        self._images: dict[int, dict[str, np.ndarray]] = {}
+        self.states = np.concatenate(states).astype(np.float32)
+        self.actions = np.concatenate(actions).astype(np.float32)
+        self.has_actions = np.concatenate(has_actions)
+        self.episode_start = np.concatenate(episode_start)
+        self.episode_end = np.concatenate(episode_end)
+        self.episode_text = np.concatenate(episode_text)
+        self.subtask_text = np.concatenate(subtask_text)
+        self.subtask_start = np.concatenate(span_start)
+        self.subtask_end = np.concatenate(span_end)
+        self.progress_ok = np.concatenate(ok)
+        self.action_frames = np.flatnonzero(self.has_actions)
+        if self.states.shape[1] != config.state_dim or self.actions.shape[1] != config.action_dim:
+            raise DatasetError(f"dataset has state/action dims {self.states.shape[1]}/{self.actions.shape[1]}, the model needs {config.state_dim}/{config.action_dim}")
+
+    # -- images ----------------------------------------------------------------------------------
+    def images(self, frames: np.ndarray, camera: str) -> np.ndarray:
+        """uint8 (len(frames), H, W, 3) for global frame numbers (any order)."""
+        episode_of = np.searchsorted(self.episode_first_frame, frames, side="right") - 1
+        out = np.empty((len(frames), self.config.image_height, self.config.image_width, 3), np.uint8)
+        for index in np.unique(episode_of):
+            rows = np.flatnonzero(episode_of == index)
+            stored = self.episode_images(int(index))[camera]
+            out[rows] = resize_frames(np.asarray(stored[frames[rows] - self.episode_refs[index][2]]), out.shape[1:3])
+        return out
+
+    def episode_images(self, index: int) -> dict[str, np.ndarray]:
+        """Memory-mapped frames of one episode (opened once)."""
+        if index not in self._images:
+            d, e, _ = self.episode_refs[index]
+            self._images[index] = self.datasets[d].episode(e).images
+        return self._images[index]
+
+    def encode_all(self, autoencoder: torch.nn.Module, cache_dir: Path | None, weights_key: str, batch_size: int = 256) -> torch.Tensor:
+        """Raw latents (num_frames, cameras, C, h, w) of every frame, cached on disk per autoencoder."""
+        key = f"latents-{self.fingerprint}-{weights_key}"
+        if cache_dir is not None:
+            path = cache_dir / f"{key}.npy"
+            if path.is_file():
+                cached = np.load(path)
+                if cached.shape[0] == self.num_frames:
+                    return torch.from_numpy(cached)
+        h, w = self.config.latent_hw
+        out = np.empty((self.num_frames, len(self.config.cameras), self.config.autoencoder.latent_channels, h, w), np.float32)
+        device = next(autoencoder.parameters()).device
+        with torch.inference_mode(), tqdm(total=self.num_frames * len(self.config.cameras), desc="encoding frames", unit="img") as bar:
+            for index, (_, _, first) in enumerate(self.episode_refs):
+                images = self.episode_images(index)
+                for c, camera in enumerate(self.config.cameras):
+                    frames = images[camera]
+                    for start in range(0, len(frames), batch_size):
+                        pixels = resize_frames(np.asarray(frames[start : start + batch_size]), (self.config.image_height, self.config.image_width))
+                        chunk = torch.from_numpy(pixels).to(device)
+                        out[first + start : first + start + len(chunk), c] = autoencoder.encode(images_to_tensor(chunk)).float().cpu().numpy()
+                        bar.update(len(chunk))
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cache_dir / f"{key}.npy.tmp"
+            with open(tmp, "wb") as stream:
+                np.save(stream, out)
+            tmp.replace(cache_dir / f"{key}.npy")
+        return torch.from_numpy(out)
+
+    # -- windows ---------------------------------------------------------------------------------
+    def observation_frames(self, anchors: np.ndarray) -> np.ndarray:
+        """(B, n_obs_frames) global frame numbers, oldest first."""
+        back = self.config.obs_frame_stride * np.arange(self.config.n_obs_frames - 1, -1, -1)
+        return np.maximum(anchors[:, None] - back[None, :], self.episode_start[anchors][:, None])
+
+    def chunk_frames(self, anchors: np.ndarray) -> np.ndarray:
+        """(B, horizon) global frame numbers of the action chunk."""
+        return np.minimum(anchors[:, None] + np.arange(self.config.horizon)[None, :], self.episode_end[anchors][:, None] - 1)
+
+    def future_frames(self, anchors: np.ndarray) -> np.ndarray:
+        return np.minimum(anchors + self.config.future_offset, self.episode_end[anchors] - 1)
+
+    def instruction_and_progress(self, anchors: np.ndarray, use_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Instruction index and progress target of the future frame, per anchor."""
+        future = self.future_frames(anchors)
+        subtask = use_subtask & (self.subtask_text[anchors] >= 0)
+        text = np.where(subtask, self.subtask_text[anchors], self.episode_text[anchors])
+        start = np.where(subtask, self.subtask_start[anchors], self.episode_start[anchors])
+        end = np.where(subtask, self.subtask_end[anchors], self.episode_end[anchors])
+        progress = np.clip((future - start) / np.maximum(end - 1 - start, 1), 0.0, 1.0)
+        return text, progress.astype(np.float32)
+
+    def action_chunk_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (horizon, A) of the relative chunk representation over every labelled frame."""
+        anchors = self.action_frames
+        if len(anchors) == 0:
+            raise DatasetError("no episode has actions: a policy cannot be trained (video-only data needs --init)")
+        chunks = self.actions[self.chunk_frames(anchors)]
+        dims = list(self.config.relative_action_dims)
+        chunks[..., dims] -= self.states[anchors][:, None, dims]
+        return chunks.mean(0), np.maximum(chunks.std(0), STD_FLOOR)
+
+
+def compute_normalization(frames: TrainingFrames, latents: torch.Tensor) -> Normalization:
+    """Statistics of states, action chunks and latents (latents: raw, (N, cameras, C, h, w))."""
+    action_mean, action_std = frames.action_chunk_statistics()
+    per_channel = latents.transpose(0, 2).reshape(latents.shape[2], -1)
+    latent_mean = per_channel.mean(1).numpy()
+    latent_std = np.maximum(per_channel.std(1).numpy(), STD_FLOOR)
+    stats = Normalization(
+        state_mean=frames.states.mean(0),
+        state_std=np.maximum(frames.states.std(0), STD_FLOOR),
+        action_mean=action_mean.astype(np.float32),
+        action_std=action_std.astype(np.float32),
+        latent_mean=latent_mean.astype(np.float32),
+        latent_std=latent_std.astype(np.float32),
+        residual_std=np.ones(latents.shape[2], np.float32),
+        relative_action_dims=list(frames.config.relative_action_dims),
+    )
+    normalized = stats.normalize_latents(latents)
+    anchors = np.arange(frames.num_frames)
+    residual = normalized[frames.future_frames(anchors)] - normalized
+    stats.residual_std = np.maximum(residual.transpose(0, 2).reshape(latents.shape[2], -1).std(1).numpy(), STD_FLOOR).astype(np.float32)
+    return stats
+
+
+@dataclass
+class Batch:
+    """One batch of windows, everything normalised, on the training device."""
+
+    context_latents: torch.Tensor  # (B, n_obs_frames, cameras, C, h, w)
+    state: torch.Tensor  # (B, n_obs_frames, S)
+    text: torch.Tensor  # (B, text_dim)
+    actions: torch.Tensor  # (B, horizon, A) (zeros where has_actions is false)
+    has_actions: torch.Tensor  # (B,) bool
+    future_residual: torch.Tensor  # (B, cameras, C, h, w)
+    progress: torch.Tensor  # (B,)
+    progress_ok: torch.Tensor  # (B,) bool
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+
+
+class WindowSampler:
+    """Draws random training windows; ``latents`` normalised (N, cameras, C, h, w)."""
+
+    def __init__(self, frames: TrainingFrames, latents: torch.Tensor, stats: Normalization, text_embeddings: np.ndarray, rng: np.random.Generator) -> None:
+        self.frames = frames
+        self.latents = latents
+        self.stats = stats
+        self.text = torch.from_numpy(text_embeddings.astype(np.float32))
+        self.rng = rng
+        self.noise = frames.config.context_noise_std
+
+    def sample(self, size: int, labelled_only: bool) -> Batch:
+        pool = self.frames.action_frames if labelled_only else None
+        anchors = pool[self.rng.integers(0, len(pool), size)] if pool is not None else self.rng.integers(0, self.frames.num_frames, size)
+        return self.windows(anchors)
+
+    def windows(self, anchors: np.ndarray, use_subtask: np.ndarray | None = None) -> Batch:
+        frames, config = self.frames, self.frames.config
+        if use_subtask is None:
+            use_subtask = self.rng.random(len(anchors)) < config.subtask_instruction_prob
+        observed = frames.observation_frames(anchors)
+        context = self.latents[torch.from_numpy(observed)]
+        if self.noise > 0:
+            context = context + self.noise * torch.from_numpy(self.rng.standard_normal(context.shape).astype(np.float32))
+        current = self.latents[torch.from_numpy(anchors)]
+        future = self.latents[torch.from_numpy(frames.future_frames(anchors))]
+        residual = (future - current) / self.stats.residual_scale(future)
+        state_now = frames.states[anchors]
+        chunk = frames.actions[frames.chunk_frames(anchors)]
+        has_actions = frames.has_actions[anchors]
+        actions = np.where(has_actions[:, None, None], self.stats.encode_actions(np.nan_to_num(chunk), state_now), 0.0).astype(np.float32)
+        text, progress = frames.instruction_and_progress(anchors, use_subtask)
+        return Batch(
+            context_latents=context,
+            state=torch.from_numpy(self.stats.normalize_state(frames.states[observed]).astype(np.float32)),
+            text=self.text[torch.from_numpy(text)],
+            actions=torch.from_numpy(actions),
+            has_actions=torch.from_numpy(has_actions),
+            future_residual=residual,
+            progress=torch.from_numpy(progress),
+            progress_ok=torch.from_numpy(frames.progress_ok[anchors]),
+        )
+
+
+def weights_key(module: torch.nn.Module) -> str:
+    """Short content hash of a module's weights (names the latent cache)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe(frames: TrainingFrames) -> dict[str, Any]:
+    return {
+        "frames": int(frames.num_frames),
+        "episodes": len(frames.episode_refs),
+        "labelled_frames": int(len(frames.action_frames)),
+        "instructions": len(frames.instructions),
+        "datasets": [str(d.root) for d in frames.datasets],
+        "fingerprint": frames.fingerprint,
+    }
+

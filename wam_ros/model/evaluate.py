@@ -1,0 +1,299 @@
+"""``wam-ros eval``: what a checkpoint can do, measured three ways.
+
+* offline, on held-out episodes: action error of the policy for several sampler step counts and
+  of inverse dynamics; forward-dynamics and video-prediction error of the predicted frame
+  against the real one, next to the copy-the-last-frame baseline (in latent space and in
+  pixels); progress error;
+* closed loop in the MuJoCo sim, in-process (no ROS graph): success over N seeds, executing
+  ``execute_steps`` actions of each chunk before asking for the next;
+* a contact sheet (PNG): per sample, the current frame, the real future, the predicted future
+  by video prediction and by forward dynamics, for every camera.
+
+Everything goes through the runtime facade (``load_policy``), batch 1, as the robot runs it.
+Results are written as JSON (``report.json``) next to the contact sheet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from wam_ros.data import DatasetError, EpisodeDataset
+from wam_ros.model.autoencoder import images_to_tensor, tensor_to_images
+from wam_ros.model.runtime import WamRuntime
+
+
+@dataclass
+class OfflineSample:
+    """One evaluation window from a recorded episode."""
+
+    images: dict[str, np.ndarray]  # camera -> (n_obs_frames, H, W, 3)
+    state: np.ndarray  # (n_obs_frames, S)
+    instruction: str
+    actions: np.ndarray  # (horizon, A)
+    future: dict[str, np.ndarray]  # camera -> (H, W, 3)
+    progress: float
+
+
+def offline_samples(runtime: WamRuntime, dataset: EpisodeDataset, count: int, seed: int = 0) -> list[OfflineSample]:
+    """``count`` windows at random frames of labelled episodes (same window rules as training)."""
+    config = runtime.config
+    rng = np.random.default_rng(seed)
+    labelled = [i for i, record in enumerate(dataset.records) if record.get("has_actions", True)]
+    if not labelled:
+        raise DatasetError(f"{dataset.root}: no episode with actions to evaluate on")
+    samples = []
+    for _ in range(count):
+        episode = dataset.episode(int(rng.choice(labelled)))
+        t = int(rng.integers(0, episode.length))
+        observed = np.maximum(t - config.obs_frame_stride * np.arange(config.n_obs_frames - 1, -1, -1), 0)
+        chunk = np.minimum(t + np.arange(config.horizon), episode.length - 1)
+        future = min(t + config.future_offset, episode.length - 1)
+        span = next((s for s in episode.subtasks if s.start <= t < s.end), None)
+        start, end, instruction = (span.start, span.end, span.instruction) if span else (0, episode.length, episode.instruction)
+        samples.append(
+            OfflineSample(
+                images={c: np.asarray(episode.images[c][observed]) for c in config.cameras},
+                state=episode.states[observed],
+                instruction=instruction,
+                actions=episode.actions[chunk],
+                future={c: np.asarray(episode.images[c][future]) for c in config.cameras},
+                progress=float(np.clip((future - start) / max(end - 1 - start, 1), 0.0, 1.0)),
+            )
+        )
+    return samples
+
+
+def _pixel_mse(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Mean squared error over cameras with pixels scaled to [0, 1]."""
+    return float(np.mean([np.mean((a[c].astype(np.float32) / 255.0 - b[c].astype(np.float32) / 255.0) ** 2) for c in a]))
+
+
+@dataclass
+class OfflineReport:
+    samples: int
+    policy_action_rmse_by_steps: dict[int, float] = field(default_factory=dict)  # raw units (rad, m)
+    policy_latency_ms_by_steps: dict[int, float] = field(default_factory=dict)
+    inverse_action_rmse: float = 0.0
+    forward_pixel_mse: float = 0.0
+    video_pixel_mse: float = 0.0
+    copy_last_frame_pixel_mse: float = 0.0
+    autoencoder_pixel_mse: float = 0.0  # reconstruction of the real future: the floor of any prediction
+    forward_latent_mse: float = 0.0
+    video_latent_mse: float = 0.0
+    copy_last_frame_latent_mse: float = 0.0
+    progress_mae: float = 0.0
+
+
+def evaluate_offline(runtime: WamRuntime, samples: list[OfflineSample], steps_list: list[int], quiet: bool = False) -> OfflineReport:
+    """Per-mode errors over ``samples`` (see the module docstring)."""
+    import torch
+
+    report = OfflineReport(samples=len(samples))
+    errors: dict[str, list[float]] = {}
+    latency: dict[int, list[float]] = {s: [] for s in steps_list}
+
+    def add(name: str, value: float) -> None:
+        errors.setdefault(name, []).append(value)
+
+    def latent_mse(frames: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> float:
+        with torch.inference_mode():
+            encode = runtime.autoencoder.encode
+            a = encode(images_to_tensor(torch.from_numpy(np.stack([frames[c] for c in runtime.config.cameras]))))
+            b = encode(images_to_tensor(torch.from_numpy(np.stack([target[c] for c in runtime.config.cameras]))))
+            scale = torch.as_tensor(runtime.stats.latent_std)[:, None, None]
+            return float(((a - b) / scale).pow(2).mean())
+
+    for sample in tqdm(samples, desc="offline eval", unit="sample", disable=quiet):
+        for steps in steps_list:
+            start = time.perf_counter()
+            actions = runtime.policy(sample.images, sample.state, sample.instruction, steps=steps)
+            latency[steps].append(1000.0 * (time.perf_counter() - start))
+            add(f"policy{steps}", float(np.mean((actions - sample.actions) ** 2)))
+        inverse = runtime.inverse_dynamics(sample.images, sample.state, sample.instruction, sample.future)
+        add("inverse", float(np.mean((inverse - sample.actions) ** 2)))
+        current = {c: sample.images[c][-1] for c in runtime.config.cameras}
+        forward, _ = runtime.imagine(sample.images, sample.state, sample.instruction, actions=sample.actions)
+        video, _ = runtime.imagine(sample.images, sample.state, sample.instruction)
+        add("forward_pixel", _pixel_mse(forward, sample.future))
+        add("video_pixel", _pixel_mse(video, sample.future))
+        add("copy_pixel", _pixel_mse(current, sample.future))
+        add("forward_latent", latent_mse(forward, sample.future))
+        add("video_latent", latent_mse(video, sample.future))
+        add("copy_latent", latent_mse(current, sample.future))
+        with torch.inference_mode():
+            pixels = images_to_tensor(torch.from_numpy(np.stack([sample.future[c] for c in runtime.config.cameras])))
+            decoded = tensor_to_images(runtime.autoencoder.decode(runtime.autoencoder.encode(pixels))).numpy()
+        add("autoencoder_pixel", _pixel_mse({c: decoded[i] for i, c in enumerate(runtime.config.cameras)}, sample.future))
+        add("progress", abs(runtime.progress(sample.images, sample.state, sample.instruction, sample.future) - sample.progress))
+    mean = {k: float(np.mean(v)) for k, v in errors.items()}
+    report.policy_action_rmse_by_steps = {s: float(np.sqrt(mean[f"policy{s}"])) for s in steps_list}
+    report.policy_latency_ms_by_steps = {s: float(np.median(latency[s])) for s in steps_list}
+    report.inverse_action_rmse = float(np.sqrt(mean["inverse"]))
+    report.forward_pixel_mse, report.video_pixel_mse = mean["forward_pixel"], mean["video_pixel"]
+    report.copy_last_frame_pixel_mse, report.autoencoder_pixel_mse = mean["copy_pixel"], mean["autoencoder_pixel"]
+    report.forward_latent_mse, report.video_latent_mse, report.copy_last_frame_latent_mse = mean["forward_latent"], mean["video_latent"], mean["copy_latent"]
+    report.progress_mae = mean["progress"]
+    return report
+
+
+def contact_sheet(runtime: WamRuntime, samples: list[OfflineSample], path: Path, scale: int = 2) -> None:
+    """PNG: one row per sample and camera: current | real future | video prediction | forward dynamics."""
+    import cv2
+
+    rows = []
+    for sample in samples:
+        video, _ = runtime.imagine(sample.images, sample.state, sample.instruction)
+        forward, _ = runtime.imagine(sample.images, sample.state, sample.instruction, actions=sample.actions)
+        for camera in runtime.config.cameras:
+            rows.append(np.concatenate([sample.images[camera][-1], sample.future[camera], video[camera], forward[camera]], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    header = np.full((24, sheet.shape[1], 3), 255, np.uint8)
+    width = sheet.shape[1] // 4
+    for i, label in enumerate(("current", "real future", "video prediction", "forward dynamics")):
+        cv2.putText(header, label, (i * width + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header, sheet]), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: cannot write the contact sheet")
+
+
+@dataclass
+class ClosedLoopReport:
+    task: str
+    seeds: list[int]
+    successes: list[bool]
+    steps: list[int]
+    policy_latency_ms_median: float
+    policy_calls: int
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes)) if self.successes else 0.0
+
+
+def evaluate_closed_loop(
+    runtime: WamRuntime,
+    task: str,
+    seeds: list[int],
+    execute_steps: int | None = None,
+    steps: int | None = None,
+    max_steps: int | None = None,
+    use_subtasks: bool = True,
+    robot: str = "panda_sim",
+    quiet: bool = False,
+) -> ClosedLoopReport:
+    """Run the policy in the in-process sim on each seed until success or ``max_steps`` control steps.
+
+    The instruction given to the model is the current subtask's (``use_subtasks``, as the
+    planner drives it) or the task's.
+    """
+    from wam_ros.robot import load_robot_config
+    from wam_ros.sim import TabletopEnv
+    from wam_ros.sim.demos import MAX_STEPS
+
+    config = runtime.config
+    execute = execute_steps or config.execute_steps
+    limit = max_steps or MAX_STEPS.get(task, 400)
+    successes, lengths, latencies = [], [], []
+    env = TabletopEnv(load_robot_config(robot))
+    bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
+    try:
+        for seed in bar:
+            observation = env.reset(task, seed)
+            history = [observation] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)
+            success = False
+            step = 0
+            while step < limit and not success:
+                frames = history[:: -config.obs_frame_stride][: config.n_obs_frames][::-1]
+                images = {c: np.stack([f.images[c] for f in frames]) for c in config.cameras}
+                state = np.stack([f.state for f in frames])
+                status = env.task_status()
+                instruction = status.subtask_instructions[min(status.subtasks_done, len(status.subtask_instructions) - 1)] if use_subtasks else status.instruction
+                start = time.perf_counter()
+                chunk = runtime.policy(images, state, instruction, steps=steps)
+                latencies.append(1000.0 * (time.perf_counter() - start))
+                for action in chunk[:execute]:
+                    observation = env.step(action)
+                    history = (history + [observation])[-len(history) :]
+                    step += 1
+                    if env.task_status().success:
+                        success = True
+                        break
+                    if step >= limit:
+                        break
+            successes.append(success)
+            lengths.append(step)
+            bar.set_postfix(success=f"{np.mean(successes):.2f}")
+    finally:
+        bar.close()
+        env.close()
+    return ClosedLoopReport(task, list(seeds), successes, lengths, float(np.median(latencies)) if latencies else 0.0, len(latencies))
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="held-out episodes for the offline metrics and the contact sheet")
+    parser.add_argument("--samples", type=int, default=64, help="offline windows (default 64)")
+    parser.add_argument("--steps", default="1,2,4,8", help="policy sampler step counts to compare offline (default 1,2,4,8)")
+    parser.add_argument("--sim-episodes", type=int, default=0, metavar="N", help="closed-loop episodes in the sim (default 0: none)")
+    parser.add_argument("--task", default="pick_place", help="sim task for the closed loop (default pick_place)")
+    parser.add_argument("--seed-start", type=int, default=100000, help="first sim seed; use seeds not used for training (default 100000)")
+    parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
+    parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
+    parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from wam_ros.model.checkpoint import CheckpointError
+    from wam_ros.model.runtime import load_policy
+
+    torch.set_num_threads(args.threads)
+    try:
+        steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+        if not steps_list or min(steps_list) < 1:
+            raise ValueError("--steps must list positive integers")
+        runtime = load_policy(args.checkpoint, device=args.device)
+        dataset = EpisodeDataset(args.data) if args.data else None
+    except (CheckpointError, DatasetError, ValueError) as error:
+        print(f"wam-ros eval: {error}", file=sys.stderr)
+        return 2
+    if dataset is None and args.sim_episodes <= 0:
+        print("wam-ros eval: nothing to do; give --data and/or --sim-episodes", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "model_id": runtime.model_id}
+    args.out.mkdir(parents=True, exist_ok=True)
+    runtime.warmup()
+    if dataset is not None:
+        samples = offline_samples(runtime, dataset, args.samples)
+        offline = evaluate_offline(runtime, samples, steps_list)
+        report["offline"] = offline.__dict__
+        contact_sheet(runtime, samples[:6], args.out / "contact_sheet.png")
+        report["contact_sheet"] = str(args.out / "contact_sheet.png")
+        print(f"[eval] policy action RMSE by steps {offline.policy_action_rmse_by_steps}; inverse {offline.inverse_action_rmse:.4f}")
+        print(
+            f"[eval] pixel MSE: forward {offline.forward_pixel_mse:.5f}, video {offline.video_pixel_mse:.5f}, "
+            f"copy-last-frame {offline.copy_last_frame_pixel_mse:.5f} (autoencoder floor {offline.autoencoder_pixel_mse:.5f})"
+        )
+    if args.sim_episodes > 0:
+        seeds = list(range(args.seed_start, args.seed_start + args.sim_episodes))
+        closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps)
+        report["closed_loop"] = {**closed.__dict__, "success_rate": closed.success_rate}
+        print(f"[eval] closed loop {args.task}: {sum(closed.successes)}/{len(seeds)} successes ({closed.success_rate:.0%}); policy median {closed.policy_latency_ms_median:.1f} ms")
+    (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"[eval] wrote {args.out / 'report.json'}")
+    return 0

@@ -1,0 +1,469 @@
+"""``wam-ros train``: autoencoder, latent cache, then the world action transformer, with checkpoints.
+
+Stages (each with a progress bar; Ctrl-C saves what is done and a resumable state):
+
+1. autoencoder: trained on random frames of every camera (skipped with ``--init``, which
+   keeps the checkpoint's autoencoder and normalisation);
+2. latents: every frame encoded once, cached under ``OUT/cache/`` (keyed by data and weights);
+3. transformer: flow matching over policy and world samples (see ``diffusion.py``).
+
+Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
+(each process draws its own windows; gradients are averaged). Process CPU time per stage is
+recorded in ``OUT/config.json`` (``training.cpu_seconds``); ``--max-cpu-minutes`` stops the
+transformer stage when the whole run has used that much CPU time.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from wam_ros.data import DatasetError
+from wam_ros.model.autoencoder import images_to_tensor
+from wam_ros.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_resume_state,
+    read_config,
+    read_resume_progress,
+    save_checkpoint,
+    save_resume_state,
+)
+from wam_ros.model.config import TrainConfig, WamConfig, config_to_dict, load_preset, model_config_from_dict
+from wam_ros.model.data import (
+    Batch,
+    Normalization,
+    TrainingFrames,
+    WindowSampler,
+    common_image_size,
+    compute_normalization,
+    describe,
+    open_datasets,
+    weights_key,
+)
+from wam_ros.model.diffusion import add_noise, policy_timesteps, split_batch, world_timesteps
+from wam_ros.model.network import Prediction, WorldActionModel, count_parameters
+from wam_ros.model.text import instruction_encoder
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    action: float
+    future: float
+    progress: float
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of weighted values, sum of weights)."""
+    return (values * weight).sum(), weight.sum()
+
+
+def training_loss(
+    network: torch.nn.Module,
+    batch: Batch,
+    n_policy: int,
+    config: WamConfig,
+    rng: np.random.Generator,
+    generator: torch.Generator | None = None,
+) -> LossParts:
+    """Flow-matching loss of one batch whose first ``n_policy`` rows are policy samples.
+
+    ``network`` is the transformer (or its DistributedDataParallel wrapper).
+    """
+    d = config.diffusion
+    b, horizon = batch.actions.shape[:2]
+    device = batch.actions.device
+    n_world = b - n_policy
+    t_actions = torch.empty(b, horizon)
+    t_future = torch.ones(b)
+    actions_present = torch.ones(b, dtype=torch.bool)
+    if n_policy:
+        t_actions[:n_policy] = policy_timesteps(n_policy, horizon, config.execute_steps, d, rng)
+    if n_world:
+        world = world_timesteps(batch.has_actions[n_policy:].cpu().numpy(), horizon, d, rng)
+        t_actions[n_policy:] = world.t_actions
+        t_future[n_policy:] = world.t_future
+        actions_present[n_policy:] = world.actions_present
+    t_actions, t_future, actions_present = t_actions.to(device), t_future.to(device), actions_present.to(device)
+    action_noise = torch.randn(batch.actions.shape, generator=generator, device=device)
+    future_noise = torch.randn(batch.future_residual.shape, generator=generator, device=device)
+    noisy_actions, action_target = add_noise(batch.actions, t_actions, action_noise)
+    noisy_future, future_target = add_noise(batch.future_residual, t_future, future_noise)
+    policy, world = network(batch.context_latents, batch.state, batch.text, n_policy, noisy_future, t_future, noisy_actions, t_actions, actions_present)
+
+    zero = batch.actions.new_zeros(())
+    action_sum, action_count, progress_sum, progress_count = zero, zero, zero, zero
+    future_sum, future_count = zero, zero
+    action_weight = ((t_actions > 0) & actions_present[:, None] & batch.has_actions[:, None]).float()
+    progress_weight = batch.progress_ok.float()
+    parts: list[tuple[Prediction, slice]] = []
+    if policy is not None:
+        parts.append((policy, slice(0, n_policy)))
+    if world is not None:
+        parts.append((world, slice(n_policy, b)))
+        error = (world.future_velocity - future_target[n_policy:]).pow(2).flatten(1).mean(1)
+        future_sum, future_count = _masked_mean(error, (t_future[n_policy:] > 0).float())
+    for prediction, rows in parts:
+        error = (prediction.action_velocity - action_target[rows]).pow(2).mean(-1)
+        s, c = _masked_mean(error, action_weight[rows])
+        action_sum, action_count = action_sum + s, action_count + c
+        bce = F.binary_cross_entropy_with_logits(prediction.progress_logit.float(), batch.progress[rows], reduction="none")
+        s, c = _masked_mean(bce, progress_weight[rows])
+        progress_sum, progress_count = progress_sum + s, progress_count + c
+    action_loss = action_sum / action_count.clamp_min(1.0)
+    future_loss = future_sum / future_count.clamp_min(1.0)
+    progress_loss = progress_sum / progress_count.clamp_min(1.0)
+    total = d.action_loss_weight * action_loss + d.future_loss_weight * future_loss + d.progress_loss_weight * progress_loss
+    return LossParts(total, float(action_loss.detach()), float(future_loss.detach()), float(progress_loss.detach()))
+
+
+def learning_rate(step: int, total_steps: int, train: TrainConfig, base: float | None = None) -> float:
+    """Linear warm-up, then cosine decay to ``min_learning_rate``."""
+    base = train.learning_rate if base is None else base
+    if step < train.warmup_steps:
+        return base * (step + 1) / train.warmup_steps
+    progress = min(1.0, (step - train.warmup_steps) / max(1, total_steps - train.warmup_steps))
+    return train.min_learning_rate + 0.5 * (base - train.min_learning_rate) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainOptions:
+    data: list[Path]
+    out: Path
+    preset: str = "cpu-small"
+    init: Path | None = None
+    resume: bool = False
+    steps: int | None = None
+    ae_steps: int | None = None
+    batch_size: int | None = None
+    max_cpu_minutes: float | None = None
+    threads: int | None = None
+    device: str = "auto"
+    seed: int | None = None
+    quiet: bool = False
+
+
+class ReconstructionObjective(torch.nn.Module):
+    """The autoencoder's loss as a forward pass (what DistributedDataParallel wraps)."""
+
+    def __init__(self, autoencoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.reconstruction_loss(pixels)
+
+
+class Trainer:
+    """One training run (see the module docstring). ``run()`` returns the output directory.
+
+    ``progress`` is the run's record: configs, stage steps, CPU seconds per stage (summed over
+    resumed runs), stop reason, smoothed losses. It goes into config.json (``training``) and
+    into the resume state.
+    """
+
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        self.interrupted = False
+        self.progress: dict[str, Any] = {}
+        self.previous_cpu_s = 0.0  # process CPU time of earlier runs of a resumed training
+        self.wall_start = time.perf_counter()
+        self.say = (lambda text: None) if options.quiet else (lambda text: print(text, flush=True))
+
+    def cpu_used_s(self) -> float:
+        """Process CPU time of this training (all threads, all stages, earlier runs included)."""
+        return self.previous_cpu_s + time.process_time()
+
+    def _record_cpu(self, stage: str, since: float) -> None:
+        seconds = self.progress.setdefault("cpu_seconds", {})
+        seconds[stage] = seconds.get(stage, 0.0) + time.process_time() - since
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            **self.progress,
+            "cpu_seconds_total": self.cpu_used_s(),
+            "wall_seconds_total": self.progress.get("wall_seconds_before", 0.0) + time.perf_counter() - self.wall_start,
+        }
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _configs(self, info: Any) -> tuple[WamConfig, TrainConfig]:
+        o = self.options
+        if o.resume:
+            self.progress = read_resume_progress(o.out)
+            self.previous_cpu_s = float(self.progress.get("cpu_seconds_total", 0.0))
+            self.progress["wall_seconds_before"] = float(self.progress.get("wall_seconds_total", 0.0))
+            model = model_config_from_dict(self.progress["model_config"])
+            train = TrainConfig(**self.progress["train_config"])
+        else:
+            _, train = load_preset(o.preset)
+            if o.init is not None:
+                model, _ = read_config(o.init)  # the architecture is the checkpoint's; the optimisation the preset's
+            else:
+                model, _ = load_preset(o.preset)
+                model.bind_dataset(list(info.cameras), common_image_size(info), info.state_names, info.action_names, info.fps)
+        if model.cameras != list(info.cameras) or model.state_names != list(info.state_names) or model.action_names != list(info.action_names):
+            raise DatasetError(
+                f"the model was made for cameras {model.cameras} and {len(model.state_names)}/{len(model.action_names)} "
+                f"state/action names; the data has {list(info.cameras)} and {len(info.state_names)}/{len(info.action_names)}"
+            )
+        overrides = {k: v for k, v in (("steps", o.steps), ("ae_steps", o.ae_steps), ("batch_size", o.batch_size), ("seed", o.seed)) if v is not None}
+        train = dataclasses.replace(train, **overrides)
+        self.progress["model_config"] = config_to_dict(model)
+        self.progress["train_config"] = dataclasses.asdict(train)
+        if o.init is not None:
+            self.progress["init"] = str(o.init)
+        return model, train
+
+    def run(self) -> Path:
+        from accelerate import Accelerator
+
+        o = self.options
+        datasets, info = open_datasets(o.data)
+        model_config, train = self._configs(info)
+        if o.threads or train.num_threads:
+            torch.set_num_threads(o.threads or train.num_threads)
+        cpu_only = o.device == "cpu" or (o.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = accelerator = Accelerator(cpu=cpu_only, mixed_precision=train.mixed_precision)
+        if not accelerator.is_main_process:
+            self.say = lambda text: None
+        torch.manual_seed(train.seed + accelerator.process_index)
+        rng = np.random.default_rng(train.seed + 1000 * accelerator.process_index)
+
+        since = time.process_time()
+        frames = TrainingFrames(datasets, model_config)
+        self.progress["dataset"] = describe(frames)
+        self.say(f"[train] {len(frames.episode_refs)} episodes, {frames.num_frames} frames ({len(frames.action_frames)} with actions), {len(frames.instructions)} instructions")
+        model = WorldActionModel(model_config)
+        normalization: Normalization | None = None
+        source = o.out if o.resume and (o.out / "model.safetensors").is_file() else o.init
+        if source is not None:
+            loaded = load_checkpoint(source)
+            model.load_state_dict(loaded.model.state_dict())
+            normalization = loaded.normalization
+        if o.init is not None or model_config.autoencoder.kind == "diffusers":
+            self.progress["autoencoder_done"] = True
+        self.say(
+            f"[train] model {model_config.name}: transformer {count_parameters(model.transformer) / 1e6:.2f}M parameters, "
+            f"autoencoder {count_parameters(model.autoencoder) / 1e6:.2f}M; device {accelerator.device}, {torch.get_num_threads()} CPU threads"
+        )
+        o.out.mkdir(parents=True, exist_ok=True)
+        self._record_cpu("setup", since)
+
+        if not self.progress.get("autoencoder_done"):
+            since = time.process_time()
+            finished = self._train_autoencoder(model, frames, train, rng)
+            self._record_cpu("autoencoder", since)
+            if not finished:
+                if accelerator.is_main_process:
+                    tensors = {f"autoencoder.{k}": v for k, v in model.autoencoder.state_dict().items()}
+                    save_resume_state(o.out, self._ae_optimizer, tensors, self._summary())
+                return o.out
+
+        since = time.process_time()
+        autoencoder = model.autoencoder.to(accelerator.device).eval()
+        with accelerator.main_process_first():
+            latents = frames.encode_all(autoencoder, o.out / "cache", weights_key(autoencoder))
+        if normalization is None:
+            normalization = compute_normalization(frames, latents)
+        text = instruction_encoder().encode(frames.instructions)
+        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng)
+        self._record_cpu("encode", since)
+        self._train_transformer(model, sampler, normalization, train)
+        return o.out
+
+    # -- autoencoder -----------------------------------------------------------------------------
+    def _train_autoencoder(self, model: WorldActionModel, frames: TrainingFrames, train: TrainConfig, rng: np.random.Generator) -> bool:
+        """Train (or continue training) the autoencoder; False when interrupted."""
+        accelerator = self.accelerator
+        optimizer = torch.optim.AdamW(model.autoencoder.parameters(), lr=train.ae_learning_rate, weight_decay=0.0)
+        step = int(self.progress.get("autoencoder_step", 0))
+        if step > 0:
+            extra, _ = load_resume_state(self.options.out, optimizer)
+            model.autoencoder.load_state_dict({k[len("autoencoder.") :]: v for k, v in extra.items() if k.startswith("autoencoder.")})
+        objective, optimizer = accelerator.prepare(ReconstructionObjective(model.autoencoder), optimizer)
+        self._ae_optimizer = optimizer
+        schedule = dataclasses.replace(train, warmup_steps=min(50, train.ae_steps), min_learning_rate=train.ae_learning_rate * 0.05)
+        cameras = frames.config.cameras
+        height, width = frames.config.image_height, frames.config.image_width
+        smoothed = None
+        bar = tqdm(total=train.ae_steps, initial=step, desc="autoencoder", unit="step", disable=not accelerator.is_main_process or self.options.quiet)
+        tick = time.perf_counter()
+        try:
+            while step < train.ae_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, train.ae_steps, schedule, train.ae_learning_rate)
+                anchors = rng.integers(0, frames.num_frames, train.ae_batch_size)
+                which = rng.integers(0, len(cameras), train.ae_batch_size)
+                images = np.empty((train.ae_batch_size, height, width, 3), np.uint8)
+                for c, camera in enumerate(cameras):
+                    rows = np.flatnonzero(which == c)
+                    if len(rows):
+                        images[rows] = frames.images(anchors[rows], camera)
+                with accelerator.autocast():
+                    loss = objective(images_to_tensor(torch.from_numpy(images)).to(accelerator.device))
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                step += 1
+                self.progress["autoencoder_step"] = step
+                smoothed = float(loss) if smoothed is None else 0.95 * smoothed + 0.05 * float(loss)
+                now = time.perf_counter()
+                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{train.ae_batch_size / max(now - tick, 1e-9):.0f}")
+                tick = now
+                bar.update(1)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            print(f"\n[train] interrupted in the autoencoder stage at step {step}; saved a resumable state (--resume)", file=sys.stderr)
+            return False
+        finally:
+            bar.close()
+        self.progress["autoencoder_done"] = True
+        self.progress["autoencoder_loss"] = smoothed
+        return True
+
+    # -- transformer -----------------------------------------------------------------------------
+    def _train_transformer(self, model: WorldActionModel, sampler: WindowSampler, normalization: Normalization, train: TrainConfig) -> None:
+        accelerator = self.accelerator
+        o = self.options
+        config = model.config
+        optimizer = torch.optim.AdamW(model.transformer.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay, betas=(0.9, 0.99))
+        step = int(self.progress.get("transformer_step", 0))
+        if step > 0:
+            extra, saved = load_resume_state(o.out, optimizer)
+            sampler.rng.bit_generator.state = saved["numpy_rng"]
+            torch.set_rng_state(extra["torch_rng"])
+        network, optimizer = accelerator.prepare(model.transformer, optimizer)
+        n_policy, _ = split_batch(train.batch_size, config.diffusion)
+        if len(sampler.frames.action_frames) == 0:
+            n_policy = 0
+        stage_start = time.process_time()
+
+        def save(final: bool) -> None:
+            accelerator.wait_for_everyone()
+            if not accelerator.is_main_process:
+                return
+            model.transformer = accelerator.unwrap_model(network)
+            self.progress["transformer_step"] = step
+            self.progress["finished"] = final
+            self._record_cpu("transformer", stage_start)
+            summary = self._summary()
+            save_checkpoint(o.out, model, normalization, summary)
+            save_resume_state(o.out, optimizer, {"torch_rng": torch.get_rng_state()}, {**summary, "numpy_rng": sampler.rng.bit_generator.state})
+
+        bar = tqdm(total=train.steps, initial=step, desc="transformer", unit="step", disable=not accelerator.is_main_process or o.quiet)
+        smoothed: dict[str, float] = {}
+        tick = time.perf_counter()
+        stop_reason = "steps"
+        try:
+            while step < train.steps:
+                if o.max_cpu_minutes is not None and self.cpu_used_s() >= 60.0 * o.max_cpu_minutes:
+                    stop_reason = "cpu budget"
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, train.steps, train)
+                parts_of_batch = []
+                if n_policy:
+                    parts_of_batch.append(sampler.sample(n_policy, labelled_only=True))
+                if n_policy < train.batch_size:
+                    parts_of_batch.append(sampler.sample(train.batch_size - n_policy, labelled_only=False))
+                batch = _concat(parts_of_batch).to(accelerator.device)
+                with accelerator.autocast():
+                    parts = training_loss(network, batch, n_policy, config, sampler.rng)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(parts.total)
+                if train.grad_clip > 0:
+                    accelerator.clip_grad_norm_(network.parameters(), train.grad_clip)
+                optimizer.step()
+                step += 1
+                for name in ("action", "future", "progress"):
+                    value = getattr(parts, name)
+                    smoothed[name] = value if name not in smoothed else 0.97 * smoothed[name] + 0.03 * value
+                now = time.perf_counter()
+                bar.set_postfix(
+                    act=f"{smoothed['action']:.3f}",
+                    fut=f"{smoothed['future']:.3f}",
+                    prog=f"{smoothed['progress']:.3f}",
+                    samples_s=f"{train.batch_size * accelerator.num_processes / max(now - tick, 1e-9):.0f}",
+                    cpu_min=f"{self.cpu_used_s() / 60:.1f}",
+                )
+                tick = now
+                bar.update(1)
+                if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
+                    save(final=False)
+                    stage_start = time.process_time()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            stop_reason = "interrupted"
+            print(f"\n[train] interrupted at step {step}; saving the checkpoint and a resumable state (--resume)", file=sys.stderr)
+        finally:
+            bar.close()
+        self.progress["stop_reason"] = stop_reason
+        self.progress["losses"] = smoothed
+        save(final=stop_reason != "interrupted")
+        self.say(
+            f"[train] saved {o.out} at step {step} ({stop_reason}); {self.cpu_used_s() / 60:.1f} CPU-minutes in all; "
+            f"losses {', '.join(f'{k} {v:.4f}' for k, v in smoothed.items())}"
+        )
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    return Batch(**{name: torch.cat([getattr(b, name) for b in batches]) for name in batches[0].__dict__})
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR", help="episode dataset directories (sim demos, converted bags)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to write (and to resume from)")
+    parser.add_argument("--preset", default="cpu-small", help="model preset under config/model/ or a YAML path (default cpu-small)")
+    parser.add_argument("--init", type=Path, metavar="CKPT", help="finetune from this checkpoint (keeps its autoencoder and normalisation)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--steps", type=int, help="transformer steps (overrides the preset)")
+    parser.add_argument("--ae-steps", type=int, help="autoencoder steps (overrides the preset)")
+    parser.add_argument("--batch-size", type=int, help="transformer batch size (overrides the preset)")
+    parser.add_argument("--max-cpu-minutes", type=float, help="stop the transformer stage once the run has used this much process CPU time")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume and args.init is not None:
+        print("wam-ros train: --resume and --init exclude each other", file=sys.stderr)
+        return 2
+    options = TrainOptions(
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        init=args.init,
+        resume=args.resume,
+        steps=args.steps,
+        ae_steps=args.ae_steps,
+        batch_size=args.batch_size,
+        max_cpu_minutes=args.max_cpu_minutes,
+        threads=args.threads,
+        device=args.device,
+        seed=args.seed,
+    )
+    trainer = Trainer(options)
+    try:
+        trainer.run()
+    except (DatasetError, CheckpointError, ValueError) as error:
+        print(f"wam-ros train: {error}", file=sys.stderr)
+        return 2
+    return 130 if trainer.interrupted else 0
+
