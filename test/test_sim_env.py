@@ -278,11 +278,19 @@ def test_sim_demos_writes_a_readable_dataset(tmp_path, monkeypatch, capsys):
     assert [e.seed for e in EpisodeDataset(out)] == [10, 11, 12]
 
 
+def test_sim_demos_with_worker_processes_keeps_seed_order(tmp_path):
+    from wam_ros.cli import main
+
+    out = tmp_path / "parallel"
+    assert main(["sim-demos", "--task", "reach", "--episodes", "2", "--out", str(out), "--workers", "2"]) == 0
+    assert [e.seed for e in EpisodeDataset(out)] == [0, 1]
+
+
 def test_sim_demos_rejects_bad_arguments(tmp_path, capsys):
     from wam_ros.cli import main
 
     assert main(["sim-demos", "--task", "reach", "--episodes", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "--episodes must be positive" in capsys.readouterr().err
+    assert "--episodes and --workers must be positive" in capsys.readouterr().err
 
 
 def test_episode_video_from_observations(env, tmp_path):

@@ -43,6 +43,7 @@ class Parameters:
     real_time_factor: float = param(1.0, "sim seconds per wall second; 0 runs as fast as possible")
     joint_state_rate_hz: float = param(500.0, "rate of /joint_states and /clock [Hz of sim time]")
     camera_rate_hz: float = param(0.0, "frame rate of every camera [Hz of sim time]; 0 keeps each camera's rate_hz")
+    camera_lockstep: bool = param(False, "physics waits for each due camera frame: exact camera rates, less real time")
     task_status_rate_hz: float = param(5.0, "rate of /wam/sim/task_status [Hz of sim time]")
     stats_period_s: float = param(10.0, "period of the real-time-factor log line [s of wall time]")
     autostart: bool = param(True, "configure and activate at start-up")
@@ -89,7 +90,7 @@ class SimNode(LifecycleNode):
         env = TabletopEnv(self.robot)
         cameras = [c for c in self.robot.cameras if c.source == "sim"]
         rates = {c.name: p.camera_rate_hz for c in cameras} if p.camera_rate_hz > 0 else None
-        self.runner = SimRunner(env, p.real_time_factor, p.joint_state_rate_hz, p.task_status_rate_hz, rates)
+        self.runner = SimRunner(env, p.real_time_factor, p.joint_state_rate_hz, p.task_status_rate_hz, rates, p.camera_lockstep)
         status = self.runner.reset(p.task, p.seed)
         self.joint_names = [*self.robot.arm.joint_names, *self.robot.gripper.joint_names]
         backend = self.robot.backend

@@ -7,6 +7,7 @@ writer renames each file into place and appends the episode's index line last).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write failed expert episodes too (success=false); by default they are skipped")
     parser.add_argument("--max-attempts", type=int, default=None, metavar="M",
                         help="give up after this many seeds (default 2 * episodes + 10)")
+    parser.add_argument("--workers", type=int, default=1, metavar="W",
+                        help="parallel processes recording episodes (default 1; up to the number of CPU cores helps)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,32 +35,29 @@ def run(args: argparse.Namespace) -> int:
 
     from wam_ros.data.episodes import DatasetError, DatasetWriter, EpisodeDataset
     from wam_ros.robot import ConfigError, load_robot_config
-    from wam_ros.sim.demos import dataset_info, record_demo
-    from wam_ros.sim.env import TabletopEnv
+    from wam_ros.sim.demos import dataset_info, demo_results
 
-    if args.episodes <= 0:
-        print("wam-ros sim-demos: --episodes must be positive", file=sys.stderr)
+    if args.episodes <= 0 or args.workers <= 0:
+        print("wam-ros sim-demos: --episodes and --workers must be positive", file=sys.stderr)
         return 2
     try:
         robot = load_robot_config(args.robot)
-        env = TabletopEnv(robot)
-        writer = DatasetWriter(args.out, dataset_info(robot, env))
+        writer = DatasetWriter(args.out, dataset_info(robot))
     except (ConfigError, DatasetError, ValueError) as error:
         print(f"wam-ros sim-demos: {error}", file=sys.stderr)
         return 2
     done_seeds = {r.get("seed") for r in EpisodeDataset(args.out).records if r.get("task") == args.task}
     max_attempts = args.max_attempts or 2 * args.episodes + 10
+    seeds = (s for s in itertools.count(args.seed_start) if s not in done_seeds)
     written = attempted = failed = 0
     seed = args.seed_start
     started = time.monotonic()
     progress = tqdm(total=args.episodes, desc=f"sim-demos {args.task}", unit="episode")
+    results = demo_results(robot, args.task, itertools.islice(seeds, max_attempts), args.workers)
     try:
-        while written < args.episodes and attempted < max_attempts:
-            if seed in done_seeds:
-                seed += 1
-                continue
-            result = record_demo(env, args.task, seed)
+        for result in results:
             attempted += 1
+            seed = int(result.episode.seed or 0)
             if result.success or args.keep_failures:
                 writer.add(result.episode, video_fps=writer.info.fps if args.video else None)
                 written += 1
@@ -65,18 +65,19 @@ def run(args: argparse.Namespace) -> int:
             if not result.success:
                 failed += 1
             progress.set_postfix(seed=seed, failed=failed)
-            seed += 1
+            if written >= args.episodes:
+                break
     except KeyboardInterrupt:
         progress.close()
-        print(f"wam-ros sim-demos: interrupted; {written} episodes written to {args.out} (the one in progress was dropped)",
+        print(f"wam-ros sim-demos: interrupted; {written} episodes written to {args.out} (episodes in progress were dropped)",
               file=sys.stderr)
         return 130
     finally:
+        results.close()
         progress.close()
-        env.close()
     elapsed = time.monotonic() - started
     print(f"wam-ros sim-demos: {written} episodes of {args.task} in {args.out} ({attempted} seeds, {failed} expert failures, "
-          f"{elapsed:.1f} s, next seed {seed})")
+          f"{elapsed:.1f} s, next seed {seed + 1})")
     if written < args.episodes:
         print(f"wam-ros sim-demos: gave up after {attempted} seeds with {written}/{args.episodes} episodes", file=sys.stderr)
         return 1

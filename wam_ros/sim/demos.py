@@ -7,12 +7,17 @@ own predicate first holds; the last span runs to the end of the episode.
 """
 from __future__ import annotations
 
+import collections
+import multiprocessing
+import signal
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from wam_ros.data.episodes import DatasetInfo, Episode, SubtaskSpan
 from wam_ros.robot import RobotConfig
+from wam_ros.sim.config import SimConfig
 from wam_ros.sim.env import TabletopEnv
 from wam_ros.sim.expert import make_expert
 
@@ -21,11 +26,17 @@ MAX_STEPS = {"reach": 100, "push": 200, "pick_place": 300, "stack": 300, "bin_th
 SETTLE_STEPS = 5  # frames recorded after the expert finished, so the outcome is visible
 
 
-def dataset_info(robot: RobotConfig, env: TabletopEnv) -> DatasetInfo:
-    """The dataset layout of sim demos for ``robot``: joints + gripper width, the sim cameras."""
+def dataset_info(robot: RobotConfig, config: SimConfig | TabletopEnv | None = None) -> DatasetInfo:
+    """The dataset layout of sim demos for ``robot``: joints + gripper width, the sim cameras.
+
+    ``config``: the scene settings (or an env, whose settings are used); default from the robot YAML.
+    """
+    if isinstance(config, TabletopEnv):
+        config = config.config
+    config = config or SimConfig.from_robot(robot)
     names = [*robot.arm.joint_names, "gripper_width"]
     return DatasetInfo(
-        fps=1.0 / env.config.control_period_s,
+        fps=1.0 / config.control_period_s,
         robot=robot.name,
         joint_names=list(robot.arm.joint_names),
         state_names=names,
@@ -94,3 +105,47 @@ def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max
         extra={"expert_failed": expert.failed, "expert_message": expert.message, "subtasks_done": status.subtasks_done},
     )
     return DemoResult(episode=episode, success=status.success, steps=len(states))
+
+
+def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: int = 1) -> Iterator[DemoResult]:
+    """Expert episodes for ``seeds`` in seed order; ``workers`` > 1 records them in parallel processes.
+
+    The seed iterator may be endless: at most two episodes per worker are in flight, and closing
+    the generator (or Ctrl-C) stops the workers.
+    """
+    if workers <= 1:
+        env = TabletopEnv(robot)
+        try:
+            for seed in seeds:
+                yield record_demo(env, task, seed)
+        finally:
+            env.close()
+        return
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(str(robot.path),))
+    try:
+        in_flight: collections.deque = collections.deque()
+        for seed in seeds:
+            in_flight.append(pool.apply_async(_worker_demo, (task, seed)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+_worker_env: TabletopEnv | None = None
+
+
+def _start_worker(robot_path: str) -> None:
+    from wam_ros.robot import load_robot_config
+
+    global _worker_env
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _worker_env = TabletopEnv(load_robot_config(robot_path))
+
+
+def _worker_demo(task: str, seed: int) -> DemoResult:
+    assert _worker_env is not None
+    return record_demo(_worker_env, task, seed)

@@ -463,9 +463,9 @@ class TabletopEnv:
         """Depth images {camera: (H, W) float32 metres along the optical axis}."""
         return self.renderer.render_depth(self.data, cameras)
 
-    def render_camera(self, camera: str, height: int, width: int) -> np.ndarray:
+    def render_camera(self, camera: str, height: int, width: int, low_poly: bool | None = None) -> np.ndarray:
         """RGB image of any scene camera at any size, e.g. a 640x480 front view for a demo video."""
-        return self.renderer.render_camera(camera, height, width, self.data)
+        return self.renderer.render_camera(camera, height, width, self.data, low_poly)
 
     def close(self) -> None:
         """Release the renderers' GL contexts."""

@@ -69,9 +69,13 @@ class SceneRenderer:
                 renderer.disable_depth_rendering()
         return images
 
-    def render_camera(self, camera: str, height: int, width: int, data: mujoco.MjData | None = None) -> np.ndarray:
-        """RGB (height, width, 3) uint8 image of any scene camera at any size (e.g. a large demo view)."""
-        return self._draw(self._renderer(height, width), camera, width * height, data)
+    def render_camera(self, camera: str, height: int, width: int, data: mujoco.MjData | None = None,
+                      low_poly: bool | None = None) -> np.ndarray:
+        """RGB (height, width, 3) uint8 image of any scene camera at any size (e.g. a large demo view).
+
+        ``low_poly`` overrides the size rule (True: low-poly robot, False: visual meshes).
+        """
+        return self._draw(self._renderer(height, width), camera, width * height, data, low_poly)
 
     def intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         """Pinhole (fx, fy, cx, cy) [px] of a configured camera."""
@@ -85,8 +89,9 @@ class SceneRenderer:
             renderer.close()
         self._renderers.clear()
 
-    def _draw(self, renderer: mujoco.Renderer, camera: str, pixels: int, data: mujoco.MjData | None) -> np.ndarray:
-        low_poly = pixels <= self.config.low_poly_max_pixels
+    def _draw(self, renderer: mujoco.Renderer, camera: str, pixels: int, data: mujoco.MjData | None,
+              low_poly: bool | None = None) -> np.ndarray:
+        low_poly = pixels <= self.config.low_poly_max_pixels if low_poly is None else low_poly
         renderer.update_scene(self._snapshot if data is None else data, camera, self._options[low_poly])
         return renderer.render()
 

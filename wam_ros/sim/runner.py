@@ -5,7 +5,8 @@
 ticks of ``1 / joint_state_rate_hz`` sim seconds, paced to wall time by ``real_time_factor``
 (0 = as fast as possible), and hands every tick's joint state to a callback. Camera frames are
 captured on the sim clock at each camera's rate and rendered by a separate thread, so a slow
-640x480 render delays that camera, never the joint states. Commands are validated here; a bad
+640x480 render delays that camera, never the joint states (``camera_lockstep`` instead makes
+the physics wait for the renderer: exact camera rates in sim time, at the cost of real time). Commands are validated here; a bad
 one raises :class:`CommandError` with the reason and changes nothing.
 """
 from __future__ import annotations
@@ -76,12 +77,14 @@ class SimRunner:
         joint_state_rate_hz: float = 500.0,
         task_status_rate_hz: float = 5.0,
         camera_rates_hz: dict[str, float] | None = None,
+        camera_lockstep: bool = False,
     ) -> None:
         if joint_state_rate_hz <= 0 or task_status_rate_hz <= 0:
             raise ValueError("joint_state_rate_hz and task_status_rate_hz must be positive")
         self.env = env
         self.robot: RobotConfig = env.robot
         self.real_time_factor = real_time_factor
+        self.camera_lockstep = camera_lockstep
         steps = max(1, round(1.0 / joint_state_rate_hz / env.timestep_s))
         self.tick_s = steps * env.timestep_s  # whole physics steps per joint-state message
         self.status_period_s = 1.0 / task_status_rate_hz
@@ -234,6 +237,8 @@ class SimRunner:
                 sample = self.tick()
                 on_joint_state(sample)
                 due = self.due_cameras()
+                if due and self.camera_lockstep:
+                    render_done.wait()  # exact camera rates in sim time, at the cost of real time
                 if due and render_done.is_set():  # else the frame waits for the renderer: late, not lost
                     with self.lock:
                         job["clock_s"] = renderer.capture(self.env.data) + self.clock_offset_s
