@@ -163,15 +163,22 @@ class _RunningStats:
 
     def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
+        seen = self.count
         self.count += len(values)
         self.sum += values.sum(0)
         self.sum_sq += (values**2).sum(0)
         self.min = np.minimum(self.min, values.min(0))
         self.max = np.maximum(self.max, values.max(0))
-        pool = np.concatenate([self.sample, values])
-        if len(pool) > self.reservoir:
-            pool = pool[self.rng.choice(len(pool), self.reservoir, replace=False)]
-        self.sample = pool
+        # Reservoir sampling (Algorithm R): every value seen so far is in the sample with the same
+        # probability, so the quantiles do not lean towards the latest episodes.
+        free = max(self.reservoir - len(self.sample), 0)
+        self.sample = np.concatenate([self.sample, values[:free]])
+        rest = values[free:]
+        if len(rest):
+            positions = seen + free + np.arange(len(rest))  # 0-based index of each value in the stream
+            slots = (self.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
+            keep = slots < self.reservoir
+            self.sample[slots[keep]] = rest[keep]
 
     def to_json(self) -> dict[str, list[float]]:
         mean = self.sum / max(self.count, 1)
@@ -263,7 +270,6 @@ class DatasetWriter:
             write_preview_video(self.root / "videos" / f"{name}.mp4", episode.images, video_fps)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        _atomic_write_bytes(self.root / "data" / f"{name}.parquet", sink.getvalue().to_pybytes())
         record = {
             "episode_index": index,
             "task": episode.task,
@@ -276,10 +282,21 @@ class DatasetWriter:
             "subtasks": [asdict(s) for s in episode.subtasks],
             "extra": episode.extra,
         }
-        with open(self.root / "meta" / "episodes.jsonl", "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        table_path = self.root / "data" / f"{name}.parquet"
+        index_path = self.root / "meta" / "episodes.jsonl"
+        index_size = index_path.stat().st_size if index_path.exists() else 0
+        try:
+            _atomic_write_bytes(table_path, sink.getvalue().to_pybytes())
+            with open(index_path, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+        except BaseException:
+            # Interrupted (Ctrl-C) between the table and its index line: remove the table, or the next
+            # writer would find an episode file without an index line and refuse to go on.
+            if not index_path.exists() or index_path.stat().st_size == index_size:
+                table_path.unlink(missing_ok=True)
+            raise
         self._account(episode)
         self._write_info()
         return index
