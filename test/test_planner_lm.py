@@ -85,10 +85,12 @@ def test_prompt_without_a_chat_template_is_a_plain_transcript(model, domain):
 def test_sampling_is_deterministic_per_seed(model):
     prompt = model.encode("Task: put the red cube in the bin\n", first=True)
     first = model.sample(prompt, 3, max_new_tokens=12, temperature=1.0, seed=5)
-    assert len(first) == 3 and all(isinstance(text, str) for text in first)
+    assert len(first) == 3 and all(isinstance(sample.text, str) for sample in first)
     assert model.sample(prompt, 3, max_new_tokens=12, temperature=1.0, seed=5) == first
     greedy = model.sample(prompt, 2, max_new_tokens=12, temperature=0.0, seed=0)
     assert greedy[0] == greedy[1]
+    # Cut by the token limit before any end-of-text: the samples say so.
+    assert [sample.finished for sample in model.sample(prompt, 3, max_new_tokens=1, temperature=1.0, seed=5)] == [False] * 3
 
 
 def test_cached_log_likelihoods_equal_a_plain_forward_pass(model):
@@ -112,8 +114,9 @@ def test_planner_with_a_random_language_model_counts_invalid_proposals_and_still
     assert stats.proposals == 4 and 0 <= stats.invalid <= 4
     # The counts agree with parsing the same samples again (sampling is seeded).
     source = planner.proposals(instruction, scene)
-    assert len(source.samples) == 4
-    assert sum(not parse_plan(text, domain, scene).valid for text in source.samples) == stats.invalid
+    assert len(source.samples) == 4 and stats.truncated == sum(not sample.finished for sample in source.samples)
+    judged = [s.text if s.finished else s.text.rsplit("\n", 1)[0] if "\n" in s.text else "" for s in source.samples]
+    assert sum(not parse_plan(text, domain, scene).valid for text in judged) == stats.invalid
     again = planner.plan(instruction, scene)
     assert again.steps == plan.steps and again.search.iterations == plan.search.iterations
 

@@ -102,8 +102,11 @@ def test_priors_break_ties_between_equally_good_plans(kitchen):
 
     scene = kitchen.scene()
     evaluator = PlanEvaluator(kitchen, kitchen.ground_goal(INSTRUCTION, scene), frozenset({("open", "drawer")}))
-    result = TreeSearch(kitchen, scene, evaluator, PreferSpoon(), SearchConfig(iterations=100)).run()
+    result = TreeSearch(kitchen, scene, evaluator, PreferSpoon(), SearchConfig(iterations=100, stop_at_optimum=False)).run()
     assert result.steps == (SPOON, APPLE)
+    # Stopping at the optimum keeps the first optimal plan: the greedy rollout, in the instruction's order.
+    early = TreeSearch(kitchen, scene, evaluator, PreferSpoon(), SearchConfig(iterations=100)).run()
+    assert early.steps == (APPLE, SPOON) and early.stopped == "optimal" and early.iterations == 1
 
 
 def test_ordered_goal_follows_the_instruction(kitchen):
@@ -123,6 +126,8 @@ def test_time_budget_and_cancel(kitchen):
     config = SearchConfig(iterations=10_000, time_budget_s=0.3, prune_irrelevant_steps=False)
     result = TreeSearch(kitchen, scene, evaluator, slow, config).run()
     assert result.stopped == "time" and time.perf_counter() - started < 0.3 + 0.5
+    no_time = TreeSearch(kitchen, scene, evaluator, MisleadingProposals(), SearchConfig(time_budget_s=0.0)).run()
+    assert no_time.iterations == 1 and set(no_time.steps) == {OPEN, APPLE, SPOON}  # one iteration's rollout is a full plan
     calls = iter(range(1000))
     canceled = TreeSearch(kitchen, scene, evaluator, MisleadingProposals(), config).run(should_stop=lambda: next(calls) >= 5)
     assert canceled.stopped == "canceled" and canceled.iterations == 5

@@ -53,13 +53,13 @@ class Parameters:
     language_model_cache_dir: str = param(str(DEFAULT_CACHE_DIR), "where the bundled model is saved as safetensors after its first load")
     language_model_threads: int = param(1, "torch threads for the language model (the machine is shared with the model and the sim)")
     mcts_iterations: int = param(200, "search iterations per planning call")
-    planning_time_budget_s: float = param(20.0, "wall-time budget of one search [s]")
+    planning_time_budget_s: float = param(20.0, "wall-time budget of one planning call: proposals (at most half) and search [s]")
     exploration: float = param(1.0, "PUCT exploration constant c")
     prior_temperature: float = param(1.0, "softmax temperature on the language model's log-likelihoods")
     max_plan_steps: int = param(6, "longest plan considered")
     proposal_samples: int = param(4, "decompositions the language model samples per planning call")
     proposal_temperature: float = param(0.7, "sampling temperature of those proposals")
-    proposal_max_new_tokens: int = param(96, "token limit of one proposal")
+    proposal_max_new_tokens: int = param(64, "token limit of one proposal")
     seed: int = param(0, "seed of sampling and search (plans repeat for the same inputs)")
     imagination_weight: float = param(0.25, "weight of the world model's imagined progress in plan values")
     use_imagination: bool = param(True, "score subtasks with the inference node's imagine service when it is available")
@@ -78,6 +78,19 @@ class Parameters:
     require_safety_bridge: bool = param(True, "abort a goal when the bridge does not grant AUTONOMY")
     service_timeout_s: float = param(5.0, "wait at most this long for a service [s, wall]")
     autostart: bool = param(True, "configure and activate at start-up")
+
+
+def planner_config(p: Parameters) -> PlannerConfig:
+    """The planner settings these node parameters describe (also used by bench/planner.py)."""
+    return PlannerConfig(
+        search=SearchConfig(
+            iterations=p.mcts_iterations, time_budget_s=p.planning_time_budget_s, exploration=p.exploration,
+            prior_temperature=p.prior_temperature, max_plan_steps=p.max_plan_steps, seed=p.seed,
+        ),
+        proposals=ProposalConfig(p.proposal_samples, p.proposal_temperature, p.proposal_max_new_tokens, p.seed),
+        weights=ValueWeights(imagination=p.imagination_weight),
+        imagined_done_progress=p.progress_done_threshold,
+    )
 
 
 class _Cancelled(Exception):
@@ -119,16 +132,7 @@ class TaskPlannerNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - any load failure must fail configure with its reason
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        config = PlannerConfig(
-            search=SearchConfig(
-                iterations=p.mcts_iterations, time_budget_s=p.planning_time_budget_s, exploration=p.exploration,
-                prior_temperature=p.prior_temperature, max_plan_steps=p.max_plan_steps, seed=p.seed,
-            ),
-            proposals=ProposalConfig(p.proposal_samples, p.proposal_temperature, p.proposal_max_new_tokens, p.seed),
-            weights=ValueWeights(imagination=p.imagination_weight),
-            imagined_done_progress=p.progress_done_threshold,
-        )
-        self.planner = TaskPlanner(self.domain, model, config, self._imagine if p.use_imagination else None)
+        self.planner = TaskPlanner(self.domain, model, planner_config(p), self._imagine if p.use_imagination else None)
         self.plan_pub = self.create_publisher(TaskPlan, PLAN_TOPIC, qos.LATCHED)
         self.subtask_pub = self.create_publisher(Subtask, SUBTASK_TOPIC, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -271,6 +275,7 @@ class TaskPlannerNode(LifecycleNode):
             "proposals": str(self.stats.proposals),
             "invalid_proposals": str(self.stats.invalid),
             "invalid_share": f"{self.stats.invalid_share:.3f}",
+            "truncated_proposals": str(self.stats.truncated),
             "last_planning_s": f"{self.last_planning_s:.3f}",
             "last_outcome": self.last_outcome,
             "task_status": "yes" if self.task_status is not None else "no",
@@ -353,7 +358,7 @@ class _GoalRun:
         stats = plan.proposal_stats
         self.log().info(
             f"plan r{self.revision} in {plan.planning_time_s:.1f} s: {[str(s) for s in plan.steps]} ({plan.message}); "
-            f"proposals {stats.proposals}, invalid {stats.invalid}" + (f" {stats.reasons}" if stats.reasons else "")
+            f"proposals {stats.proposals}, invalid {stats.invalid}, cut by a limit {stats.truncated}" + (f" {stats.reasons}" if stats.reasons else "")
         )
         if plan.ok:
             node.plan_pub.publish(node.plan_message(plan, None, self.revision))

@@ -417,6 +417,7 @@ class ProposalStats:
 
     proposals: int = 0
     invalid: int = 0
+    truncated: int = 0  # cut by the token or time limit (judged on their complete lines)
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, valid: bool, reason: str = "") -> None:
@@ -429,6 +430,7 @@ class ProposalStats:
     def merge(self, other: "ProposalStats") -> None:
         self.proposals += other.proposals
         self.invalid += other.invalid
+        self.truncated += other.truncated
         for key, count in other.reasons.items():
             self.reasons[key] = self.reasons.get(key, 0) + count
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -72,6 +73,14 @@ def convert_bundled_model(cache_dir: Path, log: Callable[[str], None] = print) -
         shutil.rmtree(staging, ignore_errors=True)
     log(f"converted in {time.perf_counter() - started:.1f} s")
     return cache_dir
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Generated text, and whether the model ended it (end-of-text or a stop string) rather than a limit."""
+
+    text: str
+    finished: bool
 
 
 class LanguageModel:
@@ -152,10 +161,18 @@ class LanguageModel:
 
     # -- generation ----------------------------------------------------------------------
     def sample(
-        self, prompt_ids: tuple[int, ...], count: int, max_new_tokens: int, temperature: float, seed: int, stop: Sequence[str] = ()
-    ) -> list[str]:
+        self,
+        prompt_ids: tuple[int, ...],
+        count: int,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        stop: Sequence[str] = (),
+        max_time_s: float | None = None,
+    ) -> list["Sample"]:
         """``count`` continuations of the prompt (greedy when ``temperature`` is 0), each ending at
-        the end-of-text token, a ``stop`` string or ``max_new_tokens``. Deterministic per seed."""
+        the end-of-text token, a ``stop`` string, ``max_new_tokens`` or after ``max_time_s`` of
+        generation (then ``finished`` is false). Deterministic per seed (unless time cuts it short)."""
         import copy
 
         import torch
@@ -174,11 +191,19 @@ class LanguageModel:
                 attention_mask=torch.ones_like(ids),
                 cache=past,
                 max_new_tokens=max_new_tokens,
+                max_time=max_time_s,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **({"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}),
                 **options,
             )
-        return [self.tokenizer.decode(row[len(prompt_ids):], skip_special_tokens=True) for row in output]
+        samples = []
+        eos = self.tokenizer.eos_token_id
+        for row in output:
+            generated = row[len(prompt_ids):].tolist()
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            finished = eos in generated or any(s in text for s in stop)
+            samples.append(Sample(text, finished))
+        return samples
 
     def log_likelihoods(self, prompt_ids: tuple[int, ...], continuations: Sequence[str]) -> list[float]:
         """Sum of token log-probabilities of each continuation after the prompt (one batched pass)."""

@@ -6,14 +6,16 @@ Selection maximises ``Q + c * P * sqrt(N_parent) / (1 + N_child)`` (AlphaZero's 
 actions and mixed with a uniform share, and unvisited actions valued at their parent's mean. A new leaf is expanded (its
 actions and priors come from the proposal source; steps the symbolic model says would fail,
 change nothing, or touch neither a missing goal fact nor any skill's precondition are pruned,
-the relevance filter of classical planning) and valued by a rollout that greedily adds
-steps achieving still-missing goal facts, chosen at random with the search's own seeded
-generator, then scored by the plan evaluator. Unlike RAP, the language model does not
+the relevance filter of classical planning) and valued by a rollout that completes the plan
+greedily in goal order (ties and enabling steps drawn with the search's own seeded generator),
+then scored by the plan evaluator. Unlike RAP, the language model does not
 predict states: the symbolic model and the world model's imagination do (see value.py).
 
 Plan values are deterministic (the imagination is queried once per step before the search),
-so the result is the best-valued plan evaluated; visit counts only steer where to look. Among
-equally good plans the one found first wins, which is the one the priors led to.
+so the result is the best-valued plan evaluated; among equally good plans the most visited
+path wins, which is the one the priors favoured. The search stops early once a plan reaches
+the evaluator's upper bound (then the first such plan found wins: the greedy rollout's, which
+follows the instruction's order) or when the finite pruned tree is fully explored.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class SearchConfig:
     enumerate_vocabulary: bool = True  # add every allowed step to the proposals when few enough
     max_enumerated_steps: int = 32
     prune_irrelevant_steps: bool = True  # drop steps that fail, change nothing, or touch neither goal nor preconditions
+    stop_at_optimum: bool = True  # stop once a plan reaches the evaluator's upper bound
     seed: int = 0
 
 
@@ -77,7 +80,7 @@ class SearchResult:
     iterations: int
     elapsed_s: float
     tree_nodes: int
-    stopped: str  # "iterations", "time", "solved" or "canceled"
+    stopped: str  # "iterations", "time", "solved" (tree explored), "optimal" (upper bound reached) or "canceled"
 
 
 def _softmax(log_likelihoods: Sequence[float], temperature: float) -> list[float]:
@@ -110,6 +113,7 @@ class TreeSearch:
         self.best: dict[tuple[Step, ...], float] = {}  # every complete plan evaluated, with its value
         self.precondition_predicates = {t.predicate for skill in domain.skills.values() for t in skill.preconditions}
         self.root = _Node((), evaluator.initial_state, terminal=False)
+        self.bound = evaluator.upper_bound()
         self.node_count = 1
 
     # -- tree operations ---------------------------------------------------------------------
@@ -124,12 +128,12 @@ class TreeSearch:
                 actions.append(step)
         actions.append(None)
         node.actions = actions
-        if len(actions) > 1:
+        if sum(a is not None for a in actions) > 1:  # one step or done: priors cannot matter much, skip the model
             model = _softmax(self.proposals.log_likelihoods(node.steps, actions), self.config.prior_temperature)
             mix = self.config.prior_uniform_mix
             node.priors = [(1 - mix) * p + mix / len(actions) for p in model]
         else:
-            node.priors = [1.0]
+            node.priors = [1.0 / len(actions)] * len(actions)
         node.expanded = True
 
     def _relevant(self, state: State, step: Step) -> bool:
@@ -174,22 +178,30 @@ class TreeSearch:
         return value
 
     def _rollout(self, node: _Node) -> float:
-        """Add random steps that achieve a still-missing goal fact until none is left, then score."""
+        """Complete the plan greedily in goal order, then score it.
+
+        Each step achieves the first still-missing goal fact (in the order the instruction names
+        them) when some applicable step does; otherwise a random applicable step that changes
+        the state and was not used yet (e.g. open a drawer first). Stops when the goal holds.
+        """
         steps, state = list(node.steps), node.state
-        pool = [a for a in node.actions if a is not None] or self.enumerated
+        pool = [a for a in node.actions if a is not None]
+        pool += [s for s in self.enumerated if s not in pool]
         while len(steps) < self.config.max_plan_steps:
-            missing = set(self.evaluator.remaining_goal(state))
-            useful = []
-            for step in pool:
-                outcome = self.domain.apply(state, step)
-                if outcome.applicable and missing & (outcome.state - state):
-                    useful.append((step, outcome.state))
-            if not useful:
-                enabling = [(s, o.state) for s in pool if (o := self.domain.apply(state, s)).applicable and o.useful and s not in steps]
-                if not missing or not enabling:
+            missing = self.evaluator.remaining_goal(state)
+            if not missing:
+                break
+            outcomes = [(s, o.state) for s in pool if (o := self.domain.apply(state, s)).applicable and o.useful]
+            choices: list[tuple[Step, State]] = []
+            for fact in missing:
+                choices = [(s, after) for s, after in outcomes if fact in after]
+                if choices:
                     break
-                useful = enabling  # e.g. open a drawer before anything can go in
-            step, state = useful[self.rng.randrange(len(useful))]
+            if not choices:
+                choices = [(s, after) for s, after in outcomes if s not in steps]
+                if not choices:
+                    break
+            step, state = choices[self.rng.randrange(len(choices))]
             steps.append(step)
         return self._evaluate(tuple(steps))
 
@@ -202,11 +214,14 @@ class TreeSearch:
             if should_stop():
                 stopped = "canceled"
                 break
-            if time.perf_counter() - started > self.config.time_budget_s:
+            if iteration > 0 and time.perf_counter() - started > self.config.time_budget_s:  # one iteration always runs
                 stopped = "time"
                 break
             if self.root.expanded and self._exhausted(self.root):
                 stopped = "solved"
+                break
+            if self.config.stop_at_optimum and self.best and max(self.best.values()) >= self.bound - 1e-9:
+                stopped = "optimal"
                 break
             self._iterate()
             iteration += 1
@@ -228,14 +243,10 @@ class TreeSearch:
 
     def _iterate(self) -> None:
         node, path = self.root, [self.root]
-        if not node.expanded:
-            self._expand(node)
-        while True:
+        while node.expanded and not node.terminal:  # the first iteration treats the root as the leaf
             action = self._select(node)
             node = self._child(node, action)
             path.append(node)
-            if node.terminal or not node.expanded:
-                break
         if node.terminal:
             value = self._evaluate(node.steps)
         else:
@@ -247,8 +258,18 @@ class TreeSearch:
             visited.value_sum += value
 
     def _extract(self) -> tuple[Step, ...]:
-        """The best-valued plan evaluated; ties go to the shorter, then the one found first."""
+        """The best-valued plan evaluated; among equally good ones the most visited path (the one
+        the priors favoured), then the shorter."""
         if not self.best:
             return ()
-        order = {plan: index for index, plan in enumerate(self.best)}
-        return max(self.best, key=lambda plan: (self.best[plan], -len(plan), -order[plan]))
+        top = max(self.best.values())
+        ties = [plan for plan, value in self.best.items() if value >= top - 1e-9]
+        return max(ties, key=lambda plan: (self._path_visits(plan), -len(plan)))
+
+    def _path_visits(self, plan: tuple[Step, ...]) -> tuple[int, ...]:
+        """Visit counts of the tree nodes along ``plan`` (0 past the tree), then of its ``done``."""
+        visits, node = [], self.root
+        for step in (*plan, None):
+            node = node.children.get(step) if node is not None else None
+            visits.append(node.visits if node is not None else 0)
+        return tuple(visits)

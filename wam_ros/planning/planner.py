@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from wam_ros.planning.domain import Domain, Goal, ProposalStats, Scene, State, Step, format_fact
@@ -20,7 +20,13 @@ from wam_ros.planning.proposer import LanguageModelProposals, ProposalConfig
 from wam_ros.planning.value import ImagineFn, PlanEvaluator, ValueWeights
 
 
-STOP_REASONS = {"iterations": "iteration budget used", "time": "time budget used", "solved": "tree fully explored", "canceled": "canceled"}
+STOP_REASONS = {
+    "iterations": "iteration budget used",
+    "time": "time budget used",
+    "solved": "tree fully explored",
+    "optimal": "upper bound reached",
+    "canceled": "canceled",
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,8 @@ class TaskPlanner:
         self.config = config
         self.imagine = imagine
 
-    def proposals(self, instruction: str, scene: Scene) -> ProposalSource:
-        return LanguageModelProposals(self.model, self.domain, instruction, scene, self.config.proposals)
+    def proposals(self, instruction: str, scene: Scene, max_time_s: float | None = None) -> ProposalSource:
+        return LanguageModelProposals(self.model, self.domain, instruction, scene, self.config.proposals, max_time_s)
 
     def plan(
         self,
@@ -92,8 +98,12 @@ class TaskPlanner:
         evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights)
         if not evaluator.remaining_goal(initial):
             return self._finish(instruction, (), 1.0, goal, True, "goal already reached", started, evaluator=evaluator)
-        source = self.proposals(instruction, scene)
-        search = TreeSearch(self.domain, scene, evaluator, source, self.config.search).run(should_stop)
+        # The time budget covers the whole call: at most half of it for sampling proposals.
+        budget_s = self.config.search.time_budget_s
+        source = self.proposals(instruction, scene, max_time_s=0.5 * budget_s)
+        remaining_s = max(0.0, budget_s - (time.perf_counter() - started))
+        search_config = replace(self.config.search, time_budget_s=remaining_s)
+        search = TreeSearch(self.domain, scene, evaluator, source, search_config).run(should_stop)
         stats = getattr(source, "stats", ProposalStats())
         score = evaluator.score(search.steps)
         reached = not evaluator.remaining_goal(score.final_state)

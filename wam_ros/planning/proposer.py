@@ -3,7 +3,8 @@
 The prompt (chat format) lists the robot's skills, an optional worked example from the robot
 config, the scene's objects and the instruction; the model answers one step per line. At the
 start of a planning call it samples whole decompositions; each is parsed and validated
-(:mod:`wam_ros.planning.proposals`), invalid ones are dropped and counted. During the search
+(:mod:`wam_ros.planning.proposals`), invalid ones are dropped and counted. A sample cut by the
+token or time limit is judged on its complete lines only (and counted as truncated). During the search
 the valid ones supply candidate next steps, and the model's log-likelihood of each candidate
 line after the plan prefix becomes the search prior.
 """
@@ -23,7 +24,7 @@ from wam_ros.planning.proposals import DONE, format_steps, parse_plan
 class ProposalConfig:
     samples: int = 4  # decompositions sampled per planning call
     temperature: float = 0.7
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64
     seed: int = 0
 
 
@@ -56,7 +57,9 @@ def plan_messages(domain: Domain, instruction: str, scene: Scene) -> list[dict[s
 class LanguageModelProposals:
     """Proposals for one planning call (one instruction in one scene); implements ProposalSource."""
 
-    def __init__(self, model: LanguageModel, domain: Domain, instruction: str, scene: Scene, config: ProposalConfig) -> None:
+    def __init__(
+        self, model: LanguageModel, domain: Domain, instruction: str, scene: Scene, config: ProposalConfig, max_time_s: float | None = None
+    ) -> None:
         self.model = model
         self.domain = domain
         self.scene = scene
@@ -64,8 +67,14 @@ class LanguageModelProposals:
         self.prompt_ids = model.encode(model.chat_prompt(plan_messages(domain, instruction, scene)), first=True)
         self.plans: list[tuple[Step, ...]] = []
         seed = config.seed ^ zlib.crc32(instruction.encode())
-        self.samples = model.sample(self.prompt_ids, config.samples, config.max_new_tokens, config.temperature, seed, stop=[DONE])
-        for text in self.samples:
+        self.samples = model.sample(
+            self.prompt_ids, config.samples, config.max_new_tokens, config.temperature, seed, stop=[DONE], max_time_s=max_time_s
+        )
+        for sample in self.samples:
+            text = sample.text
+            if not sample.finished:  # cut by a limit: its last line is unfinished, judge the complete ones
+                text = text.rsplit("\n", 1)[0] if "\n" in text else ""
+                self.stats.truncated += 1
             parsed = parse_plan(text, domain, scene)
             self.stats.add(parsed.valid, parsed.errors[0] if parsed.errors else "")
             if parsed.valid and parsed.steps not in self.plans:

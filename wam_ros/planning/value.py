@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -86,6 +87,21 @@ class PlanEvaluator:
                 raw += w.imagination * imagined
         value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
         return PlanScore(value, goal_fraction, wasted, imagined, state)
+
+    def upper_bound(self) -> float:
+        """No plan from the initial state can score more: the whole goal with the fewest steps
+        possible (each step achieves at most as many facts as the largest skill's effects) and
+        the best imagined first step."""
+        w = self.weights
+        missing = len(self.remaining_goal(self.initial_state))
+        per_step = max(sum(not t.negated for t in skill.effects) for skill in self.domain.skills.values())
+        raw = (w.goal if self.goal else 0.0) - w.step_cost * math.ceil(missing / max(per_step, 1))
+        norm = w.goal
+        if self.imagined_progress is not None:
+            norm += w.imagination
+            known = [0.5 if p is None else float(p) for p in self.imagined_progress.values()]
+            raw += w.imagination * max(known, default=0.0)
+        return min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
 
     def _goal_fraction(self, achieved_at: Mapping[Fact, int]) -> float:
         facts = self.goal.facts
