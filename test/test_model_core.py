@@ -328,3 +328,29 @@ def test_action_normalisation_round_trips(actions, state):
     np.testing.assert_allclose(stats.decode_actions(encoded, current), chunk, atol=1e-4)
     torch_encoded = stats.encode_actions(torch.from_numpy(chunk), torch.from_numpy(current))
     np.testing.assert_allclose(torch_encoded.numpy(), encoded, atol=1e-5)
+
+
+def test_a_local_diffusers_vae_can_replace_the_conv_autoencoder(tmp_path):
+    """Optional path: runs only where the diffusers package is installed (not a wam_ros dependency)."""
+    diffusers = pytest.importorskip("diffusers")
+    vae = diffusers.AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+    )
+    vae.save_pretrained(tmp_path / "vae")
+    config = tiny_config()
+    config.autoencoder = AutoencoderConfig(kind="diffusers", pretrained_path=str(tmp_path / "vae"), latent_channels=4, downsample_factor=8)
+    datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
+    frames = TrainingFrames(datasets, config)
+    model = WorldActionModel(config)
+    stats = compute_normalization(frames, frames.encode_all(model.autoencoder, None, "vae"))
+    save_checkpoint(tmp_path / "checkpoint", model, stats)
+    runtime = load_policy(tmp_path / "checkpoint")
+    images, state = observation(config)
+    assert runtime.policy(images, state, "put the red cube in the bin").shape == (config.horizon, 8)
+    frames_out, _ = runtime.imagine(images, state, "put the red cube in the bin")
+    assert frames_out["front"].shape == (IMAGE, IMAGE, 3)

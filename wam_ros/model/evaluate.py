@@ -207,14 +207,16 @@ def evaluate_closed_loop(
     bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
     try:
         for seed in bar:
+            # Sim observations render lazily and only until the next step: keep copies.
             observation = env.reset(task, seed)
-            history = [observation] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)
+            frame = ({c: observation.images[c] for c in config.cameras}, observation.state.copy())
+            history = [frame] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)
             success = False
             step = 0
             while step < limit and not success:
                 frames = history[:: -config.obs_frame_stride][: config.n_obs_frames][::-1]
-                images = {c: np.stack([f.images[c] for f in frames]) for c in config.cameras}
-                state = np.stack([f.state for f in frames])
+                images = {c: np.stack([f[0][c] for f in frames]) for c in config.cameras}
+                state = np.stack([f[1] for f in frames])
                 status = env.task_status()
                 instruction = status.subtask_instructions[min(status.subtasks_done, len(status.subtask_instructions) - 1)] if use_subtasks else status.instruction
                 start = time.perf_counter()
@@ -222,13 +224,13 @@ def evaluate_closed_loop(
                 latencies.append(1000.0 * (time.perf_counter() - start))
                 for action in chunk[:execute]:
                     observation = env.step(action)
-                    history = (history + [observation])[-len(history) :]
                     step += 1
                     if env.task_status().success:
                         success = True
                         break
                     if step >= limit:
                         break
+                    history = (history + [({c: observation.images[c] for c in config.cameras}, observation.state.copy())])[-len(history) :]
             successes.append(success)
             lengths.append(step)
             bar.set_postfix(success=f"{np.mean(successes):.2f}")

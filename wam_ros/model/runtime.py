@@ -165,7 +165,7 @@ class WamRuntime:
         text = torch.from_numpy(instruction_encoder().encode_one(instruction)).to(self.device, self.dtype).unsqueeze(0)
         state_in = torch.from_numpy(self.stats.normalize_state(state)).to(self.device, self.dtype).unsqueeze(0)
         context = self.network.encode_context(latents, state_in, text)
-        return Observation(context, latents[:, -1], torch.from_numpy(state[-1:]).to(self.device, self.dtype))
+        return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype))
 
     def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=torch.float32).to(self.dtype)

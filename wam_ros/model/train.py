@@ -128,13 +128,14 @@ def training_loss(
     return LossParts(total, float(action_loss.detach()), float(future_loss.detach()), float(progress_loss.detach()))
 
 
-def learning_rate(step: int, total_steps: int, train: TrainConfig, base: float | None = None) -> float:
-    """Linear warm-up, then cosine decay to ``min_learning_rate``."""
+def learning_rate(step: int, done_fraction: float, train: TrainConfig, base: float | None = None) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_learning_rate`` as
+    ``done_fraction`` (of the step or CPU budget, whichever runs out first) goes to 1."""
     base = train.learning_rate if base is None else base
     if step < train.warmup_steps:
         return base * (step + 1) / train.warmup_steps
-    progress = min(1.0, (step - train.warmup_steps) / max(1, total_steps - train.warmup_steps))
-    return train.min_learning_rate + 0.5 * (base - train.min_learning_rate) * (1 + math.cos(math.pi * progress))
+    done = min(1.0, max(0.0, done_fraction))
+    return train.min_learning_rate + 0.5 * (base - train.min_learning_rate) * (1 + math.cos(math.pi * done))
 
 
 @dataclass
@@ -302,7 +303,7 @@ class Trainer:
         try:
             while step < train.ae_steps:
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, train.ae_steps, schedule, train.ae_learning_rate)
+                    group["lr"] = learning_rate(step, step / train.ae_steps, schedule, train.ae_learning_rate)
                 anchors = rng.integers(0, frames.num_frames, train.ae_batch_size)
                 which = rng.integers(0, len(cameras), train.ae_batch_size)
                 images = np.empty((train.ae_batch_size, height, width, 3), np.uint8)
@@ -317,7 +318,8 @@ class Trainer:
                 optimizer.step()
                 step += 1
                 self.progress["autoencoder_step"] = step
-                smoothed = float(loss) if smoothed is None else 0.95 * smoothed + 0.05 * float(loss)
+                value = loss.item()
+                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
                 now = time.perf_counter()
                 bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{train.ae_batch_size / max(now - tick, 1e-9):.0f}")
                 tick = now
@@ -361,6 +363,7 @@ class Trainer:
             save_checkpoint(o.out, model, normalization, summary)
             save_resume_state(o.out, optimizer, {"torch_rng": torch.get_rng_state()}, {**summary, "numpy_rng": sampler.rng.bit_generator.state})
 
+        budget_start_s = self.progress.setdefault("transformer_budget_start_s", self.cpu_used_s())  # LR anneals over the CPU budget left
         bar = tqdm(total=train.steps, initial=step, desc="transformer", unit="step", disable=not accelerator.is_main_process or o.quiet)
         smoothed: dict[str, float] = {}
         tick = time.perf_counter()
@@ -370,8 +373,11 @@ class Trainer:
                 if o.max_cpu_minutes is not None and self.cpu_used_s() >= 60.0 * o.max_cpu_minutes:
                     stop_reason = "cpu budget"
                     break
+                done = step / train.steps
+                if o.max_cpu_minutes is not None:
+                    done = max(done, (self.cpu_used_s() - budget_start_s) / max(60.0 * o.max_cpu_minutes - budget_start_s, 1e-9))
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, train.steps, train)
+                    group["lr"] = learning_rate(step, done, train)
                 parts_of_batch = []
                 if n_policy:
                     parts_of_batch.append(sampler.sample(n_policy, labelled_only=True))

@@ -1,0 +1,157 @@
+"""Training on freshly generated sim episodes: checkpoints, resume, finetuning, Ctrl-C, evaluation."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wam_ros.data import DatasetWriter
+from wam_ros.model import load_policy
+from wam_ros.model import train as train_module
+from wam_ros.model.checkpoint import load_checkpoint
+from wam_ros.model.evaluate import contact_sheet, evaluate_closed_loop, evaluate_offline, offline_samples
+from wam_ros.model.train import TrainOptions, Trainer
+
+TINY_PRESET = """
+model:
+  horizon: 8
+  execute_steps: 4
+  n_obs_frames: 2
+  future_offset: 4
+  autoencoder: {kind: conv, stem_stride: 4, channels: [8, 16], latent_channels: 4}
+  transformer: {width: 32, depth: 2, heads: 2, patch_size: 3}
+  diffusion: {policy_steps: 2, video_steps: 2}
+train:
+  batch_size: 8
+  steps: 6
+  ae_steps: 4
+  ae_batch_size: 4
+  warmup_steps: 2
+  checkpoint_every: 3
+  num_threads: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def sim_dataset(tmp_path_factory) -> Path:
+    """Two fresh pick-place expert episodes from the MuJoCo sim, plus one of them without actions."""
+    from wam_ros.robot import load_robot_config
+    from wam_ros.sim import TabletopEnv
+    from wam_ros.sim.demos import dataset_info, record_demo
+
+    root = tmp_path_factory.mktemp("sim") / "demos"
+    robot = load_robot_config("panda_sim")
+    with TabletopEnv(robot) as env:
+        writer = DatasetWriter(root, dataset_info(robot, env))
+        episodes = [record_demo(env, "pick_place", seed, max_steps=40).episode for seed in (0, 1)]
+    for episode in episodes:
+        writer.add(episode)
+    episodes[1].actions = None  # video-only cotraining data
+    writer.add(episodes[1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("preset") / "tiny.yaml"
+    path.write_text(TINY_PRESET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(sim_dataset, preset, tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("run") / "checkpoint"
+    Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(preset), quiet=True)).run()
+    torch.set_num_threads(threads)
+    return out
+
+
+def _training(directory: Path) -> dict:
+    return json.loads((directory / "config.json").read_text())["training"]
+
+
+def test_training_on_fresh_sim_episodes_writes_a_usable_checkpoint(trained, sim_dataset):
+    record = _training(trained)
+    assert record["transformer_step"] == 6 and record["autoencoder_step"] == 4 and record["finished"]
+    assert record["dataset"]["episodes"] == 3 and record["dataset"]["labelled_frames"] < record["dataset"]["frames"]
+    assert set(record["cpu_seconds"]) >= {"setup", "autoencoder", "encode", "transformer"}
+    assert all(np.isfinite(v) for v in record["losses"].values())
+    runtime = load_policy(trained)
+    assert runtime.config.cameras == ["front", "wrist"] and runtime.config.image_height == 96
+    from wam_ros.data import EpisodeDataset
+
+    episode = EpisodeDataset(sim_dataset).episode(0)
+    images = {c: np.asarray(episode.images[c][:2]) for c in runtime.config.cameras}
+    chunk = runtime.policy(images, episode.states[:2], episode.instruction)
+    assert chunk.shape == (8, 8) and np.all(np.isfinite(chunk))
+
+
+def test_resume_continues_from_the_saved_step(trained, sim_dataset, preset):
+    Trainer(TrainOptions(data=[sim_dataset], out=trained, preset=str(preset), resume=True, steps=9, quiet=True)).run()
+    record = _training(trained)
+    assert record["transformer_step"] == 9 and record["train_config"]["steps"] == 9
+
+
+def test_init_finetunes_and_keeps_the_autoencoder(trained, sim_dataset, preset, tmp_path):
+    out = tmp_path / "finetuned"
+    Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(preset), init=trained, steps=2, quiet=True)).run()
+    before, after = load_checkpoint(trained).model, load_checkpoint(out).model
+    assert all(torch.equal(a, b) for a, b in zip(before.autoencoder.state_dict().values(), after.autoencoder.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(before.transformer.state_dict().values(), after.transformer.state_dict().values()))
+    assert _training(out)["init"] == str(trained)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(sim_dataset, preset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train_module.training_loss
+
+    def interrupted_on_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_loss", interrupted_on_third_step)
+    out = tmp_path / "interrupted"
+    trainer = Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(preset), quiet=True))
+    trainer.run()
+    assert trainer.interrupted
+    record = _training(out)
+    assert record["transformer_step"] == 2 and not record["finished"] and record["stop_reason"] == "interrupted"
+    load_policy(out)  # what was done is usable
+    monkeypatch.setattr(train_module, "training_loss", real_loss)
+    Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(preset), resume=True, quiet=True)).run()
+    assert _training(out)["transformer_step"] == 6 and _training(out)["finished"]
+
+
+def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
+    parser = argparse.ArgumentParser()
+    train_module.add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), "--preset", str(preset)])
+    assert train_module.run(args) == 2
+    assert "not a dataset" in capsys.readouterr().err
+    args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--resume", "--init", str(tmp_path)])
+    assert train_module.run(args) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, tmp_path):
+    from wam_ros.data import EpisodeDataset
+
+    runtime = load_policy(trained)
+    samples = offline_samples(runtime, EpisodeDataset(sim_dataset), 2)
+    report = evaluate_offline(runtime, samples, [1, 2], quiet=True)
+    assert set(report.policy_action_rmse_by_steps) == {1, 2}
+    assert report.copy_last_frame_pixel_mse >= 0 and report.forward_pixel_mse > 0 and 0 <= report.progress_mae <= 1
+    contact_sheet(runtime, samples, tmp_path / "sheet.png")
+    import cv2
+
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet.shape[1] == 2 * 4 * 96 and sheet.shape[0] == 24 + 2 * 2 * 2 * 96
+    closed = evaluate_closed_loop(runtime, "pick_place", [7], max_steps=8, quiet=True)
+    assert closed.steps == [8] and closed.successes == [False] and closed.policy_calls == 2
