@@ -181,6 +181,29 @@ def test_reset_step_observation_and_images(env):
     assert env.step(np.append(ROBOT.arm.home_rad, 0.04)).time_s == pytest.approx(2 * SimConfig().control_period_s)
 
 
+def test_depth_and_large_views(env):
+    env.reset("reach", 0)
+    depth = env.render_depth(["front"])["front"]
+    assert depth.shape == (96, 96) and depth.dtype == np.float32
+    assert 0.5 < float(depth[48, 48]) < 2.0  # the table centre, about 1.2 m from the front camera
+    view = env.render_camera("front", 240, 320)
+    assert view.shape == (240, 320, 3) and view.std() > 5
+    with pytest.raises(KeyError, match="no simulated camera"):
+        env.render(["side"])
+
+
+def test_sim_config_errors_name_the_key():
+    import dataclasses
+
+    from wam_ros.robot import ConfigError
+
+    with pytest.raises(ConfigError, match=r"robot\.sim\.bogus: unknown key"):
+        SimConfig.from_robot(dataclasses.replace(ROBOT, extra={"sim": {"bogus": 1}}))
+    with pytest.raises(ConfigError, match=r"robot\.sim\.cube_size_m"):
+        SimConfig.from_robot(dataclasses.replace(ROBOT, extra={"sim": {"cube_size_m": 0.09}}))
+    assert SimConfig.from_robot(dataclasses.replace(ROBOT, extra={"sim": {"cube_mass_kg": 0.1}})).cube_mass_kg == 0.1
+
+
 def test_joint_targets_are_tracked_within_10_mrad(env):
     observation = env.reset("reach", 0)
     start = observation.state[:7].copy()

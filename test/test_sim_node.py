@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import signal
 import struct
 import sys
 import time
@@ -10,11 +9,10 @@ import time
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
+from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-from rclpy.serialization import deserialize_message
 
 from ros_harness import Processes, RosProbe, wait_until
 from wam_ros.msg import GripperCommand, ImpedanceGains, TaskStatus
