@@ -193,6 +193,7 @@ class SafetyBridgeCore:
         self._gripper_sent_m: float | None = None
         self.measured_gripper_m: float | None = None
         self._motion_failures = 0
+        self._jacobian: tuple[np.ndarray, np.ndarray] | None = None  # TCP Jacobian and rotation at the commanded position
         state = latch.read()
         if state.latched:
             self.mode = Mode.ESTOP
@@ -394,6 +395,7 @@ class SafetyBridgeCore:
         assert self.measured is not None
         self.follower.reset(self.limits.clip_positions(self.measured.position, self.measured.position), velocity)
         self.tcp_m = self.kinematics.positions(self.follower.position)
+        self._jacobian = None
         self.commanding = True
 
     def _stop(self, mode: Mode, reason: str, now_s: float, reset: bool = False, at_measured: bool = False) -> None:
@@ -480,6 +482,7 @@ class SafetyBridgeCore:
         result = self.guard.apply(previous, self.tcp_m, candidate)
         self.follower.commit(result.position)
         self.tcp_m = result.tcp_position_m
+        self._jacobian = None if result.jacobian is None else (result.jacobian, result.tcp_rotation)
         self.active_limits.extend(result.clipped)
         if "non_finite" in result.clipped:
             self._stop(Mode.HOLD, "internal: non-finite command replaced by the previous one", now_s)
@@ -493,12 +496,19 @@ class SafetyBridgeCore:
         if np.any(clipped != target):
             velocity = np.zeros_like(velocity)
         clipped = self._pull_into_box(clipped)
-        jac, _, _ = self.kinematics.jacobian(self.follower.position)
+        jac, _ = self._jacobian_here()
         direction = clipped - self.follower.position
-        if np.linalg.norm(direction) < 1e-9:
+        if float(direction @ direction) < 1e-18:
             direction = self.follower.velocity
         limit = speed_capped_velocity_limit(self.limits, jac[:3], direction)
         return self.follower.track(clipped, velocity, limit)
+
+    def _jacobian_here(self) -> tuple[np.ndarray, np.ndarray]:
+        """TCP Jacobian and rotation at the commanded position (the guard's, when it computed them)."""
+        if self._jacobian is None:
+            jac, _, rotation = self.kinematics.jacobian(self.follower.position)
+            self._jacobian = (jac, rotation)
+        return self._jacobian
 
     def _pull_into_box(self, target: np.ndarray) -> np.ndarray:
         """Move a target whose TCP lies outside the box back towards the commanded position until it is inside."""
@@ -516,7 +526,7 @@ class SafetyBridgeCore:
 
     def _servo(self, twist: _Twist) -> np.ndarray:
         """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion."""
-        jac, _, rotation = self.kinematics.jacobian(self.follower.position)
+        jac, rotation = self._jacobian_here()
         linear, angular = twist.linear_m_s, twist.angular_rad_s
         if twist.in_tool_frame:
             linear, angular = rotation @ linear, rotation @ angular

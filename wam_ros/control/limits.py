@@ -74,9 +74,8 @@ class Limits:
 
     def box_distance_m(self, position_m: np.ndarray) -> np.ndarray:
         """Distance of TCP position(s) (..., 3) outside the workspace box; 0 inside."""
-        below = np.maximum(self.workspace_min_m - position_m, 0.0)
-        above = np.maximum(position_m - self.workspace_max_m, 0.0)
-        return np.linalg.norm(below + above, axis=-1)
+        outside = np.maximum(self.workspace_min_m - position_m, 0.0) + np.maximum(position_m - self.workspace_max_m, 0.0)
+        return np.sqrt(np.einsum("...i,...i->...", outside, outside))
 
     def clip_positions(self, q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
         """Clip into the position band; with ``previous``, a joint already outside may stay where it is."""
@@ -88,11 +87,14 @@ class Limits:
 
 @dataclass
 class GuardResult:
-    """The guarded command and the names of the limits that changed it (empty when none did)."""
+    """The guarded command, its TCP position, the names of the limits that changed it (empty when
+    none did) and, when the candidate passed unshortened, the TCP Jacobian and rotation at it."""
 
     position: np.ndarray
     tcp_position_m: np.ndarray
     clipped: list[str]
+    jacobian: np.ndarray | None = None
+    tcp_rotation: np.ndarray | None = None
 
 
 class SafetyGuard:
@@ -121,9 +123,9 @@ class SafetyGuard:
             delta = delta / excess[worst]
             clipped.append(f"joint_step:{limits.joint_names[worst]}")
         target = previous + delta
-        tcp = self.kinematics.positions(target)
+        jacobian, tcp, rotation = self.kinematics.jacobian(target)  # the Jacobian serves the next cycle
         if self._cartesian_ok(previous_tcp_m, tcp[None, :]).all():
-            return GuardResult(target, tcp, clipped)
+            return GuardResult(target, tcp, clipped, jacobian, rotation)
         # Shorten the step: the largest fraction such that every shorter one tried is fine too.
         candidates = previous + _FRACTIONS[:, None] * delta
         tcps = self.kinematics.positions(candidates)
@@ -143,23 +145,46 @@ class SafetyGuard:
         return self.limits.box_distance_m(tcps) <= self.limits.box_distance_m(previous_tcp_m) + TOLERANCE
 
     def _speed_ok(self, previous_tcp_m: np.ndarray, tcps: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(tcps - previous_tcp_m, axis=-1) <= self.tcp_step_max_m - TOLERANCE
+        step = tcps - previous_tcp_m
+        return np.einsum("...i,...i->...", step, step) <= (self.tcp_step_max_m - TOLERANCE) ** 2
 
 
 def check_output(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, output: np.ndarray) -> list[str]:
     """Every invariant ``output`` breaks relative to ``previous`` (empty list: safe). Independent of the guard."""
-    problems: list[str] = []
+    return _check(limits, kinematics, period_s, previous, kinematics.positions(previous), output)[0]
+
+
+def _check(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, previous_tcp_m: np.ndarray,
+           output: np.ndarray) -> tuple[list[str], np.ndarray | None]:
+    """Problems of ``output`` and its TCP position (None when it is not even finite)."""
     if output.shape != previous.shape or not np.all(np.isfinite(output)):
-        return ["non-finite or misshaped output"]
+        return ["non-finite or misshaped output"], None
+    problems: list[str] = []
     lower = np.minimum(limits.lower_rad, previous) - TOLERANCE
     upper = np.maximum(limits.upper_rad, previous) + TOLERANCE
     if np.any(output < lower) or np.any(output > upper):
         problems.append("joint position outside the limits")
     if np.any(np.abs(output - previous) > limits.step_max_rad(period_s) + TOLERANCE):
         problems.append("joint step above the velocity or step limit")
-    tcp_before, tcp_after = kinematics.positions(previous), kinematics.positions(output)
-    if limits.box_distance_m(tcp_after) > limits.box_distance_m(tcp_before) + 1e-7:
+    tcp = kinematics.positions(output)
+    if limits.box_distance_m(tcp) > limits.box_distance_m(previous_tcp_m) + 1e-7:
         problems.append("TCP left the workspace box")
-    if np.linalg.norm(tcp_after - tcp_before) > limits.ee_speed_max_m_s * period_s + 1e-7:
+    if np.linalg.norm(tcp - previous_tcp_m) > limits.ee_speed_max_m_s * period_s + 1e-7:
         problems.append("TCP faster than the speed cap")
-    return problems
+    return problems, tcp
+
+
+class OutputChecker:
+    """:func:`check_output` over a stream of outputs, each against the one before (one FK per output)."""
+
+    def __init__(self, limits: Limits, kinematics: ChainKinematics, period_s: float, start: np.ndarray) -> None:
+        self.limits, self.kinematics, self.period_s = limits, kinematics, period_s
+        self.previous = np.array(start, dtype=float)
+        self.previous_tcp_m = kinematics.positions(self.previous)
+
+    def check(self, output: np.ndarray) -> list[str]:
+        """Problems of ``output``; it then becomes the reference for the next one."""
+        problems, tcp = _check(self.limits, self.kinematics, self.period_s, self.previous, self.previous_tcp_m, output)
+        if tcp is not None:
+            self.previous, self.previous_tcp_m = np.array(output, dtype=float), tcp
+        return problems

@@ -8,6 +8,8 @@ new state, so the next cycle continues from what was really sent.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import ruckig
 
@@ -117,11 +119,12 @@ def speed_capped_velocity_limit(limits: Limits, jacobian_linear: np.ndarray, dir
     speed ``s`` moves the TCP at ``s * |J_v u|``, so ``s`` is capped at
     ``safety_factor * ee_speed_max / |J_v u|`` and spread over the joints by ``|u_i|``.
     """
-    norm = float(np.linalg.norm(direction))
+    norm = math.sqrt(float(direction @ direction))
     if norm < 1e-12:
         return limits.velocity_max_rad_s.copy()
     unit = direction / norm
-    tcp_gain = float(np.linalg.norm(jacobian_linear @ unit))
+    tcp_velocity = jacobian_linear @ unit
+    tcp_gain = math.sqrt(float(tcp_velocity @ tcp_velocity))
     if tcp_gain < 1e-12:
         return limits.velocity_max_rad_s.copy()
     speed = safety_factor * limits.ee_speed_max_m_s / tcp_gain
