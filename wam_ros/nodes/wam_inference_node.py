@@ -41,7 +41,7 @@ class Parameters:
     cpu_threads: int = param(2, "torch intra-op threads on cpu")
     instruction: str = param("", "subtask instruction used until a Subtask message arrives")
     sampling_steps: int = param(0, "denoising steps for policy mode; 0 = the checkpoint's default")
-    execute_actions: int = param(8, "actions of a chunk executed before the next chunk should take over")
+    execute_actions: int = param(0, "actions of a chunk executed before the next one takes over; 0 = the checkpoint's execute_steps")
     rtc_enabled: bool = param(True, "freeze the actions that execute during inference (real-time chunking)")
     initial_latency_s: float = param(0.1, "latency assumed before the first measurement [s]")
     sync_tolerance_s: float = param(0.02, "largest stamp difference between paired camera frames [s]")
@@ -60,7 +60,6 @@ class WamInference(LifecycleNode):
         self.runtime: Any = None
         self.robot: RobotConfig | None = None
         self.assembler: ObservationAssembler | None = None
-        self.model_lock = threading.Lock()
         self.stop_worker = threading.Event()
         self.worker: threading.Thread | None = None
         self.entities: list[Any] = []
@@ -72,6 +71,8 @@ class WamInference(LifecycleNode):
         self.not_ready: str = "not configured"
         self.jumps: list[float] = []
         self.chunk_times: list[float] = []
+        self._joint_index: dict[str, int] | None = None
+        self.device = ""
         if self.params.autostart:
             autostart(self)
 
@@ -104,7 +105,7 @@ class WamInference(LifecycleNode):
         started = time.perf_counter()
         self.runtime = load_policy(checkpoint, device=device, dtype=dtypes[p.dtype])
         config = self.runtime.config
-        missing = [c for c in config.camera_names if c not in {cam.name for cam in self.robot.cameras}]
+        missing = [c for c in config.cameras if c not in {cam.name for cam in self.robot.cameras}]
         if missing:
             raise ValueError(f"the model uses cameras {missing} that robot {self.robot.name} does not have")
         state_dim = self.robot.arm.dof + (1 if self.robot.gripper.joint_names else 0)
@@ -113,14 +114,18 @@ class WamInference(LifecycleNode):
         self.runtime.warmup()
         self.get_logger().info(
             f"loaded {self.runtime.model_id} on {device} ({p.dtype}) in {time.perf_counter() - started:.1f} s; "
-            f"horizon {config.horizon} x {config.control_period_s:g} s, cameras {list(config.camera_names)}"
+            f"horizon {config.horizon} x {config.control_period_s:g} s, cameras {list(config.cameras)}"
         )
         self.device = device
         self.assembler = ObservationAssembler(
-            list(config.camera_names), config.n_obs_frames, config.control_period_s, p.sync_tolerance_s, p.max_input_age_s
+            list(config.cameras),
+            config.n_obs_frames,
+            config.obs_frame_stride * config.control_period_s,
+            p.sync_tolerance_s,
+            p.max_input_age_s,
         )
         sensors = MutuallyExclusiveCallbackGroup()
-        for camera in config.camera_names:
+        for camera in config.cameras:
             topic = self.robot.camera(camera).image_topic
             self.entities.append(
                 self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS, callback_group=sensors)
@@ -132,7 +137,6 @@ class WamInference(LifecycleNode):
         self.prediction_pub = self.create_publisher(Image, "/wam/inference/prediction", qos.SENSORS)
         self.entities += [self.chunk_pub, self.diag_pub, self.prediction_pub]
         self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine))
-        self._joint_index: dict[str, int] | None = None
         self.not_ready = "inactive"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -225,7 +229,8 @@ class WamInference(LifecycleNode):
         if self.current is None:
             return True
         period = self.current.period_s
-        return now_s >= self.current.stamp_s + self.params.execute_actions * period - self.latency.estimate_s()
+        execute = self.params.execute_actions or self.runtime.config.execute_steps
+        return now_s >= self.current.stamp_s + execute * period - self.latency.estimate_s()
 
     def _work(self) -> None:
         while not self.stop_worker.is_set():
@@ -249,14 +254,13 @@ class WamInference(LifecycleNode):
         prefix = None
         if self.params.rtc_enabled:
             prefix = frozen_prefix(self.current, observation.stamp_s, config.control_period_s, self.latency.estimate_s(), config.horizon)
-        with self.model_lock:
-            actions = self.runtime.policy(
-                observation.images,
-                observation.state,
-                self.subtask.instruction,
-                steps=self.params.sampling_steps or None,
-                frozen_prefix=prefix,
-            )
+        actions = self.runtime.policy(
+            observation.images,
+            observation.state,
+            self.subtask.instruction,
+            steps=self.params.sampling_steps or None,
+            frozen_prefix=prefix,
+        )
         actions = np.asarray(actions, dtype=np.float64)
         chunk = TimedChunk(observation.stamp_s, config.control_period_s, actions)
         msg = self._chunk_message(chunk)
@@ -315,10 +319,7 @@ class WamInference(LifecycleNode):
                 grippers = np.full(config.horizon, observation.state[-1, dof])
             actions = np.concatenate([joints.reshape(config.horizon, dof), grippers[:, None]], axis=1)
         started = time.perf_counter()
-        with self.model_lock:
-            frames, progress = self.runtime.imagine(
-                observation.images, observation.state, request.instruction or self.subtask.instruction, actions
-            )
+        frames, progress = self.runtime.imagine(observation.images, observation.state, request.instruction or self.subtask.instruction, actions)
         response.latency_s = time.perf_counter() - started
         response.success = True
         response.progress = float(progress)

@@ -44,9 +44,12 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
     return cls(**values)
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False) -> int:
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False,
+             executor: Callable[[], Any] | None = None) -> int:
     """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
 
+    ``executor`` makes the executor (anything with ``add_node`` and ``spin``); by default a
+    single- or multithreaded one per ``multithreaded``.
     Construction errors (bad parameters, missing files) are logged and give exit code 1.
     """
     rclpy.init(args=sys.argv if args is None else args)
@@ -54,19 +57,18 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
     code = 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        spinner = executor() if executor is not None else MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        spinner.add_node(node)
+        spinner.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except SystemExit as error:
-        code = int(error.code or 0)
     except Exception as error:  # noqa: BLE001 - report any failure as a clear message and exit code
         name = node.get_name() if node is not None else "node"
         print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         code = 1
     finally:
         if node is not None:
+            code = code or getattr(node, "exit_code", 0)
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
@@ -84,11 +86,12 @@ def autostart(node: Any) -> None:
     def start() -> None:
         timer.cancel()
         node.destroy_timer(timer)
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().fatal("configure failed; exiting")
-            raise SystemExit(1)
-        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().fatal("activate failed; exiting")
-            raise SystemExit(1)
+        for transition, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal(f"{transition} failed; exiting")
+                # Ends executor.spin() in run_node from any executor thread; run_node returns this code.
+                node.exit_code = 1
+                node.context.try_shutdown()
+                return
 
     timer = node.create_timer(0.0, start)
