@@ -308,7 +308,8 @@ class SafetyBridgeCore:
         if frame_id not in ("", self.robot.base_frame, self.robot.tcp_frame):
             self.report("teleop_command", f"twist frame {frame_id!r} refused; use {self.robot.base_frame!r} or {self.robot.tcp_frame!r}")
             return False
-        speed, turn = float(np.linalg.norm(linear)), float(np.linalg.norm(angular))
+        with np.errstate(over="ignore"):  # 1e300 m/s is finite but its norm is not: clipped to the cap all the same
+            speed, turn = float(np.linalg.norm(linear)), float(np.linalg.norm(angular))
         if speed > self.limits.ee_speed_max_m_s:
             linear = linear * (self.limits.ee_speed_max_m_s / speed)
             self.report("ee_speed", f"teleop linear speed {speed:.3f} m/s clipped to {self.limits.ee_speed_max_m_s} m/s")
