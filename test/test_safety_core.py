@@ -247,9 +247,10 @@ def test_watchdog_deadline_to_hold_within_one_period(tmp_path):
     core.on_joint_state(NAMES, HOME, [], 0.0)
     core.request_mode(Mode.AUTONOMY, "", False, 0.0)
     now, _ = run(core, 0.0, 100)  # no chunk at all: the silent-inference deadline is 0.3 s
-    assert core.mode == Mode.HOLD and core.last_watchdog.name == "inference_silent"
+    assert core.mode == Mode.HOLD and core.last_watchdog.name == "inference_silent" and not core.status(now).watchdogs_ok
     assert 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9 <= ROBOT.safety.watchdog_margin_s
     core.request_mode(Mode.TELEOP, "", False, now)
+    assert core.status(now).watchdogs_ok
     now, _ = run(core, now, 10)
     now, _ = run(core, now, 40, feed=False)  # joint states stop
     assert core.mode == Mode.HOLD and core.last_watchdog.name == "joint_states"

@@ -175,6 +175,7 @@ class SafetyBridgeCore:
         self.last_stop_reason = ""
         self.last_stop_stamp_s = 0.0
         self.last_watchdog: _Watchdog | None = None
+        self.watchdog_holding = False  # HOLD was caused by a watchdog and no mode request came since
         self.violation_count = 0
         self.pending_violations: list[str] = []
         self.active_limits: list[str] = []
@@ -223,7 +224,7 @@ class SafetyBridgeCore:
             action_chunk_age_s=age(self.last_chunk_s),
             joint_state_age_s=age(self.measured.received_s if self.measured else None),
             teleop_command_age_s=age(self.last_teleop_s),
-            watchdogs_ok=self.mode not in (Mode.HOLD, Mode.ESTOP) or self.last_watchdog is None,
+            watchdogs_ok=not self.watchdog_holding,
             last_stop_reason=self.last_stop_reason,
             last_stop_stamp_s=self.last_stop_stamp_s,
             command_source=", ".join(holders),
@@ -375,6 +376,7 @@ class SafetyBridgeCore:
         """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
         previous = self.mode
         self.mode = mode
+        self.watchdog_holding = False
         self.timeline = None
         self.twist = None
         self.joint_target = None
@@ -412,6 +414,7 @@ class SafetyBridgeCore:
         self.mode = mode
         self.last_stop_reason = reason
         self.last_stop_stamp_s = now_s
+        self.watchdog_holding = False  # trip() sets it again after a watchdog stop
         self.timeline = None
         self.twist = None
         self.joint_target = None
@@ -428,6 +431,7 @@ class SafetyBridgeCore:
         """A watchdog passed its deadline: HOLD, recording the deadline-to-HOLD time."""
         self.last_watchdog = _Watchdog(name, deadline_s, now_s)
         self._stop(Mode.HOLD, f"watchdog {name}: deadline passed {(now_s - deadline_s) * 1e3:.1f} ms ago", now_s)
+        self.watchdog_holding = True
 
     def _check_watchdogs(self, now_s: float) -> None:
         if self.mode not in MOTION_MODES:
