@@ -216,8 +216,8 @@ class SimNode(LifecycleNode):
     def _log_stats(self, stats: Any) -> None:
         cameras = ", ".join(f"{name} {rate:.1f} Hz" for name, rate in stats.camera_rates_hz.items())
         self.get_logger().info(f"real-time factor {stats.real_time_factor:.2f}, "
-                               f"physics + control law {stats.advance_us_per_physics_step:.0f} us per 1 ms step "
-                               f"({stats.advance_cpu_us_per_physics_step:.0f} us CPU), cameras {cameras}")
+                               f"physics + control law {stats.advance_us_per_physics_step:.0f} us per 1 ms step, physics "
+                               f"thread {stats.thread_cpu_us_per_physics_step:.0f} us CPU per step, cameras {cameras}")
 
     def _camera_info(self, name: str) -> CameraInfo:
         camera = self.robot.camera(name)

@@ -52,6 +52,10 @@ class LinearRamp:
         self.velocity = (self.goal - self.start) / duration if duration > 0 else np.zeros_like(self.goal)
 
     def sample(self, times_s: np.ndarray, positions_out: np.ndarray, velocities_out: np.ndarray) -> None:
+        if times_s[0] >= self.t1_s:  # holding: the cheap, common case
+            positions_out[:] = self.goal
+            velocities_out[:] = 0.0
+            return
         duration = self.t1_s - self.t0_s
         fraction = np.clip((times_s - self.t0_s) / duration, 0.0, 1.0) if duration > 0 else np.ones_like(times_s)
         np.multiply(fraction[:, None], self.goal - self.start, out=positions_out)
@@ -367,8 +371,10 @@ class TabletopEnv:
 
     def joint_efforts(self) -> np.ndarray:
         """Commanded arm torques [N m] then the force on each finger [N]."""
-        finger_force = float(self.data.actuator_force[self._gripper_actuator]) / 2
-        return np.concatenate([self._torque, np.full(len(self._finger_dof), finger_force)])
+        efforts = np.empty(self.dof + len(self._finger_dof))
+        efforts[: self.dof] = self._torque
+        efforts[self.dof :] = self.data.actuator_force[self._gripper_actuator] / 2
+        return efforts
 
     def observation(self) -> Observation:
         data = self.data

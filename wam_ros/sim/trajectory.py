@@ -117,6 +117,10 @@ class TrajectoryFollower:
         knots = self._knots
         times = np.asarray(times_s, float)
         last = len(knots.times_s) - 1
+        if times[0] >= knots.times_s[-1]:  # after the last point: hold it (the cheap, common case)
+            positions_out[:] = knots.positions[-1]
+            velocities_out[:] = 0.0
+            return
         # Segment i runs from knot i to knot i + 1.
         index = np.clip(np.searchsorted(knots.times_s, times, side="right") - 1, 0, max(last - 1, 0))
         if last == 0:
