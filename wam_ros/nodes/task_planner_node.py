@@ -360,6 +360,9 @@ class _GoalRun:
             f"plan r{self.revision} in {plan.planning_time_s:.1f} s: {[str(s) for s in plan.steps]} ({plan.message}); "
             f"proposals {stats.proposals}, invalid {stats.invalid}, cut by a limit {stats.truncated}" + (f" {stats.reasons}" if stats.reasons else "")
         )
+        if plan.imagined:
+            imagined = ", ".join(f"{k!r}: {'no answer' if v is None else f'{v:.2f}'}" for k, v in plan.imagined.items())
+            self.log().info(f"imagined progress: {imagined}")
         if plan.ok:
             node.plan_pub.publish(node.plan_message(plan, None, self.revision))
         return plan.ok

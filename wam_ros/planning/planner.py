@@ -52,6 +52,7 @@ class Plan:
     planning_time_s: float
     proposal_stats: ProposalStats = field(default_factory=ProposalStats)
     search: SearchResult | None = None
+    imagined: dict[str, float | None] = field(default_factory=dict)  # step instruction -> imagined progress (None: no answer)
 
     @property
     def ok(self) -> bool:
@@ -142,7 +143,7 @@ class TaskPlanner:
         evaluator: PlanEvaluator | None = None,
     ) -> Plan:
         imagined = evaluator.imagined_progress if evaluator is not None and evaluator.imagined_progress else {}
-        scores = tuple(float(imagined.get(step) if imagined.get(step) is not None else value) for step in steps)
+        scores = tuple(float(imagined[step]) if imagined.get(step) is not None else value for step in steps)
         return Plan(
             instruction=instruction,
             steps=steps,
@@ -155,4 +156,5 @@ class TaskPlanner:
             planning_time_s=time.perf_counter() - started,
             proposal_stats=stats or ProposalStats(),
             search=search,
+            imagined={self.domain.instruction(step): progress for step, progress in imagined.items()},
         )
