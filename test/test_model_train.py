@@ -155,3 +155,32 @@ def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, 
     assert sheet.shape[1] == 2 * 4 * 96 and sheet.shape[0] == 24 + 2 * 2 * 2 * 96
     closed = evaluate_closed_loop(runtime, "pick_place", [7], max_steps=8, quiet=True)
     assert closed.steps == [8] and closed.successes == [False] and closed.policy_calls == 2
+
+
+def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):
+    """A supervisor's SIGTERM ends `wam-ros train` with a checkpoint and a resumable state."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long_preset = tmp_path / "long.yaml"
+    long_preset.write_text(preset.read_text().replace("steps: 6", "steps: 100000").replace("checkpoint_every: 3", "checkpoint_every: 2"))
+    out = tmp_path / "terminated"
+    command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(long_preset)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "resume" / "state.json").is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    record = _training(out)
+    assert record["stop_reason"] == "interrupted" and record["transformer_step"] >= 2

@@ -228,12 +228,19 @@ class WorldActionTransformer(nn.Module):
             horizon = actions.shape[1]
             parts.append(self.action_embed(actions) + self.action_position[:horizon])
             first = 1 if future is not None else 0
-            rows.append(self._group_condition(condition, GROUP_ACTION, t_actions))
-            row_of_token += list(range(first, first + horizon))
+            if b == 1:
+                # One sample (inference): actions share few distinct timesteps (one, or two with a
+                # frozen prefix), so modulate per distinct timestep, not per action.
+                distinct, which = torch.unique(t_actions[0], return_inverse=True)
+                rows.append(self._group_condition(condition, GROUP_ACTION, distinct.unsqueeze(0)))
+                row_of_token += (first + which).tolist()
+            else:
+                rows.append(self._group_condition(condition, GROUP_ACTION, t_actions))
+                row_of_token += list(range(first, first + horizon))
             masks.append((actions_present if actions_present is not None else all_present).unsqueeze(1).expand(b, horizon))
         parts.append(self.register.expand(b, 1, -1))
         rows.append(self._group_condition(condition, GROUP_REGISTER, t_future).unsqueeze(1))
-        row_of_token.append(max(row_of_token, default=-1) + 1)
+        row_of_token.append(sum(r.shape[1] for r in rows) - 1)
         masks.append(torch.ones(b, 1, dtype=torch.bool, device=device))
         tokens = torch.cat(parts, dim=1)
         row_condition = torch.cat(rows, dim=1)
@@ -253,8 +260,7 @@ class WorldActionTransformer(nn.Module):
             offset = n
         if actions is not None:
             n = actions.shape[1]
-            first = 1 if future is not None else 0
-            action_velocity = self.action_out(tokens[:, offset : offset + n], row_condition[:, first : first + n])
+            action_velocity = self.action_out(tokens[:, offset : offset + n], row_condition[:, index[offset : offset + n]])
         progress_logit = self.progress_out(tokens[:, -1]).squeeze(-1)
         return Prediction(future_velocity, action_velocity, progress_logit)
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,16 @@ class Trainer:
         return model, train
 
     def run(self) -> Path:
+        """Train; SIGTERM is handled like Ctrl-C (checkpoint and resumable state are saved)."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+        try:
+            return self._run()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> Path:
         from accelerate import Accelerator
 
         o = self.options
@@ -421,6 +433,10 @@ class Trainer:
             f"[train] saved {o.out} at step {step} ({stop_reason}); {self.cpu_used_s() / 60:.1f} CPU-minutes in all; "
             f"losses {', '.join(f'{k} {v:.4f}' for k, v in smoothed.items())}"
         )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _concat(batches: list[Batch]) -> Batch:
