@@ -118,7 +118,7 @@ class TabletopEnv:
         arm_dof = [int(model.joint(name).dofadr[0]) for name in robot.arm.joint_names]
         if arm_qpos != list(range(arm_qpos[0], arm_qpos[0] + self.dof)) or arm_dof != list(range(arm_dof[0], arm_dof[0] + self.dof)):
             raise RuntimeError("arm joints are not contiguous in the MuJoCo model")
-        self._arm_dofs = np.array(arm_dof)
+        self._arm_dofs = slice(arm_dof[0], arm_dof[0] + self.dof)
         self._finger_qpos = np.array([int(model.joint(n).qposadr[0]) for n in robot.gripper.joint_names])
         self._finger_dof = np.array([int(model.joint(n).dofadr[0]) for n in robot.gripper.joint_names])
         # Views into MjData, made once: the per-step loop reads and writes them without allocating.
@@ -133,7 +133,6 @@ class TabletopEnv:
         self._tcp_rotation = data.xmat[self._tcp].reshape(3, 3)
         self._jacobian = np.zeros((6, model.nv))
         self._cube_qpos = {c: int(model.joint(c).qposadr[0]) for c in CUBES}
-        self._cube_body = {c: int(model.body(c).id) for c in CUBES}
         self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET)}
         fingers = {int(model.body(name).id) for name in ("panda_leftfinger", "panda_rightfinger")}
         self._finger_geoms = np.array([g for g in range(model.ngeom) if model.geom_bodyid[g] in fingers])
@@ -233,8 +232,9 @@ class TabletopEnv:
             raise ValueError(f"action has non-finite values: {action.tolist()}")
         width = float(np.clip(action[-1], self.robot.gripper.width_min_m, self.robot.gripper.width_max_m))
         period = self.config.control_period_s
+        start = self._arm_target if self.mode == JOINT_MODE else self._q.copy()  # from Cartesian mode: from where the arm is
         self.mode = JOINT_MODE
-        self._motion = LinearRamp(self._arm_target, action[: self.dof], self.data.time, self.data.time + period)
+        self._motion = LinearRamp(start, action[: self.dof], self.data.time, self.data.time + period)
         self._arm_target = action[: self.dof].copy()
         self._gripper_goal_m = width
         self.advance(period)
@@ -336,7 +336,7 @@ class TabletopEnv:
                 mujoco.mj_step2(model, data)
         else:
             cartesian = self.cartesian_law
-            jacobian, arm = self._jacobian, slice(int(self._arm_dofs[0]), int(self._arm_dofs[0]) + self.dof)
+            jacobian, arm = self._jacobian, self._arm_dofs
             for k in range(steps):
                 mujoco.mj_step1(model, data)
                 mujoco.mj_jacBody(model, data, jacobian[:3], jacobian[3:], self._tcp)
