@@ -4,7 +4,7 @@ Each case starts a bridge core at a random arm pose (often beyond the joint marg
 TCP outside the workspace box), enters TELEOP or AUTONOMY and feeds a random sequence of inputs:
 chunks with NaN/inf, huge jumps, wrong joint names and lengths, stale and future stamps,
 out-of-box targets; teleop twists and joint commands; mode requests; joint states that stop.
-After every output cycle :func:`wam_ros.control.limits.check_output` must find nothing.
+After every output cycle the independent checker (:class:`wam_ros.control.limits.OutputChecker`) must find nothing.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ the workspace box -> ruckig with joint velocity limits that respect the TCP spee
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

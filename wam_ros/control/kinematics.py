@@ -227,21 +227,6 @@ class ChainKinematics:
         return jac, np.array(tip[9:]), np.array(tip[:9]).reshape(3, 3)
 
 
-def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Rotation vector [rad] that turns ``current`` into ``target`` (both 3x3), in the base frame."""
-    delta = target @ current.T
-    cos = np.clip((np.trace(delta) - 1.0) / 2.0, -1.0, 1.0)
-    angle = math.acos(cos)
-    vector = np.array([delta[2, 1] - delta[1, 2], delta[0, 2] - delta[2, 0], delta[1, 0] - delta[0, 1]])
-    if angle < 1e-9:
-        return vector / 2.0
-    if math.pi - angle < 1e-6:  # near pi: axis from the symmetric part
-        axis = np.sqrt(np.clip((np.diag(delta) + 1.0) / 2.0, 0.0, None))
-        axis = axis * np.sign(np.where(vector == 0, 1.0, vector))
-        return angle * axis / max(np.linalg.norm(axis), 1e-12)
-    return angle * vector / (2.0 * math.sin(angle))
-
-
 def damped_least_squares(jac: np.ndarray, twist: np.ndarray, damping: float) -> np.ndarray:
     """Joint velocities that best produce ``twist`` (6,) with ``jac`` (6, dof); damping keeps it finite near singularities."""
     jjt = jac @ jac.T + (damping ** 2) * np.eye(jac.shape[0])
