@@ -401,8 +401,31 @@ class Recorder(Node):
         super().destroy_node()
 
 
+class EventsSpinner:
+    """rclpy's EventsExecutor, driven by ``spin_once``.
+
+    It takes a third of the CPU per message of the SingleThreadedExecutor (16 % vs 44 % of a
+    core for 500 Hz joint states + /clock), which matters for a node that sees every message;
+    its own ``spin()`` in this rclpy neither runs timers nor returns on shutdown.
+    """
+
+    def __init__(self) -> None:
+        from rclpy.experimental import EventsExecutor
+
+        self.executor = EventsExecutor()
+        self.context: Any = None
+
+    def add_node(self, node: Node) -> None:
+        self.executor.add_node(node)
+        self.context = node.context
+
+    def spin(self) -> None:
+        while self.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
+
 def main() -> int:
-    return run_node(Recorder)
+    return run_node(Recorder, executor=EventsSpinner)
 
 
 if __name__ == "__main__":
