@@ -117,8 +117,8 @@ def test_guard_clips_steps_limits_box_and_speed():
 def test_guard_stops_at_the_workspace_wall():
     guard = SafetyGuard(LIMITS, KINEMATICS, 0.004)
     q = HOME.copy()
-    # Drive joint 2 forward until the TCP would cross the box floor or front; never leaves the box.
-    for _ in range(2000):
+    # Drive joint 2 forward until the TCP would cross the box floor or front (~0.5 m at 1 mm per step); never leaves the box.
+    for _ in range(800):
         result = guard.apply(q, KINEMATICS.positions(q), q + np.eye(7)[1] * 0.01)
         assert not check_output(LIMITS, KINEMATICS, 0.004, q, result.position)
         q = result.position
