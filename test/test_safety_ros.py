@@ -242,3 +242,35 @@ def test_a_second_publisher_is_refused_and_reported(processes, ros, tmp_path):
     finally:
         ros.executor.remove_node(impostor_node)
         impostor_node.destroy_node()
+
+
+def test_cartesian_impedance_backend_streams_poses_and_gains(processes, ros, tmp_path):
+    import yaml
+    from geometry_msgs.msg import PoseStamped
+    from scipy.spatial.transform import Rotation
+
+    from wam_ros.msg import ImpedanceGains
+
+    data = yaml.safe_load(robot_config_path("panda_sim").read_text())
+    data["robot"]["backend"]["type"] = "cartesian_impedance"
+    config = tmp_path / "panda_cartesian.yaml"
+    config.write_text(yaml.safe_dump(data))
+    start_bridge(processes, tmp_path, robot_config=str(config))
+    arm = EchoArm(ros)  # no joint trajectory comes back: the arm stays at HOME
+    statuses = status_listener(ros)
+    poses = ros.collect(PoseStamped, ROBOT.backend.target_pose_topic, qos.COMMANDS)
+    gains = ros.collect(ImpedanceGains, ROBOT.backend.gains_topic, qos.LATCHED)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_for_joint_states(statuses)
+    assert statuses[-1].backend == "cartesian_impedance"
+    wait_until(lambda: gains, 10.0, "latched impedance gains")
+    assert list(gains[-1].stiffness) == list(ROBOT.gains.cartesian_stiffness)
+    assert list(gains[-1].damping) == list(ROBOT.gains.cartesian_damping)
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    pose = wait_until(lambda: poses and poses[-1], 10.0, "a target pose")
+    position, rotation = KINEMATICS.forward(HOME)
+    p, o = pose.pose.position, pose.pose.orientation
+    assert pose.header.frame_id == ROBOT.base_frame
+    assert np.allclose([p.x, p.y, p.z], position, atol=1e-6)
+    assert np.allclose(Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix(), rotation, atol=1e-6)
+    assert arm.commands == []  # nothing on the joint trajectory topic with this backend
