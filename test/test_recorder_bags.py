@@ -64,8 +64,8 @@ def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
     return bytes(ts.serialize_cdr(msg, "wam_ros/msg/SafetyStatus"))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload_sizes=st.lists(st.integers(0, 300_000), min_size=1, max_size=12),
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload_sizes=st.lists(st.integers(0, 100_000), min_size=1, max_size=12),
        stamps=st.lists(st.integers(0, 2**62), min_size=12, max_size=12))
 def test_round_trip_keeps_every_message_byte_for_byte(tmp_path, definitions, payload_sizes, stamps):
     path = tmp_path / uuid.uuid4().hex
@@ -154,7 +154,7 @@ def test_sigkilled_writer_leaves_a_bag_readable_up_to_its_last_chunk(tmp_path, d
         flushed = 0
         for line in process.stdout:  # type: ignore[union-attr]
             flushed = int(line)
-            if flushed >= 2000:
+            if flushed >= 300:
                 break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
