@@ -1,15 +1,16 @@
 """Monte Carlo tree search over subtask sequences with language-model priors (PUCT).
 
 A node is a plan prefix; its actions are next steps plus ``done`` (represented by ``None``).
-Selection maximises ``Q + c * P * sqrt(N_parent) / (1 + N_child)`` (AlphaZero's PUCT), with
-``P`` the language model's likelihood of the action, softmax-normalised over the node's
-actions and mixed with a uniform share, and unvisited actions valued at their parent's mean. A new leaf is expanded (its
-actions and priors come from the proposal source; steps the symbolic model says would fail,
-change nothing, or touch neither a missing goal fact nor any skill's precondition are pruned,
-the relevance filter of classical planning) and valued by a rollout that completes the plan
-greedily in goal order (ties and enabling steps drawn with the search's own seeded generator),
-then scored by the plan evaluator. Unlike RAP, the language model does not
-predict states: the symbolic model and the world model's imagination do (see value.py).
+Selection maximises ``Q + c * P * sqrt(N_parent) / (1 + N_child)`` (AlphaZero's PUCT). ``P``
+is the language model's likelihood of the action, softmax-normalised over the node's actions
+and mixed with a uniform share; unvisited actions are valued at their parent's mean.
+
+A new leaf is expanded: its actions and priors come from the proposal source, minus steps the
+symbolic model says would fail, change nothing, or touch neither a missing goal fact nor any
+skill's precondition (the relevance filter of classical planning). It is valued by a rollout
+that completes the plan greedily in goal order (ties and enabling steps drawn with the
+search's own seeded generator), scored by the plan evaluator. Unlike RAP, the language model
+does not predict states: the symbolic model and the world model's imagination do (value.py).
 
 Plan values are deterministic (the imagination is queried once per step before the search),
 so the result is the best-valued plan evaluated; among equally good plans the most visited

@@ -4,7 +4,8 @@ The prompt (chat format) lists the robot's skills, an optional worked example fr
 config, the scene's objects and the instruction; the model answers one step per line. At the
 start of a planning call it samples whole decompositions; each is parsed and validated
 (:mod:`wam_ros.planning.proposals`), invalid ones are dropped and counted. A sample cut by the
-token or time limit is judged on its complete lines only (and counted as truncated). During the search
+token or time limit is judged on its complete lines only, not at all without one (and is
+counted as truncated either way). During the search
 the valid ones supply candidate next steps, and the model's log-likelihood of each candidate
 line after the plan prefix becomes the search prior.
 """
@@ -73,8 +74,10 @@ class LanguageModelProposals:
         for sample in self.samples:
             text = sample.text
             if not sample.finished:  # cut by a limit: its last line is unfinished, judge the complete ones
-                text = text.rsplit("\n", 1)[0] if "\n" in text else ""
                 self.stats.truncated += 1
+                if "\n" not in text:
+                    continue  # nothing complete to judge
+                text = text.rsplit("\n", 1)[0]
             parsed = parse_plan(text, domain, scene)
             self.stats.add(parsed.valid, parsed.errors[0] if parsed.errors else "")
             if parsed.valid and parsed.steps not in self.plans:
