@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -119,42 +120,83 @@ class ClosedLoop:
             if status.name.endswith(": planner"):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
-    def wait_ready(self, timeout_s: float) -> None:
-        started = time.monotonic()
-        self.demo.wait_ready(timeout_s)
-        if not self.commander.wait_until_ready(max(1.0, timeout_s - (time.monotonic() - started))):
-            raise TimeoutError("the task planner's action server did not come up (it loads its language model first)")
+    def wait_ready(self, timeout_s: float, stopping: threading.Event) -> None:
+        """Sim reset and bridge services, task and safety status, the planner's action server."""
+        demo, deadline = self.demo, time.monotonic() + timeout_s
+        checks = {
+            "the sim's reset service": demo.reset_client.service_is_ready,
+            "the bridge's set_mode service": demo.mode_client.service_is_ready,
+            "task status from the sim": lambda: demo.status is not None,
+            "safety status from the bridge": lambda: demo.safety is not None,
+            "the planner's action server (it loads its language model first)": self.commander.client.server_is_ready,
+        }
+        while True:
+            missing = [name for name, ready in checks.items() if not ready()]
+            if not missing:
+                return
+            if stopping.is_set():
+                raise RuntimeError("interrupted while waiting for the nodes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"after {timeout_s:.0f} s still waiting for {', '.join(missing)}")
+            time.sleep(0.2)
 
-    def planner_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> dict:
+    def reset(self, seed: int, stopping: threading.Event) -> str:
+        """Reset the sim to bin_three with ``seed`` (bridge IDLE first); returns the instruction."""
         from wam_ros.msg import SafetyStatus
 
         demo = self.demo
         if demo.safety.mode != SafetyStatus.MODE_IDLE:
             demo.set_mode(SafetyStatus.MODE_IDLE, "planner bench: next episode")
+        episode = demo.status.episode  # read before the reset: the new status may arrive before its response
         reset = demo.call(demo.reset_client, demo.msgs["ResetSim"].Request(task=TASK, seed=seed), 30.0)
         if not reset.success:
             raise RuntimeError(f"sim reset failed: {reset.message}")
-        episode = demo.status.episode
-        while demo.status.episode == episode:
+        while demo.status.episode == episode or demo.status.seed != seed:
+            if stopping.is_set():
+                raise RuntimeError("interrupted")
             time.sleep(0.01)
+        return reset.instruction
+
+    def planner_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> dict:
+        """Planner + WAM: ExecuteTask with the episode's instruction; judged by the sim."""
+        instruction = self.reset(seed, stopping)
         sent = time.monotonic()
-        if not self.commander.execute_task(reset.instruction, timeout_s=timeout_s):
+        if not self.commander.execute_task(instruction, timeout_s=timeout_s):
             raise RuntimeError("the planner refused the goal")
-        first_plan_s = None
+        first_plan_s, canceled = None, False
         while not self.commander.is_task_complete():
             feedback = self.commander.get_feedback()
             if first_plan_s is None and feedback is not None and feedback.state == "executing":
                 first_plan_s = time.monotonic() - sent
-            if stopping.is_set():
-                self.commander.cancel_task()
+            if stopping.is_set() and not canceled:
+                canceled = self.commander.cancel_task()
         result = self.commander.get_result()
         return {
-            "success": bool(demo.status.success),  # the sim's predicate, not the planner's claim
-            "planner_success": bool(result.success) if result else False,
+            "success": bool(self.demo.status.success),  # the sim's predicate, not the planner's claim
             "message": result.message if result else "",
             "replans": int(result.final_plan.revision) if result else 0,
             "planning_latency_s": first_plan_s,
         }
+
+    def whole_instruction_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> bool:
+        """The baseline: the WAM conditioned on the whole instruction for the same sim-time budget."""
+        from wam_ros.msg import SafetyStatus, Subtask
+
+        demo = self.demo
+        instruction = self.reset(seed, stopping)
+        subtask = Subtask(id=f"{TASK}-{seed}-whole", skill="", instruction=instruction, status=Subtask.STATUS_ACTIVE)
+        subtask.header.stamp = demo.status.header.stamp
+        demo.subtask_pub.publish(subtask)
+        demo.set_mode(SafetyStatus.MODE_AUTONOMY, f"planner bench baseline: {instruction}")
+        start = demo.sim_time_s()
+        while not demo.status.success and demo.sim_time_s() - start < timeout_s and not stopping.is_set():
+            if demo.safety.mode in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
+                break  # a watchdog or limit stopped the arm
+            time.sleep(0.02)
+        success = bool(demo.status.success)
+        if demo.safety.mode == SafetyStatus.MODE_AUTONOMY:
+            demo.set_mode(SafetyStatus.MODE_HOLD, "planner bench baseline: episode over")
+        return success
 
     def close(self) -> None:
         self.commander.destroy()
@@ -176,7 +218,7 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
         try:
             loop = ClosedLoop()
             print("[closed loop] waiting for the nodes ...", flush=True)
-            loop.wait_ready(startup_timeout_s)
+            loop.wait_ready(startup_timeout_s, stopping)
             planned, whole, latencies, replans = [], [], [], []
             for seed in seeds:
                 if stopping.is_set():
@@ -186,12 +228,12 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
                 replans.append(episode["replans"])
                 if episode["planning_latency_s"] is not None:
                     latencies.append(episode["planning_latency_s"])
-                baseline = loop.demo.run_episode(TASK, seed, timeout_s, stopping)
-                whole.append(baseline.success)
+                baseline = loop.whole_instruction_episode(seed, timeout_s, stopping)
+                whole.append(baseline)
                 print(
                     f"[closed loop] seed {seed}: planner + WAM {'SUCCESS' if episode['success'] else 'failure'} "
                     f"({episode['message']}; {episode['replans']} replans), whole instruction "
-                    f"{'SUCCESS' if baseline.success else 'failure'}",
+                    f"{'SUCCESS' if baseline else 'failure'}",
                     flush=True,
                 )
             n = len(planned)
@@ -253,12 +295,18 @@ def main() -> int:
         run_loop = False
     summary["closed_loop"] = run_loop
     if run_loop:
+        for name, value in bringup.environment.items():  # this process talks to the nodes: same DDS settings
+            os.environ.setdefault(name, value)
         Path("outputs").mkdir(exist_ok=True)
         print(f"[closed loop] part 2: {len(seeds)} seeds x (planner + WAM, whole instruction), {args.episode_timeout:g} sim s each", flush=True)
         try:
             summary.update(closed_loop(bringup, seeds, args.episode_timeout, args.startup_timeout))
         except RuntimeError as error:
             print(f"[closed loop] failed: {error}", file=sys.stderr)
+            print(json.dumps(summary))
+            return 1
+        if summary.get("closed_loop_seeds", 0) < len(seeds):
+            print("[closed loop] interrupted before every seed ran", file=sys.stderr)
             print(json.dumps(summary))
             return 1
         gain = 100 * (summary["success_rate_planner"] - summary["success_rate_whole_instruction"])

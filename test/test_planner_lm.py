@@ -147,3 +147,16 @@ def test_imagination_decides_what_is_done_when_the_state_is_unknown(model, domai
     assert plan.steps == (Step("pick_place", ("green_cube", "bin")),)  # red is already in: the world model sees it finished
     assert sorted(calls) == ["put the green cube in the bin", "put the red cube in the bin"]
     assert plan.step_scores == (pytest.approx(0.2),)
+
+
+def test_imagination_stops_asking_after_a_call_without_an_answer(model, domain):
+    scene = domain.scene(["red_cube", "green_cube", "blue_cube", "bin"])
+    calls: list[str] = []
+
+    def silent(instruction: str) -> float | None:
+        calls.append(instruction)
+        return None
+
+    planner = TaskPlanner(domain, model, PlannerConfig(search=SearchConfig(iterations=20), proposals=ProposalConfig(samples=1, max_new_tokens=8)), silent)
+    plan = planner.plan("put the red and green cubes in the bin", scene, state=frozenset())
+    assert len(calls) == 1 and plan.ok and set(plan.imagined.values()) == {None}

@@ -29,7 +29,7 @@ from wam_ros.action import ExecuteTask
 from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.planning.domain import Domain, ProposalStats, State, load_domain
-from wam_ros.planning.execution import Action, ExecutionConfig, PlanExecution, Status, state_from_task_status
+from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
 from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
 from wam_ros.planning.mcts import SearchConfig
 from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
@@ -37,6 +37,7 @@ from wam_ros.planning.proposer import ProposalConfig
 from wam_ros.planning.value import ValueWeights
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, run_node
 from wam_ros.srv import Imagine, SetMode
 
@@ -75,6 +76,7 @@ class Parameters:
     monitor_period_s: float = param(0.1, "execution monitoring period [s, wall]")
     feedback_period_s: float = param(0.5, "action feedback period while executing [s, wall]")
     set_mode_service: str = param("/wam/set_mode", "the safety bridge's SetMode service")
+    safety_status_topic: str = param("/wam/safety/status", "the bridge's SafetyStatus: a stop it makes on its own fails the subtask at once")
     require_safety_bridge: bool = param(True, "abort a goal when the bridge does not grant AUTONOMY")
     service_timeout_s: float = param(5.0, "wait at most this long for a service [s, wall]")
     autostart: bool = param(True, "configure and activate at start-up")
@@ -113,6 +115,7 @@ class TaskPlannerNode(LifecycleNode):
         self.goal_lock = threading.Lock()
         self.goal_running = False
         self.task_status: TaskStatus | None = None
+        self.safety_status: SafetyStatus | None = None
         self.stats = ProposalStats()
         self.plans_made = 0
         self.last_planning_s = 0.0
@@ -139,7 +142,8 @@ class TaskPlannerNode(LifecycleNode):
         self.imagine_client = self.create_client(Imagine, p.imagine_service, callback_group=self.group)
         self.set_mode_client = self.create_client(SetMode, p.set_mode_service, callback_group=self.group)
         status_sub = self.create_subscription(TaskStatus, p.task_status_topic, self._on_task_status, qos.LATCHED, callback_group=self.group)
-        self.entities = [self.plan_pub, self.subtask_pub, self.diag_pub, self.imagine_client, self.set_mode_client, status_sub]
+        safety_sub = self.create_subscription(SafetyStatus, p.safety_status_topic, self._on_safety_status, qos.LATCHED, callback_group=self.group)
+        self.entities = [self.plan_pub, self.subtask_pub, self.diag_pub, self.imagine_client, self.set_mode_client, status_sub, safety_sub]
         self.entities.append(self.create_timer(1.0, self._publish_diagnostics, callback_group=self.group))
         self.action_server = ActionServer(
             self, ExecuteTask, ACTION_NAME, self._execute, goal_callback=self._on_goal,
@@ -184,6 +188,9 @@ class TaskPlannerNode(LifecycleNode):
     # -- inputs ----------------------------------------------------------------------------
     def _on_task_status(self, msg: TaskStatus) -> None:
         self.task_status = msg
+
+    def _on_safety_status(self, msg: SafetyStatus) -> None:
+        self.safety_status = msg
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -310,6 +317,7 @@ class _GoalRun:
         self.execution: PlanExecution | None = None
         self.revision = 0
         self.autonomy = False
+        self.autonomy_since_s = 0.0  # node time when the bridge granted AUTONOMY
         self.autonomy_message = ""
         self.progress_reading: tuple[str, float] | None = None  # (instruction, progress) not consumed yet
         self.progress_pending = False
@@ -375,6 +383,7 @@ class _GoalRun:
         if not accepted:
             self.log().warning(self.autonomy_message + "; continuing (require_safety_bridge is false)")
         self.autonomy = accepted
+        self.autonomy_since_s = self.node._now_s()
         self.publish_subtask()
         return True
 
@@ -391,7 +400,7 @@ class _GoalRun:
                 self.progress_reading = None
                 if instruction == node.domain.instruction(execution.current):
                     progress = value
-            decision = execution.update(node._now_s(), state, success, progress)
+            decision = execution.update(node._now_s(), state, success, progress, self.bridge_stop())
             if decision.action == Action.CONTINUE:
                 self.send_feedback("executing")
                 continue
@@ -405,6 +414,7 @@ class _GoalRun:
                 return self.finish(False, decision.reason)
             elif decision.action == Action.REPLAN:
                 node._hold(f"replanning: {decision.reason}")
+                self.autonomy = False
                 self.revision += 1
                 if not self.make_plan("replanning"):
                     return self.finish(False, f"replanning failed after '{decision.reason}': {self.plan.message}")
@@ -413,6 +423,15 @@ class _GoalRun:
                 execution.replace_plan(self.plan.steps, node._now_s())
                 if not self.start_autonomy():
                     return self.finish(False, self.autonomy_message)
+
+    def bridge_stop(self) -> BridgeStop | None:
+        """A HOLD or ESTOP the bridge entered by itself after granting us AUTONOMY."""
+        status = self.node.safety_status
+        if not self.autonomy or status is None or status.mode not in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
+            return None
+        if time_to_seconds(status.last_stop_stamp) < self.autonomy_since_s:
+            return None  # an older stop, reported before our grant
+        return BridgeStop(status.mode == SafetyStatus.MODE_ESTOP, status.last_stop_reason or status.mode_name)
 
     def poll_progress(self) -> None:
         """Ask the progress head about the active subtask every progress_period_s (non-blocking)."""

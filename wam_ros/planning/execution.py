@@ -5,6 +5,8 @@ works): :meth:`PlanExecution.update` takes what is known now (the symbolic state
 status, the task's success flag, the world model's progress estimate on the live observation)
 and returns a :class:`Decision`. A subtask is done when its effects hold in the symbolic state,
 or, without one, when the progress estimate stays at or above a threshold for a few readings.
+When the safety bridge stops the arm by itself, the subtask fails at once: a protective HOLD
+leads to a replan (if any are left), an e-stop ends the task.
 """
 from __future__ import annotations
 
@@ -37,6 +39,14 @@ class Action(enum.Enum):
 class Decision:
     action: Action
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class BridgeStop:
+    """The safety bridge left AUTONOMY on its own (a watchdog, a limit, an e-stop)."""
+
+    estop: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,15 @@ class PlanExecution:
         skill = self.domain.skills[step.skill]
         return all(t.ground(step.arguments) in state for t in skill.effects if not t.negated)
 
-    def update(self, now_s: float, state: State | None = None, success: bool | None = None, progress: float | None = None) -> Decision:
-        """Advance with what is known at ``now_s``; ``None`` means unknown."""
+    def update(
+        self,
+        now_s: float,
+        state: State | None = None,
+        success: bool | None = None,
+        progress: float | None = None,
+        bridge_stop: BridgeStop | None = None,
+    ) -> Decision:
+        """Advance with what is known at ``now_s``; ``None`` means unknown (or, for ``bridge_stop``, no stop)."""
         if success:
             for i in range(self.index, len(self.steps)):
                 self.statuses[i] = Status.SUCCEEDED
@@ -130,6 +147,9 @@ class PlanExecution:
         current = self.current
         if current is None:
             return Decision(Action.DONE, "every subtask finished")
+        if bridge_stop is not None:
+            # Never resume after an emergency stop; after a protective hold, only through a new plan.
+            return self._fail_current(f"the safety bridge stopped the arm ({bridge_stop.reason})", allow_replan=not bridge_stop.estop)
         if progress is not None:
             self.progress = max(0.0, min(1.0, float(progress)))
             self._progress_hits = self._progress_hits + 1 if self.progress >= self.config.progress_done_threshold else 0

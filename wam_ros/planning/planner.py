@@ -119,14 +119,19 @@ class TaskPlanner:
         return self._finish(instruction, search.steps, search.value, goal, reached, message, started, stats, search, evaluator)
 
     def _imagine_first_steps(self, scene: Scene, state: State) -> dict[Step, float | None] | None:
-        """Imagined progress of every step that would change ``state`` (one Imagine call each)."""
+        """Imagined progress of every step that would change ``state`` (one Imagine call each).
+
+        After a call without an answer the rest are not asked (each could wait for its timeout).
+        """
         if self.imagine is None:
             return None
         imagined: dict[Step, float | None] = {}
+        answering = True
         for step in self.domain.grounded_steps(scene):
             outcome = self.domain.apply(state, step)
             if outcome.applicable and outcome.useful:
-                imagined[step] = self.imagine(self.domain.instruction(step))
+                imagined[step] = self.imagine(self.domain.instruction(step)) if answering else None
+                answering = imagined[step] is not None
         return imagined
 
     def _finish(
