@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wam_ros.planning.domain import Step, load_domain
-from wam_ros.planning.proposals import MAX_LINE_CHARS, format_steps, parse_next_step, parse_plan
+from wam_ros.planning.proposals import MAX_LINE_CHARS, format_steps, parse_plan
 from wam_ros.robot import load_robot_config
 
 RED, GREEN, BLUE = (Step("pick_place", (f"{c}_cube", "bin")) for c in ("red", "green", "blue"))
@@ -64,7 +64,6 @@ def test_empty_output(text):
 def test_malformed_steps_are_rejected_with_a_reason(text, reason):
     parsed = parse(text + "\ndone")
     assert not parsed.valid and parsed.steps == () and reason in parsed.errors[0]
-    assert not parse_next_step(text, DOMAIN, SCENE).valid
 
 
 @pytest.mark.parametrize(
@@ -104,13 +103,6 @@ def test_text_after_done_is_ignored():
     assert parsed.valid and parsed.steps == (RED,)
 
 
-def test_next_step_reads_only_the_first_line():
-    assert parse_next_step("  \n1. pick_place(blue_cube, bin)\ngarbage", DOMAIN, SCENE).step == BLUE
-    assert parse_next_step("done", DOMAIN, SCENE).done
-    assert "empty" in parse_next_step("", DOMAIN, SCENE).error
-    assert "not text" in parse_next_step(None, DOMAIN, SCENE).error
-
-
 @pytest.mark.parametrize("value", [None, 42, b"pick_place(red_cube, bin)", ["pick_place(red_cube, bin)"]])
 def test_non_text_input(value):
     parsed = parse(value)
@@ -129,5 +121,3 @@ def test_any_text_parses_without_raising_and_yields_only_allowed_steps(text):
         assert DOMAIN.check_step(step, SCENE) is None
     if parsed.valid:
         assert parsed.errors == ()
-    next_step = parse_next_step(text, DOMAIN, SCENE)
-    assert next_step.valid == (next_step.step is not None or next_step.done)

@@ -28,7 +28,7 @@ from rclpy.timer import Timer
 from wam_ros.action import ExecuteTask
 from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
-from wam_ros.planning.domain import Domain, ProposalStats, State, load_domain
+from wam_ros.planning.domain import Domain, ProposalStats, Scene, State, load_domain
 from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
 from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
 from wam_ros.planning.mcts import SearchConfig
@@ -195,7 +195,7 @@ class TaskPlannerNode(LifecycleNode):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _scene_and_state(self) -> tuple[Any, State | None, bool | None]:
+    def _scene_and_state(self) -> tuple[Scene, State | None, bool | None]:
         """Scene, symbolic state and success from the latest task status; config scene and unknowns without one."""
         status = self.task_status
         if status is None:

@@ -34,19 +34,6 @@ class ParsedPlan:
         return not self.errors and (bool(self.steps) or self.done)
 
 
-@dataclass(frozen=True)
-class NextStep:
-    """A single proposed next step: a step, ``done``, or the reason it was rejected."""
-
-    step: Step | None = None
-    done: bool = False
-    error: str = ""
-
-    @property
-    def valid(self) -> bool:
-        return not self.error
-
-
 @dataclass
 class _Line:
     step: Step | None = None
@@ -119,20 +106,6 @@ def parse_plan(text: object, domain: Domain, scene: Scene, max_steps: int = 16, 
     if not steps and not errors:
         errors.append("empty: no step and no 'done'")
     return ParsedPlan(tuple(steps), False, tuple(errors))
-
-
-def parse_next_step(text: object, domain: Domain, scene: Scene) -> NextStep:
-    """The first non-empty line of a proposal as the next step (or ``done``). Never raises."""
-    if not isinstance(text, str):
-        return NextStep(error=f"not text: {type(text).__name__}")
-    for line in text.splitlines():
-        parsed = _parse_line(line, domain, scene)
-        if parsed.skip:
-            continue
-        if parsed.error:
-            return NextStep(error=parsed.error)
-        return NextStep(step=parsed.step, done=parsed.done)
-    return NextStep(error="empty: no step and no 'done'")
 
 
 def format_steps(steps: tuple[Step, ...] | list[Step], done: bool = True) -> str:
