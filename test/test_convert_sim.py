@@ -8,6 +8,7 @@ what was commanded and states that follow them.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -32,6 +33,25 @@ ROBOT = load_robot_config("panda_sim")
 HOME = np.array(ROBOT.arm.home_rad)
 COMMAND_PERIOD_S = 0.02
 EPISODE_S = 3.0
+# A tiny model preset, so finetuning on the converted episode takes seconds.
+TINY_PRESET = """
+model:
+  horizon: 8
+  execute_steps: 4
+  n_obs_frames: 2
+  future_offset: 4
+  autoencoder: {kind: conv, stem_stride: 4, channels: [8, 16], latent_channels: 4}
+  transformer: {width: 32, depth: 2, heads: 2, patch_size: 3}
+  diffusion: {policy_steps: 2, video_steps: 2}
+train:
+  batch_size: 8
+  steps: 4
+  ae_steps: 2
+  ae_batch_size: 4
+  warmup_steps: 1
+  checkpoint_every: 4
+  num_threads: 1
+"""
 
 
 def commanded(t_s: float) -> np.ndarray:
@@ -85,10 +105,13 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
     assert ros.call(reset, ResetSim.Request(task="pick_place", seed=6), timeout_s=30.0).success
     wait_until(lambda: len(list(episodes.glob("*/wam_episode.yaml"))) == 2, 15.0, "the second episode begun by the next reset")
 
+    processes.stop_all()  # the second episode closes on shutdown; the sim's CPU is better spent on training below
     first = min(episodes.iterdir())
     labels = read_labels(first)
     assert (labels.state, labels.start_reason, labels.stop_reason, labels.outcome) == ("closed", "sim_reset", "sim_reset", "failure")
     assert labels.dropped_counts == {}
+    second = max(episodes.iterdir())
+    assert (read_labels(second).state, read_labels(second).stop_reason) == ("closed", "shutdown")
     assert wam_ros(["convert", str(first), "--out", str(dataset)]) == 0
 
     data = EpisodeDataset(dataset)
@@ -111,3 +134,17 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
     assert np.median(tracking) < 0.02 and tracking.max() < 0.1
     assert (episode.task, episode.instruction, episode.seed, episode.success) == ("pick_place", started.instruction, 5, False)
     assert episode.subtasks and episode.subtasks[0].start == 0 and episode.subtasks[0].instruction == started.subtask_instructions[0]
+
+    # Finetuning on the recorded data: `wam-ros train --init CKPT --data DIR` writes a new checkpoint.
+    import torch
+
+    preset, base, tuned = tmp_path / "tiny.yaml", tmp_path / "base", tmp_path / "tuned"
+    preset.write_text(TINY_PRESET)
+    threads = torch.get_num_threads()
+    try:
+        assert wam_ros(["train", "--data", str(dataset), "--out", str(base), "--preset", str(preset)]) == 0
+        assert wam_ros(["train", "--init", str(base), "--data", str(dataset), "--out", str(tuned), "--preset", str(preset), "--steps", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tuned / "config.json").read_text())["training"]
+    assert record["init"] == str(base) and record["transformer_step"] == 2 and record["dataset"]["frames"] == t
