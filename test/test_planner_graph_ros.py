@@ -2,8 +2,9 @@
 
 The WAM is an untrained tiny checkpoint and the language model a tiny random one, both built
 here: the test checks the wiring (the plan follows the sim's instruction, the inference node is
-conditioned on the planner's subtask, imagination answers, the bridge is switched to AUTONOMY
-and put in HOLD on cancel), not the skill.
+conditioned on the planner's subtask, imagination answers and the progress head is polled, the
+bridge is switched to AUTONOMY and put in HOLD on cancel), not the skill. The planner is not
+given the task status, so it plans and monitors as it would on hardware without a scene monitor.
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     processes.start_node("safety_bridge", robot_config=config, use_sim_time=True, estop_latch_file=str(tmp_path / "estop.json"),
                          inference_timeout_s=30.0, max_tracking_error_rad=0.0)
     processes.start_node("wam_inference", robot_config=config, checkpoint=str(checkpoint), use_sim_time=True, cpu_threads=1)
+    # The planner does not read the sim's task status here: completion then comes from the WAM's progress head.
     processes.start_node("task_planner", robot_config=config, use_sim_time=True, language_model_path=str(model_dir),
-                         proposal_samples=2, proposal_max_new_tokens=16, progress_period_s=0.5, subtask_timeout_s=120.0)
+                         proposal_samples=2, proposal_max_new_tokens=16, progress_period_s=0.5, subtask_timeout_s=120.0,
+                         task_status_topic="/wam/sim/task_status_unused")
     statuses = ros.collect(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
     safety = ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
     subtasks = ros.collect(Subtask, "/wam/task/subtask", qos.LATCHED)
@@ -66,6 +69,8 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     # The WAM acts on the planner's subtask, and the bridge takes its chunks.
     wait_until(lambda: any(c.subtask_id == first.id for c in list(chunks)), STARTUP_TIMEOUT_S, "a chunk conditioned on the subtask")
     wait_until(lambda: any(s.mode == SafetyStatus.MODE_AUTONOMY for s in list(safety)), 30.0, "AUTONOMY at the bridge")
+    # The progress head is read on the live observation and reported in the feedback.
+    wait_until(lambda: any(f.feedback.current_subtask.progress > 0 for f in list(feedback)), 60.0, "progress-head readings in the feedback")
     log = processes.log("task_planner")
     imagined = next(line for line in log.splitlines() if "imagined progress:" in line)
     assert re.search(r"'put the \w+ cube in the bin': [01]\.\d\d", imagined), imagined  # a busy model may miss some

@@ -72,7 +72,7 @@ class Parameters:
     max_replans: int = param(2, "default bound on replanning when the goal gives none")
     progress_done_threshold: float = param(0.9, "progress-head reading that counts as a finished subtask")
     progress_confirmations: int = param(2, "consecutive readings at or above the threshold needed")
-    progress_period_s: float = param(1.0, "how often to read the progress head on the live observation [s]; 0: never")
+    progress_period_s: float = param(1.0, "how often to read the progress head on the live observation when no task status arrives [s]; 0: never")
     monitor_period_s: float = param(0.1, "execution monitoring period [s, wall]")
     feedback_period_s: float = param(0.5, "action feedback period while executing [s, wall]")
     set_mode_service: str = param("/wam/set_mode", "the safety bridge's SetMode service")
@@ -434,10 +434,15 @@ class _GoalRun:
         return BridgeStop(status.mode == SafetyStatus.MODE_ESTOP, status.last_stop_reason or status.mode_name)
 
     def poll_progress(self) -> None:
-        """Ask the progress head about the active subtask every progress_period_s (non-blocking)."""
+        """Ask the progress head about the active subtask every progress_period_s (non-blocking).
+
+        Only without a task status: the symbolic state then decides, and the WAM's CPU is left to the policy.
+        """
         node, execution = self.node, self.execution
         period = node.params.progress_period_s
-        if period <= 0 or self.progress_pending or execution.current is None or not node.imagine_client.service_is_ready():
+        if period <= 0 or node.task_status is not None or self.progress_pending or execution.current is None:
+            return
+        if not node.imagine_client.service_is_ready():
             return
         now = time.monotonic()
         if now - self.last_progress_poll < period:
