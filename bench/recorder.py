@@ -29,6 +29,7 @@ CAMERAS = ("front", "wrist")
 def publish(duration_s: float, image_rate_hz: float, joint_rate_hz: float, width: int, height: int) -> None:
     """Publish the streams on a fixed schedule; print the counts as JSON when done."""
     import rclpy
+    from rclpy.duration import Duration
     from sensor_msgs.msg import Image, JointState
 
     from wam_ros.robot import load_robot_config
@@ -71,6 +72,8 @@ def publish(duration_s: float, image_rate_hz: float, joint_rate_hz: float, width
         time.sleep(max(0.0, min(next_image, next_joint) - time.monotonic()))
     counts["duration_s"] = time.monotonic() - start
     counts["cpu_s"] = sum(os.times()[:2])
+    for publisher in (*images.values(), joints):  # reliable: hand over everything before leaving
+        publisher.wait_for_all_acked(Duration(seconds=10))
     print(json.dumps(counts), flush=True)
     node.destroy_node()
     rclpy.shutdown()

@@ -148,7 +148,7 @@ def test_records_identical_messages_labels_and_closes_on_sigterm(processes, ros,
 def test_sigkilled_recorder_leaves_a_readable_bag(processes, ros, tmp_path):
     status = RecorderStatus(ros)
     publisher = ros.node.create_publisher(JointState, "/joint_states", qos.SENSORS)
-    recorder = start_recorder(processes, tmp_path)
+    recorder = start_recorder(processes, tmp_path, events_executor=False)  # the other executor, covered here
     ros.wait_for_subscribers(publisher)
     status.wait("topics_recorded", "1")
     started = ros.call(ros.node.create_client(StartEpisode, "/wam/recorder/start_episode"), StartEpisode.Request(task="t"))

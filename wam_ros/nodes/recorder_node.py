@@ -26,6 +26,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Infinite
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -70,6 +71,7 @@ class Parameters:
     image_subscription_depth: int = param(60, "queue depth for sensor_msgs/Image and CompressedImage topics [messages]: 2 s at 30 Hz, 55 MB at 640x480")
     discovery_period_s: float = param(0.5, "how often the graph is searched for publishers of the recorded topics")
     status_period_s: float = param(1.0, "period of the recorder's status on /diagnostics")
+    events_executor: bool = param(True, "spin rclpy's EventsExecutor (a quarter of the CPU per message); false: the SingleThreadedExecutor (see docs/recorder.md)")
 
 
 def share_dirs() -> list[Path]:
@@ -425,7 +427,14 @@ class EventsSpinner:
 
 
 def main() -> int:
-    return run_node(Recorder, executor=EventsSpinner)
+    made: list[Recorder] = []
+
+    def make_node() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    # run_node makes the executor after the node, so the node's parameter can choose it.
+    return run_node(make_node, executor=lambda: EventsSpinner() if made[0].params.events_executor else SingleThreadedExecutor())
 
 
 if __name__ == "__main__":
