@@ -105,6 +105,19 @@ def test_metadata_is_rosbag2_v9_with_type_hashes(tmp_path, definitions):
     assert info["version"] == 9 and info["storage_identifier"] == "mcap" and info["relative_file_paths"] == ["bag.mcap"]
     topic = info["topics_with_message_count"][0]
     assert topic["message_count"] == 1 and topic["topic_metadata"]["type_description_hash"].startswith("RIHS01_")
+    from mcap.reader import make_reader  # the MCAP project's own reader, as Foxglove reads the file
+
+    with open(tmp_path / "bag" / "bag.mcap", "rb") as stream:
+        reader = make_reader(stream)
+        assert reader.get_header().profile == "ros2"
+        summary = reader.get_summary()
+        assert summary is not None and summary.statistics.message_count == 1
+        (schema,) = summary.schemas.values()
+        (channel,) = summary.channels.values()
+        assert (schema.name, schema.encoding, channel.topic, channel.message_encoding) == (
+            "wam_ros/msg/SafetyStatus", "ros2msg", "/wam/safety/status", "cdr")
+        assert b"uint8 MODE_AUTONOMY=2" in schema.data and b"MSG: std_msgs/Header" in schema.data
+        assert [message.data for _, _, message in reader.iter_messages()] == [safety_status(definitions, MODE_AUTONOMY)]
     from wam_ros.msg import SafetyStatus
 
     assert (SafetyStatus.MODE_IDLE, SafetyStatus.MODE_TELEOP, SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD) == (
