@@ -137,11 +137,17 @@ class _Series:
         self.values.append(value)
 
     def times(self, name: str, notes: list[str]) -> np.ndarray:
-        """Sample times on the common clock, in time order (values are reordered to match)."""
+        """Sample times on the common clock, in time order (values are reordered to match).
+
+        All-zero stamps (the bridge's "start now" trajectories) mean receive times, silently;
+        some zero, or stamps on another clock, also mean receive times, with a note.
+        """
         stamps = np.array(self.stamps, dtype=np.int64)
         received = np.array(self.received, dtype=np.int64)
-        if len(stamps) and (np.any(stamps == 0) or abs(np.median(received - stamps)) > CLOCK_MISMATCH_NS):
-            notes.append(f"{name}: header stamps unusable (zero or on another clock); using receive times")
+        if len(stamps) and np.all(stamps == 0):
+            stamps = received
+        elif len(stamps) and (np.any(stamps == 0) or abs(np.median(received - stamps)) > CLOCK_MISMATCH_NS):
+            notes.append(f"{name}: header stamps unusable (some zero, or on another clock); using receive times")
             stamps = received
         order = np.argsort(stamps, kind="stable")
         self.values = [self.values[i] for i in order]
