@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -271,7 +272,9 @@ def _count(path: str, duration_s: float) -> None:
     rclpy.init()
     node = rclpy.create_node("joint_state_counter")
     stamps: list[float] = []
-    node.create_subscription(JointState, "/joint_states", lambda m: stamps.append(_raw_stamp(m)), qos.SENSORS, raw=True)
+    # A deep reader history: DDS receives in its own threads, so a briefly descheduled process loses nothing.
+    deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+    node.create_subscription(JointState, "/joint_states", lambda m: stamps.append(_raw_stamp(m)), deep, raw=True)
     wait_until(lambda: rclpy.spin_once(node, timeout_sec=0.01) or stamps, 30.0, "joint states")
     stamps.clear()
     end = time.monotonic() + duration_s
