@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="pick_place", help="sim task (default pick_place)")
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS, help="episode seeds (held out from training)")
     parser.add_argument("--episode-timeout", type=float, default=40.0, metavar="S", help="sim seconds per episode before it counts as a failure")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="S", help="wall seconds for the nodes to come up")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="wall seconds for the nodes (and the model) to come up")
     parser.add_argument("--video-dir", type=Path, default=Path("outputs/demo"), help="where episode videos go")
     parser.add_argument("--video-camera", default="front", help="camera shown in the episode videos")
 
@@ -50,7 +50,7 @@ class EpisodeReport:
 class DemoClient:
     """A small facade over the running graph: reset, instruct, switch modes, watch."""
 
-    def __init__(self, camera: str) -> None:
+    def __init__(self, camera: str, startup_timeout_s: float) -> None:
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
         from sensor_msgs.msg import Image
@@ -59,6 +59,7 @@ class DemoClient:
         from wam_ros.ros import qos
         from wam_ros.srv import ResetSim, SetMode
 
+        self.startup_timeout_s = startup_timeout_s
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("wam_demo", context=self.context, parameter_overrides=[])
@@ -136,17 +137,26 @@ class DemoClient:
         SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
         if self.safety.mode != SafetyStatus.MODE_IDLE:
             self.set_mode(SafetyStatus.MODE_IDLE, "demo: next episode")
+        episode = self.status.episode
         reset = self.call(self.reset_client, self.msgs["ResetSim"].Request(task=task, seed=seed), 30.0)
         if not reset.success:
             raise RuntimeError(f"sim reset failed: {reset.message}")
-        episode = self.status.episode if self.status else 0
-        while self.status is None or self.status.episode == episode:
-            time.sleep(0.01)  # wait for the new episode's status
+        deadline = time.monotonic() + 30.0
+        while self.status.episode == episode:  # the first status of the new episode
+            if time.monotonic() > deadline:
+                raise TimeoutError("no task status for the new episode within 30 s")
+            time.sleep(0.01)
         subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=reset.instruction, status=Subtask.STATUS_ACTIVE)
         subtask.header.stamp = self.status.header.stamp
         with self.lock:
             self.chunks, self.events, self.frames, self.recording = [], [], [], True
         self.subtask_pub.publish(subtask)
+        # AUTONOMY only once the model streams chunks for this episode's instruction.
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not any(c.subtask_id == subtask.id for c in list(self.chunks)):
+            if time.monotonic() > deadline or stopping.is_set():
+                raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s: is wam_inference running?")
+            time.sleep(0.02)
         self.set_mode(SafetyStatus.MODE_AUTONOMY, f"demo: {reset.instruction}")
         start = self.sim_time_s()
         while not self.status.success and self.sim_time_s() - start < timeout_s and not stopping.is_set():
@@ -212,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     def drive() -> None:
         client = None
         try:
-            client = DemoClient(camera.name)
+            client = DemoClient(camera.name, args.startup_timeout)
             print("[demo] waiting for the nodes ...", flush=True)
             client.wait_ready(args.startup_timeout)
             for seed in args.seeds:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import threading
+import time
 import typing
 from typing import Any, Callable, TypeVar
 
@@ -54,6 +57,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
     """
     rclpy.init(args=sys.argv if args is None else args)
     node = None
+    spinner = None
     code = 0
     try:
         node = make_node()
@@ -67,12 +71,30 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
         print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        if spinner is not None:
+            spinner.shutdown(timeout_sec=1.0)  # lets idle executor worker threads end
         if node is not None:
             code = code or getattr(node, "exit_code", 0)
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+    _exit_if_callbacks_hang(code)
     return code
+
+
+def _exit_if_callbacks_hang(code: int, grace_s: float = 5.0) -> None:
+    """A callback still running after shutdown (e.g. loading a model) must not keep the process alive.
+
+    Executor worker threads are joined at interpreter exit; give them ``grace_s``, then exit hard.
+    """
+    deadline = time.monotonic() + grace_s
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in busy:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    still = [t.name for t in busy if t.is_alive()]
+    if still:
+        print(f"callbacks still running {grace_s:.0f} s after shutdown ({', '.join(still)}); exiting now", file=sys.stderr, flush=True)
+        os._exit(code or 1)
 
 
 def autostart(node: Any) -> None:
