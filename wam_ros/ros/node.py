@@ -51,7 +51,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
              executor: Callable[[], Any] | None = None) -> int:
     """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
 
-    ``executor`` makes the executor (anything with ``add_node`` and ``spin``); by default a
+    ``executor`` makes the executor (anything with ``add_node`` and ``spin``, optionally
+    ``shutdown(timeout_sec)``); by default a
     single- or multithreaded one per ``multithreaded``.
     Construction errors (bad parameters, missing files) are logged and give exit code 1.
     """
@@ -71,7 +72,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
         print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         code = 1
     finally:
-        if spinner is not None:
+        if hasattr(spinner, "shutdown"):
             spinner.shutdown(timeout_sec=1.0)  # lets idle executor worker threads end
         if node is not None:
             code = code or getattr(node, "exit_code", 0)

@@ -1,0 +1,284 @@
+"""Closed-loop episodes through a running graph: the sim, the safety bridge and the WAM inference node.
+
+``run_closed_loop`` brings up a simulated robot's node set with the bringup supervisor and
+drives episodes through the graph's real interfaces (ResetSim, Subtask, SetMode), measuring
+what the robot sees: success, chunk latency, stamp-to-receive delay, chunk-boundary jumps and
+safety events. ``wam-ros demo`` and ``bench/inference.py`` use it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from wam_ros.bringup import Bringup
+from wam_ros.inference.chunking import TimedChunk, boundary_jump
+
+
+@dataclass
+class EpisodeReport:
+    """One closed-loop episode as the graph saw it."""
+
+    seed: int
+    instruction: str
+    success: bool
+    sim_duration_s: float
+    chunks: int
+    latency_ms: list[float] = field(default_factory=list)  # inference_latency_s of every chunk
+    stamp_to_receive_ms: list[float] = field(default_factory=list)  # chunk stamp (camera time) to its arrival here
+    boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch [rad or m]
+    safety_events: list[str] = field(default_factory=list)
+    video: str = ""
+
+
+@dataclass
+class ClosedLoopResult:
+    reports: list[EpisodeReport]
+    failure: str  # why the run stopped early; empty when every episode ran
+    supervisor_code: int
+
+
+class DemoClient:
+    """A small facade over the running graph: reset, instruct, switch modes, watch."""
+
+    def __init__(self, camera: str | None, startup_timeout_s: float) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from sensor_msgs.msg import Image
+
+        from wam_ros.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
+        from wam_ros.ros import qos
+        from wam_ros.srv import ResetSim, SetMode
+
+        self.startup_timeout_s = startup_timeout_s
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(
+            "wam_demo", context=self.context, parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=True)]
+        )
+        self.lock = threading.Lock()
+        self.status: TaskStatus | None = None
+        self.safety: SafetyStatus | None = None
+        self.chunks: list[ActionChunk] = []
+        self.arrivals_ms: list[float] = []
+        self.jumps: list[float] = []
+        self.last_chunk: TimedChunk | None = None
+        self.events: list[str] = []
+        self.frames: list[np.ndarray] = []
+        self.recording = False
+        self.reset_client = self.node.create_client(ResetSim, "/wam/sim/reset")
+        self.mode_client = self.node.create_client(SetMode, "/wam/set_mode")
+        self.subtask_pub = self.node.create_publisher(Subtask, "/wam/task/subtask", qos.LATCHED)
+        self.node.create_subscription(TaskStatus, "/wam/sim/task_status", self._on_status, qos.LATCHED)
+        self.node.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED)
+        self.node.create_subscription(ActionChunk, "/wam/action_chunk", self._on_chunk, qos.COMMANDS)
+        if camera:
+            self.node.create_subscription(Image, f"/wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.msgs = {"Subtask": Subtask, "SetMode": SetMode, "ResetSim": ResetSim, "SafetyStatus": SafetyStatus}
+
+    def _on_status(self, msg) -> None:
+        self.status = msg
+
+    def _on_safety(self, msg) -> None:
+        with self.lock:
+            if self.recording and msg.violations:
+                self.events.extend(msg.violations)
+        self.safety = msg
+
+    def _on_chunk(self, msg) -> None:
+        now_s = self.node.get_clock().now().nanoseconds * 1e-9
+        stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        dof = len(msg.joint_names)
+        actions = np.asarray(msg.joint_positions).reshape(msg.horizon, dof)
+        if msg.gripper_widths:
+            actions = np.concatenate([actions, np.asarray(msg.gripper_widths)[:, None]], axis=1)
+        chunk = TimedChunk(stamp_s, msg.control_period_s, actions)
+        with self.lock:
+            if self.recording:
+                self.chunks.append(msg)
+                self.arrivals_ms.append((now_s - stamp_s) * 1e3)
+                if self.last_chunk is not None:
+                    self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
+            self.last_chunk = chunk
+
+    def _on_image(self, msg) -> None:
+        from wam_ros.ros.conversions import image_to_numpy
+
+        with self.lock:
+            if self.recording:
+                self.frames.append(image_to_numpy(msg))
+
+    def sim_time_s(self) -> float:
+        return self.status.header.stamp.sec + self.status.header.stamp.nanosec * 1e-9 if self.status else 0.0
+
+    def call(self, client, request, timeout_s: float):
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {client.srv_name} not available after {timeout_s:.0f} s")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no response from {client.srv_name}")
+            time.sleep(0.01)
+        return future.result()
+
+    def set_mode(self, mode: int, reason: str) -> None:
+        response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
+        if not response.accepted:
+            raise RuntimeError(f"safety bridge refused mode {mode}: {response.message}")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for client in (self.reset_client, self.mode_client):
+            if not client.wait_for_service(timeout_sec=max(0.1, deadline - time.monotonic())):
+                raise TimeoutError(f"{client.srv_name} did not come up within {timeout_s:.0f} s")
+        while self.status is None or self.safety is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no task status or safety status within the start-up timeout")
+            time.sleep(0.05)
+
+    def run_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> EpisodeReport:
+        SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
+        if self.safety.mode != SafetyStatus.MODE_IDLE:
+            self.set_mode(SafetyStatus.MODE_IDLE, "demo: next episode")
+        episode = self.status.episode
+        reset = self.call(self.reset_client, self.msgs["ResetSim"].Request(task=task, seed=seed), 30.0)
+        if not reset.success:
+            raise RuntimeError(f"sim reset failed: {reset.message}")
+        deadline = time.monotonic() + 30.0
+        while self.status.episode == episode:  # the first status of the new episode
+            if time.monotonic() > deadline:
+                raise TimeoutError("no task status for the new episode within 30 s")
+            time.sleep(0.01)
+        subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=reset.instruction, status=Subtask.STATUS_ACTIVE)
+        subtask.header.stamp = self.status.header.stamp
+        with self.lock:
+            self.chunks, self.events, self.frames, self.arrivals_ms, self.jumps = [], [], [], [], []
+            self.last_chunk, self.recording = None, True
+        self.subtask_pub.publish(subtask)
+        # AUTONOMY only once the model streams chunks for this episode's instruction.
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not any(c.subtask_id == subtask.id for c in list(self.chunks)):
+            if time.monotonic() > deadline or stopping.is_set():
+                raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s: is wam_inference running?")
+            time.sleep(0.02)
+        self.set_mode(SafetyStatus.MODE_AUTONOMY, f"demo: {reset.instruction}")
+        start = self.sim_time_s()
+        while not self.status.success and self.sim_time_s() - start < timeout_s and not stopping.is_set():
+            if self.safety.mode in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
+                break  # a watchdog or limit stopped the arm
+            time.sleep(0.02)
+        stop_reason = self.safety.last_stop_reason if self.safety.mode != SafetyStatus.MODE_AUTONOMY else ""
+        if self.safety.mode == SafetyStatus.MODE_AUTONOMY:
+            self.set_mode(SafetyStatus.MODE_HOLD, "demo: episode over")
+        time.sleep(0.5)  # let the video show the end
+        with self.lock:
+            self.recording = False
+        report = EpisodeReport(
+            seed=seed,
+            instruction=reset.instruction,
+            success=bool(self.status.success),
+            sim_duration_s=self.sim_time_s() - start,
+            chunks=len(self.chunks),
+            latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks],
+            stamp_to_receive_ms=list(self.arrivals_ms),
+            boundary_jumps=list(self.jumps),
+            safety_events=list(dict.fromkeys(self.events)) + ([f"stop: {stop_reason}"] if stop_reason else []),
+        )
+        return report
+
+    def hold_if_moving(self, reason: str) -> None:
+        """Best effort: HOLD when the arm is in AUTONOMY (used before the nodes stop)."""
+        SafetyStatus = self.msgs["SafetyStatus"]
+        try:
+            if self.safety is not None and self.safety.mode == SafetyStatus.MODE_AUTONOMY:
+                self.set_mode(SafetyStatus.MODE_HOLD, f"demo: {reason}")
+        except (RuntimeError, TimeoutError):
+            pass
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float, scale: int = 4) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width * scale, height * scale))
+    for frame in frames:
+        big = cv2.resize(frame, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
+        writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+
+
+def run_closed_loop(
+    bringup: Bringup,
+    task: str,
+    seeds: list[int],
+    episode_timeout_s: float,
+    startup_timeout_s: float,
+    video_dir: Path | None = None,
+    video_camera: str = "front",
+    on_report: Callable[[EpisodeReport], None] | None = None,
+) -> ClosedLoopResult:
+    """Bring the node set up, run one episode per seed, stop everything (HOLD first on Ctrl-C)."""
+    from wam_ros.supervisor import Supervisor
+
+    camera = bringup.robot.camera(video_camera) if video_dir is not None else None
+    supervisor = Supervisor(bringup)
+    reports: list[EpisodeReport] = []
+    done = threading.Event()
+    stopping = threading.Event()
+    failure: list[str] = []
+
+    def drive() -> None:
+        client = None
+        try:
+            client = DemoClient(camera.name if camera else None, startup_timeout_s)
+            client.wait_ready(startup_timeout_s)
+            for seed in seeds:
+                if stopping.is_set():
+                    break
+                report = client.run_episode(task, seed, episode_timeout_s, stopping)
+                with client.lock:
+                    frames = list(client.frames)
+                if frames and video_dir is not None:
+                    report.video = str(video_dir / f"{task}_seed{seed}.mp4")
+                    write_video(Path(report.video), frames, camera.rate_hz)
+                reports.append(report)
+                if on_report is not None:
+                    on_report(report)
+        except Exception as error:  # noqa: BLE001 - reported, then everything is stopped
+            failure.append(f"{type(error).__name__}: {error}")
+        finally:
+            if client is not None:
+                client.hold_if_moving("shutting down")
+                client.close()
+            done.set()
+
+    def hold_then_stop() -> None:
+        """Ctrl-C: the driver puts the arm in HOLD before any node is stopped."""
+        stopping.set()
+        done.wait(timeout=15.0)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    code = supervisor.run(until=done.is_set, on_started=driver.start, before_stop=hold_then_stop)
+    driver.join(timeout=5.0)
+    if not failure and len(reports) != len(seeds):
+        failure.append("interrupted")
+    return ClosedLoopResult(reports, failure[0] if failure else "", code)
