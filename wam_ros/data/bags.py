@@ -37,11 +37,11 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 import numpy as np
 import yaml
-from rosbags.interfaces import Connection, ConnectionExtRosbag2, Qos
+from rosbags.interfaces import Connection, Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.storage_mcap import McapWriter, PendingChunk
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -232,10 +232,6 @@ class BagWriter:
     @property
     def mcap_path(self) -> Path:
         return self.path / f"{self.path.name}.mcap"
-
-    @property
-    def topics(self) -> list[str]:
-        return list(self._connections)
 
     def add_topic(self, spec: TopicSpec) -> None:
         if spec.topic in self._connections:
@@ -479,10 +475,6 @@ class BagRecording:
                 counts.dropped += counts.written - kept
                 counts.written = kept
         return summary
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
 
 # --------------------------------------------------------------------------------------------
