@@ -98,7 +98,7 @@ def tiny_checkpoint(tmp_path: Path, seed: int = 0) -> tuple[Path, WorldActionMod
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
     latents = frames.encode_all(model.autoencoder, None, "untrained")
-    stats = compute_normalization(frames, latents)
+    stats = compute_normalization(frames, latents, instruction_encoder().encode(frames.instructions))
     directory = tmp_path / "checkpoint"
     save_checkpoint(directory, model, stats, {"note": "untrained"})
     return directory, model, stats
@@ -177,8 +177,9 @@ def test_a_handful_of_samples_is_overfit(tmp_path):
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
     latents = frames.encode_all(model.autoencoder, None, "untrained")
-    stats = compute_normalization(frames, latents)
-    sampler = WindowSampler(frames, stats.normalize_latents(latents), stats, instruction_encoder().encode(frames.instructions), np.random.default_rng(0))
+    text = instruction_encoder().encode(frames.instructions)
+    stats = compute_normalization(frames, latents, text)
+    sampler = WindowSampler(frames, stats.normalize_latents(latents), stats, text, np.random.default_rng(0))
     n_policy, n_world = split_batch(8, config.diffusion)
     batch = _concat([sampler.sample(n_policy, labelled_only=True), sampler.sample(n_world, labelled_only=False)])
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=3e-3)
@@ -350,10 +351,35 @@ def test_a_local_diffusers_vae_can_replace_the_conv_autoencoder(tmp_path):
     datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
-    stats = compute_normalization(frames, frames.encode_all(model.autoencoder, None, "vae"))
+    stats = compute_normalization(frames, frames.encode_all(model.autoencoder, None, "vae"), instruction_encoder().encode(frames.instructions))
     save_checkpoint(tmp_path / "checkpoint", model, stats)
     runtime = load_policy(tmp_path / "checkpoint")
     images, state = observation(config)
     assert runtime.policy(images, state, "put the red cube in the bin").shape == (config.horizon, 8)
     frames_out, _ = runtime.imagine(images, state, "put the red cube in the bin")
     assert frames_out["front"].shape == (IMAGE, IMAGE, 3)
+
+
+def test_instruction_embeddings_are_centred_on_the_training_instructions(tmp_path):
+    from wam_ros.model.data import text_statistics
+
+    texts = instruction_encoder().encode([f"put the {c} cube in the bin" for c in ("red", "green", "blue")])
+    raw_cosine = texts[0] @ texts[1]
+    mean, scale = text_statistics(texts)
+    stats = Normalization.from_json({**_identity_stats(), "text_mean": mean.tolist(), "text_scale": scale.tolist()})
+    centred = stats.normalize_text(texts)
+    np.testing.assert_allclose(centred.mean(0), 0.0, atol=1e-5)
+    assert np.sqrt(np.mean(np.sum(centred**2, axis=1))) == pytest.approx(1.0, rel=1e-4)
+    cosine = centred[0] @ centred[1] / np.linalg.norm(centred[0]) / np.linalg.norm(centred[1])
+    assert raw_cosine > 0.8 and cosine < 0.0  # the colour is what is left, and it is now most of the vector
+    legacy = Normalization.from_json(_identity_stats())  # a checkpoint written before text statistics
+    np.testing.assert_array_equal(legacy.normalize_text(texts), texts)
+
+
+def _identity_stats() -> dict:
+    return {
+        "state_mean": [0.0] * 8, "state_std": [1.0] * 8,
+        "action_mean": [[0.0] * 8] * 8, "action_std": [[1.0] * 8] * 8,
+        "latent_mean": [0.0] * 4, "latent_std": [1.0] * 4, "residual_std": [1.0] * 4,
+        "relative_action_dims": list(range(7)),
+    }

@@ -18,7 +18,7 @@ position and dimension, so every number the network predicts has unit scale.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,6 +45,11 @@ class Normalization:
     latent_std: np.ndarray  # (C,)
     residual_std: np.ndarray  # (C,): of (future - current) normalised latents
     relative_action_dims: list[int]
+    # Instruction embeddings are centred on the training instructions' mean and rescaled: sentences
+    # such as "put the red/green/blue cube in the bin" have MiniLM cosine similarity ~0.84, and
+    # what tells them apart is the small remainder. Identity (0, 1) for checkpoints without it.
+    text_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (text_dim,) or empty
+    text_scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))  # (1,)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
@@ -53,6 +58,12 @@ class Normalization:
     def from_json(cls, data: dict[str, Any]) -> "Normalization":
         arrays = {k: np.asarray(v, np.float32) for k, v in data.items() if k != "relative_action_dims"}
         return cls(**arrays, relative_action_dims=[int(i) for i in data["relative_action_dims"]])
+
+    def normalize_text(self, embeddings: Any) -> Any:
+        """(..., text_dim) MiniLM embeddings -> centred and rescaled network input."""
+        if self.text_mean.size == 0:
+            return embeddings
+        return (embeddings - _like(self.text_mean, embeddings)) * _like(self.text_scale, embeddings)
 
     def check(self, config: WamConfig) -> None:
         """Raise ValueError when the statistics do not fit the model's shapes."""
@@ -71,6 +82,8 @@ class Normalization:
                 raise ValueError(f"normalisation {name} has shape {value.shape}, the model needs {shape}")
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"normalisation {name} holds non-finite values")
+        if self.text_mean.size not in (0, config.transformer.text_dim) or self.text_scale.shape != (1,):
+            raise ValueError(f"normalisation text_mean/text_scale have shapes {self.text_mean.shape}/{self.text_scale.shape}, the model needs ({config.transformer.text_dim},)/(1,)")
         if self.relative_action_dims != list(config.relative_action_dims):
             raise ValueError(f"normalisation relative_action_dims {self.relative_action_dims} != model's {config.relative_action_dims}")
 
@@ -290,8 +303,16 @@ class TrainingFrames:
         return chunks.mean(0), np.maximum(chunks.std(0), STD_FLOOR)
 
 
-def compute_normalization(frames: TrainingFrames, latents: torch.Tensor) -> Normalization:
-    """Statistics of states, action chunks and latents (latents: raw, (N, cameras, C, h, w))."""
+def text_statistics(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the training instructions' embeddings and the scale that gives the centred ones unit RMS norm."""
+    mean = embeddings.mean(0)
+    rms = float(np.sqrt(np.mean(np.sum((embeddings - mean) ** 2, axis=1))))
+    return mean.astype(np.float32), np.array([1.0 / rms if rms > 1e-6 else 1.0], np.float32)
+
+
+def compute_normalization(frames: TrainingFrames, latents: torch.Tensor, text_embeddings: np.ndarray) -> Normalization:
+    """Statistics of states, action chunks, latents (raw, (N, cameras, C, h, w)) and instruction
+    embeddings (one row per ``frames.instructions``)."""
     action_mean, action_std = frames.action_chunk_statistics()
     per_channel = latents.transpose(0, 2).reshape(latents.shape[2], -1)
     latent_mean = per_channel.mean(1).numpy()
@@ -306,6 +327,7 @@ def compute_normalization(frames: TrainingFrames, latents: torch.Tensor) -> Norm
         residual_std=np.ones(latents.shape[2], np.float32),
         relative_action_dims=list(frames.config.relative_action_dims),
     )
+    stats.text_mean, stats.text_scale = text_statistics(text_embeddings)
     normalized = stats.normalize_latents(latents)
     anchors = np.arange(frames.num_frames)
     residual = normalized[frames.future_frames(anchors)] - normalized
@@ -337,7 +359,7 @@ class WindowSampler:
         self.frames = frames
         self.latents = latents
         self.stats = stats
-        self.text = torch.from_numpy(text_embeddings.astype(np.float32))
+        self.text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
         self.rng = rng
         self.noise = frames.config.context_noise_std
 

@@ -162,7 +162,7 @@ class WamRuntime:
         pixels = torch.from_numpy(np.stack(frames, axis=1).reshape(-1, config.image_height, config.image_width, 3)).to(self.device)
         latents = self.autoencoder.encode(images_to_tensor(pixels).to(self.dtype))
         latents = self.stats.normalize_latents(latents).reshape(1, n, len(config.cameras), *latents.shape[1:])
-        text = torch.from_numpy(instruction_encoder().encode_one(instruction)).to(self.device, self.dtype).unsqueeze(0)
+        text = torch.from_numpy(self.stats.normalize_text(instruction_encoder().encode_one(instruction))).to(self.device, self.dtype).unsqueeze(0)
         state_in = torch.from_numpy(self.stats.normalize_state(state)).to(self.device, self.dtype).unsqueeze(0)
         context = self.network.encode_context(latents, state_in, text)
         return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype))

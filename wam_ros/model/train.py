@@ -287,9 +287,9 @@ class Trainer:
         autoencoder = model.autoencoder.to(accelerator.device).eval()
         with accelerator.main_process_first():
             latents = frames.encode_all(autoencoder, o.out / "cache", weights_key(autoencoder))
-        if normalization is None:
-            normalization = compute_normalization(frames, latents)
         text = instruction_encoder().encode(frames.instructions)
+        if normalization is None:
+            normalization = compute_normalization(frames, latents, text)
         sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng)
         self._record_cpu("encode", since)
         self._train_transformer(model, sampler, normalization, train)
