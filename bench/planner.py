@@ -113,10 +113,10 @@ class ClosedLoop:
     """Drives the running graph: sim resets, the planner's action, the baseline's single subtask."""
 
     def __init__(self) -> None:
-        from wam_ros.cli_demo import DemoClient
+        from wam_ros.demo import DemoClient
         from wam_ros.task_commander import TaskCommander
 
-        self.demo = DemoClient(camera="front")
+        self.demo = DemoClient(camera=None, startup_timeout_s=60.0)
         self.commander = TaskCommander("wam_planner_bench")
         self.diagnostics: dict[str, str] = {}
         from diagnostic_msgs.msg import DiagnosticArray

@@ -7,6 +7,7 @@ safety events. ``wam-ros demo`` and ``bench/inference.py`` use it.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -239,6 +240,8 @@ def run_closed_loop(
     """Bring the node set up, run one episode per seed, stop everything (HOLD first on Ctrl-C)."""
     from wam_ros.supervisor import Supervisor
 
+    for name, value in bringup.environment.items():  # this process talks to the nodes: same DDS settings
+        os.environ.setdefault(name, value)
     camera = bringup.robot.camera(video_camera) if video_dir is not None else None
     supervisor = Supervisor(bringup)
     reports: list[EpisodeReport] = []

@@ -233,13 +233,19 @@ class WamInference(LifecycleNode):
         return now_s >= self.current.stamp_s + execute * period - self.latency.estimate_s()
 
     def _work(self) -> None:
-        while not self.stop_worker.is_set():
-            now = self._now_s()
-            if not self.subtask.instruction:
-                self.not_ready = "no subtask: set the 'instruction' parameter or publish /wam/task/subtask"
-            elif self._due(now):
-                if self._compute_chunk(now):
+        while not self.stop_worker.is_set() and self.context.ok():
+            try:
+                now = self._now_s()
+                if not self.subtask.instruction:
+                    self.not_ready = "no subtask: set the 'instruction' parameter or publish /wam/task/subtask"
+                elif self._due(now) and self._compute_chunk(now):
                     continue
+            except Exception as error:  # noqa: BLE001 - reported; at shutdown the context goes first
+                if not self.context.ok():
+                    return
+                self.not_ready = f"inference failed: {type(error).__name__}: {error}"
+                self.get_logger().error(self.not_ready, throttle_duration_sec=5.0)
+                self.stop_worker.wait(0.5)
             self.stop_worker.wait(0.005)
 
     def _compute_chunk(self, now_s: float) -> bool:
