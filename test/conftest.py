@@ -1,10 +1,14 @@
-"""Test-wide ROS settings: DDS on loopback, a ROS_DOMAIN_ID of this run's own, logs in a temp dir.
+"""Test-wide ROS settings: DDS on loopback, a ROS_DOMAIN_ID per test module, logs in a temp dir.
 
-Set at import, before any test creates a ROS context or starts a process, so every process of
-this test run (and only those) shares one domain.
+Every test module gets a domain of its own (set in the environment before its fixtures run, so
+the processes it starts and the rclpy contexts it creates share it, module-scoped graphs
+included). A process killed by an earlier module leaves its DDS participant in the others'
+discovery data until its lease expires; in a shared domain such ghosts count as extra publishers
+and trip the safety bridge's one-source rule.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -13,12 +17,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-os.environ["ROS_DOMAIN_ID"] = os.environ.get("WAM_ROS_TEST_DOMAIN_ID", str(1 + os.getpid() % 100))
+_DOMAIN_IDS = itertools.cycle(range(1, 101))  # valid Fast DDS domains on one host
+for _ in range(os.getpid() % 100):  # runs started at the same time begin at different domains
+    next(_DOMAIN_IDS)
+os.environ["ROS_DOMAIN_ID"] = str(next(_DOMAIN_IDS))  # for code that reads it at import
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "dds" / "fastdds_localhost.xml")
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="wam_ros_test_logs_"))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain_id() -> int:
+    """A fresh ROS_DOMAIN_ID for every test module."""
+    domain_id = next(_DOMAIN_IDS)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    return domain_id
 
 
 @pytest.fixture
