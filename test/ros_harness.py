@@ -17,15 +17,17 @@ from wam_ros.bringup import NodeSpec, node_parameters_class, write_params_file
 from wam_ros.supervisor import node_command
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` on timeout."""
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02,
+               detail: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` (and
+    ``detail()``, the state seen at the timeout) on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}" + (f"; {detail()}" if detail else ""))
 
 
 class Processes:

@@ -33,12 +33,13 @@ LIMITS = Limits.from_robot(ROBOT)
 KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
 PERIOD_S = 1.0 / 250.0
 STEP_MAX = LIMITS.step_max_rad(PERIOD_S)
-JOINT_STATE_TIMEOUT_S = 0.25
+JOINT_STATE_TIMEOUT_S = 0.5
 
 
 def start_bridge(processes, tmp_path: Path, name: str = "safety_bridge", **overrides):
-    # joint_state_timeout_s above the default 0.1 s: a test process on a loaded CI machine can stall
-    # that long, and a spurious HOLD would hide what a test checks.
+    # joint_state_timeout_s above the default 0.1 s: the test process that plays the arm stalls for
+    # 80 ms on a loaded 2-core host (measured) and more on CI, and a spurious HOLD would hide what a
+    # test checks.
     parameters = dict(robot_config=str(robot_config_path("panda_sim")), estop_latch_file=str(tmp_path / "estop.json"),
                       status_rate_hz=20.0, joint_state_timeout_s=JOINT_STATE_TIMEOUT_S)
     parameters.update(overrides)
@@ -98,6 +99,16 @@ def make_chunk(stamp_s: float, targets: np.ndarray, period_s: float) -> ActionCh
     return chunk
 
 
+def describe(statuses: list) -> str:
+    """The newest status, for failure messages."""
+    if not statuses:
+        return "no status received"
+    s = statuses[-1]
+    sources = sorted({x.command_source for x in list(statuses)})
+    return (f"command sources seen {sources}; last status: mode {s.mode_name}, stop reason {s.last_stop_reason!r}, source {s.command_source!r}, "
+            f"violations {list(s.violations)}, joint state age {s.joint_state_age_s:.3f} s")
+
+
 def now_s(ros) -> float:
     return ros.node.get_clock().now().nanoseconds * 1e-9
 
@@ -119,7 +130,7 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
     received_s = now_s(ros)
     bridge_latency_s = time_to_seconds(hold.last_stop_stamp) - deadline
-    assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok
+    assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok, hold.last_stop_reason
     assert 0.0 <= bridge_latency_s <= ROBOT.safety.watchdog_margin_s, f"deadline-to-HOLD {bridge_latency_s * 1e3:.1f} ms"
     # As seen from outside (the status crossing DDS included); generous for a loaded machine.
     assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 0.2
@@ -127,13 +138,14 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     wait_until(lambda: len(arm.commands) > 20 and np.allclose(arm.commands[-1][1], arm.commands[-10][1]), 5.0, "a held position")
 
     # Stale joint states: the arm goes silent; deadline = last joint state + joint_state_timeout_s.
-    statuses.clear()
     assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
-    wait_until(lambda: any(s.mode == SafetyStatus.MODE_TELEOP for s in statuses), 5.0, "TELEOP")
+    teleop_at = wait_until(lambda: next((i + 1 for i, s in enumerate(list(statuses)) if s.mode == SafetyStatus.MODE_TELEOP), None),
+                           5.0, "TELEOP")
     arm.stop()
     last_sent = arm.published[-1][0]
-    hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
-    assert "joint_states" in hold.last_stop_reason
+    # Statuses after the first TELEOP one: HOLD statuses of the first part can still be in flight.
+    hold = wait_until(lambda: next((s for s in list(statuses)[teleop_at:] if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
+    assert "joint_states" in hold.last_stop_reason, hold.last_stop_reason
     assert time.monotonic() - last_sent <= JOINT_STATE_TIMEOUT_S + ROBOT.safety.watchdog_margin_s + 0.2
     assert not set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted  # needs fresh joint states
 
@@ -230,12 +242,14 @@ def test_a_second_publisher_is_refused_and_reported(processes, ros, tmp_path):
         ros.wait_for_subscribers(impostor)
         goal = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3])  # wrist roll: no TCP travel
         model.publish(make_chunk(now_s(ros), np.tile(goal, (40, 1)), 0.1))
-        wait_until(lambda: any(s.command_source.endswith("test_probe") for s in list(statuses)), 10.0, "the lock for the first publisher")
+        wait_until(lambda: any(s.command_source.endswith("test_probe") for s in list(statuses)), 10.0, "the lock for the first publisher",
+                   detail=lambda: describe(statuses))
         wrong = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.3])
         impostor.publish(make_chunk(now_s(ros), np.tile(wrong, (40, 1)), 0.1))
-        report = wait_until(lambda: [v for s in list(statuses) for v in s.violations if "multiple_publishers" in v], 10.0,
-                            "a multiple_publishers violation")
-        assert any("impostor" in v for v in report), report
+        # The graph can name a publisher only after its node's discovery info arrives: until then
+        # reports say _NODE_NAME_UNKNOWN_, and a later one names the impostor.
+        wait_until(lambda: [v for s in list(statuses) for v in s.violations if "multiple_publishers" in v and "impostor" in v], 10.0,
+                   "a multiple_publishers violation naming the impostor", detail=lambda: describe(statuses))
         time.sleep(1.2)
         assert np.allclose(arm.commands[-1][1], goal, atol=1e-3)  # the impostor's chunk never moved the arm
         assert statuses[-1].mode == SafetyStatus.MODE_AUTONOMY

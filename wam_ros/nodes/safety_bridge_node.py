@@ -63,6 +63,9 @@ class Parameters:
     realtime_priority: int = param(0, "SCHED_FIFO priority 1..99 of the output loop's thread (needs CAP_SYS_NICE); 0: normal scheduling")
 
 
+UNKNOWN_NODE_NAME = "_NODE_NAME_UNKNOWN_"  # rmw's name for an endpoint whose node is not known yet
+
+
 def _gid(info: dict | None) -> str:
     """Publisher GID of a received message as hex (empty when the middleware gives none)."""
     gid = (info or {}).get("publisher_gid") or {}
@@ -207,7 +210,10 @@ class SafetyBridge(Node):
 
     def _refresh_publisher_names(self, topic: str) -> None:
         for endpoint in self.get_publishers_info_by_topic(topic):
-            self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+            # The graph can list an endpoint before its node's name arrives (DDS discovery and
+            # ROS discovery info are separate): such a name is not cached, so it is looked up again.
+            if endpoint.node_name != UNKNOWN_NODE_NAME:
+                self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
 
     def _check_publishers(self) -> None:
         for gid, topic in list(self._unnamed_sources.items()):
