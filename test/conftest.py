@@ -1,10 +1,11 @@
-"""Test-wide ROS settings: DDS on loopback, a ROS_DOMAIN_ID per test module, logs in a temp dir.
+"""Test-wide ROS settings: DDS on loopback, a ROS_DOMAIN_ID per test, logs in a temp dir.
 
-Every test module gets a domain of its own (set in the environment before its fixtures run, so
-the processes it starts and the rclpy contexts it creates share it, module-scoped graphs
-included). A process killed by an earlier module leaves its DDS participant in the others'
-discovery data until its lease expires; in a shared domain such ghosts count as extra publishers
-and trip the safety bridge's one-source rule.
+Every test gets a domain of its own (set in the environment before the test runs, so the
+processes it starts and the rclpy contexts it creates share it). A process killed by an earlier
+test leaves its DDS participant in the others' discovery data until its lease expires; in a
+shared domain such ghosts count as extra publishers and trip the safety bridge's one-source rule.
+A module whose module-scoped fixtures start processes sets ``SHARED_ROS_DOMAIN = True``: its
+tests then share the module's domain.
 """
 from __future__ import annotations
 
@@ -29,9 +30,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ros_domain_id() -> int:
-    """A fresh ROS_DOMAIN_ID for every test module."""
+def ros_module_domain_id() -> int:
+    """A fresh ROS_DOMAIN_ID for each module, in place before its module-scoped fixtures run."""
     domain_id = next(_DOMAIN_IDS)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    return domain_id
+
+
+@pytest.fixture(autouse=True)
+def ros_domain_id(request, ros_module_domain_id: int) -> int:
+    """A fresh ROS_DOMAIN_ID for every test, or the module's when it shares one."""
+    domain_id = ros_module_domain_id if getattr(request.module, "SHARED_ROS_DOMAIN", False) else next(_DOMAIN_IDS)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     return domain_id
 

@@ -22,6 +22,7 @@ from wam_ros.ros import qos
 from wam_ros.srv import SetMode
 
 pytestmark = pytest.mark.ros
+SHARED_ROS_DOMAIN = True  # the module-scoped graph fixture and its tests talk to each other
 ORDER = ("green", "blue", "red")
 INSTRUCTION = "put the green, blue and red cubes in the bin, in that order"
 

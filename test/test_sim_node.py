@@ -23,12 +23,13 @@ from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
 from wam_ros.srv import ResetSim
 
 pytestmark = pytest.mark.ros
+SHARED_ROS_DOMAIN = True  # the module-scoped graph fixture and its tests talk to each other
 ROBOT = load_robot_config("panda_sim")
 ARM = list(ROBOT.arm.joint_names)
 STREAM_OFFSETS = np.array([0.3, -0.2, 0.25, 0.3, -0.3, 0.25, 0.4])
 STREAM_DURATION_S = 1.5
 JOINT_TOLERANCE_RAD = 0.02  # timed JointTrajectory: measured vs interpolated target at the same stamp (docs/sim.md)
-STREAM_PATH_TOLERANCE_RAD = 0.03  # streamed from another process on a busy 2-core host: distance from the path
+STREAM_PATH_TOLERANCE_RAD = 0.05  # streamed from another process on a busy 2-core host: distance from the path
 
 
 @pytest.fixture(scope="module")
