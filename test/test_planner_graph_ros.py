@@ -40,7 +40,8 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     # The planner does not read the sim's task status here: completion then comes from the WAM's progress head.
     processes.start_node("task_planner", robot_config=config, use_sim_time=True, language_model_path=str(model_dir),
                          proposal_samples=2, proposal_max_new_tokens=16, progress_period_s=0.5, subtask_timeout_s=120.0,
-                         task_status_topic="/wam/sim/task_status_unused")
+                         task_status_topic="/wam/sim/task_status_unused",
+                         imagine_timeout_s=30.0)  # wiring, not speed: a starved host answered none of three within 5 s
     statuses = ros.collect(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
     safety = ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
     subtasks = ros.collect(Subtask, "/wam/task/subtask", qos.LATCHED)
