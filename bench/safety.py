@@ -37,26 +37,13 @@ from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore  # noqa: E40
 from wam_ros.control.chunks import ChunkInput  # noqa: E402
 from wam_ros.control.kinematics import ChainKinematics  # noqa: E402
 from wam_ros.control.limits import Limits, check_output  # noqa: E402
-from wam_ros.control.modes import EstopLatch, LatchState, Mode  # noqa: E402
+from wam_ros.control.modes import MemoryLatch, Mode  # noqa: E402
 from wam_ros.robot import load_robot_config, robot_config_path  # noqa: E402
 
 ROBOT = load_robot_config("panda_sim")
 NAMES = list(ROBOT.arm.joint_names)
 NASTY = (math.nan, math.inf, -math.inf, 1e6, -1e6, 1e300)
 
-
-class MemoryLatch(EstopLatch):
-    """ESTOP latch in memory (the fuzz loop must not fsync; persistence is tested in test/)."""
-
-    def __init__(self) -> None:
-        super().__init__("/nonexistent/estop.json")
-        self.state = LatchState(False)
-
-    def read(self) -> LatchState:
-        return self.state
-
-    def write(self, state: LatchState) -> None:
-        self.state = state
 
 
 def fuzz(inputs: int, seed: int = 0) -> dict:

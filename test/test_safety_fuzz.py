@@ -18,7 +18,7 @@ from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput
 from wam_ros.control.kinematics import ChainKinematics
 from wam_ros.control.limits import Limits, OutputChecker
-from wam_ros.control.modes import EstopLatch, LatchState, Mode
+from wam_ros.control.modes import MemoryLatch, Mode
 from wam_ros.robot import load_robot_config
 
 ROBOT = load_robot_config("panda_sim")
@@ -33,19 +33,6 @@ CASES_PER_TEST = 5000  # two tests: 10^4 cases in CI
 FUZZ = settings(max_examples=CASES_PER_TEST, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-
-class MemoryLatch(EstopLatch):
-    """The ESTOP latch in memory: fuzzing must not fsync a file per case (persistence is tested elsewhere)."""
-
-    def __init__(self) -> None:
-        super().__init__("/nonexistent/estop.json")
-        self.state = LatchState(False)
-
-    def read(self) -> LatchState:
-        return self.state
-
-    def write(self, state: LatchState) -> None:
-        self.state = state
 
 
 NASTY = (math.nan, math.inf, -math.inf, 1e6, -1e6, 1e300)

@@ -109,3 +109,18 @@ class EstopLatch:
             if os.path.exists(temporary):
                 os.unlink(temporary)
             raise
+
+
+class MemoryLatch(EstopLatch):
+    """The ESTOP latch in memory, for fuzzing and benchmarks of the core (no file, no fsync per
+    case). A bridge driving an arm uses :class:`EstopLatch`: this one forgets ESTOP on restart."""
+
+    def __init__(self) -> None:
+        super().__init__("/nonexistent/estop.json")
+        self.state = LatchState(False)
+
+    def read(self) -> LatchState:
+        return self.state
+
+    def write(self, state: LatchState) -> None:
+        self.state = state
