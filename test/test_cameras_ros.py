@@ -107,10 +107,14 @@ def test_realsense_node_publishes_aligned_frames_with_device_stamps_and_recovers
     assert list(info.k) == [615.0, 0.0, 322.0, 0.0, 615.0, 238.0, 0.0, 0.0, 1.0] and info.distortion_model == "plumb_bob"
 
     # Stamps follow the device clock within one playback run: spacing = frame-number gap / 30 Hz,
-    # except where the minimum-delay offset estimate improves (stamps then move a little earlier).
+    # except where the minimum-delay offset estimate improves (stamps then move a little earlier)
+    # or the node re-synchronised its clock (a starved host delays playback by more than
+    # clock_resync_threshold_s; stamps then jump forward, once per reported reset).
     assert np.all(np.diff(stamps) > 0)
     errors = np.array([(s1 - s0) - (n1 - n0) / 30.0 for (n0, s0), (n1, s1) in zip(zip(numbers, stamps), zip(numbers[1:], stamps[1:])) if n1 > n0])
-    assert len(errors) >= 10 and np.all(errors < 1e-4) and np.all(errors > -0.05)
+    clock_resets = max(int(values(d).get("clock_resets", 0)) for d in diagnostics)
+    assert len(errors) >= 10 and np.all(errors > -0.05)
+    assert np.sum(errors >= 1e-4) <= clock_resets, f"stamps jumped forward {np.sum(errors >= 1e-4)} times, {clock_resets} clock resets"
     assert np.mean(np.abs(errors) < 1e-4) >= 0.7
     # ... and sit on the ROS clock: never after the frame's arrival, at most a fraction of a second before it.
     arrivals = [received_at[(m.header.stamp.sec, m.header.stamp.nanosec)] for m in images if (m.header.stamp.sec, m.header.stamp.nanosec) in received_at]
@@ -144,9 +148,11 @@ def test_opencv_node_plays_a_video_file_at_the_configured_rate(processes, ros, t
     node = processes.start_node("opencv_camera", "side_camera", robot_config=robot, camera="side")
     wait_until(lambda: len(images) >= 40, 20.0, "40 frames from the video node")
     blues = [int(image_to_numpy(m)[60, 80, 2]) for m in images]
-    start = blues.index(0)  # the first frames may predate the subscription
-    expected = [10 * (i % 15) for i in range(len(blues) - start)]
-    assert blues[start:] == expected  # every file frame once, in order, looping
+    # File frames in order, looping, never repeated; a starved test process can miss a few on the
+    # way (5-deep sensor history), the node itself never skips one.
+    steps = [((b1 - b0) // 10) % 15 for b0, b1 in zip(blues, blues[1:])]
+    assert all(step >= 1 for step in steps), blues
+    assert steps.count(1) >= 0.8 * len(steps), blues
     assert all((m.width, m.height, m.encoding, m.header.frame_id) == (160, 120, "rgb8", "side_camera_optical") for m in images)
     assert tuple(image_to_numpy(images[-1])[0, 0, [0, 1]]) == (200, 0)
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])

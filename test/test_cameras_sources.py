@@ -41,7 +41,7 @@ def write_video(path: Path, frames: int, size: tuple[int, int] = (320, 240), fps
 
 def test_realsense_playback_through_the_real_pipeline(recording):
     path, scene = recording
-    camera = RealSenseCamera(RealSenseSettings(serial_number=scene.serial_number, playback_file=str(path), frame_timeout_s=0.5))
+    camera = RealSenseCamera(RealSenseSettings(serial_number=scene.serial_number, playback_file=str(path), frame_timeout_s=2.0))
     camera.open()
     try:
         assert camera.device_info.serial_number == scene.serial_number
@@ -52,7 +52,7 @@ def test_realsense_playback_through_the_real_pipeline(recording):
             try:
                 frames.append(camera.read())
             except FrameTimeoutError as error:
-                assert "no frames for 0.50 s" in str(error)
+                assert "no frames for 2.00 s" in str(error)  # long: a starved host stalls playback
                 break
         # Real-time playback: a busy machine skips stale framesets (the newest wins), never
         # repeats or reorders them, and always reaches the end of the file.
@@ -79,7 +79,7 @@ def test_realsense_playback_through_the_real_pipeline(recording):
 
 def test_realsense_colour_only_skips_alignment(recording):
     path, scene = recording
-    camera = RealSenseCamera(RealSenseSettings(playback_file=str(path), frame_timeout_s=0.5))
+    camera = RealSenseCamera(RealSenseSettings(playback_file=str(path), frame_timeout_s=2.0))
     camera.align_depth = False
     camera.open()
     try:
