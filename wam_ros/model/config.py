@@ -32,6 +32,10 @@ class AutoencoderConfig:
     latent_channels: int = 4
     pretrained_path: str = ""  # diffusers AutoencoderKL directory (kind == "diffusers")
     downsample_factor: int = 8  # diffusers only: the pretrained VAE's spatial downsampling
+    # conv only, training: pixels are weighted 1 + foreground_weight * (mean absolute deviation from
+    # the frame's median colour, in [-1, 1] units), so that small objects (the cubes) are not
+    # averaged away by a loss dominated by the table; 0 = plain per-pixel loss
+    foreground_weight: float = 0.0
 
     @property
     def downsample(self) -> int:
