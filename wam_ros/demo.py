@@ -68,6 +68,7 @@ class DemoClient:
         self.arrivals_ms: list[float] = []
         self.jumps: list[float] = []
         self.last_chunk: TimedChunk | None = None
+        self.subtask_id = ""  # the current episode's subtask: chunks for others are not measured
         self.events: list[str] = []
         self.frames: list[np.ndarray] = []
         self.recording = False
@@ -103,12 +104,16 @@ class DemoClient:
             actions = np.concatenate([actions, np.asarray(msg.gripper_widths)[:, None]], axis=1)
         chunk = TimedChunk(stamp_s, msg.control_period_s, actions)
         with self.lock:
-            if self.recording:
-                self.chunks.append(msg)
+            if not self.recording:
+                return
+            self.chunks.append(msg)
+            # A chunk computed for the previous episode can still arrive after the reset: it
+            # says nothing about this episode's latency or continuity.
+            if msg.subtask_id == self.subtask_id:
                 self.arrivals_ms.append((now_s - stamp_s) * 1e3)
                 if self.last_chunk is not None:
                     self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
-            self.last_chunk = chunk
+                self.last_chunk = chunk
 
     def _on_image(self, msg) -> None:
         from wam_ros.ros.conversions import image_to_numpy
@@ -163,7 +168,7 @@ class DemoClient:
         subtask.header.stamp = self.status.header.stamp
         with self.lock:
             self.chunks, self.events, self.frames, self.arrivals_ms, self.jumps = [], [], [], [], []
-            self.last_chunk, self.recording = None, True
+            self.last_chunk, self.recording, self.subtask_id = None, True, subtask.id
         self.subtask_pub.publish(subtask)
         # AUTONOMY only once the model streams chunks for this episode's instruction.
         deadline = time.monotonic() + self.startup_timeout_s
@@ -188,8 +193,8 @@ class DemoClient:
             instruction=reset.instruction,
             success=bool(self.status.success),
             sim_duration_s=self.sim_time_s() - start,
-            chunks=len(self.chunks),
-            latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks],
+            chunks=sum(c.subtask_id == subtask.id for c in self.chunks),
+            latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks if c.subtask_id == subtask.id],
             stamp_to_receive_ms=list(self.arrivals_ms),
             boundary_jumps=list(self.jumps),
             safety_events=list(dict.fromkeys(self.events)) + ([f"stop: {stop_reason}"] if stop_reason else []),
