@@ -140,7 +140,7 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     # Stale joint states: the arm goes silent; deadline = last joint state + joint_state_timeout_s.
     assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
     teleop_at = wait_until(lambda: next((i + 1 for i, s in enumerate(list(statuses)) if s.mode == SafetyStatus.MODE_TELEOP), None),
-                           5.0, "TELEOP")
+                           5.0, "TELEOP", detail=lambda: describe(statuses))
     arm.stop()
     last_sent = arm.published[-1][0]
     # Statuses after the first TELEOP one: HOLD statuses of the first part can still be in flight.
