@@ -34,6 +34,7 @@ KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.
 PERIOD_S = 1.0 / 250.0
 STEP_MAX = LIMITS.step_max_rad(PERIOD_S)
 JOINT_STATE_TIMEOUT_S = 0.5
+LOST_COMMANDS_TOLERATED = 2  # consecutive 250 Hz commands the test process may miss on a busy host
 
 
 def start_bridge(processes, tmp_path: Path, name: str = "safety_bridge", **overrides):
@@ -210,10 +211,15 @@ def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, 
         distance_in_steps = [float(np.max(np.abs(q - frozen) / STEP_MAX)) for q in after]
         first = int(np.argmin(distance_in_steps))
         assert distance_in_steps[first] <= 1.0 + 1e-6, f"first command after the switch is {distance_in_steps[first]:.2f} steps from the arm"
+        # Between two received commands: at most LOST_COMMANDS_TOLERATED + 1 periods of motion at
+        # the limits (a starved test process misses some of the 250 Hz commands; the exact
+        # per-cycle limits are checked on every cycle by the fuzz tests). Continuing from the
+        # command instead of the frozen arm would be a 60 ms jump, well beyond this.
+        periods = LOST_COMMANDS_TOLERATED + 1
         steps = np.abs(np.diff(np.array(after[first:]), axis=0)) / STEP_MAX
-        assert steps.size == 0 or steps.max() <= 1.0 + 1e-6
+        assert steps.size == 0 or steps.max() <= periods + 1e-6
         tcp = KINEMATICS.positions(np.array(after[first:]))
-        assert np.all(np.linalg.norm(np.diff(tcp, axis=0), axis=1) <= ROBOT.safety.ee_speed_max_m_s * PERIOD_S + 1e-7)
+        assert np.all(np.linalg.norm(np.diff(tcp, axis=0), axis=1) <= periods * ROBOT.safety.ee_speed_max_m_s * PERIOD_S + 1e-7)
 
     jog(0.6, 0.2)  # moving when the switch comes
     threading.Thread(target=jog, args=(0.5, 0.2), daemon=True).start()
