@@ -196,11 +196,7 @@ class ClosedLoop:
         subtask.header.stamp = demo.status.header.stamp
         demo.subtask_pub.publish(subtask)
         demo.set_mode(SafetyStatus.MODE_AUTONOMY, f"planner bench baseline: {instruction}")
-        start = demo.sim_time_s()
-        while not demo.status.success and demo.sim_time_s() - start < timeout_s and not stopping.is_set():
-            if demo.safety.mode in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
-                break  # a watchdog or limit stopped the arm
-            time.sleep(0.02)
+        demo.wait_for_outcome(demo.sim_time_s(), timeout_s, stopping)
         success = bool(demo.status.success)
         if demo.safety.mode == SafetyStatus.MODE_AUTONOMY:
             demo.set_mode(SafetyStatus.MODE_HOLD, "planner bench baseline: episode over")

@@ -151,6 +151,15 @@ class DemoClient:
                 raise TimeoutError("no task status or safety status within the start-up timeout")
             time.sleep(0.05)
 
+    def wait_for_outcome(self, start_s: float, timeout_s: float, stopping: threading.Event) -> None:
+        """Until the task succeeds, ``timeout_s`` of sim time pass since ``start_s``, the bridge
+        stops the arm (HOLD or ESTOP: a watchdog or limit), or ``stopping`` is set."""
+        SafetyStatus = self.msgs["SafetyStatus"]
+        while not self.status.success and self.sim_time_s() - start_s < timeout_s and not stopping.is_set():
+            if self.safety.mode in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
+                return
+            time.sleep(0.02)
+
     def run_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> EpisodeReport:
         SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
         if self.safety.mode != SafetyStatus.MODE_IDLE:
@@ -178,10 +187,7 @@ class DemoClient:
             time.sleep(0.02)
         self.set_mode(SafetyStatus.MODE_AUTONOMY, f"demo: {reset.instruction}")
         start = self.sim_time_s()
-        while not self.status.success and self.sim_time_s() - start < timeout_s and not stopping.is_set():
-            if self.safety.mode in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
-                break  # a watchdog or limit stopped the arm
-            time.sleep(0.02)
+        self.wait_for_outcome(start, timeout_s, stopping)
         stop_reason = self.safety.last_stop_reason if self.safety.mode != SafetyStatus.MODE_AUTONOMY else ""
         if self.safety.mode == SafetyStatus.MODE_AUTONOMY:
             self.set_mode(SafetyStatus.MODE_HOLD, "demo: episode over")

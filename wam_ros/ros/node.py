@@ -52,8 +52,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
     """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
 
     ``executor`` makes the executor (anything with ``add_node`` and ``spin``, optionally
-    ``shutdown(timeout_sec)``); by default a
-    single- or multithreaded one per ``multithreaded``.
+    ``shutdown(timeout_sec)``); by default a single- or multithreaded one per ``multithreaded``.
     Construction errors (bad parameters, missing files) are logged and give exit code 1.
     """
     rclpy.init(args=sys.argv if args is None else args)
