@@ -45,6 +45,24 @@ class AutoencoderConfig:
 
 
 @dataclass
+class KeypointConfig:
+    """Instruction-conditioned spatial-softmax keypoints from the raw frames, as extra context tokens.
+
+    The latents are coarse (a 4 cm cube is a fraction of one 12x12 cell) and an autoencoder
+    trained for reconstruction need not keep what tells the cubes apart. This small CNN sees
+    each camera's frame at ``image_size``, its features are FiLM-modulated by the instruction
+    (RT-1's way of letting language pick what the vision attends to), and each of ``count``
+    output maps is reduced to the expected (x, y) of its spatial softmax (Levine et al. 2016):
+    sub-pixel image coordinates, trained end to end by the diffusion loss. One token per camera
+    and observation frame. ``count`` 0 turns it off.
+    """
+
+    count: int = 0  # keypoints per camera
+    image_size: int = 64  # frames are resized to image_size x image_size for this encoder
+    channels: int = 16  # feature channels of its convolutions
+
+
+@dataclass
 class TransformerConfig:
     """The diffusion transformer (AdaLN-conditioned blocks, per-modality timesteps)."""
 
@@ -101,6 +119,7 @@ class WamConfig:
     state_names: list[str] = field(default_factory=list)
     action_names: list[str] = field(default_factory=list)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    keypoints: KeypointConfig = field(default_factory=KeypointConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -141,6 +160,9 @@ class WamConfig:
             raise ValueError(f"execute_steps {self.execute_steps} must lie in [1, horizon={self.horizon}]")
         if t.width % t.heads:
             raise ValueError(f"transformer.width {t.width} is not divisible by heads {t.heads}")
+        k = self.keypoints
+        if k.count < 0 or k.count and (k.image_size < 8 or k.channels < 4 or k.channels % 4):
+            raise ValueError(f"keypoints: count {k.count} must be >= 0; when on, image_size >= 8 and channels a multiple of 4")
         if self.autoencoder.kind not in ("conv", "diffusers"):
             raise ValueError(f"autoencoder.kind {self.autoencoder.kind!r}: expected conv or diffusers")
         probabilities = (d.policy_prob, d.forward_prob, d.inverse_prob, d.video_prob, d.score_prob)

@@ -269,6 +269,19 @@ class TrainingFrames:
             tmp.replace(cache_dir / f"{key}.npy")
         return torch.from_numpy(out)
 
+    def small_frames(self, size: int) -> torch.Tensor:
+        """uint8 (num_frames, cameras, size, size, 3): every frame resized for the keypoint encoder,
+        held in memory (a few hundred MB for 200 demos at 64x64)."""
+        out = np.empty((self.num_frames, len(self.config.cameras), size, size, 3), np.uint8)
+        with tqdm(total=len(self.episode_refs), desc=f"frames at {size}x{size}", unit="episode") as bar:
+            for index, (_, _, first) in enumerate(self.episode_refs):
+                images = self.episode_images(index)
+                for c, camera in enumerate(self.config.cameras):
+                    frames = resize_frames(np.asarray(images[camera]), (self.config.image_height, self.config.image_width))
+                    out[first : first + len(frames), c] = resize_frames(frames, (size, size))  # as the runtime does
+                bar.update(1)
+        return torch.from_numpy(out)
+
     # -- windows ---------------------------------------------------------------------------------
     def observation_frames(self, anchors: np.ndarray) -> np.ndarray:
         """(B, n_obs_frames) global frame numbers, oldest first."""
@@ -343,6 +356,7 @@ class Batch:
     """One batch of windows, everything normalised, on the training device."""
 
     context_latents: torch.Tensor  # (B, n_obs_frames, cameras, C, h, w)
+    context_pixels: torch.Tensor  # uint8 (B, n_obs_frames, cameras, s, s, 3) for the keypoint encoder; (B, 0) when it is off
     state: torch.Tensor  # (B, n_obs_frames, S)
     text: torch.Tensor  # (B, text_dim)
     actions: torch.Tensor  # (B, horizon, A) (zeros where has_actions is false)
@@ -355,12 +369,27 @@ class Batch:
         return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
 
-class WindowSampler:
-    """Draws random training windows; ``latents`` normalised (N, cameras, C, h, w)."""
+def keypoint_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., s, s, 3) frames -> float (..., 3, s, s) in [-1, 1], the keypoint encoder's input."""
+    return images_to_tensor(pixels.flatten(0, -4)).view(*pixels.shape[:-3], 3, *pixels.shape[-3:-1])
 
-    def __init__(self, frames: TrainingFrames, latents: torch.Tensor, stats: Normalization, text_embeddings: np.ndarray, rng: np.random.Generator) -> None:
+
+class WindowSampler:
+    """Draws random training windows; ``latents`` normalised (N, cameras, C, h, w); ``pixels``
+    (:meth:`TrainingFrames.small_frames`) when the model has a keypoint encoder."""
+
+    def __init__(
+        self,
+        frames: TrainingFrames,
+        latents: torch.Tensor,
+        stats: Normalization,
+        text_embeddings: np.ndarray,
+        rng: np.random.Generator,
+        pixels: torch.Tensor | None = None,
+    ) -> None:
         self.frames = frames
         self.latents = latents
+        self.pixels = pixels
         self.stats = stats
         self.text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
         self.rng = rng
@@ -387,8 +416,10 @@ class WindowSampler:
         has_actions = frames.has_actions[anchors]
         actions = np.where(has_actions[:, None, None], self.stats.encode_actions(np.nan_to_num(chunk), state_now), 0.0).astype(np.float32)
         text, progress = frames.instruction_and_progress(anchors, use_subtask)
+        pixels = self.pixels[torch.from_numpy(observed)] if self.pixels is not None else torch.zeros(len(anchors), 0, dtype=torch.uint8)
         return Batch(
             context_latents=context,
+            context_pixels=pixels,
             state=torch.from_numpy(self.stats.normalize_state(frames.states[observed]).astype(np.float32)),
             text=self.text[torch.from_numpy(text)],
             actions=torch.from_numpy(actions),

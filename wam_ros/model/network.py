@@ -100,6 +100,42 @@ class OutputLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+class KeypointEncoder(nn.Module):
+    """Frames -> per-image spatial-softmax keypoints, the features FiLM-modulated by the instruction.
+
+    Three convolutions (the first with stride 2) at ``image_size``; each of ``count`` output maps
+    becomes the expected (x, y) in [-1, 1] of its softmax over the positions (a learned
+    temperature per map). See :class:`wam_ros.model.config.KeypointConfig`.
+    """
+
+    def __init__(self, count: int, channels: int, text_dim: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(3, channels, 5, stride=2, padding=2), nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, channels, 3, padding=1)]
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(4, channels, affine=False) for _ in self.convs)
+        self.film = nn.Linear(text_dim, 2 * channels * len(self.convs))
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.maps = nn.Conv2d(channels, count, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(count))
+
+    def forward(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """pixels (B, N, 3, s, s) in [-1, 1], text (B, text_dim) -> keypoints (B, N, count, 2)."""
+        b, n = pixels.shape[:2]
+        x = pixels.flatten(0, 1)
+        film = self.film(text).repeat_interleave(n, dim=0).chunk(2 * len(self.convs), dim=-1)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = F.silu(norm(conv(x)) * (1 + film[2 * i][:, :, None, None]) + film[2 * i + 1][:, :, None, None])
+        maps = self.maps(x)
+        h, w = maps.shape[-2:]
+        weights = (maps.flatten(2) * self.log_temperature.exp()[:, None]).softmax(-1).view(-1, maps.shape[1], h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=weights.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=weights.dtype)
+        points = torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
+        return points.view(b, n, -1, 2)
+
+
 @dataclass
 class Context:
     """What one observation contributes, computed once and reused by every denoising step."""
@@ -142,6 +178,11 @@ class WorldActionTransformer(nn.Module):
         self.future_position = nn.Parameter(torch.randn(self.tokens_per_frame, width) * 0.02)
         self.state_embed = nn.Sequential(nn.Linear(config.n_obs_frames * config.state_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.text_token = nn.Linear(t.text_dim, width)
+        k = config.keypoints
+        self.keypoints = KeypointEncoder(k.count, k.channels, t.text_dim) if k.count else None
+        if self.keypoints is not None:
+            self.keypoint_embed = nn.Sequential(nn.Linear(2 * k.count, width), nn.SiLU(), nn.Linear(width, width))
+            self.keypoint_position = nn.Parameter(torch.randn(config.n_obs_frames * cameras, width) * 0.02)
         self.text_condition = nn.Sequential(nn.Linear(t.text_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.action_embed = nn.Linear(config.action_dim, width)
         self.action_position = nn.Parameter(torch.randn(config.horizon, width) * 0.02)
@@ -179,13 +220,18 @@ class WorldActionTransformer(nn.Module):
         return (out.unsqueeze(1) + embedded) if t.dim() == 2 else out + embedded
 
     # -- forward -----------------------------------------------------------------------------
-    def encode_context(self, latents: torch.Tensor, state: torch.Tensor, text: torch.Tensor) -> Context:
-        """latents (B, frames, cameras, C, h, w) normalised; state (B, frames, S) normalised; text (B, 384)."""
+    def encode_context(self, latents: torch.Tensor, state: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor | None = None) -> Context:
+        """latents (B, frames, cameras, C, h, w) normalised; state (B, frames, S) normalised; text (B, 384);
+        pixels (B, frames, cameras, 3, s, s) in [-1, 1] when the keypoint encoder is on."""
         b = latents.shape[0]
         image_tokens = self.context_embed(self.patchify(latents)) + self.context_position
-        tokens = torch.cat(
-            [self.text_token(text).unsqueeze(1), self.state_embed(state.reshape(b, -1)).unsqueeze(1), image_tokens], dim=1
-        )
+        parts = [self.text_token(text).unsqueeze(1), self.state_embed(state.reshape(b, -1)).unsqueeze(1)]
+        if self.keypoints is not None:
+            if pixels is None:
+                raise ValueError("this model's keypoint encoder needs the context frames as pixels")
+            points = self.keypoints(pixels.flatten(1, 2), text)
+            parts.append(self.keypoint_embed(points.flatten(2)) + self.keypoint_position)
+        tokens = torch.cat(parts + [image_tokens], dim=1)
         condition = self.text_condition(text)
         group = F.silu(self._group_condition(condition, GROUP_CONTEXT, None)).unsqueeze(1)
         keys_values = []
@@ -268,6 +314,7 @@ class WorldActionTransformer(nn.Module):
     def forward(
         self,
         latents: torch.Tensor,
+        pixels: torch.Tensor | None,
         state: torch.Tensor,
         text: torch.Tensor,
         n_policy: int,
@@ -280,7 +327,7 @@ class WorldActionTransformer(nn.Module):
         """Training pass over a batch whose first ``n_policy`` rows are policy samples (future
         removed) and whose other rows are world samples (future present, actions per
         ``actions_present``). One forward per step, as DistributedDataParallel needs."""
-        context = self.encode_context(latents, state, text)
+        context = self.encode_context(latents, state, text, pixels)
         b = latents.shape[0]
         policy = world = None
         if n_policy > 0:

@@ -26,7 +26,7 @@ import torch
 from wam_ros.model.autoencoder import images_to_tensor, tensor_to_images
 from wam_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from wam_ros.model.config import WamConfig
-from wam_ros.model.data import resize_frames
+from wam_ros.model.data import keypoint_input, resize_frames
 from wam_ros.model.diffusion import euler_schedule
 from wam_ros.model.network import Context
 from wam_ros.model.text import instruction_encoder
@@ -164,7 +164,12 @@ class WamRuntime:
         latents = self.stats.normalize_latents(latents).reshape(1, n, len(config.cameras), *latents.shape[1:])
         text = torch.from_numpy(self.stats.normalize_text(instruction_encoder().encode_one(instruction))).to(self.device, self.dtype).unsqueeze(0)
         state_in = torch.from_numpy(self.stats.normalize_state(state)).to(self.device, self.dtype).unsqueeze(0)
-        context = self.network.encode_context(latents, state_in, text)
+        small = None
+        if config.keypoints.count:
+            size = (config.keypoints.image_size,) * 2
+            small = np.stack([resize_frames(frame, size) for frame in frames], axis=1)[None]  # (1, n, cameras, s, s, 3)
+            small = keypoint_input(torch.from_numpy(small).to(self.device)).to(self.dtype)
+        context = self.network.encode_context(latents, state_in, text, small)
         return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype))
 
     def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:

@@ -50,6 +50,7 @@ from wam_ros.model.data import (
     common_image_size,
     compute_normalization,
     describe,
+    keypoint_input,
     open_datasets,
     weights_key,
 )
@@ -102,7 +103,8 @@ def training_loss(
     future_noise = torch.randn(batch.future_residual.shape, generator=generator, device=device)
     noisy_actions, action_target = add_noise(batch.actions, t_actions, action_noise)
     noisy_future, future_target = add_noise(batch.future_residual, t_future, future_noise)
-    policy, world = network(batch.context_latents, batch.state, batch.text, n_policy, noisy_future, t_future, noisy_actions, t_actions, actions_present)
+    pixels = keypoint_input(batch.context_pixels) if config.keypoints.count else None
+    policy, world = network(batch.context_latents, pixels, batch.state, batch.text, n_policy, noisy_future, t_future, noisy_actions, t_actions, actions_present)
 
     zero = batch.actions.new_zeros(())
     action_sum, action_count, progress_sum, progress_count = zero, zero, zero, zero
@@ -290,7 +292,8 @@ class Trainer:
         text = instruction_encoder().encode(frames.instructions)
         if normalization is None:
             normalization = compute_normalization(frames, latents, text)
-        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng)
+        pixels = frames.small_frames(model_config.keypoints.image_size) if model_config.keypoints.count else None
+        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels)
         self._record_cpu("encode", since)
         self._train_transformer(model, sampler, normalization, train)
         return o.out
