@@ -34,6 +34,7 @@ class EpisodeReport:
     boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch [rad or m]
     safety_events: list[str] = field(default_factory=list)
     video: str = ""
+    inference_stages_ms: dict[str, float] = field(default_factory=dict)  # wam_inference's stage.* diagnostics at the episode's end
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DemoClient:
 
     def __init__(self, camera: str | None, startup_timeout_s: float) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import MultiThreadedExecutor
         from sensor_msgs.msg import Image
 
@@ -70,6 +72,7 @@ class DemoClient:
         self.last_chunk: TimedChunk | None = None
         self.subtask_id = ""  # the current episode's subtask: chunks for others are not measured
         self.events: list[str] = []
+        self.inference_stages_ms: dict[str, float] = {}
         self.frames: list[np.ndarray] = []
         self.recording = False
         self.reset_client = self.node.create_client(ResetSim, "/wam/sim/reset")
@@ -78,6 +81,7 @@ class DemoClient:
         self.node.create_subscription(TaskStatus, "/wam/sim/task_status", self._on_status, qos.LATCHED)
         self.node.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED)
         self.node.create_subscription(ActionChunk, "/wam/action_chunk", self._on_chunk, qos.COMMANDS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if camera:
             self.node.create_subscription(Image, f"/wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
@@ -94,6 +98,13 @@ class DemoClient:
             if self.recording and msg.violations:
                 self.events.extend(msg.violations)
         self.safety = msg
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("wam_inference"):
+                stages = {kv.key[len("stage."):]: float(kv.value) for kv in status.values if kv.key.startswith("stage.")}
+                with self.lock:
+                    self.inference_stages_ms = stages
 
     def _on_chunk(self, msg) -> None:
         now_s = self.node.get_clock().now().nanoseconds * 1e-9
@@ -204,6 +215,7 @@ class DemoClient:
             stamp_to_receive_ms=list(self.arrivals_ms),
             boundary_jumps=list(self.jumps),
             safety_events=list(dict.fromkeys(self.events)) + ([f"stop: {stop_reason}"] if stop_reason else []),
+            inference_stages_ms=dict(self.inference_stages_ms),
         )
         return report
 

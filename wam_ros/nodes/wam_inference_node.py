@@ -1,8 +1,17 @@
 """WAM inference: the newest observation and the current subtask in, time-stamped action chunks out.
 
 A lifecycle node: the checkpoint is loaded once in on_configure (cuda when available), warmed
-up, kept resident, and freed in on_cleanup. A worker thread computes the next chunk while the
-bridge executes the current one (real-time chunking, see wam_ros.inference.chunking).
+up, kept resident, and freed in on_cleanup. The model lives in a child process
+(wam_ros.inference.model_process): in this process the executor handles 1000+ sensor and clock
+messages a second in Python, and a model call sharing its GIL took 5-15 times as long.
+A worker thread computes the next chunk while the bridge executes the current one (real-time
+chunking, see wam_ros.inference.chunking).
+
+Latency, as published: ``ActionChunk.inference_latency_s`` is the compute time of the chunk
+(wall clock from assembling the observation to handing the message to the middleware). The
+observation's age at that point (sim or ROS time, stamp to publish) is larger by the frame's
+age when the computation started; both, and the stages in between, are on /diagnostics
+(docs/inference.md).
 """
 from __future__ import annotations
 
@@ -22,7 +31,9 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 
 from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, frozen_prefix
+from wam_ros.inference.model_process import ModelProcess
 from wam_ros.inference.observations import NotReady, ObservationAssembler
+from wam_ros.inference.timing import StageTimes
 from wam_ros.msg import ActionChunk, Subtask
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
@@ -38,7 +49,7 @@ class Parameters:
     checkpoint: str = param("", "checkpoint directory (safetensors + config); relative paths are taken from the package root")
     device: str = param("auto", "torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     dtype: str = param("float32", "model dtype: float32, float16 or bfloat16 (half precision on cuda only)")
-    cpu_threads: int = param(2, "torch intra-op threads on cpu")
+    cpu_threads: int = param(2, "torch intra-op threads on cpu (in the model process)")
     instruction: str = param("", "subtask instruction used until a Subtask message arrives")
     sampling_steps: int = param(0, "denoising steps for policy mode; 0 = the checkpoint's default")
     execute_actions: int = param(0, "actions of a chunk executed before the next one takes over; 0 = the checkpoint's execute_steps")
@@ -57,7 +68,7 @@ class WamInference(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("wam_inference")
         self.params = declare_parameters(self, Parameters)
-        self.runtime: Any = None
+        self.runtime: ModelProcess | None = None
         self.robot: RobotConfig | None = None
         self.assembler: ObservationAssembler | None = None
         self.stop_worker = threading.Event()
@@ -71,6 +82,7 @@ class WamInference(LifecycleNode):
         self.not_ready: str = "not configured"
         self.jumps: list[float] = []
         self.chunk_times: list[float] = []
+        self.stages = StageTimes()  # where each chunk's time went (diagnostics)
         self._joint_index: dict[str, int] | None = None
         self.device = ""
         if self.params.autostart:
@@ -82,28 +94,23 @@ class WamInference(LifecycleNode):
             self._load()
         except Exception as error:  # noqa: BLE001 - any load failure must fail configure with its reason
             self.get_logger().error(f"configure failed: {error}")
+            if self.runtime is not None:
+                self.runtime.close()
             self.runtime = None
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def _load(self) -> None:
-        import torch
-
-        from wam_ros.model import load_policy
-
         p = self.params
         if not p.checkpoint:
             raise ValueError("parameter 'checkpoint' is empty")
         checkpoint = Path(p.checkpoint) if Path(p.checkpoint).is_absolute() else package_root() / p.checkpoint
         self.robot = load_robot_config(p.robot_config) if p.robot_config else load_robot_config("panda_sim")
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-        if device == "cpu":
-            torch.set_num_threads(p.cpu_threads)
-        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-        if p.dtype not in dtypes:
-            raise ValueError(f"unknown dtype {p.dtype!r}; expected one of {', '.join(dtypes)}")
+        if p.dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"unknown dtype {p.dtype!r}; expected one of float32, float16, bfloat16")
         started = time.perf_counter()
-        self.runtime = load_policy(checkpoint, device=device, dtype=dtypes[p.dtype])
+        self.runtime = ModelProcess(checkpoint, device=p.device, dtype=p.dtype, cpu_threads=p.cpu_threads)  # loads and warms up
+        device = self.runtime.device
         config = self.runtime.config
         missing = [c for c in config.cameras if c not in {cam.name for cam in self.robot.cameras}]
         if missing:
@@ -111,9 +118,9 @@ class WamInference(LifecycleNode):
         state_dim = self.robot.arm.dof + (1 if self.robot.gripper.joint_names else 0)
         if len(config.state_names) != state_dim:
             raise ValueError(f"the model's state has {len(config.state_names)} values, robot {self.robot.name} gives {state_dim}")
-        self.runtime.warmup()
         self.get_logger().info(
-            f"loaded {self.runtime.model_id} on {device} ({p.dtype}) in {time.perf_counter() - started:.1f} s; "
+            f"loaded {self.runtime.model_id} on {device} ({p.dtype}) in model process {self.runtime.pid} "
+            f"in {time.perf_counter() - started:.1f} s; "
             f"horizon {config.horizon} x {config.control_period_s:g} s, cameras {list(config.cameras)}"
         )
         self.device = device
@@ -182,14 +189,12 @@ class WamInference(LifecycleNode):
                 self.destroy_service(entity)
         self.entities = []
         if self.runtime is not None:
+            self.runtime.close()  # the model process ends and frees its memory (GPU included)
             self.runtime = None
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
+        started = time.perf_counter()
         try:
             frame = image_to_numpy(msg)
         except ValueError as error:
@@ -201,6 +206,7 @@ class WamInference(LifecycleNode):
         if msg.encoding == "bgr8":
             frame = frame[:, :, ::-1]
         self.assembler.add_image(camera, time_to_seconds(msg.header.stamp), frame)
+        self.stages.add(image_conversion=time.perf_counter() - started)
 
     def _on_joint_state(self, msg: JointState) -> None:
         robot = self.robot
@@ -256,25 +262,39 @@ class WamInference(LifecycleNode):
             return False
         if observation.stamp_s <= self.last_obs_stamp_s:
             return False  # no newer observation than the last chunk's
+        assembled = time.perf_counter()
         config = self.runtime.config
         prefix = None
         if self.params.rtc_enabled:
             prefix = frozen_prefix(self.current, observation.stamp_s, config.control_period_s, self.latency.estimate_s(), config.horizon)
-        actions = self.runtime.policy(
+        actions, timing = self.runtime.policy(
             observation.images,
             observation.state,
             self.subtask.instruction,
             steps=self.params.sampling_steps or None,
             frozen_prefix=prefix,
         )
+        modelled = time.perf_counter()
         actions = np.asarray(actions, dtype=np.float64)
         chunk = TimedChunk(observation.stamp_s, config.control_period_s, actions)
         msg = self._chunk_message(chunk)
-        latency_s = time.perf_counter() - started
+        latency_s = time.perf_counter() - started  # compute time: observation assembled -> message handed over
         msg.inference_latency_s = latency_s
         self.chunk_pub.publish(msg)
-        self.jumps.append(boundary_jump(self.current, chunk, self._now_s()))
+        published = time.perf_counter()
+        published_s = self._now_s()
+        self.jumps.append(boundary_jump(self.current, chunk, published_s))
         self.latency.add(latency_s)
+        self.stages.add(
+            input_age_at_start=now_s - observation.stamp_s,  # node clock (sim time in simulation)
+            assemble=assembled - started,
+            model_lock_wait=timing.lock_wait_s,
+            model_compute=timing.compute_s,
+            model_transfer=timing.transfer_s,
+            publish=published - modelled,
+            compute=published - started,
+            observation_to_publish=published_s - observation.stamp_s,  # node clock
+        )
         self.chunk_times.append(time.monotonic())
         self.current = chunk
         self.last_obs_stamp_s = observation.stamp_s
@@ -325,7 +345,7 @@ class WamInference(LifecycleNode):
                 grippers = np.full(config.horizon, observation.state[-1, dof])
             actions = np.concatenate([joints.reshape(config.horizon, dof), grippers[:, None]], axis=1)
         started = time.perf_counter()
-        frames, progress = self.runtime.imagine(observation.images, observation.state, request.instruction or self.subtask.instruction, actions)
+        (frames, progress), _ = self.runtime.imagine(observation.images, observation.state, request.instruction or self.subtask.instruction, actions)
         response.latency_s = time.perf_counter() - started
         response.success = True
         response.progress = float(progress)
@@ -351,6 +371,7 @@ class WamInference(LifecycleNode):
             "chunk_rate_hz": f"{len(recent) / 10.0:.2f}",
             "latency_ms_p50": f"{self.latency.percentile_ms(50):.1f}",
             "latency_ms_p99": f"{self.latency.percentile_ms(99):.1f}",
+            **{f"stage.{k}": f"{v:.1f}" for k, v in self.stages.summary_ms().items()},
             "boundary_jump_last": f"{self.jumps[-1]:.4f}" if self.jumps else "nan",
             "boundary_jump_max": f"{max(self.jumps):.4f}" if self.jumps else "nan",
             "subtask": self.subtask.instruction,
