@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from wam_ros.files import write_atomic
+
 FORMAT_NAME = "wam_ros.episodes"
 FORMAT_VERSION = 1
 STATE = "observation.state"
@@ -194,15 +196,6 @@ class _RunningStats:
         }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
 def _episode_name(index: int) -> str:
     return f"episode_{index:06d}"
 
@@ -286,7 +279,7 @@ class DatasetWriter:
         index_path = self.root / "meta" / "episodes.jsonl"
         index_size = index_path.stat().st_size if index_path.exists() else 0
         try:
-            _atomic_write_bytes(table_path, sink.getvalue().to_pybytes())
+            write_atomic(table_path, sink.getvalue().to_pybytes())
             with open(index_path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
                 stream.flush()
@@ -303,12 +296,12 @@ class DatasetWriter:
 
     def _write_info(self) -> None:
         totals = {"total_episodes": self.num_episodes, "total_frames": self.num_frames}
-        _atomic_write_bytes(self.root / "meta" / "info.json", json.dumps(self.info.to_json(totals), indent=2).encode())
+        write_atomic(self.root / "meta" / "info.json", json.dumps(self.info.to_json(totals), indent=2).encode())
         if self.num_frames:
             stats = {STATE: self.state_stats.to_json()}
             if self.action_stats.count:
                 stats[ACTION] = self.action_stats.to_json()
-            _atomic_write_bytes(self.root / "meta" / "stats.json", json.dumps(stats, indent=2).encode())
+            write_atomic(self.root / "meta" / "stats.json", json.dumps(stats, indent=2).encode())
 
 
 class EpisodeDataset:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wam_ros.files import write_atomic
 from wam_ros.model.config import WamConfig, config_to_dict, model_config_from_dict
 from wam_ros.model.data import Normalization
 from wam_ros.model.network import WorldActionModel
@@ -51,15 +51,6 @@ class LoadedCheckpoint:
         return f"{self.config.name}-{self.weights_sha256[:12]}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(directory: Path | str, model: WorldActionModel, normalization: Normalization, training: dict[str, Any] | None = None) -> str:
     """Write the three files of a checkpoint; returns the sha256 of the weights."""
     from safetensors.torch import save
@@ -69,10 +60,10 @@ def save_checkpoint(directory: Path | str, model: WorldActionModel, normalizatio
     state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in model.state_dict().items()}
     blob = save(state)  # no metadata: safetensors orders it arbitrarily, and the bytes must be reproducible
     digest = hashlib.sha256(blob).hexdigest()
-    _write_atomic(directory / WEIGHTS, blob)
-    _write_atomic(directory / NORMALIZATION, json.dumps(normalization.to_json(), indent=1).encode())
+    write_atomic(directory / WEIGHTS, blob)
+    write_atomic(directory / NORMALIZATION, json.dumps(normalization.to_json(), indent=1).encode())
     meta = {"format": FORMAT, "version": VERSION, "weights_sha256": digest, "model": config_to_dict(model.config), "training": training or {}}
-    _write_atomic(directory / CONFIG, json.dumps(meta, indent=2).encode())
+    write_atomic(directory / CONFIG, json.dumps(meta, indent=2).encode())
     return digest
 
 
@@ -171,8 +162,8 @@ def save_resume_state(directory: Path | str, optimizer: torch.optim.Optimizer, t
     for index, slots in optimizer_state["state"].items():
         for slot, value in slots.items():
             flat[f"optimizer.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    _write_atomic(resume / "state.safetensors", save(flat))
-    _write_atomic(resume / "state.json", json.dumps({"param_groups": optimizer_state["param_groups"], "progress": progress}, default=_json_default).encode())
+    write_atomic(resume / "state.safetensors", save(flat))
+    write_atomic(resume / "state.json", json.dumps({"param_groups": optimizer_state["param_groups"], "progress": progress}, default=_json_default).encode())
 
 
 def read_resume_progress(directory: Path | str) -> dict[str, Any]:
