@@ -3,8 +3,9 @@
 
 1. Policy latency per chunk at batch 1 (2 CPU threads; also on CUDA when present), in-process.
 2. The full graph (`robot:=panda_sim`: sim, safety bridge, wam_inference) on held-out
-   pick-place seeds: success, chunk latency as the node reports it, camera stamp to chunk
-   arrival at a subscriber (p99), the step at chunk switches (boundary jump), safety events.
+   pick-place seeds: success, chunk latency as the node reports it (compute time), camera
+   stamp to chunk arrival at a subscriber (p99), the step at chunk switches (boundary jump),
+   safety events, and the node's stage breakdown (docs/inference.md).
 3. In-process closed-loop success on the same seeds (wam_ros.model.evaluate), for the gap.
 
 Reproduce: `.venv/bin/python bench/inference.py [--quick]` (quick: 3 seeds instead of 20).
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +26,16 @@ SEEDS_FROM = 100000  # never used for training (the shipped checkpoint trains on
 
 
 def policy_latency_ms(device: str, calls: int) -> tuple[float, float]:
+    """Median and p99 [ms] of one policy call at batch 1 (2 CPU threads on cpu), in this process."""
     import torch
 
+    from model import latency  # bench/model.py (this script's directory is on sys.path)
     from wam_ros.model import load_policy
-    from wam_ros.robot import load_robot_config
-    from wam_ros.sim import TabletopEnv
 
     torch.set_num_threads(2)
     runtime = load_policy(CHECKPOINT, device=device)
     runtime.warmup()
-    config = runtime.config
-    env = TabletopEnv(load_robot_config("panda_sim"))
-    observation = env.reset("pick_place", SEEDS_FROM)
-    images = {c: np.stack([observation.images[c]] * config.n_obs_frames) for c in config.cameras}
-    state = np.stack([observation.state] * config.n_obs_frames)
-    env.close()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        runtime.policy(images, state, "put the red cube in the bin")
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 99))
+    return latency(runtime, calls, quantile=99.0)
 
 
 def main() -> int:
@@ -97,6 +86,11 @@ def main() -> int:
         boundary_jump_max=float(np.max(jumps)) if jumps else 0.0,
         safety_events=float(sum(len(r.safety_events) for r in reports)),
     )
+    stages = reports[-1].inference_stages_ms if reports else {}  # wam_inference's windowed stage.* diagnostics
+    results.update({f"graph_stage_{name}": value for name, value in stages.items()})
+    if stages:
+        print("  node stages (ms, p50/p99): " + ", ".join(
+            f"{name[:-7]} {stages[name]:.1f}/{stages.get(name[:-3] + 'p99', float('nan')):.1f}" for name in stages if name.endswith("_ms_p50")), flush=True)
     print(f"  success {graph_success:.2f}, chunk latency p50 {results['graph_chunk_latency_ms_p50']:.0f} ms, "
           f"stamp-to-receive p99 {results['stamp_to_receive_ms_p99']:.0f} ms, boundary jump max {results['boundary_jump_max']:.4f}", flush=True)
 

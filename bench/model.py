@@ -37,8 +37,12 @@ def wam_ros(*arguments: str) -> None:
     subprocess.run(command, check=True, cwd=REPO)
 
 
-def latency(runtime, repeats: int, steps: int) -> tuple[float, float]:
-    """Median and p90 wall time [ms] of one policy call (batch 1) on a real observation."""
+def latency(runtime, repeats: int, steps: int | None = None, quantile: float = 90.0) -> tuple[float, float]:
+    """Median and ``quantile`` percentile wall time [ms] of one policy call (batch 1).
+
+    Inputs of the model's shapes (random frames, the mean state); ``steps`` None = the
+    checkpoint's default sampler steps. One untimed call first. bench/inference.py uses it too.
+    """
     config = runtime.config
     rng = np.random.default_rng(0)
     images = {c: rng.integers(0, 255, (config.n_obs_frames, config.image_height, config.image_width, 3), dtype=np.uint8) for c in config.cameras}
@@ -49,7 +53,7 @@ def latency(runtime, repeats: int, steps: int) -> tuple[float, float]:
         start = time.perf_counter()
         runtime.policy(images, state, "put the red cube in the bin", steps=steps)
         times.append(1000.0 * (time.perf_counter() - start))
-    return float(np.median(times)), float(np.percentile(times, 90))
+    return float(np.median(times)), float(np.percentile(times, quantile))
 
 
 def main() -> int:
