@@ -176,6 +176,7 @@ class SafetyBridgeCore:
         self.last_stop_stamp_s = 0.0
         self.last_watchdog: _Watchdog | None = None
         self.watchdog_holding = False  # HOLD was caused by a watchdog and no mode request came since
+        self.joint_states_late = False  # the previous output cycle found the joint-state deadline passed
         self.violation_count = 0
         self.pending_violations: list[str] = []
         self.active_limits: list[str] = []
@@ -435,12 +436,21 @@ class SafetyBridgeCore:
 
     def _check_watchdogs(self, now_s: float) -> None:
         if self.mode not in MOTION_MODES:
+            self.joint_states_late = False
             return
         assert self.measured is not None
         deadline = self.measured.received_s + self.settings.joint_state_timeout_s
         if now_s > deadline:
-            self.trip("joint_states", deadline, now_s)
-            return
+            # Confirmed on the next output cycle. A ROS executor runs a ready timer before the
+            # subscriptions of the same wait: when a /clock update (sim time) or a stall moves the
+            # clock past the deadline, this cycle can run before the joint state that arrived
+            # with it is taken. A stream that has stopped trips one period later (docs/safety.md).
+            if self.joint_states_late:
+                self.trip("joint_states", deadline, now_s)
+                return
+            self.joint_states_late = True
+        else:
+            self.joint_states_late = False
         if self.mode != Mode.AUTONOMY:
             return
         heard = self.last_chunk_s if self.last_chunk_s is not None else self.autonomy_since_s

@@ -3,7 +3,8 @@
 :class:`SimRunner` owns a :class:`TabletopEnv` and a simulation clock that never runs backwards
 (resets included; it is what the node publishes on /clock). Its loop advances the physics in
 ticks of ``1 / joint_state_rate_hz`` sim seconds, paced to wall time by ``real_time_factor``
-(0 = as fast as possible), and hands every tick's joint state to a callback. Camera frames are
+(0 = as fast as possible; a stall longer than ``MAX_CATCH_UP_S`` is not made up at full speed),
+and hands every tick's joint state to a callback. Camera frames are
 captured on the sim clock at each camera's rate and rendered by a separate thread, so a slow
 640x480 render delays that camera, never the joint states (``camera_lockstep`` instead makes
 the physics wait for the renderer: exact camera rates in sim time, at the cost of real time). Commands are validated here; a bad
@@ -23,6 +24,12 @@ from wam_ros.robot import RobotConfig
 from wam_ros.sim.env import CARTESIAN_MODE, TabletopEnv, TaskStatus
 from wam_ros.sim.rendering import SceneRenderer
 from wam_ros.sim.trajectory import TrajectoryError, TrajectoryFollower
+
+
+#: Largest lag behind the real-time factor [s of wall time] that the loop makes up by running
+#: faster; a longer stall slows sim time down instead (the real-time factor drops, reported in
+#: the stats), so sim time never runs much faster than ``real_time_factor`` for any consumer.
+MAX_CATCH_UP_S = 0.02
 
 
 class CommandError(ValueError):
@@ -262,7 +269,11 @@ class SimRunner:
                     delay = target - time.monotonic()
                     if delay > 0:
                         stop.wait(delay)
-                    elif delay < -0.25:  # far behind (a slow machine): stop trying to catch up
+                    elif delay < -MAX_CATCH_UP_S:
+                        # Behind (the thread waited for a core): go on at the real-time factor from
+                        # here instead of running the missed sim time at full speed. Catching up
+                        # squeezes that much sim time into a few wall milliseconds: /clock leaps by
+                        # it in every node, and a 100 ms joint-state watchdog saw 300-400 ms jumps.
                         wall_anchor, clock_anchor = time.monotonic(), self.clock_s
         finally:
             stop.set()
