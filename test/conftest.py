@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,11 @@ os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "dds" / "fastdds_localhost.xml")
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="wam_ros_test_logs_"))
 os.environ.setdefault("MUJOCO_GL", "egl")
+# A suite started as a background job of a non-interactive shell has SIGINT ignored, and the
+# processes the tests start inherit that: Ctrl-C tests would send a signal nobody hears and
+# nodes would not stop on SIGINT. With a handler here, children start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module", autouse=True)

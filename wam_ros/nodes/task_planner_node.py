@@ -356,6 +356,10 @@ class _GoalRun:
     def make_plan(self, state_name: str) -> bool:
         self.send_feedback(state_name, force=True)
         scene, state, _ = self.node._scene_and_state()
+        if self.node.params.use_imagination and not self.node.imagine_client.service_is_ready():
+            # An inference node that has just started may not be discovered yet: without this
+            # wait the first plan goes unscored (seen in CI). Without one, a plan costs this once.
+            self.node.imagine_client.wait_for_service(timeout_sec=self.node.params.service_timeout_s)
         plan = self.node.planner.plan(self.instruction, scene, state, should_stop=lambda: self.goal.is_cancel_requested or self.node.stopping.is_set())
         self.check_cancel()
         node = self.node
