@@ -115,16 +115,15 @@ class DemoClient:
             actions = np.concatenate([actions, np.asarray(msg.gripper_widths)[:, None]], axis=1)
         chunk = TimedChunk(stamp_s, msg.control_period_s, actions)
         with self.lock:
-            if not self.recording:
-                return
-            self.chunks.append(msg)
             # A chunk computed for the previous episode can still arrive after the reset: it
             # says nothing about this episode's latency or continuity.
-            if msg.subtask_id == self.subtask_id:
-                self.arrivals_ms.append((now_s - stamp_s) * 1e3)
-                if self.last_chunk is not None:
-                    self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
-                self.last_chunk = chunk
+            if not self.recording or msg.subtask_id != self.subtask_id:
+                return
+            self.chunks.append(msg)
+            self.arrivals_ms.append((now_s - stamp_s) * 1e3)
+            if self.last_chunk is not None:
+                self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
+            self.last_chunk = chunk
 
     def _on_image(self, msg) -> None:
         from wam_ros.ros.conversions import image_to_numpy
@@ -192,7 +191,7 @@ class DemoClient:
         self.subtask_pub.publish(subtask)
         # AUTONOMY only once the model streams chunks for this episode's instruction.
         deadline = time.monotonic() + self.startup_timeout_s
-        while not any(c.subtask_id == subtask.id for c in list(self.chunks)):
+        while not self.chunks:
             if time.monotonic() > deadline or stopping.is_set():
                 raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s: is wam_inference running?")
             time.sleep(0.02)
@@ -210,8 +209,8 @@ class DemoClient:
             instruction=reset.instruction,
             success=bool(self.status.success),
             sim_duration_s=self.sim_time_s() - start,
-            chunks=sum(c.subtask_id == subtask.id for c in self.chunks),
-            latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks if c.subtask_id == subtask.id],
+            chunks=len(self.chunks),
+            latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks],
             stamp_to_receive_ms=list(self.arrivals_ms),
             boundary_jumps=list(self.jumps),
             safety_events=list(dict.fromkeys(self.events)) + ([f"stop: {stop_reason}"] if stop_reason else []),

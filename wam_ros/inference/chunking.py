@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wam_ros.inference.timing import percentile_ms
+
 
 @dataclass(frozen=True)
 class TimedChunk:
@@ -54,7 +56,7 @@ class LatencyEstimator:
         return float(np.quantile(np.asarray(self.samples), self.quantile))
 
     def percentile_ms(self, q: float) -> float:
-        return float(np.percentile(np.asarray(self.samples), q) * 1e3) if self.samples else float("nan")
+        return percentile_ms(self.samples, q)
 
 
 def frozen_prefix(current: TimedChunk | None, obs_stamp_s: float, period_s: float, latency_s: float, horizon: int) -> np.ndarray | None:

@@ -32,6 +32,9 @@ from typing import Any
 import numpy as np
 
 
+DTYPES = ("float32", "float16", "bfloat16")  # torch dtype names the model process accepts
+
+
 class ModelProcessError(RuntimeError):
     """The model process failed to start, load, or answer; the message says why."""
 
@@ -72,10 +75,7 @@ def _serve(conn: Connection, checkpoint: str, device: str, dtype: str, cpu_threa
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
-        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-        if dtype not in dtypes:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(dtypes)}")
-        runtime = load_policy(Path(checkpoint), device=device, dtype=dtypes[dtype])
+        runtime = load_policy(Path(checkpoint), device=device, dtype=getattr(torch, dtype))
         runtime.warmup()
     except Exception as error:  # noqa: BLE001 - every load failure goes back to the parent with its reason
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -107,6 +107,8 @@ class ModelProcess:
         ``device``: auto (cuda when available, else cpu), cpu, cuda, cuda:N; ``self.device``
         is the one used. Raises :class:`ModelProcessError` with the child's reason on failure.
         """
+        if dtype not in DTYPES:
+            raise ModelProcessError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
         parent_end, child_end = socket.socketpair()
         self._lock = threading.Lock()
         self._process = subprocess.Popen(

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Iterable
 
 import numpy as np
+
+
+def percentile_ms(samples_s: Iterable[float], q: float) -> float:
+    """The ``q`` percentile [ms] of samples in seconds; nan without samples."""
+    values = np.asarray(list(samples_s), dtype=np.float64)
+    return float(np.percentile(values, q) * 1e3) if values.size else float("nan")
 
 
 class StageTimes:
@@ -21,8 +28,7 @@ class StageTimes:
         return list(self._samples)
 
     def percentile_ms(self, name: str, q: float) -> float:
-        samples = self._samples.get(name)
-        return float(np.percentile(np.asarray(samples), q) * 1e3) if samples else float("nan")
+        return percentile_ms(self._samples.get(name, ()), q)
 
     def summary_ms(self, quantiles: tuple[float, ...] = (50, 99)) -> dict[str, float]:
         """``{"<stage>_ms_p<q>": value}`` for every stage seen."""
