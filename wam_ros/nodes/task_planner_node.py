@@ -41,6 +41,8 @@ from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, run_node
 from wam_ros.srv import Imagine, SetMode
 
+IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
+
 ACTION_NAME = "/wam/execute_task"
 SUBTASK_TOPIC = "/wam/task/subtask"
 PLAN_TOPIC = "/wam/task/plan"
@@ -220,11 +222,26 @@ class TaskPlannerNode(LifecycleNode):
         return future.result()
 
     def _imagine(self, instruction: str) -> float | None:
-        """The world model's progress estimate for ``instruction`` from the live observation (None: no answer)."""
-        response = self._call(self.imagine_client, Imagine.Request(instruction=instruction), self.params.imagine_timeout_s, wait_for_service=False)
-        if response is None or not response.success:
-            return None
-        return float(response.progress)
+        """The world model's progress estimate for ``instruction`` from the live observation (None: no answer).
+
+        A refusal (no fresh observation yet, model still loading) or an undiscovered service is
+        asked again every ``IMAGINE_RETRY_S`` until ``imagine_timeout_s`` has passed: on a busy
+        host a camera frame can be late for a moment, and one refusal would leave the plan unscored.
+        """
+        deadline = time.monotonic() + self.params.imagine_timeout_s
+        reason = "service not available"
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if self.imagine_client.service_is_ready():
+                response = self._call(self.imagine_client, Imagine.Request(instruction=instruction), remaining, wait_for_service=False)
+                if response is not None and response.success:
+                    return float(response.progress)
+                reason = "no answer in time" if response is None else f"refused: {response.message}"
+            if deadline - time.monotonic() <= IMAGINE_RETRY_S:
+                break
+            time.sleep(IMAGINE_RETRY_S)
+        self.get_logger().warning(f"imagine {instruction!r} within {self.params.imagine_timeout_s:.1f} s: {reason}")
+        return None
 
     def _set_mode(self, mode: int, reason: str) -> tuple[bool, str]:
         request = SetMode.Request(mode=mode, reason=f"task_planner: {reason}")
