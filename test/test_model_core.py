@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 from wam_ros.data import DatasetInfo, DatasetWriter, Episode, SubtaskSpan
 from wam_ros.model import CheckpointError, load_policy
 from wam_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from wam_ros.model.config import AutoencoderConfig, DiffusionConfig, KeypointConfig, TransformerConfig, WamConfig, load_preset
-from wam_ros.model.data import Normalization, TrainingFrames, WindowSampler, compute_normalization, keypoint_input, open_datasets, text_statistics
+from wam_ros.model.config import AutoencoderConfig, DiffusionConfig, GoalConfig, KeypointConfig, TransformerConfig, WamConfig, load_preset
+from wam_ros.model.data import (
+    Normalization,
+    TrainingFrames,
+    WindowSampler,
+    compute_normalization,
+    keypoint_input,
+    open_datasets,
+    predict_goals,
+    text_statistics,
+)
 from wam_ros.model.diffusion import split_batch
 from wam_ros.model.network import KeypointEncoder, WorldActionModel, WorldActionTransformer, count_parameters
 from wam_ros.model.text import instruction_encoder
@@ -27,7 +36,9 @@ from wam_ros.model.train import _concat, training_loss
 
 IMAGE = 48
 CAMERAS = ("front", "wrist")
-NAMES = [f"joint{i}" for i in range(7)] + ["gripper_width"]
+NAMES = [f"panda_joint{i}" for i in range(1, 8)] + ["gripper_width"]  # the panda_sim arm: goal labels need its kinematics
+# Model variants the shape, learning and checkpoint tests run on: tiny_config keyword arguments.
+VARIANTS = {"latents": {}, "latents+keypoints": {"keypoints": 4}, "latents+goal": {"goal": True}}
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +50,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_config(keypoints: int = 0) -> WamConfig:
+def tiny_config(keypoints: int = 0, goal: bool = False) -> WamConfig:
     config = WamConfig(
         name="tiny",
         horizon=8,
@@ -48,6 +59,7 @@ def tiny_config(keypoints: int = 0) -> WamConfig:
         future_offset=3,
         autoencoder=AutoencoderConfig(stem_stride=4, channels=[8, 16], latent_channels=4),
         keypoints=KeypointConfig(count=keypoints, image_size=24, channels=8),
+        goal=GoalConfig(camera="front" if goal else "", image_size=24, count=4, channels=8, hidden=32),
         transformer=TransformerConfig(width=32, depth=2, heads=2, patch_size=3),
         diffusion=DiffusionConfig(policy_steps=2, video_steps=2),
     )
@@ -92,9 +104,9 @@ def synthetic_dataset(root: Path, episodes: int = 4, video_only: int = 1) -> Pat
     return root
 
 
-def tiny_checkpoint(tmp_path: Path, seed: int = 0, keypoints: int = 0) -> tuple[Path, WorldActionModel, Normalization]:
+def tiny_checkpoint(tmp_path: Path, seed: int = 0, keypoints: int = 0, goal: bool = False) -> tuple[Path, WorldActionModel, Normalization]:
     torch.manual_seed(seed)
-    config = tiny_config(keypoints)
+    config = tiny_config(keypoints, goal)
     datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
@@ -114,9 +126,9 @@ def observation(config: WamConfig, size: int = IMAGE, seed: int = 0) -> tuple[di
 # -- modes and shapes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keypoints", [0, 4], ids=["latents", "latents+keypoints"])
-def test_all_four_modes_and_progress_have_the_documented_shapes(tmp_path, keypoints):
-    directory, _, _ = tiny_checkpoint(tmp_path, keypoints=keypoints)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_all_four_modes_and_progress_have_the_documented_shapes(tmp_path, variant):
+    directory, _, _ = tiny_checkpoint(tmp_path, **VARIANTS[variant])
     runtime = load_policy(directory)
     config = runtime.config
     images, state = observation(config)
@@ -139,6 +151,13 @@ def test_all_four_modes_and_progress_have_the_documented_shapes(tmp_path, keypoi
     assert runtime.policy(big, state, "put the red cube in the bin", steps=1).shape == (config.horizon, 8)
     runtime.warmup()
     assert runtime.model_id.startswith("tiny-") and len(runtime.model_id) == len("tiny-") + 12
+    if runtime.goal_localiser is None:
+        with pytest.raises(ValueError, match="no goal localiser"):
+            runtime.locate(images, state, "put the red cube in the bin")
+    else:
+        goal = runtime.locate(images, state, "put the red cube in the bin")
+        assert goal.pick_position_m.shape == goal.place_position_m.shape == (3,)
+        assert np.all(np.isfinite(goal.pick_position_m)) and np.all(np.isfinite(goal.place_position_m))
 
 
 def test_frozen_prefix_is_kept_exactly_and_conditions_the_rest(tmp_path):
@@ -171,19 +190,20 @@ def test_bad_observations_are_refused_with_clear_errors(tmp_path):
 # -- learning --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keypoints", [0, 4], ids=["latents", "latents+keypoints"])
-def test_a_handful_of_samples_is_overfit(tmp_path, keypoints):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_handful_of_samples_is_overfit(tmp_path, variant):
     """Eight fixed windows with fixed noise and timesteps: the loss falls at least tenfold."""
     torch.manual_seed(0)
-    config = tiny_config(keypoints)
+    config = tiny_config(**VARIANTS[variant])
     datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
     latents = frames.encode_all(model.autoencoder, None, "untrained")
     text = instruction_encoder().encode(frames.instructions)
     stats = compute_normalization(frames, latents, text)
-    pixels = frames.small_frames(config.keypoints.image_size) if keypoints else None
-    sampler = WindowSampler(frames, stats.normalize_latents(latents), stats, text, np.random.default_rng(0), pixels)
+    pixels = frames.small_frames(config.keypoints.image_size) if config.keypoints.count else None
+    goals = predict_goals(model.goal, frames, stats, text) if model.goal is not None else None
+    sampler = WindowSampler(frames, stats.normalize_latents(latents), stats, text, np.random.default_rng(0), pixels, goals)
     n_policy, n_world = split_batch(8, config.diffusion)
     batch = _concat([sampler.sample(n_policy, labelled_only=True), sampler.sample(n_world, labelled_only=False)])
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=3e-3)
@@ -207,9 +227,9 @@ def test_a_handful_of_samples_is_overfit(tmp_path, keypoints):
 # -- checkpoints -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keypoints", [0, 4], ids=["latents", "latents+keypoints"])
-def test_save_load_round_trip_is_bit_identical(tmp_path, keypoints):
-    directory, model, stats = tiny_checkpoint(tmp_path, keypoints=keypoints)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_save_load_round_trip_is_bit_identical(tmp_path, variant):
+    directory, model, stats = tiny_checkpoint(tmp_path, **VARIANTS[variant])
     loaded = load_checkpoint(directory)
     original, restored = model.state_dict(), loaded.model.state_dict()
     assert original.keys() == restored.keys()
@@ -420,6 +440,7 @@ def _instruction_only_policy_spread(text_scale_per_dimension: bool) -> float:
         future_residual=torch.zeros(b, len(config.cameras), 4, h, w),
         progress=torch.full((b,), 0.5),
         progress_ok=torch.ones(b, dtype=torch.bool),
+        goal=torch.zeros(b, 0),
     )
     optimizer = torch.optim.Adam(transformer.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)

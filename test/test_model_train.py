@@ -47,12 +47,17 @@ def sim_dataset(tmp_path_factory) -> Path:
     robot = load_robot_config("panda_sim")
     with TabletopEnv(robot) as env:
         writer = DatasetWriter(root, dataset_info(robot, env))
-        episodes = [record_demo(env, "pick_place", seed, max_steps=40).episode for seed in (0, 1)]
+        episodes = [record_demo(env, "pick_place", seed, max_steps=60).episode for seed in (0, 1)]  # long enough to grasp
     for episode in episodes:
         writer.add(episode)
     episodes[1].actions = None  # video-only cotraining data
     writer.add(episodes[1])
     return root
+
+
+GOAL_PRESET = TINY_PRESET.replace("  transformer:", "  goal: {camera: front, image_size: 24, count: 4, channels: 8, hidden: 32}\n  transformer:").replace(
+    "  warmup_steps: 2\n", "  warmup_steps: 2\n  goal_steps: 6\n  goal_warmup_steps: 3\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +189,44 @@ def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):
     assert "interrupted" in stderr
     record = _training(out)
     assert record["stop_reason"] == "interrupted" and record["transformer_step"] >= 2
+
+
+def test_goal_localiser_stage_survives_ctrl_c_resumes_and_is_kept_by_init(sim_dataset, tmp_path, monkeypatch):
+    goal_preset = tmp_path / "goal.yaml"
+    goal_preset.write_text(GOAL_PRESET)
+    calls = {"n": 0}
+    real_loss = train_module.goal_loss
+
+    def interrupted_on_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "goal_loss", interrupted_on_third_step)
+    out = tmp_path / "goal"
+    trainer = Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(goal_preset), quiet=True))
+    trainer.run()
+    assert trainer.interrupted
+    record = _training(out)
+    assert record["goal_step"] == 2 and not record.get("goal_done") and "transformer_step" not in record
+    monkeypatch.setattr(train_module, "goal_loss", real_loss)
+    Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(goal_preset), resume=True, quiet=True)).run()
+    record = _training(out)
+    assert record["goal_step"] == 6 and record["goal_done"] and record["transformer_step"] == 6 and record["finished"]
+    assert "goal" in record["cpu_seconds"] and np.isfinite(record["goal_loss"])
+
+    runtime = load_policy(out)
+    from wam_ros.data import EpisodeDataset
+
+    episode = EpisodeDataset(sim_dataset).episode(0)
+    images = {c: np.asarray(episode.images[c][:2]) for c in runtime.config.cameras}
+    estimate = runtime.locate(images, episode.states[:2], episode.instruction)
+    assert np.all(np.isfinite(estimate.pick_position_m)) and np.all(np.isfinite(estimate.place_position_m))
+    report = evaluate_offline(runtime, offline_samples(runtime, EpisodeDataset(sim_dataset), 2), [1], quiet=True)
+    assert report.goal_pick_error_m is not None and report.goal_pick_error_m >= 0
+
+    finetuned = tmp_path / "finetuned"
+    Trainer(TrainOptions(data=[sim_dataset], out=finetuned, preset=str(goal_preset), init=out, steps=2, quiet=True)).run()
+    before, after = load_checkpoint(out).model.goal.state_dict(), load_checkpoint(finetuned).model.goal.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

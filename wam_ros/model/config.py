@@ -63,6 +63,26 @@ class KeypointConfig:
 
 
 @dataclass
+class GoalConfig:
+    """Hindsight goal localiser (``goal.py``): where the gripper will next close and next open.
+
+    A spatial-softmax CNN (the :class:`KeypointConfig` encoder, FiLM-modulated by the
+    instruction) looks at the newest frame of ``camera`` at ``image_size`` and an MLP predicts
+    the TCP position of the next grasp and of the next release (x, y, z each) in the robot's
+    base frame. The labels are the demonstrations' own gripper events
+    through forward kinematics, no object poses. The prediction is one more context token.
+    ``camera`` must not move with the arm (its image coordinates then map to table coordinates
+    by a fixed transform); "" turns the localiser off.
+    """
+
+    camera: str = ""
+    image_size: int = 96  # the frame is resized to image_size x image_size
+    count: int = 16  # spatial-softmax keypoints
+    channels: int = 16  # feature channels of the CNN
+    hidden: int = 256  # width of the MLP head
+
+
+@dataclass
 class TransformerConfig:
     """The diffusion transformer (AdaLN-conditioned blocks, per-modality timesteps)."""
 
@@ -120,6 +140,7 @@ class WamConfig:
     action_names: list[str] = field(default_factory=list)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     keypoints: KeypointConfig = field(default_factory=KeypointConfig)
+    goal: GoalConfig = field(default_factory=GoalConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -163,6 +184,9 @@ class WamConfig:
         k = self.keypoints
         if k.count < 0 or k.count and (k.image_size < 8 or k.channels < 4 or k.channels % 4):
             raise ValueError(f"keypoints: count {k.count} must be >= 0; when on, image_size >= 8 and channels a multiple of 4")
+        g = self.goal
+        if g.camera and (g.image_size < 16 or g.count < 1 or g.channels < 4 or g.channels % 4 or g.hidden < 1):
+            raise ValueError(f"goal: image_size {g.image_size} must be >= 16, count and hidden >= 1, channels a multiple of 4")
         if self.autoencoder.kind not in ("conv", "diffusers"):
             raise ValueError(f"autoencoder.kind {self.autoencoder.kind!r}: expected conv or diffusers")
         probabilities = (d.policy_prob, d.forward_prob, d.inverse_prob, d.video_prob, d.score_prob)
@@ -177,6 +201,15 @@ class WamConfig:
                 raise ValueError(f"latent size {h}x{w} is not divisible by patch_size {t.patch_size}")
             if any(not 0 <= i < self.action_dim for i in self.relative_action_dims):
                 raise ValueError(f"relative_action_dims {self.relative_action_dims} outside the {self.action_dim} action dimensions")
+            if g.camera and g.camera not in self.cameras:
+                raise ValueError(f"goal.camera {g.camera!r} is not one of the cameras {self.cameras}")
+            if g.camera and len(self.gripper_action_dims) != 1:
+                raise ValueError(f"goal needs exactly one absolute (gripper) action dimension, the actions have {self.gripper_action_dims}")
+
+    @property
+    def gripper_action_dims(self) -> list[int]:
+        """Action dimensions predicted absolute (the gripper width), not relative to the state."""
+        return [i for i in range(self.action_dim) if i not in self.relative_action_dims]
 
 
 @dataclass
@@ -194,6 +227,13 @@ class TrainConfig:
     ae_steps: int = 600
     ae_batch_size: int = 32
     ae_learning_rate: float = 2e-3
+    # goal localiser (model.goal.camera set): goal_warmup_steps on the first goal_warmup_frames
+    # frames of every episode (arm at rest, nothing occluded), then all frames
+    goal_steps: int = 600
+    goal_warmup_steps: int = 300
+    goal_warmup_frames: int = 5
+    goal_batch_size: int = 64
+    goal_learning_rate: float = 1e-3
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     seed: int = 0
     mixed_precision: str = "no"  # accelerate: "no", "bf16" or "fp16"

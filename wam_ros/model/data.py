@@ -29,6 +29,7 @@ from tqdm import tqdm
 from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.config import WamConfig
+from wam_ros.model.goal import GOAL_DIM, HindsightGoals, goal_statistics
 
 STD_FLOOR = 1e-3
 
@@ -50,6 +51,9 @@ class Normalization:
     # what tells them apart is the small remainder. Identity (0, 1) for checkpoints without it.
     text_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (text_dim,) or empty
     text_scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))  # (1,)
+    # Hindsight goal labels (goal.py) in metres -> unit scale; empty when the model has no localiser.
+    goal_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (GOAL_DIM,)
+    goal_std: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (GOAL_DIM,)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
@@ -84,10 +88,19 @@ class Normalization:
                 raise ValueError(f"normalisation {name} holds non-finite values")
         if self.text_mean.size not in (0, config.transformer.text_dim) or self.text_scale.shape != (1,):
             raise ValueError(f"normalisation text_mean/text_scale have shapes {self.text_mean.shape}/{self.text_scale.shape}, the model needs ({config.transformer.text_dim},)/(1,)")
+        goal_shape = (GOAL_DIM,) if config.goal.camera else (0,)
+        if self.goal_mean.shape != goal_shape or self.goal_std.shape != goal_shape or not np.all(np.isfinite(self.goal_std)):
+            raise ValueError(f"normalisation goal_mean/goal_std have shapes {self.goal_mean.shape}/{self.goal_std.shape}, the model needs {goal_shape}")
         if self.relative_action_dims != list(config.relative_action_dims):
             raise ValueError(f"normalisation relative_action_dims {self.relative_action_dims} != model's {config.relative_action_dims}")
 
     # -- conversions (numpy or torch, any leading shape) ------------------------------------------
+    def normalize_goal(self, goal: Any) -> Any:
+        return (goal - _like(self.goal_mean, goal)) / _like(self.goal_std, goal)
+
+    def denormalize_goal(self, goal: Any) -> Any:
+        return goal * _like(self.goal_std, goal) + _like(self.goal_mean, goal)
+
     def normalize_state(self, state: Any) -> Any:
         return (state - _like(self.state_mean, state)) / _like(self.state_std, state)
 
@@ -218,6 +231,15 @@ class TrainingFrames:
         self.subtask_end = np.concatenate(span_end)
         self.progress_ok = np.concatenate(ok)
         self.action_frames = np.flatnonzero(self.has_actions)
+        self.frame_in_episode = np.arange(self.num_frames) - self.episode_start
+        self.goal_labels = np.zeros((self.num_frames, GOAL_DIM), np.float32)  # hindsight goals (goal.py), metres
+        self.goal_valid = np.zeros((self.num_frames, 2), bool)  # (pick, place) label exists
+        if config.goal.camera:
+            labellers = [HindsightGoals(dataset.info, config) for dataset in datasets]
+            for index, (d, _, first) in enumerate(self.episode_refs):
+                end = self.episode_end[first]
+                actions = self.actions[first:end] if self.has_actions[first] else None
+                self.goal_labels[first:end], self.goal_valid[first:end] = labellers[d].episode(self.states[first:end], actions)
         if self.states.shape[1] != config.state_dim or self.actions.shape[1] != config.action_dim:
             raise DatasetError(f"dataset has state/action dims {self.states.shape[1]}/{self.actions.shape[1]}, the model needs {config.state_dim}/{config.action_dim}")
 
@@ -295,11 +317,15 @@ class TrainingFrames:
     def future_frames(self, anchors: np.ndarray) -> np.ndarray:
         return np.minimum(anchors + self.config.future_offset, self.episode_end[anchors] - 1)
 
+    def instructions_of(self, anchors: np.ndarray, use_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Instruction index per anchor, and whether it is the subtask's (asked for and one is active)."""
+        subtask = use_subtask & (self.subtask_text[anchors] >= 0)
+        return np.where(subtask, self.subtask_text[anchors], self.episode_text[anchors]), subtask
+
     def instruction_and_progress(self, anchors: np.ndarray, use_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Instruction index and progress target of the future frame, per anchor."""
         future = self.future_frames(anchors)
-        subtask = use_subtask & (self.subtask_text[anchors] >= 0)
-        text = np.where(subtask, self.subtask_text[anchors], self.episode_text[anchors])
+        text, subtask = self.instructions_of(anchors, use_subtask)
         start = np.where(subtask, self.subtask_start[anchors], self.episode_start[anchors])
         end = np.where(subtask, self.subtask_end[anchors], self.episode_end[anchors])
         progress = np.clip((future - start) / np.maximum(end - 1 - start, 1), 0.0, 1.0)
@@ -344,6 +370,8 @@ def compute_normalization(frames: TrainingFrames, latents: torch.Tensor, text_em
         relative_action_dims=list(frames.config.relative_action_dims),
     )
     stats.text_mean, stats.text_scale = text_statistics(text_embeddings)
+    if frames.config.goal.camera:
+        stats.goal_mean, stats.goal_std = goal_statistics(frames.goal_labels, frames.goal_valid)
     normalized = stats.normalize_latents(latents)
     anchors = np.arange(frames.num_frames)
     residual = normalized[frames.future_frames(anchors)] - normalized
@@ -364,6 +392,7 @@ class Batch:
     future_residual: torch.Tensor  # (B, cameras, C, h, w)
     progress: torch.Tensor  # (B,)
     progress_ok: torch.Tensor  # (B,) bool
+    goal: torch.Tensor  # (B, GOAL_DIM) the localiser's normalised prediction; (B, 0) when it is off
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
@@ -376,7 +405,9 @@ def keypoint_input(pixels: torch.Tensor) -> torch.Tensor:
 
 class WindowSampler:
     """Draws random training windows; ``latents`` normalised (N, cameras, C, h, w); ``pixels``
-    (:meth:`TrainingFrames.small_frames`) when the model has a keypoint encoder."""
+    (:meth:`TrainingFrames.small_frames`) when the model has a keypoint encoder; ``goals``
+    (N, 2, GOAL_DIM), the goal localiser's normalised prediction for every frame with the
+    episode's (0) and the subtask's (1) instruction, when it has one."""
 
     def __init__(
         self,
@@ -386,10 +417,12 @@ class WindowSampler:
         text_embeddings: np.ndarray,
         rng: np.random.Generator,
         pixels: torch.Tensor | None = None,
+        goals: torch.Tensor | None = None,
     ) -> None:
         self.frames = frames
         self.latents = latents
         self.pixels = pixels
+        self.goals = goals
         self.stats = stats
         self.text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
         self.rng = rng
@@ -417,6 +450,11 @@ class WindowSampler:
         actions = np.where(has_actions[:, None, None], self.stats.encode_actions(np.nan_to_num(chunk), state_now), 0.0).astype(np.float32)
         text, progress = frames.instruction_and_progress(anchors, use_subtask)
         pixels = self.pixels[torch.from_numpy(observed)] if self.pixels is not None else torch.zeros(len(anchors), 0, dtype=torch.uint8)
+        if self.goals is not None:
+            _, subtask = frames.instructions_of(anchors, use_subtask)
+            goal = self.goals[torch.from_numpy(anchors), torch.from_numpy(subtask.astype(np.int64))]
+        else:
+            goal = torch.zeros(len(anchors), 0)
         return Batch(
             context_latents=context,
             context_pixels=pixels,
@@ -427,7 +465,36 @@ class WindowSampler:
             future_residual=residual,
             progress=torch.from_numpy(progress),
             progress_ok=torch.from_numpy(frames.progress_ok[anchors]),
+            goal=goal,
         )
+
+
+def goal_pixels(frames: TrainingFrames, anchors: np.ndarray) -> torch.Tensor:
+    """The goal camera's frames at ``anchors``, as the goal localiser takes them: (B, 3, s, s) in [-1, 1]."""
+    goal = frames.config.goal
+    images = resize_frames(frames.images(anchors, goal.camera), (goal.image_size, goal.image_size))
+    return images_to_tensor(torch.from_numpy(images))
+
+
+def predict_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
+                  device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
+    """(N, 2, GOAL_DIM) normalised predictions for every frame, with the episode's (0) and the
+    active subtask's (1) instruction (the episode's where no subtask is active)."""
+    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
+    out = torch.empty(frames.num_frames, 2, GOAL_DIM)
+    with torch.inference_mode(), tqdm(total=frames.num_frames, desc="goal predictions", unit="frame") as bar:
+        for start in range(0, frames.num_frames, batch_size):
+            anchors = np.arange(start, min(start + batch_size, frames.num_frames))
+            pixels = goal_pixels(frames, anchors).to(device)
+            episode, _ = frames.instructions_of(anchors, np.zeros(len(anchors), bool))
+            subtask, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
+            out[anchors, 0] = localiser(pixels, text[torch.from_numpy(episode)].to(device)).float().cpu()
+            out[anchors, 1] = out[anchors, 0]
+            differs = np.flatnonzero(subtask != episode)  # a single-subtask episode's instructions are one
+            if len(differs):
+                out[anchors[differs], 1] = localiser(pixels[differs], text[torch.from_numpy(subtask[differs])].to(device)).float().cpu()
+            bar.update(len(anchors))
+    return out
 
 
 def weights_key(module: torch.nn.Module) -> str:

@@ -3,7 +3,8 @@
 * offline, on held-out episodes: action error of the policy for several sampler step counts and
   of inverse dynamics; forward-dynamics and video-prediction error of the predicted frame
   against the real one, next to the copy-the-last-frame baseline (in latent space and in
-  pixels); progress error;
+  pixels); progress error; with a goal localiser, its distance from the next real grasp and
+  release (hindsight labels of the held-out episodes);
 * closed loop in the MuJoCo sim, in-process (no ROS graph): success over N seeds, executing
   ``execute_steps`` actions of each chunk before asking for the next;
 * a contact sheet (PNG): per sample, the current frame, the real future, the predicted future
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from wam_ros.data import DatasetError, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor, tensor_to_images
+from wam_ros.model.goal import PICK, PLACE, HindsightGoals
 from wam_ros.model.runtime import WamRuntime
 
 
@@ -40,6 +42,8 @@ class OfflineSample:
     actions: np.ndarray  # (horizon, A)
     future: dict[str, np.ndarray]  # camera -> (H, W, 3)
     progress: float
+    goal: np.ndarray | None = None  # (GOAL_DIM,) hindsight goal label (goal.py) when the model has a localiser
+    goal_valid: np.ndarray | None = None  # (2,) the pick and place parts exist
 
 
 def offline_samples(runtime: WamRuntime, dataset: EpisodeDataset, count: int, seed: int = 0) -> list[OfflineSample]:
@@ -49,10 +53,12 @@ def offline_samples(runtime: WamRuntime, dataset: EpisodeDataset, count: int, se
     labelled = [i for i, record in enumerate(dataset.records) if record.get("has_actions", True)]
     if not labelled:
         raise DatasetError(f"{dataset.root}: no episode with actions to evaluate on")
+    labeller = HindsightGoals(dataset.info, config) if config.goal.camera else None
     samples = []
     for _ in range(count):
         episode = dataset.episode(int(rng.choice(labelled)))
         t = int(rng.integers(0, episode.length))
+        goal, goal_valid = labeller.episode(episode.states, episode.actions) if labeller is not None else (None, None)
         observed = np.maximum(t - config.obs_frame_stride * np.arange(config.n_obs_frames - 1, -1, -1), 0)
         chunk = np.minimum(t + np.arange(config.horizon), episode.length - 1)
         future = min(t + config.future_offset, episode.length - 1)
@@ -66,6 +72,8 @@ def offline_samples(runtime: WamRuntime, dataset: EpisodeDataset, count: int, se
                 actions=episode.actions[chunk],
                 future={c: np.asarray(episode.images[c][future]) for c in config.cameras},
                 progress=float(np.clip((future - start) / max(end - 1 - start, 1), 0.0, 1.0)),
+                goal=goal[t] if goal is not None else None,
+                goal_valid=goal_valid[t] if goal_valid is not None else None,
             )
         )
     return samples
@@ -90,6 +98,8 @@ class OfflineReport:
     video_latent_mse: float = 0.0
     copy_last_frame_latent_mse: float = 0.0
     progress_mae: float = 0.0
+    goal_pick_error_m: float | None = None  # mean horizontal distance of the localiser's next grasp from the real one
+    goal_place_error_m: float | None = None  # the same for the next release
 
 
 def evaluate_offline(runtime: WamRuntime, samples: list[OfflineSample], steps_list: list[int], quiet: bool = False) -> OfflineReport:
@@ -133,6 +143,12 @@ def evaluate_offline(runtime: WamRuntime, samples: list[OfflineSample], steps_li
             decoded = tensor_to_images(runtime.autoencoder.decode(runtime.autoencoder.encode(pixels))).numpy()
         add("autoencoder_pixel", _pixel_mse({c: decoded[i] for i, c in enumerate(runtime.config.cameras)}, sample.future))
         add("progress", abs(runtime.progress(sample.images, sample.state, sample.instruction, sample.future) - sample.progress))
+        if sample.goal is not None and sample.goal_valid is not None:
+            estimate = runtime.locate(sample.images, sample.state, sample.instruction)
+            for name, position, part, valid in (("goal_pick", estimate.pick_position_m, PICK, sample.goal_valid[0]),
+                                                ("goal_place", estimate.place_position_m, PLACE, sample.goal_valid[1])):
+                if valid:
+                    add(name, float(np.linalg.norm(position[:2] - sample.goal[part][:2])))
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     report.policy_action_rmse_by_steps = {s: float(np.sqrt(mean[f"policy{s}"])) for s in steps_list}
     report.policy_latency_ms_by_steps = {s: float(np.median(latency[s])) for s in steps_list}
@@ -141,6 +157,7 @@ def evaluate_offline(runtime: WamRuntime, samples: list[OfflineSample], steps_li
     report.copy_last_frame_pixel_mse, report.autoencoder_pixel_mse = mean["copy_pixel"], mean["autoencoder_pixel"]
     report.forward_latent_mse, report.video_latent_mse, report.copy_last_frame_latent_mse = mean["forward_latent"], mean["video_latent"], mean["copy_latent"]
     report.progress_mae = mean["progress"]
+    report.goal_pick_error_m, report.goal_place_error_m = mean.get("goal_pick"), mean.get("goal_place")
     return report
 
 
@@ -291,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
             f"[eval] pixel MSE: forward {offline.forward_pixel_mse:.5f}, video {offline.video_pixel_mse:.5f}, "
             f"copy-last-frame {offline.copy_last_frame_pixel_mse:.5f} (autoencoder floor {offline.autoencoder_pixel_mse:.5f})"
         )
+        if offline.goal_pick_error_m is not None or offline.goal_place_error_m is not None:
+            errors = {k: f"{100 * v:.1f} cm" for k, v in (("next grasp", offline.goal_pick_error_m), ("next release", offline.goal_place_error_m)) if v is not None}
+            print(f"[eval] goal localiser, horizontal error: {errors}")
     if args.sim_episodes > 0:
         seeds = list(range(args.seed_start, args.seed_start + args.sim_episodes))
         closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps)

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wam_ros.model.config import WamConfig
+from wam_ros.model.config import GoalConfig, WamConfig
+from wam_ros.model.goal import GOAL_DIM
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -136,6 +137,26 @@ class KeypointEncoder(nn.Module):
         return points.view(b, n, -1, 2)
 
 
+class GoalLocaliser(nn.Module):
+    """A static camera's frame + instruction -> the normalised hindsight goal (``goal.py``).
+
+    Instruction-FiLM spatial-softmax keypoints (:class:`KeypointEncoder`), then an MLP over the
+    keypoints and the instruction; ``GOAL_DIM`` outputs in normalised label units.
+    """
+
+    def __init__(self, config: GoalConfig, text_dim: int) -> None:
+        super().__init__()
+        self.keypoints = KeypointEncoder(config.count, config.channels, text_dim)
+        self.head = nn.Sequential(
+            nn.Linear(2 * config.count + text_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, GOAL_DIM)
+        )
+
+    def forward(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """pixels (B, 3, s, s) in [-1, 1], text (B, text_dim) normalised -> (B, GOAL_DIM)."""
+        points = self.keypoints(pixels.unsqueeze(1), text).flatten(1)
+        return self.head(torch.cat([points, text], dim=1))
+
+
 @dataclass
 class Context:
     """What one observation contributes, computed once and reused by every denoising step."""
@@ -183,6 +204,7 @@ class WorldActionTransformer(nn.Module):
         if self.keypoints is not None:
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * k.count, width), nn.SiLU(), nn.Linear(width, width))
             self.keypoint_position = nn.Parameter(torch.randn(config.n_obs_frames * cameras, width) * 0.02)
+        self.goal_embed = nn.Sequential(nn.Linear(GOAL_DIM, width), nn.SiLU(), nn.Linear(width, width)) if config.goal.camera else None
         self.text_condition = nn.Sequential(nn.Linear(t.text_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.action_embed = nn.Linear(config.action_dim, width)
         self.action_position = nn.Parameter(torch.randn(config.horizon, width) * 0.02)
@@ -220,12 +242,19 @@ class WorldActionTransformer(nn.Module):
         return (out.unsqueeze(1) + embedded) if t.dim() == 2 else out + embedded
 
     # -- forward -----------------------------------------------------------------------------
-    def encode_context(self, latents: torch.Tensor, state: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor | None = None) -> Context:
+    def encode_context(
+        self, latents: torch.Tensor, state: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor | None = None, goal: torch.Tensor | None = None
+    ) -> Context:
         """latents (B, frames, cameras, C, h, w) normalised; state (B, frames, S) normalised; text (B, 384);
-        pixels (B, frames, cameras, 3, s, s) in [-1, 1] when the keypoint encoder is on."""
+        pixels (B, frames, cameras, 3, s, s) in [-1, 1] when the keypoint encoder is on;
+        goal (B, GOAL_DIM), the localiser's normalised prediction, when the goal localiser is on."""
         b = latents.shape[0]
         image_tokens = self.context_embed(self.patchify(latents)) + self.context_position
         parts = [self.text_token(text).unsqueeze(1), self.state_embed(state.reshape(b, -1)).unsqueeze(1)]
+        if self.goal_embed is not None:
+            if goal is None or goal.shape != (b, GOAL_DIM):
+                raise ValueError(f"this model's goal token needs the localiser's prediction (B, {GOAL_DIM})")
+            parts.append(self.goal_embed(goal).unsqueeze(1))
         if self.keypoints is not None:
             if pixels is None:
                 raise ValueError("this model's keypoint encoder needs the context frames as pixels")
@@ -323,11 +352,12 @@ class WorldActionTransformer(nn.Module):
         actions: torch.Tensor,
         t_actions: torch.Tensor,
         actions_present: torch.Tensor,
+        goal: torch.Tensor | None = None,
     ) -> tuple[Prediction | None, Prediction | None]:
         """Training pass over a batch whose first ``n_policy`` rows are policy samples (future
         removed) and whose other rows are world samples (future present, actions per
         ``actions_present``). One forward per step, as DistributedDataParallel needs."""
-        context = self.encode_context(latents, state, text, pixels)
+        context = self.encode_context(latents, state, text, pixels, goal)
         b = latents.shape[0]
         policy = world = None
         if n_policy > 0:
@@ -358,4 +388,5 @@ class WorldActionModel(nn.Module):
 
         self.config = config
         self.autoencoder = build_autoencoder(config.autoencoder)
+        self.goal = GoalLocaliser(config.goal, config.transformer.text_dim) if config.goal.camera else None
         self.transformer = WorldActionTransformer(config)

@@ -6,7 +6,9 @@ All four modes of one network, on numpy inputs:
 * ``imagine``: future frames | observation (video prediction) or | observation, actions
   (forward dynamics), with the progress the model sees in that future;
 * ``inverse_dynamics``: actions | observation, future frames;
-* ``progress``: how far through the instruction the (given or expected) future frame is.
+* ``progress``: how far through the instruction the (given or expected) future frame is;
+* ``locate``: where the goal localiser (if the checkpoint has one) expects the next grasp and
+  release, in the robot's base frame.
 
 Observation = per camera ``(n_obs_frames, H, W, 3)`` uint8, oldest first, spaced
 ``obs_frame_stride * control_period_s``; state ``(n_obs_frames, state_dim)``. Images of another
@@ -28,6 +30,7 @@ from wam_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from wam_ros.model.config import WamConfig
 from wam_ros.model.data import keypoint_input, resize_frames
 from wam_ros.model.diffusion import euler_schedule
+from wam_ros.model.goal import GoalEstimate, decode_goal
 from wam_ros.model.network import Context
 from wam_ros.model.text import instruction_encoder
 
@@ -39,6 +42,7 @@ class Observation:
     context: Context
     current_latent: torch.Tensor  # (1, cameras, C, h, w) normalised latent of the newest frame
     state_now: torch.Tensor  # (1, S) raw state of the newest frame
+    goal: torch.Tensor | None  # (1, GOAL_DIM) the goal localiser's normalised prediction, when it has one
 
 
 class WamRuntime:
@@ -53,6 +57,7 @@ class WamRuntime:
         self.stats = checkpoint.normalization
         self.autoencoder = checkpoint.model.autoencoder
         self.network = checkpoint.model.transformer
+        self.goal_localiser = checkpoint.model.goal
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._lock = threading.Lock()
 
@@ -132,6 +137,18 @@ class WamRuntime:
             observation = self._observe(images, state, instruction)
             return self._progress(observation, self._future_residual(future_images, observation))
 
+    def locate(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> GoalEstimate:
+        """Where the goal localiser expects the next grasp and release (base frame, metres).
+
+        Same inputs as ``policy``; raises ValueError for a checkpoint without a localiser.
+        """
+        if self.goal_localiser is None:
+            raise ValueError(f"checkpoint {self.model_id} has no goal localiser (model.goal.camera is empty)")
+        with self._lock, torch.inference_mode():
+            observation = self._observe(images, state, instruction)
+            assert observation.goal is not None
+            return decode_goal(self.stats.denormalize_goal(observation.goal[0].float().cpu().numpy()))
+
     def warmup(self, instruction: str = "warm up") -> None:
         """Load the text encoder and run every mode once, so the first real call is not slow."""
         n, h, w = self.config.n_obs_frames, self.config.image_height, self.config.image_width
@@ -169,8 +186,15 @@ class WamRuntime:
             size = (config.keypoints.image_size,) * 2
             small = np.stack([resize_frames(frame, size) for frame in frames], axis=1)[None]  # (1, n, cameras, s, s, 3)
             small = keypoint_input(torch.from_numpy(small).to(self.device)).to(self.dtype)
-        context = self.network.encode_context(latents, state_in, text, small)
-        return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype))
+        goal = self._goal(frames[config.cameras.index(config.goal.camera)][-1], text) if self.goal_localiser is not None else None
+        context = self.network.encode_context(latents, state_in, text, small, goal)
+        return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype), goal)
+
+    def _goal(self, frame: np.ndarray, text: torch.Tensor) -> torch.Tensor:
+        """(1, GOAL_DIM) normalised goal from the goal camera's newest frame (H, W, 3)."""
+        size = (self.config.goal.image_size,) * 2
+        pixels = images_to_tensor(torch.from_numpy(resize_frames(frame[None], size)).to(self.device)).to(self.dtype)
+        return self.goal_localiser(pixels, text)
 
     def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=torch.float32).to(self.dtype)

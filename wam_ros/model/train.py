@@ -5,7 +5,9 @@ Stages (each with a progress bar; Ctrl-C saves what is done and a resumable stat
 1. autoencoder: trained on random frames of every camera (skipped with ``--init``, which
    keeps the checkpoint's autoencoder and normalisation);
 2. latents: every frame encoded once, cached under ``OUT/cache/`` (keyed by data and weights);
-3. transformer: flow matching over policy and world samples (see ``diffusion.py``).
+3. goal localiser (when ``model.goal.camera`` is set; skipped with ``--init``): hindsight grasp
+   and release poses from the static camera (``goal.py``), then its prediction for every frame;
+4. transformer: flow matching over policy and world samples (see ``diffusion.py``).
 
 Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
 (each process draws its own windows; gradients are averaged). Process CPU time per stage is
@@ -50,11 +52,14 @@ from wam_ros.model.data import (
     common_image_size,
     compute_normalization,
     describe,
+    goal_pixels,
     keypoint_input,
     open_datasets,
+    predict_goals,
     weights_key,
 )
 from wam_ros.model.diffusion import add_noise, policy_timesteps, split_batch, world_timesteps
+from wam_ros.model.goal import goal_loss
 from wam_ros.model.network import Prediction, WorldActionModel, count_parameters
 from wam_ros.model.text import instruction_encoder
 
@@ -104,7 +109,8 @@ def training_loss(
     noisy_actions, action_target = add_noise(batch.actions, t_actions, action_noise)
     noisy_future, future_target = add_noise(batch.future_residual, t_future, future_noise)
     pixels = keypoint_input(batch.context_pixels) if config.keypoints.count else None
-    policy, world = network(batch.context_latents, pixels, batch.state, batch.text, n_policy, noisy_future, t_future, noisy_actions, t_actions, actions_present)
+    goal = batch.goal if config.goal.camera else None
+    policy, world = network(batch.context_latents, pixels, batch.state, batch.text, n_policy, noisy_future, t_future, noisy_actions, t_actions, actions_present, goal)
 
     zero = batch.actions.new_zeros(())
     action_sum, action_count, progress_sum, progress_count = zero, zero, zero, zero
@@ -268,6 +274,8 @@ class Trainer:
             normalization = loaded.normalization
         if o.init is not None or model_config.autoencoder.kind == "diffusers":
             self.progress["autoencoder_done"] = True
+        if o.init is not None:
+            self.progress["goal_done"] = True  # finetuning keeps the goal localiser, like the autoencoder
         self.say(
             f"[train] model {model_config.name}: transformer {count_parameters(model.transformer) / 1e6:.2f}M parameters, "
             f"autoencoder {count_parameters(model.autoencoder) / 1e6:.2f}M; device {accelerator.device}, {torch.get_num_threads()} CPU threads"
@@ -293,8 +301,19 @@ class Trainer:
         if normalization is None:
             normalization = compute_normalization(frames, latents, text)
         pixels = frames.small_frames(model_config.keypoints.image_size) if model_config.keypoints.count else None
-        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels)
         self._record_cpu("encode", since)
+        goals = None
+        if model.goal is not None:
+            if not self.progress.get("goal_done"):
+                since = time.process_time()
+                finished = self._train_goal(model, frames, normalization, text, train, rng)
+                self._record_cpu("goal", since)
+                if not finished:
+                    return o.out
+            since = time.process_time()
+            goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device)
+            self._record_cpu("goal", since)
+        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels, goals)
         self._train_transformer(model, sampler, normalization, train)
         return o.out
 
@@ -347,6 +366,67 @@ class Trainer:
             bar.close()
         self.progress["autoencoder_done"] = True
         self.progress["autoencoder_loss"] = smoothed
+        return True
+
+    # -- goal localiser --------------------------------------------------------------------------
+    def _train_goal(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
+                    train: TrainConfig, rng: np.random.Generator) -> bool:
+        """Train (or continue training) the hindsight goal localiser (goal.py); False when interrupted.
+
+        The first ``goal_warmup_steps`` draw only from the first ``goal_warmup_frames`` frames of
+        each episode, the rest from every labelled frame.
+        """
+        accelerator, o = self.accelerator, self.options
+        config = model.config
+        labelled = frames.goal_valid.any(1)
+        everywhere = np.flatnonzero(labelled)
+        early = np.flatnonzero(labelled & (frames.frame_in_episode < train.goal_warmup_frames))
+        if len(everywhere) == 0:
+            raise DatasetError("the goal localiser needs episodes with gripper commands (a grasp or a release); these have none")
+        optimizer = torch.optim.AdamW(model.goal.parameters(), lr=train.goal_learning_rate, weight_decay=0.0)
+        step = int(self.progress.get("goal_step", 0))
+        if step > 0:
+            load_resume_state(o.out, optimizer)
+        objective, optimizer = accelerator.prepare(model.goal, optimizer)
+        schedule = dataclasses.replace(train, warmup_steps=min(50, train.goal_steps), min_learning_rate=train.goal_learning_rate * 0.05)
+        embeddings = torch.from_numpy(normalization.normalize_text(text.astype(np.float32)))
+        targets = torch.from_numpy(normalization.normalize_goal(frames.goal_labels).astype(np.float32))
+        valid = torch.from_numpy(frames.goal_valid)
+        smoothed = None
+        bar = tqdm(total=train.goal_steps, initial=step, desc="goal localiser", unit="step", disable=not accelerator.is_main_process or o.quiet)
+        try:
+            while step < train.goal_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, step / train.goal_steps, schedule, train.goal_learning_rate)
+                pool = early if step < train.goal_warmup_steps and len(early) else everywhere
+                anchors = pool[rng.integers(0, len(pool), train.goal_batch_size)]
+                instruction, _ = frames.instructions_of(anchors, rng.random(len(anchors)) < config.subtask_instruction_prob)
+                device = accelerator.device
+                with accelerator.autocast():
+                    prediction = objective(goal_pixels(frames, anchors).to(device), embeddings[torch.from_numpy(instruction)].to(device))
+                    loss = goal_loss(prediction.float(), targets[anchors].to(device), valid[anchors].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                step += 1
+                self.progress["goal_step"] = step
+                value = loss.item()
+                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+                bar.set_postfix(loss=f"{smoothed:.4f}", phase="first frames" if pool is early else "all frames")
+                bar.update(1)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            print(f"\n[train] interrupted in the goal-localiser stage at step {step}; saved a resumable state (--resume)", file=sys.stderr)
+            if accelerator.is_main_process:
+                model.goal = accelerator.unwrap_model(objective)
+                save_checkpoint(o.out, model, normalization, self._summary())
+                save_resume_state(o.out, optimizer, {}, self._summary())
+            return False
+        finally:
+            bar.close()
+        model.goal = accelerator.unwrap_model(objective)
+        self.progress["goal_done"] = True
+        self.progress["goal_loss"] = smoothed
         return True
 
     # -- transformer -----------------------------------------------------------------------------
