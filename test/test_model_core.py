@@ -14,9 +14,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
 
 from wam_ros.data import DatasetInfo, DatasetWriter, Episode, SubtaskSpan
 from wam_ros.model import CheckpointError, load_policy
+from wam_ros.control.kinematics import inverse_kinematics
+from wam_ros.model.actions import make_action_codec
 from wam_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from wam_ros.model.config import AutoencoderConfig, DiffusionConfig, GoalConfig, KeypointConfig, TransformerConfig, WamConfig, load_preset
 from wam_ros.model.data import (
@@ -38,7 +41,7 @@ IMAGE = 48
 CAMERAS = ("front", "wrist")
 NAMES = [f"panda_joint{i}" for i in range(1, 8)] + ["gripper_width"]  # the panda_sim arm: goal labels need its kinematics
 # Model variants the shape, learning and checkpoint tests run on: tiny_config keyword arguments.
-VARIANTS = {"latents": {}, "latents+keypoints": {"keypoints": 4}, "latents+goal": {"goal": True}}
+VARIANTS = {"latents": {}, "latents+keypoints": {"keypoints": 4}, "latents+goal": {"goal": True}, "goal+tcp": {"goal": True, "action_space": "tcp"}}
 
 
 @pytest.fixture(autouse=True)
@@ -50,11 +53,12 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_config(keypoints: int = 0, goal: bool = False) -> WamConfig:
+def tiny_config(keypoints: int = 0, goal: bool = False, action_space: str = "joint") -> WamConfig:
     config = WamConfig(
         name="tiny",
         horizon=8,
         execute_steps=4,
+        action_space=action_space,
         n_obs_frames=2,
         future_offset=3,
         autoencoder=AutoencoderConfig(stem_stride=4, channels=[8, 16], latent_channels=4),
@@ -63,7 +67,7 @@ def tiny_config(keypoints: int = 0, goal: bool = False) -> WamConfig:
         transformer=TransformerConfig(width=32, depth=2, heads=2, patch_size=3),
         diffusion=DiffusionConfig(policy_steps=2, video_steps=2),
     )
-    config.bind_dataset(list(CAMERAS), (IMAGE, IMAGE), NAMES, NAMES, 10.0)
+    config.bind_dataset(list(CAMERAS), (IMAGE, IMAGE), NAMES, NAMES, 10.0, "panda_sim")
     return config
 
 
@@ -104,9 +108,9 @@ def synthetic_dataset(root: Path, episodes: int = 4, video_only: int = 1) -> Pat
     return root
 
 
-def tiny_checkpoint(tmp_path: Path, seed: int = 0, keypoints: int = 0, goal: bool = False) -> tuple[Path, WorldActionModel, Normalization]:
+def tiny_checkpoint(tmp_path: Path, seed: int = 0, keypoints: int = 0, goal: bool = False, action_space: str = "joint") -> tuple[Path, WorldActionModel, Normalization]:
     torch.manual_seed(seed)
-    config = tiny_config(keypoints, goal)
+    config = tiny_config(keypoints, goal, action_space)
     datasets, _ = open_datasets([synthetic_dataset(tmp_path / "data")])
     frames = TrainingFrames(datasets, config)
     model = WorldActionModel(config)
@@ -339,7 +343,7 @@ def test_unknown_preset_and_bad_keys_are_reported(tmp_path):
     actions=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=8 * 8, max_size=8 * 8),
     state=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=8, max_size=8),
 )
-def test_action_normalisation_round_trips(actions, state):
+def test_joint_action_representation_and_standardisation_round_trip(actions, state):
     rng = np.random.default_rng(0)
     stats = Normalization(
         state_mean=np.zeros(8, np.float32),
@@ -351,12 +355,45 @@ def test_action_normalisation_round_trips(actions, state):
         residual_std=np.ones(4, np.float32),
         relative_action_dims=list(range(7)),
     )
+    codec = make_action_codec(tiny_config())
     chunk = np.asarray(actions, np.float32).reshape(8, 8)
     current = np.asarray(state, np.float32)
-    encoded = stats.encode_actions(chunk, current)
-    np.testing.assert_allclose(stats.decode_actions(encoded, current), chunk, atol=1e-4)
-    torch_encoded = stats.encode_actions(torch.from_numpy(chunk), torch.from_numpy(current))
+    encoded = stats.standardize_actions(codec.encode(chunk, current))
+    np.testing.assert_allclose(codec.decode(stats.unstandardize_actions(encoded), current), chunk, atol=1e-4)
+    np.testing.assert_allclose(codec.encode(chunk, current)[:, 7], chunk[:, 7])  # the gripper stays absolute
+    torch_encoded = stats.standardize_actions(torch.from_numpy(codec.encode(chunk, current)))
     np.testing.assert_allclose(torch_encoded.numpy(), encoded, atol=1e-5)
+
+
+def test_tcp_actions_are_relative_poses_and_come_back_through_ik():
+    """A chunk that moves the TCP 5 cm along x and turns it 0.3 rad about z, from a posture near
+    home: the representation is that motion in the base frame, and IK gives joints whose TCP is
+    within 0.5 mm / 0.005 rad of the recorded targets'; a frozen prefix is returned as it is."""
+    config = tiny_config()
+    config.action_space = "tcp"
+    codec = make_action_codec(config)
+    arm = codec.arm
+    state = np.append(arm.home + np.array([0.1, 0.2, -0.1, -0.2, 0.1, 0.1, -0.2]), 0.08).astype(np.float32)
+    start_p, start_r = arm.state_tcp(state)
+    joints, q = [], state[:7].astype(np.float64)
+    for row in range(8):
+        turn = Rotation.from_rotvec([0.0, 0.0, 0.3 * (row + 1) / 8]).as_matrix()
+        q, _, _ = inverse_kinematics(arm.kinematics, start_p + [0.05 * (row + 1) / 8, 0.0, 0.0], turn @ start_r, q, arm.home, arm.lower, arm.upper)
+        joints.append(q)
+    chunk = np.concatenate([np.array(joints), np.full((8, 1), 0.02)], axis=1).astype(np.float32)
+    representation = codec.encode(chunk, state)
+    assert representation.shape == (8, config.action_representation_dim) == (8, 7)
+    np.testing.assert_allclose(representation[-1, :3], [0.05, 0.0, 0.0], atol=2e-4)
+    np.testing.assert_allclose(representation[-1, 3:6], [0.0, 0.0, 0.3], atol=2e-3)
+    np.testing.assert_allclose(representation[:, 6], 0.02)
+    decoded = codec.decode(representation, state)
+    positions, rotations = arm.tcp(decoded[:, :7])
+    recorded_p, recorded_r = arm.tcp(chunk[:, :7])
+    assert np.abs(positions - recorded_p).max() < 5e-4
+    assert max(np.linalg.norm(Rotation.from_matrix(a @ b.T).as_rotvec()) for a, b in zip(rotations, recorded_r)) < 5e-3
+    np.testing.assert_allclose(decoded[:, 7], 0.02)
+    prefix = chunk[:3] + 0.001
+    np.testing.assert_array_equal(codec.decode(representation, state, prefix)[:3], prefix)
 
 
 def test_a_local_diffusers_vae_can_replace_the_conv_autoencoder(tmp_path):

@@ -44,7 +44,7 @@ def test_hindsight_labels_of_a_sim_demo_are_the_cube_then_the_bin(sim_demo):
     episode, spec, info, bin_inner_size = sim_demo
     names = info.state_names
     config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps)
+    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
     labels, valid = HindsightGoals(info, config).episode(episode.states, episode.actions)
     grasps, releases = gripper_events(episode.actions[:, 7], 0.04)
     assert len(grasps) == 1 and len(releases) == 1 and grasps[0] < releases[0]
@@ -72,7 +72,7 @@ def test_labels_need_the_robots_kinematics_and_a_gripper(sim_demo):
     config = tiny_config()
     unknown = DatasetInfo(fps=10.0, robot="no_such_robot", joint_names=info.joint_names, state_names=info.state_names,
                           action_names=info.action_names, cameras=info.cameras)
-    with pytest.raises(DatasetError, match="forward kinematics of robot 'no_such_robot'"):
+    with pytest.raises(DatasetError, match="goal labels: forward kinematics of robot 'no_such_robot'"):
         HindsightGoals(unknown, config)
     renamed = [f"j{i}" for i in range(7)] + ["gripper_width"]
     other_joints = DatasetInfo(fps=10.0, robot="panda_sim", joint_names=renamed[:7], state_names=renamed, action_names=renamed, cameras=info.cameras)

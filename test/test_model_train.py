@@ -55,7 +55,7 @@ def sim_dataset(tmp_path_factory) -> Path:
     return root
 
 
-GOAL_PRESET = TINY_PRESET.replace("  transformer:", "  goal: {camera: front, image_size: 24, count: 4, channels: 8, hidden: 32}\n  transformer:").replace(
+GOAL_PRESET = TINY_PRESET.replace("  transformer:", "  action_space: tcp\n  goal: {camera: front, image_size: 24, count: 4, channels: 8, hidden: 32}\n  transformer:").replace(
     "  warmup_steps: 2\n", "  warmup_steps: 2\n  goal_steps: 6\n  goal_warmup_steps: 3\n"
 )
 
@@ -191,7 +191,7 @@ def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):
     assert record["stop_reason"] == "interrupted" and record["transformer_step"] >= 2
 
 
-def test_goal_localiser_stage_survives_ctrl_c_resumes_and_is_kept_by_init(sim_dataset, tmp_path, monkeypatch):
+def test_goal_and_tcp_model_survives_ctrl_c_in_the_goal_stage_resumes_and_is_kept_by_init(sim_dataset, tmp_path, monkeypatch):
     goal_preset = tmp_path / "goal.yaml"
     goal_preset.write_text(GOAL_PRESET)
     calls = {"n": 0}

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from wam_ros.control.kinematics import rotation_vector
+
 
 class JointImpedance:
     """tau = K (q_d - q) + D (dq_d - dq) + compensation, clipped to +-effort_max."""
@@ -155,27 +157,6 @@ class CartesianImpedance:
         np.minimum(out, self.effort_max, out=out)
         np.maximum(out, -self.effort_max, out=out)
         return out
-
-
-def rotation_vector(rotation: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Axis-angle vector (axis * angle, angle in [0, pi]) of a rotation matrix."""
-    out = np.zeros(3) if out is None else out
-    out[0] = rotation[2, 1] - rotation[1, 2]
-    out[1] = rotation[0, 2] - rotation[2, 0]
-    out[2] = rotation[1, 0] - rotation[0, 1]
-    sin_twice = float(np.sqrt(out[0] ** 2 + out[1] ** 2 + out[2] ** 2))  # 2 sin(angle)
-    cos_angle = 0.5 * (rotation[0, 0] + rotation[1, 1] + rotation[2, 2] - 1.0)
-    angle = float(np.arctan2(0.5 * sin_twice, cos_angle))
-    if sin_twice > 1e-9:
-        out *= angle / sin_twice
-    elif cos_angle < 0.0:
-        # Angle near pi: the axis is the column of R + I with the largest norm.
-        symmetric = rotation + np.eye(3)
-        column = symmetric[:, int(np.argmax(np.linalg.norm(symmetric, axis=0)))]
-        out[:] = column / np.linalg.norm(column) * np.pi
-    else:
-        out *= 0.5  # small angle: R - R^T = 2 [axis * angle]_x
-    return out
 
 
 def _clip_norm(vector: np.ndarray, limit: float) -> None:

@@ -231,3 +231,63 @@ def damped_least_squares(jac: np.ndarray, twist: np.ndarray, damping: float) -> 
     """Joint velocities that best produce ``twist`` (6,) with ``jac`` (6, dof); damping keeps it finite near singularities."""
     jjt = jac @ jac.T + (damping ** 2) * np.eye(jac.shape[0])
     return jac.T @ np.linalg.solve(jjt, twist)
+
+
+def rotation_vector(rotation: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Axis-angle vector (axis * angle, angle in [0, pi]) of a rotation matrix."""
+    out = np.zeros(3) if out is None else out
+    out[0] = rotation[2, 1] - rotation[1, 2]
+    out[1] = rotation[0, 2] - rotation[2, 0]
+    out[2] = rotation[1, 0] - rotation[0, 1]
+    sin_twice = float(np.sqrt(out[0] ** 2 + out[1] ** 2 + out[2] ** 2))  # 2 sin(angle)
+    cos_angle = 0.5 * (rotation[0, 0] + rotation[1, 1] + rotation[2, 2] - 1.0)
+    angle = float(np.arctan2(0.5 * sin_twice, cos_angle))
+    if sin_twice > 1e-9:
+        out *= angle / sin_twice
+    elif cos_angle < 0.0:
+        # Angle near pi: the axis is the column of R + I with the largest norm.
+        symmetric = rotation + np.eye(3)
+        column = symmetric[:, int(np.argmax(np.linalg.norm(symmetric, axis=0)))]
+        out[:] = column / np.linalg.norm(column) * np.pi
+    else:
+        out *= 0.5  # small angle: R - R^T = 2 [axis * angle]_x
+    return out
+
+
+def inverse_kinematics(
+    kinematics: ChainKinematics,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    q_init: np.ndarray,
+    q_rest: np.ndarray,
+    lower_rad: np.ndarray,
+    upper_rad: np.ndarray,
+    tolerance_m: float = 2e-4,
+    tolerance_rad: float = 2e-3,
+    max_iterations: int = 50,
+    posture_gain: float = 0.1,
+) -> tuple[np.ndarray, float, float]:
+    """Joint positions that put the TCP at (position, rotation), warm-started from ``q_init``.
+
+    Damped least squares on the 6-D pose error, with a null-space pull towards ``q_rest`` (keeps a
+    redundant arm's elbow where the demonstrations had it) and the joints clipped to
+    [lower, upper]. Returns the joints and the remaining position [m] and rotation [rad] errors;
+    an unreachable pose gives the closest joints found, and the caller judges the residual.
+    """
+    q = np.clip(np.asarray(q_init, float), lower_rad, upper_rad)
+    error = np.zeros(6)
+    identity = np.eye(len(q))
+    for _ in range(max_iterations):
+        jac, current_position, current_rotation = kinematics.jacobian(q)
+        error[:3] = position - current_position
+        rotation_vector(rotation @ current_rotation.T, out=error[3:])
+        if np.linalg.norm(error[:3]) < tolerance_m and np.linalg.norm(error[3:]) < tolerance_rad:
+            break
+        pseudo_inverse = jac.T @ np.linalg.inv(jac @ jac.T + 1e-4 * np.eye(6))
+        step = pseudo_inverse @ np.clip(error, -0.2, 0.2) + (identity - pseudo_inverse @ jac) @ (posture_gain * (q_rest - q))
+        q = np.clip(q + step, lower_rad, upper_rad)
+    else:
+        _, current_position, current_rotation = kinematics.jacobian(q)
+        error[:3] = position - current_position
+        rotation_vector(rotation @ current_rotation.T, out=error[3:])
+    return q, float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))

@@ -128,11 +128,13 @@ class WamConfig:
     n_obs_frames: int = 2
     obs_frame_stride: int = 1  # frames between consecutive observation frames
     future_offset: int = 8  # the predicted frame is this many frames after the current one
-    relative_action_dims: list[int] = field(default_factory=lambda: list(range(7)))  # predicted relative to the state
+    relative_action_dims: list[int] = field(default_factory=lambda: list(range(7)))  # the arm joints: predicted relative to the state
+    action_space: str = "joint"  # what the network predicts: joint (relative joint targets) or tcp (relative TCP poses), actions.py
     context_noise_std: float = 0.0  # training-time Gaussian noise on normalised context latents
     subtask_instruction_prob: float = 0.5  # train on a frame's subtask instruction instead of the episode's
     # Filled from the dataset by bind_dataset():
     control_period_s: float = 0.1
+    robot: str = ""  # the robot config (name under config/robots/) whose kinematics goal labels and tcp actions use
     cameras: list[str] = field(default_factory=list)
     image_height: int = 0
     image_width: int = 0
@@ -163,8 +165,15 @@ class WamConfig:
         p = self.transformer.patch_size
         return (h // p) * (w // p)
 
-    def bind_dataset(self, cameras: list[str], image_hw: tuple[int, int], state_names: list[str], action_names: list[str], fps: float) -> None:
+    @property
+    def action_representation_dim(self) -> int:
+        """Numbers per chunk row the network predicts (``action_space``)."""
+        return 6 + len(self.gripper_action_dims) if self.action_space == "tcp" else self.action_dim
+
+    def bind_dataset(self, cameras: list[str], image_hw: tuple[int, int], state_names: list[str], action_names: list[str], fps: float,
+                     robot: str = "") -> None:
         """Fill the dataset-dependent fields (the model sees every camera at one common size)."""
+        self.robot = robot
         self.cameras = list(cameras)
         self.image_height, self.image_width = int(image_hw[0]), int(image_hw[1])
         self.state_names = list(state_names)
@@ -187,6 +196,8 @@ class WamConfig:
         g = self.goal
         if g.camera and (g.image_size < 16 or g.count < 1 or g.channels < 4 or g.channels % 4 or g.hidden < 1):
             raise ValueError(f"goal: image_size {g.image_size} must be >= 16, count and hidden >= 1, channels a multiple of 4")
+        if self.action_space not in ("joint", "tcp"):
+            raise ValueError(f"action_space {self.action_space!r}: expected joint or tcp")
         if self.autoencoder.kind not in ("conv", "diffusers"):
             raise ValueError(f"autoencoder.kind {self.autoencoder.kind!r}: expected conv or diffusers")
         probabilities = (d.policy_prob, d.forward_prob, d.inverse_prob, d.video_prob, d.score_prob)

@@ -11,9 +11,10 @@ A window is anchored at frame ``t`` of an episode:
 * progress: how far the future frame is through that instruction's span, in [0, 1] (not
   trained on episodes marked as failed).
 
-Actions are represented relative to the current state on ``relative_action_dims`` (joint
-targets minus joint positions; the gripper stays absolute) and standardised per chunk
-position and dimension, so every number the network predicts has unit scale.
+Actions are represented by the model's action codec (``actions.py``: joint targets relative to
+the joint positions, or TCP poses relative to the TCP pose; the gripper stays absolute) and
+standardised per chunk position and dimension, so every number the network predicts has unit
+scale.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from tqdm import tqdm
 from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.config import WamConfig
-from wam_ros.model.goal import GOAL_DIM, HindsightGoals, goal_statistics
+from wam_ros.model.actions import ArmModel, make_action_codec
+from wam_ros.model.goal import GOAL_DIM, HindsightGoals, goal_features, goal_statistics
 
 STD_FLOOR = 1e-3
 
@@ -40,8 +42,8 @@ class Normalization:
 
     state_mean: np.ndarray  # (S,)
     state_std: np.ndarray  # (S,)
-    action_mean: np.ndarray  # (horizon, A): of the chunk representation (relative dims minus the state)
-    action_std: np.ndarray  # (horizon, A)
+    action_mean: np.ndarray  # (horizon, D): of the chunk representation (actions.py)
+    action_std: np.ndarray  # (horizon, D)
     latent_mean: np.ndarray  # (C,)
     latent_std: np.ndarray  # (C,)
     residual_std: np.ndarray  # (C,): of (future - current) normalised latents
@@ -74,8 +76,8 @@ class Normalization:
         expected = {
             "state_mean": (config.state_dim,),
             "state_std": (config.state_dim,),
-            "action_mean": (config.horizon, config.action_dim),
-            "action_std": (config.horizon, config.action_dim),
+            "action_mean": (config.horizon, config.action_representation_dim),
+            "action_std": (config.horizon, config.action_representation_dim),
             "latent_mean": (config.autoencoder.latent_channels,),
             "latent_std": (config.autoencoder.latent_channels,),
             "residual_std": (config.autoencoder.latent_channels,),
@@ -104,20 +106,14 @@ class Normalization:
     def normalize_state(self, state: Any) -> Any:
         return (state - _like(self.state_mean, state)) / _like(self.state_std, state)
 
-    def encode_actions(self, actions: Any, state: Any) -> Any:
-        """Absolute actions (..., horizon, A) and the current state (..., S) -> normalised chunk."""
-        relative = actions.clone() if isinstance(actions, torch.Tensor) else np.array(actions, dtype=np.float32)
-        dims = self.relative_action_dims
-        relative[..., dims] = relative[..., dims] - state[..., None, dims]
-        horizon = actions.shape[-2]
-        return (relative - _like(self.action_mean[:horizon], actions)) / _like(self.action_std[:horizon], actions)
+    def standardize_actions(self, representation: Any) -> Any:
+        """Chunk representation (..., horizon, D) -> unit scale."""
+        horizon = representation.shape[-2]
+        return (representation - _like(self.action_mean[:horizon], representation)) / _like(self.action_std[:horizon], representation)
 
-    def decode_actions(self, normalized: Any, state: Any) -> Any:
+    def unstandardize_actions(self, normalized: Any) -> Any:
         horizon = normalized.shape[-2]
-        actions = normalized * _like(self.action_std[:horizon], normalized) + _like(self.action_mean[:horizon], normalized)
-        dims = self.relative_action_dims
-        actions[..., dims] = actions[..., dims] + state[..., None, dims]
-        return actions
+        return normalized * _like(self.action_std[:horizon], normalized) + _like(self.action_mean[:horizon], normalized)
 
     def normalize_latents(self, latents: Any) -> Any:
         """(..., C, h, w) raw autoencoder latents -> unit scale."""
@@ -155,15 +151,15 @@ def _dataset_fingerprint(datasets: list[EpisodeDataset]) -> str:
 
 
 def open_datasets(roots: Iterable[Path | str]) -> tuple[list[EpisodeDataset], DatasetInfo]:
-    """Open every dataset; they must share fps, cameras, image sizes and state/action names."""
+    """Open every dataset; they must share the robot, fps, cameras, image sizes and state/action names."""
     datasets = [EpisodeDataset(root) for root in roots]
     if not datasets:
         raise DatasetError("no dataset given")
     info = datasets[0].info
     for dataset in datasets[1:]:
         other = dataset.info
-        if (other.fps, other.cameras, other.state_names, other.action_names) != (info.fps, info.cameras, info.state_names, info.action_names):
-            raise DatasetError(f"{dataset.root}: fps, cameras or state/action names differ from {datasets[0].root}")
+        if (other.robot, other.fps, other.cameras, other.state_names, other.action_names) != (info.robot, info.fps, info.cameras, info.state_names, info.action_names):
+            raise DatasetError(f"{dataset.root}: robot, fps, cameras or state/action names differ from {datasets[0].root}")
     if not any(len(d) for d in datasets):
         raise DatasetError(f"{', '.join(str(d.root) for d in datasets)}: no episodes")
     return datasets, info
@@ -232,6 +228,9 @@ class TrainingFrames:
         self.progress_ok = np.concatenate(ok)
         self.action_frames = np.flatnonzero(self.has_actions)
         self.frame_in_episode = np.arange(self.num_frames) - self.episode_start
+        self.codec = make_action_codec(config)
+        # Where the TCP is at every frame (forward kinematics), for the goal token's offsets.
+        self.tcp_positions = ArmModel(config.robot, config.state_names, config.action_names).state_tcp(self.states)[0].astype(np.float32) if config.goal.camera else None
         self.goal_labels = np.zeros((self.num_frames, GOAL_DIM), np.float32)  # hindsight goals (goal.py), metres
         self.goal_valid = np.zeros((self.num_frames, 2), bool)  # (pick, place) label exists
         if config.goal.camera:
@@ -336,9 +335,7 @@ class TrainingFrames:
         anchors = self.action_frames
         if len(anchors) == 0:
             raise DatasetError("no episode has actions: a policy cannot be trained (video-only data needs --init)")
-        chunks = self.actions[self.chunk_frames(anchors)]
-        dims = list(self.config.relative_action_dims)
-        chunks[..., dims] -= self.states[anchors][:, None, dims]
+        chunks = self.codec.encode(self.actions[self.chunk_frames(anchors)], self.states[anchors])
         return chunks.mean(0), np.maximum(chunks.std(0), STD_FLOOR)
 
 
@@ -392,7 +389,7 @@ class Batch:
     future_residual: torch.Tensor  # (B, cameras, C, h, w)
     progress: torch.Tensor  # (B,)
     progress_ok: torch.Tensor  # (B,) bool
-    goal: torch.Tensor  # (B, GOAL_DIM) the localiser's normalised prediction; (B, 0) when it is off
+    goal: torch.Tensor  # (B, GOAL_FEATURES) the goal token's input (goal.goal_features); (B, 0) without a localiser
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
@@ -423,6 +420,7 @@ class WindowSampler:
         self.latents = latents
         self.pixels = pixels
         self.goals = goals
+        self.goal_mean, self.goal_std = torch.from_numpy(stats.goal_mean), torch.from_numpy(stats.goal_std)
         self.stats = stats
         self.text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
         self.rng = rng
@@ -447,12 +445,14 @@ class WindowSampler:
         state_now = frames.states[anchors]
         chunk = frames.actions[frames.chunk_frames(anchors)]
         has_actions = frames.has_actions[anchors]
-        actions = np.where(has_actions[:, None, None], self.stats.encode_actions(np.nan_to_num(chunk), state_now), 0.0).astype(np.float32)
+        encoded = self.stats.standardize_actions(frames.codec.encode(np.nan_to_num(chunk), state_now))
+        actions = np.where(has_actions[:, None, None], encoded, 0.0).astype(np.float32)
         text, progress = frames.instruction_and_progress(anchors, use_subtask)
         pixels = self.pixels[torch.from_numpy(observed)] if self.pixels is not None else torch.zeros(len(anchors), 0, dtype=torch.uint8)
         if self.goals is not None:
             _, subtask = frames.instructions_of(anchors, use_subtask)
-            goal = self.goals[torch.from_numpy(anchors), torch.from_numpy(subtask.astype(np.int64))]
+            predicted = self.goals[torch.from_numpy(anchors), torch.from_numpy(subtask.astype(np.int64))]
+            goal = goal_features(predicted, torch.from_numpy(frames.tcp_positions[anchors]), self.goal_mean, self.goal_std)
         else:
             goal = torch.zeros(len(anchors), 0)
         return Batch(

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wam_ros.control.kinematics import ChainKinematics
 from wam_ros.data import DatasetError, DatasetInfo
+from wam_ros.model.actions import ArmModel
 from wam_ros.model.config import WamConfig
-from wam_ros.robot import ConfigError, load_robot_config
 
 PICK = slice(0, 3)  # x, y, z [m] of the TCP at the next grasp
 PLACE = slice(3, 6)  # x, y, z [m] of the TCP at the next release
 GOAL_DIM = 6
+GOAL_FEATURES = 2 * GOAL_DIM  # the prediction and its offsets from the current TCP (goal_features)
 
 
 def gripper_events(commanded_width: np.ndarray, closed_below: float) -> tuple[np.ndarray, np.ndarray]:
@@ -76,22 +76,18 @@ def decode_goal(raw: np.ndarray) -> GoalEstimate:
 
 
 class HindsightGoals:
-    """Labels every frame of one dataset's episodes with its next grasp and release pose."""
+    """Labels every frame of one dataset's episodes with its next grasp and release position."""
 
     def __init__(self, info: DatasetInfo, config: WamConfig) -> None:
         try:
-            robot = load_robot_config(info.robot)
-        except ConfigError as error:
-            raise DatasetError(f"goal labels need the forward kinematics of robot {info.robot!r}: {error}") from None
-        missing = [j for j in robot.arm.joint_names if j not in info.state_names]
-        if missing:
-            raise DatasetError(f"goal labels: the state has no column for the joints {missing} of robot {robot.name}")
-        if robot.gripper.width_max_m <= robot.gripper.width_min_m:
-            raise DatasetError(f"goal labels need a gripper; robot {robot.name} has none")
-        self.joint_columns = [info.state_names.index(j) for j in robot.arm.joint_names]
+            self.arm = ArmModel(info.robot, info.state_names, info.action_names)
+        except ValueError as error:
+            raise DatasetError(f"goal labels: {error}") from None
+        gripper = self.arm.robot.gripper
+        if gripper.width_max_m <= gripper.width_min_m:
+            raise DatasetError(f"goal labels need a gripper; robot {self.arm.robot.name} has none")
         self.gripper_dim = config.gripper_action_dims[0]
-        self.closed_below = 0.5 * (robot.gripper.width_min_m + robot.gripper.width_max_m)
-        self.kinematics = ChainKinematics.from_urdf(robot.urdf_path, robot.base_frame, robot.tcp_frame, robot.arm.joint_names)
+        self.closed_below = 0.5 * (gripper.width_min_m + gripper.width_max_m)
 
     def episode(self, states: np.ndarray, actions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(T, GOAL_DIM) labels and (T, 2) validity (pick, place) for one episode."""
@@ -101,13 +97,23 @@ class HindsightGoals:
         if actions is None:
             return labels, valid  # video-only: no commands, no events
         grasps, releases = gripper_events(actions[:, self.gripper_dim], self.closed_below)
-        positions = self.kinematics.positions(states[:, self.joint_columns].astype(np.float64))
+        positions, _ = self.arm.state_tcp(states)
         for column, (events, part) in enumerate(((grasps, PICK), (releases, PLACE))):
             following = next_event(events, length)
             has = following >= 0
             valid[:, column] = has
             labels[has, part] = positions[following[has]]
         return labels, valid
+
+
+def goal_features(goal: torch.Tensor, tcp_position: torch.Tensor, goal_mean: torch.Tensor, goal_std: torch.Tensor) -> torch.Tensor:
+    """The goal token's input (B, GOAL_FEATURES): the normalised prediction (B, GOAL_DIM) and its
+    pick and place positions relative to the current TCP (B, 3), on the same scales. The offset
+    is what the next motion has to cover; the network gets it without having to learn forward
+    kinematics."""
+    absolute = goal * goal_std + goal_mean
+    offsets = [(absolute[:, part] - tcp_position) / goal_std[part] for part in (PICK, PLACE)]
+    return torch.cat([goal, *offsets], dim=1)
 
 
 def goal_statistics(labels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from wam_ros.model.config import GoalConfig, WamConfig
-from wam_ros.model.goal import GOAL_DIM
+from wam_ros.model.goal import GOAL_DIM, GOAL_FEATURES
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -172,7 +172,7 @@ class Context:
 @dataclass
 class Prediction:
     future_velocity: torch.Tensor | None  # (B, cameras, C, h, w)
-    action_velocity: torch.Tensor | None  # (B, horizon, action_dim)
+    action_velocity: torch.Tensor | None  # (B, horizon, action representation dim)
     progress_logit: torch.Tensor  # (B,)
 
 
@@ -204,16 +204,16 @@ class WorldActionTransformer(nn.Module):
         if self.keypoints is not None:
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * k.count, width), nn.SiLU(), nn.Linear(width, width))
             self.keypoint_position = nn.Parameter(torch.randn(config.n_obs_frames * cameras, width) * 0.02)
-        self.goal_embed = nn.Sequential(nn.Linear(GOAL_DIM, width), nn.SiLU(), nn.Linear(width, width)) if config.goal.camera else None
+        self.goal_embed = nn.Sequential(nn.Linear(GOAL_FEATURES, width), nn.SiLU(), nn.Linear(width, width)) if config.goal.camera else None
         self.text_condition = nn.Sequential(nn.Linear(t.text_dim, width), nn.SiLU(), nn.Linear(width, width))
-        self.action_embed = nn.Linear(config.action_dim, width)
+        self.action_embed = nn.Linear(config.action_representation_dim, width)
         self.action_position = nn.Parameter(torch.randn(config.horizon, width) * 0.02)
         self.register = nn.Parameter(torch.randn(1, width) * 0.02)
         self.group_embedding = nn.Parameter(torch.randn(4, width) * 0.02)
         self.time_embed = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(Block(width, t.heads, t.mlp_ratio) for _ in range(t.depth))
         self.future_out = OutputLayer(width, patch_dim)
-        self.action_out = OutputLayer(width, config.action_dim)
+        self.action_out = OutputLayer(width, config.action_representation_dim)
         self.progress_out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
 
     # -- tokens ------------------------------------------------------------------------------
@@ -247,13 +247,13 @@ class WorldActionTransformer(nn.Module):
     ) -> Context:
         """latents (B, frames, cameras, C, h, w) normalised; state (B, frames, S) normalised; text (B, 384);
         pixels (B, frames, cameras, 3, s, s) in [-1, 1] when the keypoint encoder is on;
-        goal (B, GOAL_DIM), the localiser's normalised prediction, when the goal localiser is on."""
+        goal (B, GOAL_FEATURES), the goal token's input (goal.goal_features), when the goal localiser is on."""
         b = latents.shape[0]
         image_tokens = self.context_embed(self.patchify(latents)) + self.context_position
         parts = [self.text_token(text).unsqueeze(1), self.state_embed(state.reshape(b, -1)).unsqueeze(1)]
         if self.goal_embed is not None:
-            if goal is None or goal.shape != (b, GOAL_DIM):
-                raise ValueError(f"this model's goal token needs the localiser's prediction (B, {GOAL_DIM})")
+            if goal is None or goal.shape != (b, GOAL_FEATURES):
+                raise ValueError(f"this model's goal token needs the goal features (B, {GOAL_FEATURES})")
             parts.append(self.goal_embed(goal).unsqueeze(1))
         if self.keypoints is not None:
             if pixels is None:

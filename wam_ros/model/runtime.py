@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from wam_ros.model.autoencoder import images_to_tensor, tensor_to_images
-from wam_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from wam_ros.model.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from wam_ros.model.config import WamConfig
 from wam_ros.model.data import keypoint_input, resize_frames
 from wam_ros.model.diffusion import euler_schedule
-from wam_ros.model.goal import GoalEstimate, decode_goal
+from wam_ros.model.actions import ArmModel, make_action_codec
+from wam_ros.model.goal import GoalEstimate, decode_goal, goal_features
 from wam_ros.model.network import Context
 from wam_ros.model.text import instruction_encoder
 
@@ -41,7 +42,7 @@ class Observation:
 
     context: Context
     current_latent: torch.Tensor  # (1, cameras, C, h, w) normalised latent of the newest frame
-    state_now: torch.Tensor  # (1, S) raw state of the newest frame
+    state_now: np.ndarray  # (S,) raw state of the newest frame
     goal: torch.Tensor | None  # (1, GOAL_DIM) the goal localiser's normalised prediction, when it has one
 
 
@@ -58,6 +59,8 @@ class WamRuntime:
         self.autoencoder = checkpoint.model.autoencoder
         self.network = checkpoint.model.transformer
         self.goal_localiser = checkpoint.model.goal
+        self.codec = make_action_codec(self.config)
+        self.arm = ArmModel(self.config.robot, self.config.state_names, self.config.action_names) if self.goal_localiser is not None else None
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._lock = threading.Lock()
 
@@ -186,15 +189,25 @@ class WamRuntime:
             size = (config.keypoints.image_size,) * 2
             small = np.stack([resize_frames(frame, size) for frame in frames], axis=1)[None]  # (1, n, cameras, s, s, 3)
             small = keypoint_input(torch.from_numpy(small).to(self.device)).to(self.dtype)
-        goal = self._goal(frames[config.cameras.index(config.goal.camera)][-1], text) if self.goal_localiser is not None else None
-        context = self.network.encode_context(latents, state_in, text, small, goal)
-        return Observation(context, latents[:, -1], torch.from_numpy(state[-1:].copy()).to(self.device, self.dtype), goal)
+        goal = features = None
+        if self.goal_localiser is not None:
+            assert self.arm is not None
+            goal = self._goal(frames[config.cameras.index(config.goal.camera)][-1], text)
+            tcp = torch.from_numpy(self.arm.state_tcp(state[-1:])[0].astype(np.float32)).to(self.device, self.dtype)
+            features = goal_features(goal, tcp, *(torch.from_numpy(v).to(self.device, self.dtype) for v in (self.stats.goal_mean, self.stats.goal_std)))
+        context = self.network.encode_context(latents, state_in, text, small, features)
+        return Observation(context, latents[:, -1], state[-1].copy(), goal)
 
     def _goal(self, frame: np.ndarray, text: torch.Tensor) -> torch.Tensor:
         """(1, GOAL_DIM) normalised goal from the goal camera's newest frame (H, W, 3)."""
         size = (self.config.goal.image_size,) * 2
         pixels = images_to_tensor(torch.from_numpy(resize_frames(frame[None], size)).to(self.device)).to(self.dtype)
         return self.goal_localiser(pixels, text)
+
+    def _represent(self, actions: np.ndarray, observation: Observation) -> torch.Tensor:
+        """Joint-target rows (k, A) -> (1, k, D) standardised representation relative to the observation."""
+        representation = self.codec.encode(actions[None], observation.state_now[None])
+        return torch.from_numpy(self.stats.standardize_actions(representation)).to(self.device, self.dtype)
 
     def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=torch.float32).to(self.dtype)
@@ -215,7 +228,7 @@ class WamRuntime:
             raise ValueError(f"actions have shape {actions.shape}, expected ({self.config.horizon}, {self.config.action_dim})")
         if not np.all(np.isfinite(actions)):
             raise ValueError("actions hold non-finite values")
-        return self.stats.encode_actions(torch.from_numpy(actions).to(self.device, self.dtype).unsqueeze(0), observation.state_now)
+        return self._represent(actions, observation)
 
     def _future_residual(self, future_images: dict[str, np.ndarray], observation: Observation) -> torch.Tensor:
         config = self.config
@@ -232,12 +245,12 @@ class WamRuntime:
         return (future - observation.current_latent) / self.stats.residual_scale(future)
 
     def _sample_actions(self, observation: Observation, future: torch.Tensor | None, steps: int, prefix: np.ndarray | None) -> torch.Tensor:
-        horizon, dim = self.config.horizon, self.config.action_dim
+        horizon, dim = self.config.horizon, self.config.action_representation_dim
         x = self._noise((1, horizon, dim))
         frozen = 0
         if prefix is not None:
             frozen = len(prefix)
-            x[:, :frozen] = self.stats.encode_actions(torch.from_numpy(prefix).to(self.device, self.dtype).unsqueeze(0), observation.state_now)
+            x[:, :frozen] = self._represent(prefix, observation)
         t_actions = torch.zeros(1, horizon, device=self.device, dtype=self.dtype)
         t_future = torch.full((1,), 0.0 if future is not None else 1.0, device=self.device, dtype=self.dtype)
         for t, t_next in euler_schedule(steps):
@@ -247,10 +260,8 @@ class WamRuntime:
         return x
 
     def _actions_out(self, normalized: torch.Tensor, observation: Observation, prefix: np.ndarray | None) -> np.ndarray:
-        actions = self.stats.decode_actions(normalized, observation.state_now)[0].float().cpu().numpy()
-        if prefix is not None:
-            actions[: len(prefix)] = prefix
-        return actions
+        representation = self.stats.unstandardize_actions(normalized[0].float().cpu().numpy())
+        return self.codec.decode(representation, observation.state_now, prefix)
 
     def _sample_future(self, observation: Observation, clean_actions: torch.Tensor | None, steps: int) -> torch.Tensor:
         shape = tuple(observation.current_latent.shape)
@@ -282,4 +293,8 @@ def load_policy(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dt
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return WamRuntime(load_checkpoint(checkpoint_dir, torch_device, dtype), torch_device, dtype)
+    checkpoint = load_checkpoint(checkpoint_dir, torch_device, dtype)
+    try:
+        return WamRuntime(checkpoint, torch_device, dtype)
+    except ValueError as error:  # the kinematics of the robot it was trained for are not here
+        raise CheckpointError(f"{checkpoint_dir}: {error}") from None

@@ -222,12 +222,14 @@ class Trainer:
                 model, _ = read_config(o.init)  # the architecture is the checkpoint's; the optimisation the preset's
             else:
                 model, _ = load_preset(o.preset)
-                model.bind_dataset(list(info.cameras), common_image_size(info), info.state_names, info.action_names, info.fps)
+                model.bind_dataset(list(info.cameras), common_image_size(info), info.state_names, info.action_names, info.fps, info.robot)
         if model.cameras != list(info.cameras) or model.state_names != list(info.state_names) or model.action_names != list(info.action_names):
             raise DatasetError(
                 f"the model was made for cameras {model.cameras} and {len(model.state_names)}/{len(model.action_names)} "
                 f"state/action names; the data has {list(info.cameras)} and {len(info.state_names)}/{len(info.action_names)}"
             )
+        if o.init is not None and (model.action_space == "tcp" or model.goal.camera) and model.robot != info.robot:
+            raise DatasetError(f"{o.init} predicts through the kinematics of robot {model.robot!r}; the data comes from {info.robot!r}")
         overrides = {k: v for k, v in (("steps", o.steps), ("ae_steps", o.ae_steps), ("batch_size", o.batch_size), ("seed", o.seed)) if v is not None}
         train = dataclasses.replace(train, **overrides)
         self.progress["model_config"] = config_to_dict(model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from wam_ros.control.impedance import rotation_vector
+from wam_ros.control.kinematics import rotation_vector
 
 
 class IKError(RuntimeError):
