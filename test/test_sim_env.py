@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from wam_ros.control.impedance import CartesianImpedance, JointImpedance, rotation_vector
+from wam_ros.control.impedance import CartesianImpedance, JointImpedance
+from wam_ros.control.kinematics import rotation_vector
 from wam_ros.data.episodes import EpisodeDataset
 from wam_ros.robot import load_robot_config
 from wam_ros.sim import TASKS, SceneState, SimConfig, TabletopEnv, make_expert
@@ -247,6 +248,24 @@ def test_expert_succeeds(env, task, seeds):
         assert result.success, f"{task} seed {seed}: {result.episode.extra}"
 
 
+def test_dart_demos_execute_noisy_targets_and_record_the_experts_own(env):
+    """With action noise the arm leaves the commanded path by about a centimetre and the episode
+    still records the expert's targets (their path is the noise-free one until the grasp); the
+    noise is the same for the same seed."""
+    clean = record_demo(env, "pick_place", 4, render=False)
+    noisy = record_demo(env, "pick_place", 4, render=False, action_noise_rad=0.02)
+    again = record_demo(env, "pick_place", 4, render=False, action_noise_rad=0.02)
+    assert clean.success and noisy.success and noisy.episode.extra["action_noise_rad"] == 0.02
+    np.testing.assert_array_equal(noisy.episode.states, again.episode.states)
+
+    def tracking_error(episode) -> float:  # commanded target at t against the joints measured at t + 1
+        return float(np.abs(episode.actions[:-1, :7] - episode.states[1:, :7]).mean())
+
+    assert tracking_error(noisy.episode) > 4 * tracking_error(clean.episode)
+    grasp = int(np.argmax(clean.episode.actions[:, 7] < 0.04))
+    np.testing.assert_allclose(noisy.episode.actions[:grasp], clean.episode.actions[:grasp], atol=1e-6)
+
+
 def test_expert_moves_are_straight_and_below_the_speed_cap():
     assert closest_grasp_yaw(math.radians(80)) == pytest.approx(math.radians(-10))
     rotation = top_down_rotation(0.3)
@@ -314,6 +333,9 @@ def test_sim_demos_rejects_bad_arguments(tmp_path, capsys):
 
     assert main(["sim-demos", "--task", "reach", "--episodes", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--episodes and --workers must be positive" in capsys.readouterr().err
+    assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "x"), "--action-noise-rad", "0.5"]) == 2
+    assert "--action-noise-rad must lie in [0, 0.2] rad" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_episode_video_from_observations(env, tmp_path):

@@ -331,12 +331,16 @@ class TrainingFrames:
         return text, progress.astype(np.float32)
 
     def action_chunk_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std (horizon, A) of the relative chunk representation over every labelled frame."""
+        """Mean and scale (horizon, D) of the chunk representation over every labelled frame."""
         anchors = self.action_frames
         if len(anchors) == 0:
             raise DatasetError("no episode has actions: a policy cannot be trained (video-only data needs --init)")
         chunks = self.codec.encode(self.actions[self.chunk_frames(anchors)], self.states[anchors])
-        return chunks.mean(0), np.maximum(chunks.std(0), STD_FLOOR)
+        mean = chunks.mean(0)
+        std = np.empty_like(mean)
+        for group in self.codec.groups:  # one scale per chunk row for the dimensions of a group (actions.py)
+            std[:, group] = np.sqrt(chunks[:, :, group].var(0).mean(1, keepdims=True))
+        return mean, np.maximum(std, STD_FLOOR)
 
 
 def text_statistics(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

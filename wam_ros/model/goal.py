@@ -6,10 +6,12 @@ shipped checkpoint's latents only to 5.2 cm, and the policy picked the right cub
 episodes; given the true cube position instead, the same preset succeeded in 41 of 50
 (docs/model.md). This module supplies that position, learned without any object labels:
 
-* **Labels** (:class:`HindsightGoals`): for frame ``t``, the TCP pose, through forward
-  kinematics of the measured joints (the robot's URDF), at the next frame where the commanded
-  gripper width falls below the middle of its range (a grasp) and at the next frame where it
-  rises above it (a release): pick = (x, y, z), place = (x, y, z), base frame, metres. A frame
+* **Labels** (:class:`HindsightGoals`): for frame ``t``, the commanded TCP position (forward
+  kinematics of the commanded joint targets, the robot's URDF) at the next frame where the
+  commanded gripper width falls below the middle of its range (a grasp) and at the next frame
+  where it rises above it (a release): pick = (x, y, z), place = (x, y, z), base frame, metres.
+  Commanded, not measured: where the demonstrator meant to grasp, free of tracking lag and of
+  the noise DART demonstrations inject (``wam-ros sim-demos --action-noise-rad``). A frame
   with no later grasp (the cube is already held) has no pick label; one with no later release
   has no place label. Teleoperated or converted episodes are labelled the same way. The three
   coordinates of a part share one scale (that of x and y): the heights hardly vary on a
@@ -97,7 +99,7 @@ class HindsightGoals:
         if actions is None:
             return labels, valid  # video-only: no commands, no events
         grasps, releases = gripper_events(actions[:, self.gripper_dim], self.closed_below)
-        positions, _ = self.arm.state_tcp(states)
+        positions, _ = self.arm.tcp(actions[:, self.arm.action_joints])
         for column, (events, part) in enumerate(((grasps, PICK), (releases, PLACE))):
             following = next_event(events, length)
             has = following >= 0

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write failed expert episodes too (success=false); by default they are skipped")
     parser.add_argument("--max-attempts", type=int, default=None, metavar="M",
                         help="give up after this many seeds (default 2 * episodes + 10)")
+    parser.add_argument("--action-noise-rad", type=float, default=0.0, metavar="SIGMA",
+                        help="DART: execute the expert's joint targets plus smooth noise of this std [rad] and record the "
+                             "clean targets, so the demos show the way back to the path (default 0: none)")
     parser.add_argument("--workers", type=int, default=1, metavar="W",
                         help="parallel processes recording episodes (default 1; up to the number of CPU cores helps)")
 
@@ -40,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes <= 0 or args.workers <= 0:
         print("wam-ros sim-demos: --episodes and --workers must be positive", file=sys.stderr)
         return 2
+    if not 0.0 <= args.action_noise_rad <= 0.2:
+        print("wam-ros sim-demos: --action-noise-rad must lie in [0, 0.2] rad", file=sys.stderr)
+        return 2
     try:
         robot = load_robot_config(args.robot)
         writer = DatasetWriter(args.out, dataset_info(robot))
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed_start
     started = time.monotonic()
     progress = tqdm(total=args.episodes, desc=f"sim-demos {args.task}", unit="episode")
-    results = demo_results(robot, args.task, itertools.islice(seeds, max_attempts), args.workers)
+    results = demo_results(robot, args.task, itertools.islice(seeds, max_attempts), args.workers, args.action_noise_rad)
     try:
         for result in results:
             attempted += 1

@@ -24,6 +24,7 @@ from wam_ros.sim.expert import make_expert
 #: Control steps an episode may take before it counts as failed, per task (at 10 Hz).
 MAX_STEPS = {"reach": 100, "push": 200, "pick_place": 300, "stack": 300, "bin_three": 700}
 SETTLE_STEPS = 5  # frames recorded after the expert finished, so the outcome is visible
+NOISE_CORRELATION_S = 0.5  # time constant of the injected action noise (record_demo)
 
 
 def dataset_info(robot: RobotConfig, config: SimConfig | TabletopEnv | None = None) -> DatasetInfo:
@@ -69,11 +70,24 @@ def subtask_spans(done_per_frame: list[int], instructions: list[str]) -> list[Su
     return spans
 
 
-def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max_steps: int | None = None) -> DemoResult:
-    """Run the scripted expert on (task, seed) and return the episode it produced."""
+def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max_steps: int | None = None,
+                action_noise_rad: float = 0.0) -> DemoResult:
+    """Run the scripted expert on (task, seed) and return the episode it produced.
+
+    ``action_noise_rad`` > 0 (DART, Laskey et al. 2017): the arm executes the expert's joint
+    targets plus smooth Gaussian noise of this standard deviation per joint (an
+    Ornstein-Uhlenbeck process with a ``NOISE_CORRELATION_S`` time constant, seeded by the
+    episode's seed), while the episode records the expert's own targets. The expert follows
+    its plan regardless of the noise, so every recorded action leads back to the path from
+    where the noise put the arm: what a learned policy has to do after its own errors, and
+    something noise-free demonstrations never show.
+    """
     observation = env.reset(task, seed)
     expert = make_expert(env)
     max_steps = max_steps or MAX_STEPS.get(task, 400)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xDA27])
+    keep = float(np.exp(-env.config.control_period_s / NOISE_CORRELATION_S))
+    noise = np.zeros(env.dof)
     cameras = [c.name for c in env.robot.cameras if c.source == "sim"]
     states, actions, times, done = [], [], [], []
     frames: dict[str, list[np.ndarray]] = {name: [] for name in cameras}
@@ -87,7 +101,11 @@ def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max
         actions.append(action)
         times.append(observation.time_s)
         done.append(env.task.subtasks_done(env.spec, env.scene_state()))  # type: ignore[union-attr]
-        observation = env.step(action)
+        executed = action.copy()
+        if action_noise_rad > 0:
+            noise = keep * noise + action_noise_rad * np.sqrt(1.0 - keep**2) * rng.standard_normal(env.dof)
+            executed[: env.dof] += noise
+        observation = env.step(executed)
         if expert.done:
             settle += 1
     status = env.task_status()
@@ -102,13 +120,15 @@ def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max
         success=status.success,
         seed=int(seed),
         source="sim",
-        extra={"expert_failed": expert.failed, "expert_message": expert.message, "subtasks_done": status.subtasks_done},
+        extra={"expert_failed": expert.failed, "expert_message": expert.message, "subtasks_done": status.subtasks_done,
+               "action_noise_rad": action_noise_rad},
     )
     return DemoResult(episode=episode, success=status.success, steps=len(states))
 
 
-def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: int = 1) -> Iterator[DemoResult]:
-    """Expert episodes for ``seeds`` in seed order; ``workers`` > 1 records them in parallel processes.
+def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: int = 1, action_noise_rad: float = 0.0) -> Iterator[DemoResult]:
+    """Expert episodes for ``seeds`` in seed order; ``workers`` > 1 records them in parallel processes
+    (``action_noise_rad``: see :func:`record_demo`).
 
     The seed iterator may be endless: at most two episodes per worker are in flight, and closing
     the generator (or Ctrl-C) stops the workers.
@@ -117,7 +137,7 @@ def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: i
         env = TabletopEnv(robot)
         try:
             for seed in seeds:
-                yield record_demo(env, task, seed)
+                yield record_demo(env, task, seed, action_noise_rad=action_noise_rad)
         finally:
             env.close()
         return
@@ -125,7 +145,7 @@ def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: i
     try:
         in_flight: collections.deque = collections.deque()
         for seed in seeds:
-            in_flight.append(pool.apply_async(_worker_demo, (task, seed)))
+            in_flight.append(pool.apply_async(_worker_demo, (task, seed, action_noise_rad)))
             if len(in_flight) >= 2 * workers:
                 yield in_flight.popleft().get()
         while in_flight:
@@ -146,6 +166,6 @@ def _start_worker(robot_path: str) -> None:
     _worker_env = TabletopEnv(load_robot_config(robot_path))
 
 
-def _worker_demo(task: str, seed: int) -> DemoResult:
+def _worker_demo(task: str, seed: int, action_noise_rad: float) -> DemoResult:
     assert _worker_env is not None
-    return record_demo(_worker_env, task, seed)
+    return record_demo(_worker_env, task, seed, action_noise_rad=action_noise_rad)
