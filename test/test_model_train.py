@@ -56,8 +56,8 @@ def sim_dataset(tmp_path_factory) -> Path:
 
 
 GOAL_PRESET = TINY_PRESET.replace("  transformer:", "  action_space: tcp\n  goal: {camera: front, image_size: 24, count: 4, channels: 8, hidden: 32}\n  transformer:").replace(
-    "  warmup_steps: 2\n", "  warmup_steps: 2\n  goal_steps: 6\n  goal_warmup_steps: 3\n"
-)
+    "  warmup_steps: 2\n", "  warmup_steps: 2\n  goal_steps: 6\n  goal_warmup_steps: 3\n  goal_attempts: 2\n  goal_accept_ratio: 0.0\n"
+)  # six steps cannot localise anything: with ratio 0 every attempt is rejected, so the retry runs too
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):
     assert record["stop_reason"] == "interrupted" and record["transformer_step"] >= 2
 
 
-def test_goal_and_tcp_model_survives_ctrl_c_in_the_goal_stage_resumes_and_is_kept_by_init(sim_dataset, tmp_path, monkeypatch):
+def test_goal_and_tcp_model_survives_ctrl_c_in_the_goal_stage_resumes_retries_and_is_kept_by_init(sim_dataset, tmp_path, monkeypatch, capsys):
     goal_preset = tmp_path / "goal.yaml"
     goal_preset.write_text(GOAL_PRESET)
     calls = {"n": 0}
@@ -215,6 +215,10 @@ def test_goal_and_tcp_model_survives_ctrl_c_in_the_goal_stage_resumes_and_is_kep
     record = _training(out)
     assert record["goal_step"] == 6 and record["goal_done"] and record["transformer_step"] == 6 and record["finished"]
     assert "goal" in record["cpu_seconds"] and np.isfinite(record["goal_loss"])
+    checks = record["goal_checks"]  # the interrupted first attempt finished after the resume, then one retry
+    assert [c["attempt"] for c in checks] == [1, 2] and not any(c["accepted"] for c in checks)
+    assert all(c["first_grasp_error_m"] > 0 and c["mean_position_error_m"] > 0 for c in checks)
+    assert "did not lock onto the object in 2 attempts" in capsys.readouterr().err
 
     runtime = load_policy(out)
     from wam_ros.data import EpisodeDataset

@@ -31,7 +31,7 @@ from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.config import WamConfig
 from wam_ros.model.actions import ArmModel, make_action_codec
-from wam_ros.model.goal import GOAL_DIM, HindsightGoals, goal_features, goal_statistics
+from wam_ros.model.goal import GOAL_DIM, PICK, HindsightGoals, goal_features, goal_statistics
 
 STD_FLOOR = 1e-3
 
@@ -499,6 +499,27 @@ def predict_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Nor
                 out[anchors[differs], 1] = localiser(pixels[differs], text[torch.from_numpy(subtask[differs])].to(device)).float().cpu()
             bar.update(len(anchors))
     return out
+
+
+def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
+                      device: torch.device | str = "cpu") -> tuple[float, float]:
+    """How well the localiser found each episode's first grasp from its first frame.
+
+    Returns the mean horizontal distance [m] of the predicted from the labelled grasp over the
+    episodes' first frames, and the same for always answering the labels' mean position (what a
+    localiser that has not locked onto the object achieves)."""
+    anchors = np.flatnonzero((frames.frame_in_episode == 0) & frames.goal_valid[:, 0])
+    if len(anchors) == 0:
+        raise DatasetError("no episode starts before a grasp: the goal localiser has nothing to be checked on")
+    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
+    episode, _ = frames.instructions_of(anchors, np.zeros(len(anchors), bool))
+    with torch.inference_mode():
+        predicted = localiser(goal_pixels(frames, anchors).to(device), text[torch.from_numpy(episode)].to(device)).float().cpu().numpy()
+    grasp = stats.denormalize_goal(predicted)[:, PICK][:, :2]
+    labels = frames.goal_labels[anchors][:, PICK][:, :2]
+    error = np.linalg.norm(grasp - labels, axis=1).mean()
+    baseline = np.linalg.norm(labels - labels.mean(axis=0), axis=1).mean()
+    return float(error), float(baseline)
 
 
 def weights_key(module: torch.nn.Module) -> str:

@@ -52,6 +52,7 @@ from wam_ros.model.data import (
     common_image_size,
     compute_normalization,
     describe,
+    first_grasp_error,
     goal_pixels,
     keypoint_input,
     open_datasets,
@@ -60,7 +61,7 @@ from wam_ros.model.data import (
 )
 from wam_ros.model.diffusion import add_noise, policy_timesteps, split_batch, world_timesteps
 from wam_ros.model.goal import goal_loss
-from wam_ros.model.network import Prediction, WorldActionModel, count_parameters
+from wam_ros.model.network import GoalLocaliser, Prediction, WorldActionModel, count_parameters
 from wam_ros.model.text import instruction_encoder
 
 
@@ -375,6 +376,37 @@ class Trainer:
                     train: TrainConfig, rng: np.random.Generator) -> bool:
         """Train (or continue training) the hindsight goal localiser (goal.py); False when interrupted.
 
+        After each attempt the localiser is checked on the episodes' first frames
+        (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
+        position starts again from a fresh initialisation, at most ``goal_attempts`` times.
+        """
+        attempt = int(self.progress.get("goal_attempt", 1))
+        while True:
+            if not self._train_goal_attempt(model, frames, normalization, text, train, rng):
+                return False
+            error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device)
+            model.goal.train()
+            accepted = error_m <= train.goal_accept_ratio * baseline_m
+            self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {"attempt": attempt, "first_grasp_error_m": error_m,
+                                                                                    "mean_position_error_m": baseline_m, "accepted": accepted}]
+            self.say(f"[train] goal localiser, attempt {attempt} of {train.goal_attempts}: first grasps {100 * error_m:.1f} cm off on the "
+                     f"training episodes (always the mean position: {100 * baseline_m:.1f} cm); "
+                     + ("accepted" if accepted else f"above {train.goal_accept_ratio:g} of that"))
+            if not accepted and attempt >= train.goal_attempts and self.accelerator.is_main_process:
+                print(f"[train] WARNING: the goal localiser did not lock onto the object in {attempt} attempts; the policy will grasp "
+                      "off the object. Train again with another --seed or more goal_steps.", file=sys.stderr)
+            if accepted or attempt >= train.goal_attempts:
+                self.progress["goal_done"] = True
+                return True
+            attempt += 1
+            self.progress.update(goal_attempt=attempt, goal_step=0)
+            torch.manual_seed(train.seed + 1009 * attempt)
+            model.goal = GoalLocaliser(model.config.goal, model.config.transformer.text_dim)
+
+    def _train_goal_attempt(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
+                            train: TrainConfig, rng: np.random.Generator) -> bool:
+        """One run of the localiser's stage from ``progress["goal_step"]``; False when interrupted.
+
         The first ``goal_warmup_steps`` draw only from the first ``goal_warmup_frames`` frames of
         each episode, the rest from every labelled frame.
         """
@@ -427,7 +459,6 @@ class Trainer:
         finally:
             bar.close()
         model.goal = accelerator.unwrap_model(objective)
-        self.progress["goal_done"] = True
         self.progress["goal_loss"] = smoothed
         return True
 
