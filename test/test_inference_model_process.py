@@ -1,6 +1,7 @@
 """The model in a child process answers like the runtime in this process, reports errors, and ends cleanly."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,29 @@ def test_stage_times_percentiles():
     assert summary["model_compute_ms_p50"] == pytest.approx(30.0)
     assert summary["publish_ms_p99"] == pytest.approx(3.98)
     assert np.isnan(stages.percentile_ms("unknown", 50))
+
+
+def test_stage_times_read_while_another_thread_adds_new_stages():
+    """The node's sensor and chunk callbacks add while its diagnostics timer reads."""
+    stages = StageTimes(window=5)
+    errors: list[BaseException] = []
+
+    def add_many() -> None:
+        try:
+            for i in range(3000):
+                stages.add(**{f"stage_{i}": 0.001, "image_conversion": 0.002})
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    adder = threading.Thread(target=add_many)
+    adder.start()
+    while adder.is_alive():
+        try:
+            stages.summary_ms()
+            stages.percentile_ms("image_conversion", 99)
+        except RuntimeError as error:
+            errors.append(error)
+            break
+    adder.join()
+    assert not errors
+    assert len(stages.names()) == 3001 and stages.percentile_ms("image_conversion", 50) == pytest.approx(2.0)

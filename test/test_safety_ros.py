@@ -133,15 +133,26 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     bridge_latency_s = time_to_seconds(hold.last_stop_stamp) - deadline
     assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok, hold.last_stop_reason
     assert 0.0 <= bridge_latency_s <= ROBOT.safety.watchdog_margin_s, f"deadline-to-HOLD {bridge_latency_s * 1e3:.1f} ms"
-    # As seen from outside (the status crossing DDS included); generous for a loaded machine.
-    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 0.2
+    # As seen from outside (the status crossing DDS and this process's executor included): loose,
+    # since a full test run on 2 cores delayed it to 0.27 s; the bridge's own stamp is checked above.
+    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 0.5
     # The commands come to rest: the last ones repeat the held position.
     wait_until(lambda: len(arm.commands) > 20 and np.allclose(arm.commands[-1][1], arm.commands[-10][1]), 5.0, "a held position")
 
     # Stale joint states: the arm goes silent; deadline = last joint state + joint_state_timeout_s.
-    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
-    teleop_at = wait_until(lambda: next((i + 1 for i, s in enumerate(list(statuses)) if s.mode == SafetyStatus.MODE_TELEOP), None),
-                           5.0, "TELEOP", detail=lambda: describe(statuses))
+    def after_first_teleop_status() -> int | None:
+        return next((i + 1 for i, s in enumerate(list(statuses)) if s.mode == SafetyStatus.MODE_TELEOP), None)
+
+    # On a starved host this process can publish the arm's joint states late enough for the bridge
+    # to trip HOLD right after the switch, before any TELEOP status (seen in a full run): switch again.
+    for attempt in range(3):
+        assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+        try:
+            teleop_at = wait_until(after_first_teleop_status, 5.0, "TELEOP", detail=lambda: describe(statuses))
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     arm.stop()
     last_sent = arm.published[-1][0]
     # Statuses after the first TELEOP one: HOLD statuses of the first part can still be in flight.
