@@ -12,7 +12,7 @@ import math
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -254,8 +254,15 @@ def rotation_vector(rotation: np.ndarray, out: np.ndarray | None = None) -> np.n
     return out
 
 
+class JacobianSource(Protocol):
+    """What inverse_kinematics needs: ChainKinematics (URDF) or the sim's ArmKinematics (MuJoCo)."""
+
+    def jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Jacobian (6, dof), linear rows first, TCP position (3,) and rotation (3, 3) at ``q``."""
+
+
 def inverse_kinematics(
-    kinematics: ChainKinematics,
+    kinematics: JacobianSource,
     position: np.ndarray,
     rotation: np.ndarray,
     q_init: np.ndarray,

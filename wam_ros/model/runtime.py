@@ -61,6 +61,7 @@ class WamRuntime:
         self.goal_localiser = checkpoint.model.goal
         self.codec = make_action_codec(self.config)
         self.arm = ArmModel(self.config.robot, self.config.state_names, self.config.action_names) if self.goal_localiser is not None else None
+        self._goal_stats = tuple(torch.from_numpy(v).to(device, dtype) for v in (self.stats.goal_mean, self.stats.goal_std))
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._lock = threading.Lock()
 
@@ -194,7 +195,7 @@ class WamRuntime:
             assert self.arm is not None
             goal = self._goal(frames[config.cameras.index(config.goal.camera)][-1], text)
             tcp = torch.from_numpy(self.arm.state_tcp(state[-1:])[0].astype(np.float32)).to(self.device, self.dtype)
-            features = goal_features(goal, tcp, *(torch.from_numpy(v).to(self.device, self.dtype) for v in (self.stats.goal_mean, self.stats.goal_std)))
+            features = goal_features(goal, tcp, *self._goal_stats)
         context = self.network.encode_context(latents, state_in, text, small, features)
         return Observation(context, latents[:, -1], state[-1].copy(), goal)
 

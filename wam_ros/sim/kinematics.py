@@ -9,7 +9,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from wam_ros.control.kinematics import rotation_vector
+from wam_ros.control.kinematics import inverse_kinematics
 
 
 class IKError(RuntimeError):
@@ -37,6 +37,13 @@ class ArmKinematics:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.xpos[self.tcp].copy(), self.data.xmat[self.tcp].reshape(3, 3).copy()
 
+    def jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Geometric Jacobian (6, dof), linear rows first, with the TCP position and rotation at ``q``."""
+        position, rotation = self.forward(q)
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_jacBody(self.model, self.data, self._jacp, self._jacr, self.tcp)
+        return np.vstack([self._jacp[:, self.dofs], self._jacr[:, self.dofs]]), position, rotation
+
     def inverse(
         self,
         position: np.ndarray,
@@ -47,24 +54,13 @@ class ArmKinematics:
         tolerance_rad: float = 2e-3,
         max_iterations: int = 100,
     ) -> np.ndarray:
-        """Joint positions that put the TCP at (position, rotation); raises IKError if unreachable."""
-        q = np.clip(np.asarray(q_init, float), self.lower, self.upper)
-        error = np.zeros(6)
-        for _ in range(max_iterations):
-            current_position, current_rotation = self.forward(q)
-            error[:3] = position - current_position
-            rotation_vector(rotation @ current_rotation.T, out=error[3:])
-            if np.linalg.norm(error[:3]) < tolerance_m and np.linalg.norm(error[3:]) < tolerance_rad:
-                return q
-            mujoco.mj_comPos(self.model, self.data)
-            mujoco.mj_jacBody(self.model, self.data, self._jacp, self._jacr, self.tcp)
-            jacobian = np.vstack([self._jacp[:, self.dofs], self._jacr[:, self.dofs]])
-            damped = jacobian @ jacobian.T + 1e-4 * np.eye(6)
-            pseudo_inverse = jacobian.T @ np.linalg.inv(damped)
-            step = pseudo_inverse @ np.clip(error, -0.2, 0.2)
-            step += (np.eye(len(q)) - pseudo_inverse @ jacobian) @ (0.1 * (q_rest - q))
-            q = np.clip(q + step, self.lower, self.upper)
-        if np.linalg.norm(error[:3]) < 5 * tolerance_m and np.linalg.norm(error[3:]) < 5 * tolerance_rad:
+        """Joint positions that put the TCP at (position, rotation); raises IKError if unreachable.
+
+        The solver is :func:`wam_ros.control.kinematics.inverse_kinematics` on this model's Jacobian.
+        """
+        q, position_error_m, rotation_error_rad = inverse_kinematics(
+            self, position, rotation, q_init, q_rest, self.lower, self.upper, tolerance_m, tolerance_rad, max_iterations)
+        if position_error_m < 5 * tolerance_m and rotation_error_rad < 5 * tolerance_rad:
             return q  # slow convergence (posture pull against the pose), still well within tracking error
         raise IKError(f"no IK solution for position {np.round(position, 3).tolist()} "
-                      f"(residual {np.linalg.norm(error[:3]) * 1000:.1f} mm, {np.degrees(np.linalg.norm(error[3:])):.1f} deg)")
+                      f"(residual {position_error_m * 1000:.1f} mm, {np.degrees(rotation_error_rad):.1f} deg)")
