@@ -9,7 +9,19 @@ from test_model_core import one_torch_thread, tiny_config  # noqa: F401 - the au
 from wam_ros.data import DatasetError, DatasetInfo
 from wam_ros.model.config import GoalConfig
 from wam_ros.model.data import text_statistics
-from wam_ros.model.goal import GOAL_DIM, PICK, PLACE, HindsightGoals, decode_goal, goal_loss, gripper_events, next_event
+from wam_ros.model.goal import (
+    GOAL_DIM,
+    GOAL_SCALE_MIN_M,
+    PICK,
+    PLACE,
+    HindsightGoals,
+    decode_goal,
+    goal_features,
+    goal_loss,
+    goal_statistics,
+    gripper_events,
+    next_event,
+)
 from wam_ros.model.network import GoalLocaliser
 from wam_ros.model.text import instruction_encoder
 
@@ -21,6 +33,23 @@ def test_gripper_events_and_the_next_one_per_frame():
     assert next_event(grasps, len(width)).tolist() == [2, 2, 2, 7, 7, 7, 7, 7, -1]
     assert next_event(releases, len(width)).tolist() == [5, 5, 5, 5, 5, 5, -1, -1, -1]
     assert next_event(np.array([], int), 3).tolist() == [-1, -1, -1]
+
+
+def test_goal_scales_have_a_floor_so_a_part_that_hardly_moves_keeps_its_offsets_tame():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((200, GOAL_DIM), np.float32)
+    labels[:, PICK] = rng.normal([0.5, 0.0, 0.02], [0.1, 0.1, 0.001], (200, 3))  # cubes all over the table
+    labels[:, PLACE] = rng.normal([0.4, -0.3, 0.1], [0.005, 0.005, 0.001], (200, 3))  # a bin that barely moves
+    valid = np.ones((200, 2), bool)
+    valid[150:, 0] = False
+    mean, std = goal_statistics(labels, valid)
+    np.testing.assert_allclose(mean[PICK], labels[:150, PICK].mean(0), rtol=1e-5)
+    assert 0.08 < std[0] < 0.12 and np.all(std[PICK] == std[0])  # x and y spread, shared by z
+    assert np.all(std[PLACE] == np.float32(GOAL_SCALE_MIN_M))
+    # The place offsets from a TCP 40 cm away stay within a few units.
+    goal = torch.from_numpy((labels[:1] - mean) / std)
+    features = goal_features(goal, torch.tensor([0.4, 0.1, 0.3]), torch.from_numpy(mean), torch.from_numpy(std))
+    assert features.shape == (1, 2 * GOAL_DIM) and features[0, 9:].abs().max() < 10.0
 
 
 @pytest.fixture(scope="module")

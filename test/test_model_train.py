@@ -160,6 +160,9 @@ def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, 
     assert sheet.shape[1] == 2 * 4 * 96 and sheet.shape[0] == 24 + 2 * 2 * 2 * 96
     closed = evaluate_closed_loop(runtime, "pick_place", [7], max_steps=8, quiet=True)
     assert closed.steps == [8] and closed.successes == [False] and closed.policy_calls == 2
+    assert closed.subtasks_done == [0] and closed.subtask_count == 1
+    whole = evaluate_closed_loop(runtime, "bin_three", [7], max_steps=4, use_subtasks=False, quiet=True)
+    assert whole.subtasks_done == [0] and whole.subtask_count == 3 and whole.steps == [4]
 
 
 def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):
