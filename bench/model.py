@@ -2,12 +2,13 @@
 """The world action model against its targets (issue 4).
 
 Full run (about an hour of a 2-core machine; numbers in README):
-  1. expert demos: ``--demos`` pick-place episodes from the sim (seeds 0..N-1), or ``--data DIR``;
+  1. expert demos: ``--demos`` pick-place DART episodes from the sim (seeds 0..N-1, joint noise
+     ``--action-noise-rad``, as the shipped checkpoint's), or ``--data DIR``;
   2. ``wam-ros train --preset cpu-small --max-cpu-minutes 30`` on them (or ``--checkpoint DIR``);
   3. closed-loop success in the in-process sim over ``--seeds`` unseen seeds (from 100000);
   4. offline: forward-dynamics and video-prediction pixel error against copy-the-last-frame on
      held-out demos (seeds from 200000), action error by sampler steps;
-  5. policy latency per chunk at batch 1 on 2 CPU threads (median and p90).
+  5. policy latency per chunk at batch 1 on 2 CPU threads (median and p90), and on 1.
 
 ``--quick`` (under two minutes): the shipped checkpoint, latency, offline metrics on 2 fresh
 held-out demos and 2 closed-loop seeds. Reproduce: ``.venv/bin/python bench/model.py [--quick]``.
@@ -61,6 +62,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--demos", type=int, default=200, help="expert demos to train on (default 200)")
     parser.add_argument("--seeds", type=int, default=50, help="closed-loop seeds (default 50)")
+    parser.add_argument("--action-noise-rad", type=float, default=0.02, help="DART noise of the generated training demos (default 0.02; 0: clean)")
     parser.add_argument("--data", type=Path, help="use these demos instead of generating them")
     parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint instead of training one")
     parser.add_argument("--work", type=Path, help="working directory (default: a temporary one)")
@@ -81,7 +83,8 @@ def main() -> int:
     if checkpoint is None:
         data = args.data or work / "demos"
         if args.data is None:
-            wam_ros("sim-demos", "--task", "pick_place", "--episodes", str(args.demos), "--seed-start", str(TRAIN_SEEDS_FROM), "--out", str(data))
+            wam_ros("sim-demos", "--task", "pick_place", "--episodes", str(args.demos), "--seed-start", str(TRAIN_SEEDS_FROM),
+                    "--action-noise-rad", str(args.action_noise_rad), "--out", str(data))
         checkpoint = work / "checkpoint"
         wam_ros("train", "--data", str(data), "--out", str(checkpoint), "--preset", "cpu-small", "--max-cpu-minutes", str(args.cpu_minutes))
         training = json.loads((checkpoint / "config.json").read_text())["training"]
@@ -98,6 +101,11 @@ def main() -> int:
         print(f"[bench] policy latency, {steps} sampler steps, batch 1, 2 threads: median {p50:.1f} ms, p90 {p90:.1f} ms")
         if steps == runtime.config.diffusion.policy_steps:
             results["policy_latency_ms_p50"], results["policy_latency_ms_p90"] = p50, p90
+    torch.set_num_threads(1)  # this small model runs faster on one thread (idle OpenMP threads sleep: OMP_WAIT_POLICY)
+    p50, p90 = latency(runtime, 30 if args.quick else 100)
+    print(f"[bench] policy latency, {runtime.config.diffusion.policy_steps} sampler steps, batch 1, 1 thread: median {p50:.1f} ms, p90 {p90:.1f} ms")
+    results["policy_latency_1thread_ms_p50"], results["policy_latency_1thread_ms_p90"] = p50, p90
+    torch.set_num_threads(2)
 
     held_out = work / "held_out"
     n_held_out = 2 if args.quick else 10

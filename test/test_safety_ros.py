@@ -158,7 +158,9 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     # Statuses after the first TELEOP one: HOLD statuses of the first part can still be in flight.
     hold = wait_until(lambda: next((s for s in list(statuses)[teleop_at:] if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
     assert "joint_states" in hold.last_stop_reason, hold.last_stop_reason
-    assert time.monotonic() - last_sent <= JOINT_STATE_TIMEOUT_S + ROBOT.safety.watchdog_margin_s + 0.2
+    # Seen from this process (executor and DDS included), as loose as the chunk case above: a full
+    # test run on 2 cores delayed it to 0.80 s against the 0.55 s timeout + margin.
+    assert time.monotonic() - last_sent <= JOINT_STATE_TIMEOUT_S + ROBOT.safety.watchdog_margin_s + 0.5
     assert not set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted  # needs fresh joint states
 
 
