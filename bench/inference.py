@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """WAM inference through ROS 2 against the same model in-process (issue 9).
 
-1. Policy latency per chunk at batch 1 (2 CPU threads; also on CUDA when present), in-process.
+1. Policy latency per chunk at batch 1 (1 CPU thread, the node's default; also on CUDA when present), in-process.
 2. The full graph (`robot:=panda_sim`: sim, safety bridge, wam_inference) on held-out
    pick-place seeds: success, chunk latency as the node reports it (compute time), camera
    stamp to chunk arrival at a subscriber (p99), the step at chunk switches (boundary jump),
@@ -26,13 +26,13 @@ SEEDS_FROM = 100000  # never used for training (the shipped checkpoint trains on
 
 
 def policy_latency_ms(device: str, calls: int) -> tuple[float, float]:
-    """Median and p99 [ms] of one policy call at batch 1 (2 CPU threads on cpu), in this process."""
+    """Median and p99 [ms] of one policy call at batch 1 (1 CPU thread on cpu, as the node runs it), in this process."""
     import torch
 
     from model import latency  # bench/model.py (this script's directory is on sys.path)
     from wam_ros.model import load_policy
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     runtime = load_policy(CHECKPOINT, device=device)
     runtime.warmup()
     return latency(runtime, calls, quantile=99.0)
@@ -49,7 +49,7 @@ def main() -> int:
 
     import torch
 
-    print("policy latency at batch 1, 2 CPU threads ...", flush=True)
+    print("policy latency at batch 1, 1 CPU thread ...", flush=True)
     p50, p99 = policy_latency_ms("cpu", 20 if args.quick else 100)
     results.update(cpu_chunk_latency_ms_p50=p50, cpu_chunk_latency_ms_p99=p99)
     print(f"  cpu: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
@@ -98,7 +98,7 @@ def main() -> int:
     from wam_ros.model.evaluate import evaluate_closed_loop
 
     print(f"in-process closed loop on the same {n_seeds} seeds ...", flush=True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     report = evaluate_closed_loop(load_policy(CHECKPOINT), "pick_place", seeds)
     results.update(inprocess_success_rate=report.success_rate, success_gap_points=100.0 * (report.success_rate - graph_success))
     print(f"  success {report.success_rate:.2f}; gap {results['success_gap_points']:.0f} points", flush=True)

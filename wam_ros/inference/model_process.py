@@ -100,7 +100,7 @@ def _serve(conn: Connection, checkpoint: str, device: str, dtype: str, cpu_threa
 class ModelProcess:
     """A loaded checkpoint in a child process; ``policy``/``imagine`` as on the runtime, plus timings."""
 
-    def __init__(self, checkpoint: Path | str, device: str = "auto", dtype: str = "float32", cpu_threads: int = 2,
+    def __init__(self, checkpoint: Path | str, device: str = "auto", dtype: str = "float32", cpu_threads: int = 1,
                  start_timeout_s: float = 300.0) -> None:
         """Start the child and wait until it has loaded and warmed up ``checkpoint``.
 

@@ -49,7 +49,7 @@ class Parameters:
     checkpoint: str = param("", "checkpoint directory (safetensors + config); relative paths are taken from the package root")
     device: str = param("auto", "torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     dtype: str = param("float32", "model dtype: float32, float16 or bfloat16 (half precision on cuda only)")
-    cpu_threads: int = param(2, "torch intra-op threads on cpu (in the model process)")
+    cpu_threads: int = param(1, "torch intra-op threads on cpu (in the model process); one is fastest for cpu-small on 2 cores (bench/model.py)")
     instruction: str = param("", "subtask instruction used until a Subtask message arrives")
     sampling_steps: int = param(0, "denoising steps for policy mode; 0 = the checkpoint's default")
     execute_actions: int = param(0, "actions of a chunk executed before the next one takes over; 0 = the checkpoint's execute_steps")
