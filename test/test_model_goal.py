@@ -49,7 +49,8 @@ def test_goal_scales_have_a_floor_so_a_part_that_hardly_moves_keeps_its_offsets_
     # The place offsets from a TCP 40 cm away stay within a few units.
     goal = torch.from_numpy((labels[:1] - mean) / std)
     features = goal_features(goal, torch.tensor([0.4, 0.1, 0.3]), torch.from_numpy(mean), torch.from_numpy(std))
-    assert features.shape == (1, 2 * GOAL_DIM) and features[0, 9:].abs().max() < 10.0
+    place_offsets = features[0, GOAL_DIM + PLACE.start : GOAL_DIM + PLACE.stop]
+    assert features.shape == (1, 2 * GOAL_DIM) and place_offsets.abs().max() < 10.0
 
 
 @pytest.fixture(scope="module")
