@@ -5,8 +5,10 @@ Stages (each with a progress bar; Ctrl-C saves what is done and a resumable stat
 1. autoencoder: trained on random frames of every camera (skipped with ``--init``, which
    keeps the checkpoint's autoencoder and normalisation);
 2. latents: every frame encoded once, cached under ``OUT/cache/`` (keyed by data and weights);
-3. goal localiser (when ``model.goal.camera`` is set; skipped with ``--init``): hindsight grasp
-   and release poses from the static camera (``goal.py``), then its prediction for every frame;
+3. goal localiser (when ``model.goal.camera`` is set): hindsight grasp and release poses from
+   the static camera (``goal.py``), then its prediction for every frame. ``--init`` keeps the
+   checkpoint's localiser, or with ``--goal-steps N`` trains it on for N steps on the new data
+   (new scenes move the goals: bin_three's later cubes go to other places in the bin);
 4. transformer: flow matching over policy and world samples (see ``diffusion.py``).
 
 Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
@@ -158,6 +160,7 @@ class TrainOptions:
     resume: bool = False
     steps: int | None = None
     ae_steps: int | None = None
+    goal_steps: int | None = None  # with init: train the checkpoint's localiser on for this many steps
     batch_size: int | None = None
     max_cpu_minutes: float | None = None
     threads: int | None = None
@@ -231,7 +234,7 @@ class Trainer:
             )
         if o.init is not None and (model.action_space == "tcp" or model.goal.camera) and model.robot != info.robot:
             raise DatasetError(f"{o.init} predicts through the kinematics of robot {model.robot!r}; the data comes from {info.robot!r}")
-        overrides = {k: v for k, v in (("steps", o.steps), ("ae_steps", o.ae_steps), ("batch_size", o.batch_size), ("seed", o.seed)) if v is not None}
+        overrides = {k: v for k, v in (("steps", o.steps), ("ae_steps", o.ae_steps), ("goal_steps", o.goal_steps), ("batch_size", o.batch_size), ("seed", o.seed)) if v is not None}
         train = dataclasses.replace(train, **overrides)
         self.progress["model_config"] = config_to_dict(model)
         self.progress["train_config"] = dataclasses.asdict(train)
@@ -277,7 +280,7 @@ class Trainer:
             normalization = loaded.normalization
         if o.init is not None or model_config.autoencoder.kind == "diffusers":
             self.progress["autoencoder_done"] = True
-        if o.init is not None:
+        if o.init is not None and not o.goal_steps:
             self.progress["goal_done"] = True  # finetuning keeps the goal localiser, like the autoencoder
         self.say(
             f"[train] model {model_config.name}: transformer {count_parameters(model.transformer) / 1e6:.2f}M parameters, "
@@ -378,8 +381,12 @@ class Trainer:
 
         After each attempt the localiser is checked on the episodes' first frames
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
-        position starts again from a fresh initialisation, at most ``goal_attempts`` times.
+        position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
+        finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
+        the first-frames warm-up; if the check rejects the result, the checkpoint's is kept.
         """
+        if "init" in self.progress:
+            return self._finetune_goal(model, frames, normalization, text, train, rng)
         attempt = int(self.progress.get("goal_attempt", 1))
         while True:
             if not self._train_goal_attempt(model, frames, normalization, text, train, rng):
@@ -402,6 +409,28 @@ class Trainer:
             self.progress.update(goal_attempt=attempt, goal_step=0)
             torch.manual_seed(train.seed + 1009 * attempt)
             model.goal = GoalLocaliser(model.config.goal, model.config.transformer.text_dim)
+
+    def _finetune_goal(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
+                       train: TrainConfig, rng: np.random.Generator) -> bool:
+        initial = {k: v.detach().clone() for k, v in model.goal.state_dict().items()}
+        device = self.accelerator.device
+        before_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, device)
+        model.goal.train()
+        if not self._train_goal_attempt(model, frames, normalization, text, dataclasses.replace(train, goal_warmup_steps=0), rng):
+            return False
+        error_m, _ = first_grasp_error(model.goal.eval(), frames, normalization, text, device)
+        model.goal.train()
+        accepted = error_m <= train.goal_accept_ratio * baseline_m
+        self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {
+            "finetune": True, "first_grasp_error_before_m": before_m, "first_grasp_error_m": error_m,
+            "mean_position_error_m": baseline_m, "accepted": accepted}]
+        self.say(f"[train] goal localiser finetuned for {train.goal_steps} steps: first grasps {100 * error_m:.1f} cm off on the training "
+                 f"episodes ({100 * before_m:.1f} cm before; always the mean position: {100 * baseline_m:.1f} cm); "
+                 + ("kept" if accepted else f"above {train.goal_accept_ratio:g} of that, so the checkpoint's localiser is kept"))
+        if not accepted:
+            model.goal.load_state_dict(initial)
+        self.progress["goal_done"] = True
+        return True
 
     def _train_goal_attempt(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
                             train: TrainConfig, rng: np.random.Generator) -> bool:
@@ -572,6 +601,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--steps", type=int, help="transformer steps (overrides the preset)")
     parser.add_argument("--ae-steps", type=int, help="autoencoder steps (overrides the preset)")
+    parser.add_argument("--goal-steps", type=int, help="goal-localiser steps (overrides the preset); with --init, train the "
+                        "checkpoint's localiser on for this many steps instead of keeping it")
     parser.add_argument("--batch-size", type=int, help="transformer batch size (overrides the preset)")
     parser.add_argument("--max-cpu-minutes", type=float, help="stop the transformer stage once the run has used this much process CPU time")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -591,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         steps=args.steps,
         ae_steps=args.ae_steps,
+        goal_steps=args.goal_steps,
         batch_size=args.batch_size,
         max_cpu_minutes=args.max_cpu_minutes,
         threads=args.threads,
