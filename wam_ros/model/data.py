@@ -505,16 +505,17 @@ def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats:
                       device: torch.device | str = "cpu") -> tuple[float, float]:
     """How well the localiser found each episode's first grasp from its first frame.
 
-    Returns the mean horizontal distance [m] of the predicted from the labelled grasp over the
-    episodes' first frames, and the same for always answering the labels' mean position (what a
-    localiser that has not locked onto the object achieves)."""
+    The instruction is the first subtask's where the episode has subtasks (what the planner gives
+    the model), else the episode's. Returns the mean horizontal distance [m] of the predicted from
+    the labelled grasp over the episodes' first frames, and the same for always answering the
+    labels' mean position (what a localiser that has not locked onto the object achieves)."""
     anchors = np.flatnonzero((frames.frame_in_episode == 0) & frames.goal_valid[:, 0])
     if len(anchors) == 0:
         raise DatasetError("no episode starts before a grasp: the goal localiser has nothing to be checked on")
     text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
-    episode, _ = frames.instructions_of(anchors, np.zeros(len(anchors), bool))
+    instruction, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
     with torch.inference_mode():
-        predicted = localiser(goal_pixels(frames, anchors).to(device), text[torch.from_numpy(episode)].to(device)).float().cpu().numpy()
+        predicted = localiser(goal_pixels(frames, anchors).to(device), text[torch.from_numpy(instruction)].to(device)).float().cpu().numpy()
     grasp = stats.denormalize_goal(predicted)[:, PICK][:, :2]
     labels = frames.goal_labels[anchors][:, PICK][:, :2]
     error = np.linalg.norm(grasp - labels, axis=1).mean()

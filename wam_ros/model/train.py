@@ -8,7 +8,8 @@ Stages (each with a progress bar; Ctrl-C saves what is done and a resumable stat
 3. goal localiser (when ``model.goal.camera`` is set): hindsight grasp and release poses from
    the static camera (``goal.py``), then its prediction for every frame. ``--init`` keeps the
    checkpoint's localiser, or with ``--goal-steps N`` trains it on for N steps on the new data
-   (new scenes move the goals: bin_three's later cubes go to other places in the bin);
+   (new scenes move the goals: bin_three's later cubes go to other places in the bin), kept
+   unless the lock-on check finds it worse than the checkpoint's;
 4. transformer: flow matching over policy and world samples (see ``diffusion.py``).
 
 Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
@@ -383,7 +384,9 @@ class Trainer:
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
         position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
         finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
-        the first-frames warm-up; if the check rejects the result, the checkpoint's is kept.
+        the first-frames warm-up, and the result is kept unless the check finds it worse than the
+        checkpoint's own (new data can be harder than the ratio allows: bin_three starts with three
+        cubes of which the instruction names one).
         """
         if "init" in self.progress:
             return self._finetune_goal(model, frames, normalization, text, train, rng)
@@ -420,13 +423,13 @@ class Trainer:
             return False
         error_m, _ = first_grasp_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
-        accepted = error_m <= train.goal_accept_ratio * baseline_m
+        accepted = error_m <= before_m
         self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {
             "finetune": True, "first_grasp_error_before_m": before_m, "first_grasp_error_m": error_m,
             "mean_position_error_m": baseline_m, "accepted": accepted}]
         self.say(f"[train] goal localiser finetuned for {train.goal_steps} steps: first grasps {100 * error_m:.1f} cm off on the training "
                  f"episodes ({100 * before_m:.1f} cm before; always the mean position: {100 * baseline_m:.1f} cm); "
-                 + ("kept" if accepted else f"above {train.goal_accept_ratio:g} of that, so the checkpoint's localiser is kept"))
+                 + ("kept" if accepted else "worse, so the checkpoint's localiser is kept"))
         if not accepted:
             model.goal.load_state_dict(initial)
         self.progress["goal_done"] = True
