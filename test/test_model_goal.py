@@ -97,6 +97,27 @@ def test_hindsight_labels_of_a_sim_demo_are_the_cube_then_the_bin(sim_demo):
     assert not none.any()
 
 
+def test_labels_stay_inside_the_frames_subtask(sim_demo):
+    """Two pick-and-place subtasks back to back: after the first grasp, the next grasp belongs to
+    the second subtask, whose object the first subtask's instruction does not name."""
+    episode, _, info, _ = sim_demo
+    names = info.state_names
+    config = tiny_config()
+    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
+    length = len(episode.states)
+    states, actions = np.concatenate([episode.states] * 2), np.concatenate([episode.actions] * 2)
+    labeller = HindsightGoals(info, config)
+    (grasp, *_), _ = gripper_events(episode.actions[:, 7], 0.04)
+    _, whole = labeller.episode(states, actions)
+    assert whole[grasp + 1, 0]  # unbounded: the second subtask's grasp
+    spans = np.repeat([length, 2 * length], length)
+    labels, valid = labeller.episode(states, actions, spans)
+    assert np.all(valid[: grasp + 1, 0]) and not np.any(valid[grasp + 1 : length, 0])
+    assert np.all(valid[length : length + grasp + 1, 0])
+    np.testing.assert_array_equal(labels[length, PICK], labels[0, PICK])  # the same demo twice
+    np.testing.assert_array_equal(valid[length:], whole[length:])
+
+
 def test_labels_need_the_robots_kinematics_and_a_gripper(sim_demo):
     _, _, info, _ = sim_demo
     config = tiny_config()

@@ -246,14 +246,14 @@ def test_goal_steps_with_init_trains_the_localiser_on_and_keeps_the_old_one_if_t
     Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(goal_preset), steps=2, quiet=True)).run()
     before = load_checkpoint(base).model.goal.state_dict()
     for name, after_error_m, kept_new in (("rejected", 0.06, False), ("accepted", 0.04, True)):  # kept unless worse than before
-        errors = iter([(0.05, 0.1), (after_error_m, 0.1)])  # (error, mean-position error): before, after
-        monkeypatch.setattr(train_module, "first_grasp_error", lambda *args, **kwargs: next(errors))
+        errors = iter([0.05, after_error_m])  # before, after
+        monkeypatch.setattr(train_module, "subtask_start_goal_error", lambda *args, **kwargs: next(errors))
         out = tmp_path / name
         Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(goal_preset), init=base, steps=2, goal_steps=3, quiet=True)).run()
         record = _training(out)
         assert record["goal_step"] == 3 and record["goal_done"] and record["transformer_step"] == 2
         check = record["goal_checks"][-1]
         assert check["finetune"] and check["accepted"] is kept_new
-        assert check["first_grasp_error_before_m"] == 0.05 and check["first_grasp_error_m"] == after_error_m
+        assert check["subtask_start_error_before_m"] == 0.05 and check["subtask_start_error_m"] == after_error_m
         after = load_checkpoint(out).model.goal.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before) is not kept_new

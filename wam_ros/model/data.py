@@ -31,7 +31,7 @@ from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.config import WamConfig
 from wam_ros.model.actions import ArmModel, make_action_codec
-from wam_ros.model.goal import GOAL_DIM, PICK, HindsightGoals, goal_features, goal_statistics
+from wam_ros.model.goal import GOAL_DIM, PICK, PLACE, HindsightGoals, goal_features, goal_statistics
 
 STD_FLOOR = 1e-3
 
@@ -238,7 +238,7 @@ class TrainingFrames:
             for index, (d, _, first) in enumerate(self.episode_refs):
                 end = self.episode_end[first]
                 actions = self.actions[first:end] if self.has_actions[first] else None
-                self.goal_labels[first:end], self.goal_valid[first:end] = labellers[d].episode(self.states[first:end], actions)
+                self.goal_labels[first:end], self.goal_valid[first:end] = labellers[d].episode(self.states[first:end], actions, self.subtask_end[first:end] - first)
         if self.states.shape[1] != config.state_dim or self.actions.shape[1] != config.action_dim:
             raise DatasetError(f"dataset has state/action dims {self.states.shape[1]}/{self.actions.shape[1]}, the model needs {config.state_dim}/{config.action_dim}")
 
@@ -521,6 +521,27 @@ def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats:
     error = np.linalg.norm(grasp - labels, axis=1).mean()
     baseline = np.linalg.norm(labels - labels.mean(axis=0), axis=1).mean()
     return float(error), float(baseline)
+
+
+def subtask_start_goal_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
+                             device: torch.device | str = "cpu") -> float:
+    """Mean horizontal error [m] of the grasp and release predicted where each subtask (or
+    subtask-less episode) starts, with that subtask's instruction: later subtasks included, so a
+    scene with cubes already in the bin counts (the first frames alone do not show it)."""
+    anchors = np.flatnonzero(((frames.subtask_start == np.arange(frames.num_frames)) | (frames.frame_in_episode == 0))
+                             & frames.goal_valid.all(1))
+    if len(anchors) == 0:
+        raise DatasetError("no subtask starts before both a grasp and a release: the goal localiser has nothing to be checked on")
+    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
+    instruction, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
+    predicted = np.empty((len(anchors), GOAL_DIM), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(anchors), 256):
+            batch = anchors[start : start + 256]
+            predicted[start : start + 256] = localiser(goal_pixels(frames, batch).to(device),
+                                                       text[torch.from_numpy(instruction[start : start + 256])].to(device)).float().cpu().numpy()
+    goals, labels = stats.denormalize_goal(predicted), frames.goal_labels[anchors]
+    return float(np.mean([np.linalg.norm(goals[:, part][:, :2] - labels[:, part][:, :2], axis=1).mean() for part in (PICK, PLACE)]))
 
 
 def weights_key(module: torch.nn.Module) -> str:

@@ -14,7 +14,10 @@ learned without any object labels:
   Commanded, not measured: where the demonstrator meant to grasp, free of tracking lag and of
   the noise DART demonstrations inject (``wam-ros sim-demos --action-noise-rad``). A frame
   with no later grasp (the cube is already held) has no pick label; one with no later release
-  has no place label. Teleoperated or converted episodes are labelled the same way. The three
+  has no place label; in an episode with subtasks (bin_three), events after the end of the
+  frame's subtask do not count, so a label never names an object the subtask's instruction
+  does not (after the first cube's grasp the next grasp is the second cube, which "put the red
+  cube in the bin" does not mention). Teleoperated or converted episodes are labelled the same way. The three
   coordinates of a part share one scale (that of x and y): the heights hardly vary on a
   tabletop, and scaled on their own their millimetres of tracking lag would weigh as much in
   the loss as the centimetres that matter (measured: with them, and with the grasp yaw, which a
@@ -93,8 +96,11 @@ class HindsightGoals:
         self.gripper_dim = config.gripper_action_dims[0]
         self.closed_below = 0.5 * (gripper.width_min_m + gripper.width_max_m)
 
-    def episode(self, states: np.ndarray, actions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(T, GOAL_DIM) labels and (T, 2) validity (pick, place) for one episode."""
+    def episode(self, states: np.ndarray, actions: np.ndarray | None, subtask_end: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(T, GOAL_DIM) labels and (T, 2) validity (pick, place) for one episode.
+
+        ``subtask_end`` (T,): per frame, the (exclusive) end frame of its subtask; events from it
+        on are not the frame's goal. None: the whole episode is one."""
         length = len(states)
         labels = np.zeros((length, GOAL_DIM), np.float32)
         valid = np.zeros((length, 2), bool)
@@ -105,6 +111,8 @@ class HindsightGoals:
         for column, (events, part) in enumerate(((grasps, PICK), (releases, PLACE))):
             following = next_event(events, length)
             has = following >= 0
+            if subtask_end is not None:
+                has &= following < subtask_end
             valid[:, column] = has
             labels[has, part] = positions[following[has]]
         return labels, valid

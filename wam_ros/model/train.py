@@ -9,7 +9,7 @@ Stages (each with a progress bar; Ctrl-C saves what is done and a resumable stat
    the static camera (``goal.py``), then its prediction for every frame. ``--init`` keeps the
    checkpoint's localiser, or with ``--goal-steps N`` trains it on for N steps on the new data
    (new scenes move the goals: bin_three's later cubes go to other places in the bin), kept
-   unless the lock-on check finds it worse than the checkpoint's;
+   unless its errors where subtasks start are worse than the checkpoint's;
 4. transformer: flow matching over policy and world samples (see ``diffusion.py``).
 
 Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
@@ -56,6 +56,7 @@ from wam_ros.model.data import (
     compute_normalization,
     describe,
     first_grasp_error,
+    subtask_start_goal_error,
     goal_pixels,
     keypoint_input,
     open_datasets,
@@ -384,9 +385,9 @@ class Trainer:
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
         position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
         finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
-        the first-frames warm-up, and the result is kept unless the check finds it worse than the
-        checkpoint's own (new data can be harder than the ratio allows: bin_three starts with three
-        cubes of which the instruction names one).
+        the first-frames warm-up at ``goal_finetune_learning_rate``, and the result is kept unless
+        its grasp and release errors at the subtasks' starts (:func:`subtask_start_goal_error`) are
+        worse than the checkpoint's.
         """
         if "init" in self.progress:
             return self._finetune_goal(model, frames, normalization, text, train, rng)
@@ -417,20 +418,19 @@ class Trainer:
                        train: TrainConfig, rng: np.random.Generator) -> bool:
         initial = {k: v.detach().clone() for k, v in model.goal.state_dict().items()}
         device = self.accelerator.device
-        before_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, device)
+        before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
-        if not self._train_goal_attempt(model, frames, normalization, text, dataclasses.replace(train, goal_warmup_steps=0), rng):
+        schedule = dataclasses.replace(train, goal_warmup_steps=0, goal_learning_rate=train.goal_finetune_learning_rate)
+        if not self._train_goal_attempt(model, frames, normalization, text, schedule, rng):
             return False
-        error_m, _ = first_grasp_error(model.goal.eval(), frames, normalization, text, device)
+        error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
-        accepted = error_m <= before_m
+        kept = error_m <= before_m
         self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {
-            "finetune": True, "first_grasp_error_before_m": before_m, "first_grasp_error_m": error_m,
-            "mean_position_error_m": baseline_m, "accepted": accepted}]
-        self.say(f"[train] goal localiser finetuned for {train.goal_steps} steps: first grasps {100 * error_m:.1f} cm off on the training "
-                 f"episodes ({100 * before_m:.1f} cm before; always the mean position: {100 * baseline_m:.1f} cm); "
-                 + ("kept" if accepted else "worse, so the checkpoint's localiser is kept"))
-        if not accepted:
+            "finetune": True, "subtask_start_error_before_m": before_m, "subtask_start_error_m": error_m, "accepted": kept}]
+        self.say(f"[train] goal localiser finetuned for {train.goal_steps} steps: grasps and releases {100 * error_m:.1f} cm off at the "
+                 f"training subtasks' starts ({100 * before_m:.1f} cm before); " + ("kept" if kept else "worse, so the checkpoint's localiser is kept"))
+        if not kept:
             model.goal.load_state_dict(initial)
         self.progress["goal_done"] = True
         return True
