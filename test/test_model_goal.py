@@ -118,6 +118,24 @@ def test_labels_stay_inside_the_frames_subtask(sim_demo):
     np.testing.assert_array_equal(valid[length:], whole[length:])
 
 
+def test_an_opening_followed_by_a_regrasp_is_a_retry_not_the_release(sim_demo):
+    episode, _, info, _ = sim_demo
+    names = info.state_names
+    config = tiny_config()
+    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
+    labeller = HindsightGoals(info, config)
+    clean, clean_valid = labeller.episode(episode.states, episode.actions)
+    (grasp, *_), (release, *_) = gripper_events(episode.actions[:, 7], 0.04)
+    fumbled = episode.actions.copy()
+    fumbled[grasp + 2 : grasp + 5, 7] = 0.08  # let go just after the grasp, then close again
+    grasps, releases = gripper_events(fumbled[:, 7], 0.04)
+    assert len(grasps) == 2 and len(releases) == 2
+    labels, valid = labeller.episode(episode.states, fumbled)
+    np.testing.assert_array_equal(labels[0, PLACE], clean[0, PLACE])  # the bin, not the fumble
+    np.testing.assert_array_equal(valid[:, 1], clean_valid[:, 1])
+    assert release > grasp + 5
+
+
 def test_labels_need_the_robots_kinematics_and_a_gripper(sim_demo):
     _, _, info, _ = sim_demo
     config = tiny_config()

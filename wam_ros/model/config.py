@@ -245,7 +245,6 @@ class TrainConfig:
     goal_warmup_frames: int = 5
     goal_batch_size: int = 64
     goal_learning_rate: float = 1e-3
-    goal_finetune_learning_rate: float = 3e-4  # --init --goal-steps: train on without forgetting the grasp
     # after its stage the localiser must put each episode's first grasp closer than
     # goal_accept_ratio times the error of always answering the mean position (0.15: ~2 cm in
     # the pick-place scenes, what a grasp tolerates), else it starts again from a fresh

@@ -14,7 +14,8 @@ learned without any object labels:
   Commanded, not measured: where the demonstrator meant to grasp, free of tracking lag and of
   the noise DART demonstrations inject (``wam-ros sim-demos --action-noise-rad``). A frame
   with no later grasp (the cube is already held) has no pick label; one with no later release
-  has no place label; in an episode with subtasks (bin_three), events after the end of the
+  has no place label. An opening that another grasp follows within the subtask is a retry, not
+  a release (DART demos fumble and regrasp). In an episode with subtasks (bin_three), events after the end of the
   frame's subtask do not count, so a label never names an object the subtask's instruction
   does not (after the first cube's grasp the next grasp is the second cube, which "put the red
   cube in the bin" does not mention). Teleoperated or converted episodes are labelled the same way. The three
@@ -107,6 +108,11 @@ class HindsightGoals:
         if actions is None:
             return labels, valid  # video-only: no commands, no events
         grasps, releases = gripper_events(actions[:, self.gripper_dim], self.closed_below)
+        # An opening followed by another grasp in the same subtask lets go of a failed grasp to
+        # try again (17 % of bin_three's DART subtasks): not where the object is to go.
+        ends = np.full(length, length) if subtask_end is None else subtask_end
+        regrasp = next_event(grasps, length)[releases]
+        releases = releases[(regrasp < 0) | (regrasp >= ends[releases])]
         positions, _ = self.arm.tcp(actions[:, self.arm.action_joints])
         for column, (events, part) in enumerate(((grasps, PICK), (releases, PLACE))):
             following = next_event(events, length)

@@ -385,7 +385,7 @@ class Trainer:
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
         position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
         finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
-        the first-frames warm-up at ``goal_finetune_learning_rate``, and the result is kept unless
+        the first-frames warm-up, and the result is kept unless
         its grasp and release errors at the subtasks' starts (:func:`subtask_start_goal_error`) are
         worse than the checkpoint's.
         """
@@ -420,7 +420,7 @@ class Trainer:
         device = self.accelerator.device
         before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
-        schedule = dataclasses.replace(train, goal_warmup_steps=0, goal_learning_rate=train.goal_finetune_learning_rate)
+        schedule = dataclasses.replace(train, goal_warmup_steps=0)
         if not self._train_goal_attempt(model, frames, normalization, text, schedule, rng):
             return False
         error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
