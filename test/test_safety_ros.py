@@ -134,8 +134,9 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok, hold.last_stop_reason
     assert 0.0 <= bridge_latency_s <= ROBOT.safety.watchdog_margin_s, f"deadline-to-HOLD {bridge_latency_s * 1e3:.1f} ms"
     # As seen from outside (the status crossing DDS and this process's executor included): loose,
-    # since a full test run on 2 cores delayed it to 0.27 s; the bridge's own stamp is checked above.
-    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 0.5
+    # since full test runs on 2 cores delayed it to 0.27 and 0.59 s; the bridge's own stamp is
+    # what the margin bounds, checked above.
+    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 1.0
     # The commands come to rest: the last ones repeat the held position.
     wait_until(lambda: len(arm.commands) > 20 and np.allclose(arm.commands[-1][1], arm.commands[-10][1]), 5.0, "a held position")
 
