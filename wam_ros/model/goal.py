@@ -15,11 +15,11 @@ learned without any object labels:
   the noise DART demonstrations inject (``wam-ros sim-demos --action-noise-rad``). A frame
   with no later grasp (the cube is already held) has no pick label; one with no later release
   has no place label. An opening that another grasp follows within the subtask is a retry, not
-  a release (DART demos fumble and regrasp). In an episode with subtasks (bin_three), events after the end of the
-  frame's subtask do not count, so a label never names an object the subtask's instruction
-  does not (after the first cube's grasp the next grasp is the second cube, which "put the red
-  cube in the bin" does not mention). Teleoperated or converted episodes are labelled the same way. The three
-  coordinates of a part share one scale (that of x and y): the heights hardly vary on a
+  a release (DART demos fumble and regrasp). In an episode with subtasks (bin_three), events
+  after the end of the frame's subtask do not count, so a label never names an object the
+  subtask's instruction does not (after the first cube's grasp the next grasp is the second
+  cube's, which "put the red cube in the bin" does not mention). Teleoperated or converted
+  episodes are labelled the same way. The three coordinates of a part share one scale (that of x and y): the heights hardly vary on a
   tabletop, and scaled on their own their millimetres of tracking lag would weigh as much in
   the loss as the centimetres that matter (measured: with them, and with the grasp yaw, which a
   5-pixel cube does not show, the keypoints did not lock onto the cube in 800 steps).
@@ -116,9 +116,7 @@ class HindsightGoals:
         positions, _ = self.arm.tcp(actions[:, self.arm.action_joints])
         for column, (events, part) in enumerate(((grasps, PICK), (releases, PLACE))):
             following = next_event(events, length)
-            has = following >= 0
-            if subtask_end is not None:
-                has &= following < subtask_end
+            has = (following >= 0) & (following < ends)
             valid[:, column] = has
             labels[has, part] = positions[following[has]]
         return labels, valid

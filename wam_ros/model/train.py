@@ -56,11 +56,11 @@ from wam_ros.model.data import (
     compute_normalization,
     describe,
     first_grasp_error,
-    subtask_start_goal_error,
     goal_pixels,
     keypoint_input,
     open_datasets,
     predict_goals,
+    subtask_start_goal_error,
     weights_key,
 )
 from wam_ros.model.diffusion import add_noise, policy_timesteps, split_batch, world_timesteps
@@ -385,9 +385,9 @@ class Trainer:
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
         position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
         finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
-        the first-frames warm-up, and the result is kept unless
-        its grasp and release errors at the subtasks' starts (:func:`subtask_start_goal_error`) are
-        worse than the checkpoint's.
+        the first-frames warm-up, and the result is kept unless its grasp and release errors at
+        the subtasks' starts (:func:`subtask_start_goal_error`) are worse than the checkpoint's
+        (a resumed finetune compares with the localiser it resumed from).
         """
         if "init" in self.progress:
             return self._finetune_goal(model, frames, normalization, text, train, rng)
