@@ -31,10 +31,8 @@ SEEDS_FROM = 30000
 
 def subtask_start_errors(checkpoint: Path, data: Path) -> dict[str, float]:
     """``{"subtask{k}.grasp_cm": ..., "subtask{k}.release_cm": ...}`` for k = 1, 2, 3."""
-    import torch
-
     from wam_ros.model.checkpoint import load_checkpoint
-    from wam_ros.model.data import TrainingFrames, goal_pixels, open_datasets
+    from wam_ros.model.data import TrainingFrames, open_datasets, subtask_goals, subtask_start_frames
     from wam_ros.model.goal import PICK, PLACE
     from wam_ros.model.text import instruction_encoder
 
@@ -44,13 +42,10 @@ def subtask_start_errors(checkpoint: Path, data: Path) -> dict[str, float]:
         raise SystemExit(f"{checkpoint} has no goal localiser")
     datasets, _ = open_datasets([data])
     frames = TrainingFrames(datasets, model.config)
-    text = torch.from_numpy(stats.normalize_text(instruction_encoder().encode(frames.instructions).astype(np.float32)))
-    starts = np.flatnonzero((frames.subtask_start == np.arange(frames.num_frames)) & frames.goal_valid.all(1))
+    starts = subtask_start_frames(frames)
     index_in_episode = np.array([np.sum((starts < a) & (starts >= frames.episode_start[a])) for a in starts])
-    instruction, _ = frames.instructions_of(starts, np.ones(len(starts), bool))
-    with torch.inference_mode():
-        predicted = model.goal(goal_pixels(frames, starts), text[torch.from_numpy(instruction)]).float().numpy()
-    goals, labels = stats.denormalize_goal(predicted), frames.goal_labels[starts]
+    goals = subtask_goals(model.goal, frames, stats, instruction_encoder().encode(frames.instructions), starts)
+    labels = frames.goal_labels[starts]
     results = {}
     for k in range(int(index_in_episode.max()) + 1):
         rows = index_in_episode == k

@@ -501,6 +501,27 @@ def predict_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Nor
     return out
 
 
+def subtask_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
+                  anchors: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
+    """(len(anchors), GOAL_DIM) goals in label units [m] at ``anchors``, each with its active
+    subtask's instruction (what the planner gives the model), else its episode's."""
+    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
+    instruction, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
+    predicted = np.empty((len(anchors), GOAL_DIM), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(anchors), batch_size):
+            rows = slice(start, start + batch_size)
+            pixels = goal_pixels(frames, anchors[rows]).to(device)
+            predicted[rows] = localiser(pixels, text[torch.from_numpy(instruction[rows])].to(device)).float().cpu().numpy()
+    return stats.denormalize_goal(predicted)
+
+
+def subtask_start_frames(frames: TrainingFrames) -> np.ndarray:
+    """Frames where a subtask (or a subtask-less episode) starts, before both a grasp and a release."""
+    starts = (frames.subtask_start == np.arange(frames.num_frames)) | (frames.frame_in_episode == 0)
+    return np.flatnonzero(starts & frames.goal_valid.all(1))
+
+
 def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
                       device: torch.device | str = "cpu") -> tuple[float, float]:
     """How well the localiser found each episode's first grasp from its first frame.
@@ -512,11 +533,7 @@ def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats:
     anchors = np.flatnonzero((frames.frame_in_episode == 0) & frames.goal_valid[:, 0])
     if len(anchors) == 0:
         raise DatasetError("no episode starts before a grasp: the goal localiser has nothing to be checked on")
-    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
-    instruction, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
-    with torch.inference_mode():
-        predicted = localiser(goal_pixels(frames, anchors).to(device), text[torch.from_numpy(instruction)].to(device)).float().cpu().numpy()
-    grasp = stats.denormalize_goal(predicted)[:, PICK][:, :2]
+    grasp = subtask_goals(localiser, frames, stats, text_embeddings, anchors, device)[:, PICK][:, :2]
     labels = frames.goal_labels[anchors][:, PICK][:, :2]
     error = np.linalg.norm(grasp - labels, axis=1).mean()
     baseline = np.linalg.norm(labels - labels.mean(axis=0), axis=1).mean()
@@ -525,22 +542,13 @@ def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats:
 
 def subtask_start_goal_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
                              device: torch.device | str = "cpu") -> float:
-    """Mean horizontal error [m] of the grasp and release predicted where each subtask (or
-    subtask-less episode) starts, with that subtask's instruction: later subtasks included, so a
-    scene with cubes already in the bin counts (the first frames alone do not show it)."""
-    anchors = np.flatnonzero(((frames.subtask_start == np.arange(frames.num_frames)) | (frames.frame_in_episode == 0))
-                             & frames.goal_valid.all(1))
+    """Mean horizontal error [m] of the grasp and release predicted where each subtask starts
+    (:func:`subtask_start_frames`), with that subtask's instruction: later subtasks included, so
+    a scene with cubes already in the bin counts (the first frames alone do not show it)."""
+    anchors = subtask_start_frames(frames)
     if len(anchors) == 0:
         raise DatasetError("no subtask starts before both a grasp and a release: the goal localiser has nothing to be checked on")
-    text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
-    instruction, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
-    predicted = np.empty((len(anchors), GOAL_DIM), np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(anchors), 256):
-            batch = anchors[start : start + 256]
-            predicted[start : start + 256] = localiser(goal_pixels(frames, batch).to(device),
-                                                       text[torch.from_numpy(instruction[start : start + 256])].to(device)).float().cpu().numpy()
-    goals, labels = stats.denormalize_goal(predicted), frames.goal_labels[anchors]
+    goals, labels = subtask_goals(localiser, frames, stats, text_embeddings, anchors, device), frames.goal_labels[anchors]
     return float(np.mean([np.linalg.norm(goals[:, part][:, :2] - labels[:, part][:, :2], axis=1).mean() for part in (PICK, PLACE)]))
 
 

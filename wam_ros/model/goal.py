@@ -4,8 +4,8 @@ A policy that has to find a 4 cm cube in a 96x96 frame gets little help from a d
 over whole action chunks: measured here, the instructed cube's position could be read from the
 latents of a checkpoint without this module only to 5.2 cm, and that policy succeeded in 3 of
 50 episodes; given the true cube position instead, the same preset succeeded in 44 of 50, and
-with this module's estimate in 39 of 50 (47 of 50 on DART demos; docs/model.md). This module supplies that position,
-learned without any object labels:
+with this module's estimate in 39 of 50 (47 of 50 on DART demos; docs/model.md). This module
+supplies that position, learned without any object labels:
 
 * **Labels** (:class:`HindsightGoals`): for frame ``t``, the commanded TCP position (forward
   kinematics of the commanded joint targets, the robot's URDF) at the next frame where the
@@ -19,9 +19,9 @@ learned without any object labels:
   after the end of the frame's subtask do not count, so a label never names an object the
   subtask's instruction does not (after the first cube's grasp the next grasp is the second
   cube's, which "put the red cube in the bin" does not mention). Teleoperated or converted
-  episodes are labelled the same way. The three coordinates of a part share one scale (that of x and y): the heights hardly vary on a
-  tabletop, and scaled on their own their millimetres of tracking lag would weigh as much in
-  the loss as the centimetres that matter (measured: with them, and with the grasp yaw, which a
+  episodes are labelled the same way. The three coordinates of a part share one scale (that of
+  x and y): the heights hardly vary on a tabletop, and scaled on their own their millimetres of
+  tracking lag would weigh as much in the loss as the centimetres that matter (measured: with them, and with the grasp yaw, which a
   5-pixel cube does not show, the keypoints did not lock onto the cube in 800 steps).
 * **Localiser** (:class:`wam_ros.model.network.GoalLocaliser`): instruction-FiLM spatial-softmax
   keypoints of one camera that does not move with the arm, then an MLP. A static camera's image
