@@ -96,7 +96,7 @@ class SimNode(LifecycleNode):
         backend = self.robot.backend
         self.clock_pub = self._publisher(Clock, "/clock", qos.SENSORS)
         self.joint_pub = self._publisher(JointState, "/joint_states", qos.SENSORS)
-        self.status_pub = self._publisher(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
+        self.status_pub = self._publisher(TaskStatus, "/wam/sim/task_status", qos.STATUS)
         self.image_pubs, self.info_pubs, self.depth_pubs, self.infos = {}, {}, {}, {}
         for camera in cameras:
             self.image_pubs[camera.name] = self._publisher(Image, camera.image_topic, qos.SENSORS)
