@@ -38,6 +38,29 @@ def test_steps_are_checked_against_skills_and_categories(domain, scene):
     assert domain.step_from_instruction("put the red cube on the table", scene) is None
 
 
+def test_the_instruction_names_the_bin_slot_the_demos_used(domain, scene):
+    # The k-th cube into the bin goes to slot k, and bin_three's subtask instructions say so.
+    assert domain.instructions((GREEN, RED, BLUE)) == (
+        "put the green cube in the bin", "put the red cube in the near end of the bin", "put the blue cube in the far end of the bin")
+    one_in = frozenset({("in", "blue_cube", "bin")})
+    assert domain.instruction(RED, one_in) == "put the red cube in the near end of the bin"
+    crowded = frozenset({("in", f"cube{i}", "bin") for i in range(5)})
+    assert domain.instruction(RED, crowded) == "put the red cube in the far end of the bin"  # the last one past the end
+    assert domain.instructions((GREEN,), one_in) == ("put the green cube in the near end of the bin",)
+    assert domain.step_from_instruction("put the green cube in the near end of the bin", scene) == GREEN
+    assert domain.step_from_instruction("put the green cube in the left end of the bin", scene) is None
+
+
+@pytest.mark.parametrize("seed", [5000, 5001, 5002, 30000])
+def test_plans_in_the_sims_order_read_as_the_sims_subtask_instructions(domain, seed):
+    from wam_ros.sim.config import SimConfig
+    from wam_ros.sim.tasks import make_task
+
+    spec = make_task("bin_three", SimConfig()).sample(seed)
+    steps = tuple(Step("pick_place", (cube, "bin")) for cube in spec.cubes)
+    assert domain.instructions(steps) == tuple(spec.subtask_instructions)
+
+
 def test_symbolic_effects(domain):
     outcome = domain.apply(frozenset(), RED)
     assert outcome.applicable and outcome.useful and outcome.state == {("in", "red_cube", "bin")}
@@ -78,6 +101,16 @@ def test_mentions_stay_inside_their_noun_phrase(domain):
         ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held(*)"]}}}, "wildcard"),
         ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["os.system('x')"]}}}, "predicate"),
         ({"categories": {"cube": "movable"}, "skills": {"done": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"]}}}, "other than 'done'"),
+        ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"],
+                                                              "instructions_by_count": {"count": "held(*)"}}}}, "instructions_by_count: expected"),
+        ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"],
+                                                              "instructions_by_count": {"count": "not held(*)", "instructions": ["grab {0}"]}}}}, "no 'not'"),
+        ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"],
+                                                              "instructions_by_count": {"count": "held({2})", "instructions": ["grab {0}"]}}}}, "refers past"),
+        ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"],
+                                                              "instructions_by_count": {"count": "held(*)", "instructions": ["grab it"]}}}}, r"instructions\[0\]: must use each"),
+        ({"categories": {"cube": "movable"}, "skills": {"grab": {"arguments": ["movable"], "instruction": "grab {0}", "effects": ["held({0})"],
+                                                              "instructions_by_count": {"count": "held(*)", "instructions": []}}}}, "non-empty strings"),
     ],
 )
 def test_bad_vocabulary_is_rejected_with_the_key(section, message):
@@ -86,7 +119,7 @@ def test_bad_vocabulary_is_rejected_with_the_key(section, message):
 
 
 def test_state_from_task_status_reads_only_finished_subtasks(domain, scene):
-    instructions = ["put the blue cube in the bin", "put the red cube in the bin", "wave hello"]
+    instructions = ["put the blue cube in the bin", "put the red cube in the near end of the bin", "wave hello"]
     assert state_from_task_status(domain, scene, instructions, 0) == frozenset()
     assert state_from_task_status(domain, scene, instructions, 1) == {("in", "blue_cube", "bin")}
     assert state_from_task_status(domain, scene, instructions, 3) == {("in", "blue_cube", "bin"), ("in", "red_cube", "bin")}

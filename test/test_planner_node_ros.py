@@ -19,12 +19,14 @@ from test_planner_lm import build_tiny_model
 from wam_ros.action import ExecuteTask
 from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.ros import qos
+from wam_ros.sim.tasks import pick_place_instruction
 from wam_ros.srv import SetMode
 
 pytestmark = pytest.mark.ros
 SHARED_ROS_DOMAIN = True  # the module-scoped graph fixture and its tests talk to each other
 ORDER = ("green", "blue", "red")
 INSTRUCTION = "put the green, blue and red cubes in the bin, in that order"
+SUBTASKS = tuple(pick_place_instruction(f"{colour}_cube", slot) for slot, colour in enumerate(ORDER))  # as the sim words them
 
 
 class Graph:
@@ -49,9 +51,8 @@ class Graph:
         return response
 
     def publish_status(self, done: int) -> None:
-        instructions = [f"put the {c} cube in the bin" for c in ORDER]
         self.status_pub.publish(TaskStatus(
-            task="bin_three", instruction=INSTRUCTION, subtask_instructions=instructions, subtasks_done=done,
+            task="bin_three", instruction=INSTRUCTION, subtask_instructions=list(SUBTASKS), subtasks_done=done,
             success=done == len(ORDER), object_names=["red_cube", "green_cube", "blue_cube", "bin"],
         ))
 
@@ -92,8 +93,8 @@ def test_plans_publishes_subtasks_in_order_and_succeeds(graph):
     graph.publish_status(0)
     handle, feedback = graph.send(INSTRUCTION)
     assert handle.accepted
-    for done, colour in enumerate(ORDER):
-        wait_until(lambda: graph.subtasks and graph.subtasks[-1].instruction == f"put the {colour} cube in the bin", 60.0, f"subtask {colour}")
+    for done, subtask in enumerate(SUBTASKS):
+        wait_for_subtask(graph, subtask)
         graph.publish_status(done + 1)
     response = graph.result(handle)
     result = response.result
@@ -127,7 +128,7 @@ def test_timeouts_replan_then_fail(graph):
     result = response.result
     assert response.status == GoalStatus.STATUS_ABORTED and not result.success
     assert "timed out" in result.message and "no replans left" in result.message
-    assert result.final_plan.revision == 1 and result.final_plan.subtasks[0].instruction == "put the blue cube in the bin"
+    assert result.final_plan.revision == 1 and result.final_plan.subtasks[0].instruction == SUBTASKS[1]
     assert any(plan.revision == 1 for plan in graph.plans[revisions:])
 
 
@@ -153,9 +154,8 @@ def test_a_second_goal_is_rejected_while_one_runs(graph):
     assert graph.result(first).status == GoalStatus.STATUS_CANCELED
 
 
-def wait_for_subtask(graph: Graph, colour: str) -> None:
-    wanted = f"put the {colour} cube in the bin"
-    wait_until(lambda: graph.subtasks and graph.subtasks[-1].instruction == wanted, 60.0, f"subtask {colour}")
+def wait_for_subtask(graph: Graph, wanted: str) -> None:
+    wait_until(lambda: graph.subtasks and graph.subtasks[-1].instruction == wanted, 60.0, f"subtask {wanted!r}")
 
 
 def test_task_command_follows_the_task_to_success(graph):
@@ -163,9 +163,9 @@ def test_task_command_follows_the_task_to_success(graph):
     count = len(graph.subtasks)
     cli = graph.processes.python("task_cli", "-m", "wam_ros.cli", "task", INSTRUCTION, "--wait", "30")
     wait_until(lambda: len(graph.subtasks) > count, 60.0, "the first subtask")
-    for done, colour in enumerate(ORDER):
-        wait_for_subtask(graph, colour)
-        shown = f"executing {done + 1}/3 'put the {colour} cube in the bin'"
+    for done, subtask in enumerate(SUBTASKS):
+        wait_for_subtask(graph, subtask)
+        shown = f"executing {done + 1}/3 '{subtask}'"
         wait_until(lambda: shown in graph.processes.log("task_cli"), 30.0, f"the command showing {shown!r}")
         graph.publish_status(done + 1)
     assert cli.wait(timeout=30) == 0, graph.processes.log("task_cli")

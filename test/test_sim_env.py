@@ -135,7 +135,8 @@ def test_bin_three_counts_subtasks_in_order():
     task = make_task("bin_three", SimConfig())
     spec = task.sample(1)
     first, second, third = spec.cubes
-    assert spec.subtask_instructions == [f"put the {c.removesuffix('_cube')} cube in the bin" for c in spec.cubes]
+    assert spec.subtask_instructions == [f"put the {c.removesuffix('_cube')} cube in {place}"
+                                         for c, place in zip(spec.cubes, ("the bin", "the near end of the bin", "the far end of the bin"))]
     assert task.subtasks_done(spec, _state()) == 0
     assert task.subtasks_done(spec, _state(**{second: (0.42, -0.34, 0.03)})) == 0  # out of order
     assert task.subtasks_done(spec, _state(**{first: (0.42, -0.34, 0.03), second: (0.35, -0.34, 0.03)})) == 2

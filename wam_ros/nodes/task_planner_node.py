@@ -419,7 +419,7 @@ class _GoalRun:
             if self.progress_reading is not None and execution.current is not None:
                 instruction, value = self.progress_reading
                 self.progress_reading = None
-                if instruction == node.domain.instruction(execution.current):
+                if instruction == self.current_instruction():
                     progress = value
             decision = execution.update(node._now_s(), state, success, progress, self.bridge_stop())
             if decision.action == Action.CONTINUE:
@@ -469,7 +469,7 @@ class _GoalRun:
         if now - self.last_progress_poll < period:
             return
         self.last_progress_poll = now
-        instruction = node.domain.instruction(execution.current)
+        instruction = self.current_instruction()
         self.progress_pending = True
         future = node.imagine_client.call_async(Imagine.Request(instruction=instruction))
 
@@ -482,6 +482,11 @@ class _GoalRun:
         future.add_done_callback(done)
 
     # -- outputs ---------------------------------------------------------------------------
+    def current_instruction(self) -> str:
+        """The active subtask's instruction, as the plan worded it for the state it started in."""
+        assert self.plan is not None and self.execution is not None
+        return self.plan.instructions[self.execution.index]
+
     def current_subtask(self) -> Subtask:
         if self.plan is None or self.execution is None:
             return Subtask()

@@ -11,6 +11,9 @@ A robot's skill vocabulary lives in its YAML under ``robot.planner`` (see docs/p
           instruction: "put the {0} in the {1}"       # text the world action model is conditioned on
           preconditions: []                           # facts that must hold, e.g. "open({1})"
           effects: ["not in({0}, *)", "in({0}, {1})"] # deletions first, then additions
+          instructions_by_count:                      # optional: the text depends on the state
+            count: "in(*, {1})"                       # facts counted before the step: n
+            instructions: ["put the {0} in the {1}", "put the {0} in the near end of the {1}"]  # the n-th (last one past the end)
 
 Facts are tuples such as ``("in", "red_cube", "bin")``. Everything here is plain data: the
 planner never executes text, it only matches it against this vocabulary.
@@ -89,14 +92,31 @@ class Skill:
     preconditions: tuple[FactTemplate, ...] = ()
     effects: tuple[FactTemplate, ...] = ()
     description: str = ""
+    count: FactTemplate | None = None  # facts matching it before the step choose the template
+    templates_by_count: tuple[str, ...] = ()
 
     @property
     def arity(self) -> int:
         return len(self.argument_categories)
 
-    def instruction(self, arguments: Sequence[str]) -> str:
-        """The language instruction for concrete arguments: ``red_cube`` reads as "red cube"."""
-        return self.instruction_template.format(*(object_phrase(a) for a in arguments))
+    def instruction(self, arguments: Sequence[str], state: State = frozenset()) -> str:
+        """The language instruction for concrete arguments in ``state``: ``red_cube`` reads as "red cube".
+
+        With ``instructions_by_count``, the template is the n-th of them, n the facts of ``state``
+        matching ``count`` (the last template past the end): the second cube into the bin is
+        told where in the bin it goes, as the demonstrations did.
+        """
+        template = self.instruction_template
+        if self.count is not None and self.templates_by_count:
+            pattern = self.count.ground(arguments)
+            n = sum(fact_matches(pattern, fact) for fact in state)
+            template = self.templates_by_count[min(n, len(self.templates_by_count) - 1)]
+        return template.format(*(object_phrase(a) for a in arguments))
+
+    def all_instructions(self, arguments: Sequence[str]) -> tuple[str, ...]:
+        """Every instruction this skill may give for ``arguments``, whatever the state."""
+        return tuple(dict.fromkeys(t.format(*(object_phrase(a) for a in arguments))
+                                   for t in (self.instruction_template, *self.templates_by_count)))
 
     @property
     def keywords(self) -> frozenset[str]:
@@ -229,14 +249,23 @@ class Domain:
                     steps.append(step)
         return steps
 
-    def instruction(self, step: Step) -> str:
-        return self.skills[step.skill].instruction(step.arguments)
+    def instruction(self, step: Step, state: State = frozenset()) -> str:
+        """What the world action model is told to do for ``step`` in ``state``."""
+        return self.skills[step.skill].instruction(step.arguments, state)
+
+    def instructions(self, steps: Sequence[Step], state: State = frozenset()) -> tuple[str, ...]:
+        """The instructions of a plan executed from ``state``, each in the state its step starts in."""
+        texts = []
+        for step in steps:
+            texts.append(self.instruction(step, state))
+            state = self.apply(state, step).state
+        return tuple(texts)
 
     def step_from_instruction(self, text: str, scene: Scene) -> Step | None:
-        """Inverse of :meth:`instruction`: the allowed step whose instruction is exactly ``text``."""
+        """Inverse of :meth:`instruction`: the allowed step with an instruction exactly ``text`` (in any state)."""
         wanted = " ".join(text.lower().split())
         for step in self.grounded_steps(scene):
-            if self.instruction(step) == wanted:
+            if wanted in self.skills[step.skill].all_instructions(step.arguments):
                 return step
         return None
 
@@ -362,18 +391,14 @@ def load_domain(planner_section: Mapping[str, Any] | None, where: str = "robot.p
             raise DomainError(f"{key}: skill names are lower-case identifiers other than 'done'")
         if not isinstance(entry, Mapping):
             raise DomainError(f"{key}: expected a mapping")
-        unknown = set(entry) - {"arguments", "instruction", "preconditions", "effects", "description"}
+        unknown = set(entry) - {"arguments", "instruction", "preconditions", "effects", "description", "instructions_by_count"}
         if unknown:
             raise DomainError(f"{key}.{sorted(unknown)[0]}: unknown key")
         arguments = entry.get("arguments", [])
         if not isinstance(arguments, list) or any(a not in known_categories for a in arguments):
             raise DomainError(f"{key}.arguments: expected a list of categories from {sorted(known_categories)}")
-        template = entry.get("instruction")
-        if not isinstance(template, str) or not template.strip():
-            raise DomainError(f"{key}.instruction: expected a non-empty template like 'put the {{0}} in the {{1}}'")
-        used = {int(i) for i in _PLACEHOLDER.findall(template)}
-        if used != set(range(len(arguments))):
-            raise DomainError(f"{key}.instruction: must use each of {{0}}..{{{len(arguments) - 1}}} (uses {sorted(used)})")
+        template = _instruction_template(entry.get("instruction"), len(arguments), f"{key}.instruction")
+        count, by_count = _instructions_by_count(entry.get("instructions_by_count"), len(arguments), f"{key}.instructions_by_count")
         preconditions = tuple(
             FactTemplate.parse(t, len(arguments), f"{key}.preconditions") for t in _string_list(entry.get("preconditions", []), f"{key}.preconditions")
         )
@@ -383,7 +408,7 @@ def load_domain(planner_section: Mapping[str, Any] | None, where: str = "robot.p
         if not effects:
             raise DomainError(f"{key}.effects: a skill needs at least one effect (what it changes)")
         description = entry.get("description", "")
-        skills[name] = Skill(name, tuple(arguments), " ".join(template.lower().split()), preconditions, effects, str(description))
+        skills[name] = Skill(name, tuple(arguments), template, preconditions, effects, str(description), count, by_count)
     domain = Domain(skills=skills, categories=dict(categories))
     objects = tuple(_string_list(planner_section.get("objects", []), f"{where}.objects"))
     for name in objects:
@@ -403,6 +428,33 @@ def load_domain(planner_section: Mapping[str, Any] | None, where: str = "robot.p
             raise DomainError(f"{where}.example: needs an instruction and valid steps ({'; '.join(parsed.errors) or 'no steps'})")
         example_steps = list(parsed.steps)
     return Domain(skills, dict(categories), objects, example_instruction, tuple(example_steps))
+
+
+def _instruction_template(value: Any, arity: int, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DomainError(f"{where}: expected a non-empty template like 'put the {{0}} in the {{1}}'")
+    used = {int(i) for i in _PLACEHOLDER.findall(value)}
+    if used != set(range(arity)):
+        raise DomainError(f"{where}: must use each of {{0}}..{{{arity - 1}}} (uses {sorted(used)})")
+    return " ".join(value.lower().split())
+
+
+def _instructions_by_count(value: Any, arity: int, where: str) -> tuple[FactTemplate | None, tuple[str, ...]]:
+    if value is None:
+        return None, ()
+    if not isinstance(value, Mapping) or set(value) != {"count", "instructions"}:
+        raise DomainError(f"{where}: expected a mapping with 'count' (a fact pattern) and 'instructions' (a list)")
+    count_text = value["count"]
+    if not isinstance(count_text, str):
+        raise DomainError(f"{where}.count: expected a fact pattern like 'in(*, {{1}})'")
+    if count_text.strip().startswith("not"):
+        raise DomainError(f"{where}.count: counts facts that hold, no 'not'")
+    count = FactTemplate.parse(f"not {count_text}", arity, f"{where}.count")  # parsed as a deletion: wildcards allowed
+    if not value["instructions"]:
+        raise DomainError(f"{where}.instructions: expected a list of non-empty strings, one per count")
+    templates = tuple(_instruction_template(t, arity, f"{where}.instructions[{i}]")
+                      for i, t in enumerate(_string_list(value["instructions"], f"{where}.instructions")))
+    return FactTemplate(count.predicate, count.arguments), templates
 
 
 def _string_list(value: Any, where: str) -> list[str]:

@@ -92,13 +92,14 @@ class TaskPlanner:
             return self._finish(instruction, (), 0.0, goal, False, f"the instruction names no goal among the scene's objects ({names})", started)
         initial: State = state if state is not None else frozenset()
         imagined = self._imagine_first_steps(scene, initial)
+        imagined_in = initial
         if state is None and imagined is not None:
             for step, progress in imagined.items():
                 if progress is not None and progress >= self.config.imagined_done_progress:
                     initial = self.domain.apply(initial, step).state
         evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights)
         if not evaluator.remaining_goal(initial):
-            return self._finish(instruction, (), 1.0, goal, True, "goal already reached", started, evaluator=evaluator)
+            return self._finish(instruction, (), 1.0, goal, True, "goal already reached", started, evaluator=evaluator, imagined_in=imagined_in)
         # The time budget covers the whole call: at most half of it for sampling proposals.
         budget_s = self.config.search.time_budget_s
         source = self.proposals(instruction, scene, max_time_s=0.5 * budget_s)
@@ -116,7 +117,7 @@ class TaskPlanner:
         )
         if search.stopped == "canceled":
             message = "planning canceled"
-        return self._finish(instruction, search.steps, search.value, goal, reached, message, started, stats, search, evaluator)
+        return self._finish(instruction, search.steps, search.value, goal, reached, message, started, stats, search, evaluator, imagined_in)
 
     def _imagine_first_steps(self, scene: Scene, state: State) -> dict[Step, float | None] | None:
         """Imagined progress of every step that would change ``state`` (one Imagine call each).
@@ -130,7 +131,7 @@ class TaskPlanner:
         for step in self.domain.grounded_steps(scene):
             outcome = self.domain.apply(state, step)
             if outcome.applicable and outcome.useful:
-                imagined[step] = self.imagine(self.domain.instruction(step)) if answering else None
+                imagined[step] = self.imagine(self.domain.instruction(step, state)) if answering else None
                 answering = imagined[step] is not None
         return imagined
 
@@ -146,13 +147,14 @@ class TaskPlanner:
         stats: ProposalStats | None = None,
         search: SearchResult | None = None,
         evaluator: PlanEvaluator | None = None,
+        imagined_in: State = frozenset(),
     ) -> Plan:
         imagined = evaluator.imagined_progress if evaluator is not None and evaluator.imagined_progress else {}
         scores = tuple(float(imagined[step]) if imagined.get(step) is not None else value for step in steps)
         return Plan(
             instruction=instruction,
             steps=steps,
-            instructions=tuple(self.domain.instruction(step) for step in steps),
+            instructions=self.domain.instructions(steps, evaluator.initial_state if evaluator is not None else frozenset()),
             value=value,
             step_scores=scores,
             goal=goal,
@@ -161,5 +163,5 @@ class TaskPlanner:
             planning_time_s=time.perf_counter() - started,
             proposal_stats=stats or ProposalStats(),
             search=search,
-            imagined={self.domain.instruction(step): progress for step, progress in imagined.items()},
+            imagined={self.domain.instruction(step, imagined_in): progress for step, progress in imagined.items()},
         )

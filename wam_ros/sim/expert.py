@@ -20,11 +20,11 @@ from ruckig import InputParameter, Result, Ruckig, Synchronization, Trajectory
 
 from wam_ros.sim.env import TabletopEnv
 from wam_ros.sim.kinematics import ArmKinematics
+from wam_ros.sim.tasks import BIN_SLOT_OFFSETS_X_M
 
 TRANSIT_HEIGHT_M = 0.16  # TCP height for moves between places (above cubes and bin walls)
 APPROACH_HEIGHT_M = 0.08  # above a grasp or place pose, the last part is slow and vertical
 GRASP_ATTEMPTS = 3
-BIN_SLOTS_X_M = (0.0, -0.07, 0.07)  # where cubes are dropped, along the bin's x axis
 
 
 def top_down_rotation(yaw_rad: float) -> np.ndarray:
@@ -149,7 +149,7 @@ class ScriptedExpert:
             return
         bin_position, bin_quat = self.env.object_pose("bin")
         bin_yaw = yaw_of(bin_quat)
-        offset = BIN_SLOTS_X_M[slot % len(BIN_SLOTS_X_M)]
+        offset = BIN_SLOT_OFFSETS_X_M[slot % len(BIN_SLOT_OFFSETS_X_M)]
         drop = bin_position + np.array([offset * math.cos(bin_yaw), offset * math.sin(bin_yaw), 0.0])
         drop[2] = self.env.config.bin_wall_height_m + self.env.config.cube_size_m / 2 + 0.015
         yield from self.place(drop, closest_grasp_yaw(bin_yaw, self.yaw))

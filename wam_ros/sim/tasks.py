@@ -24,6 +24,12 @@ REACH_TOLERANCE_M = 0.02
 STACK_XY_TOLERANCE_M = 0.02
 RESTING_TOLERANCE_M = 0.01  # how far a resting cube's height may be from its nominal height
 CUBE_CLEARANCE_M = 0.085  # minimum distance between cube centres at reset
+# Where a cube goes in the bin, along the bin's x axis (the base frame's: away from the robot),
+# and how an instruction names it: the k-th cube of bin_three goes to slot k. A subtask
+# instruction that names the slot tells the policy where to release, which the image of a bin
+# already holding a cube did not (docs/planner.md).
+BIN_SLOT_OFFSETS_X_M = (0.0, -0.07, 0.07)
+BIN_SLOT_PHRASES = ("the bin", "the near end of the bin", "the far end of the bin")
 
 
 @dataclass
@@ -59,8 +65,8 @@ def cube_name(colour: str) -> str:
     return f"{colour}_cube"
 
 
-def pick_place_instruction(cube: str) -> str:
-    return f"put the {cube.removesuffix('_cube')} cube in the bin"
+def pick_place_instruction(cube: str, slot: int = 0) -> str:
+    return f"put the {cube.removesuffix('_cube')} cube in {BIN_SLOT_PHRASES[slot]}"
 
 
 class Task(ABC):
@@ -235,7 +241,11 @@ class Stack(Task):
 
 
 class BinThree(Task):
-    """Put all three cubes in the bin in a seeded order: one pick-and-place subtask per cube."""
+    """Put all three cubes in the bin in a seeded order: one pick-and-place subtask per cube.
+
+    Subtask k puts its cube in bin slot k and says so ("put the green cube in the near end of
+    the bin"); the success predicate asks only that every cube is in the bin.
+    """
 
     name = "bin_three"
 
@@ -245,7 +255,7 @@ class BinThree(Task):
         colours = [c.removesuffix("_cube") for c in order]
         instruction = f"put the {colours[0]}, {colours[1]} and {colours[2]} cubes in the bin, in that order"
         return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction,
-                          subtask_instructions=[pick_place_instruction(c) for c in order],
+                          subtask_instructions=[pick_place_instruction(c, slot) for slot, c in enumerate(order)],
                           bin_center_xy=self._bin_center(rng), cubes=order)
 
     def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
