@@ -181,13 +181,16 @@ class ClosedLoop:
         result = self.commander.get_result()
         return {
             "success": bool(self.demo.status.success),  # the sim's predicate, not the planner's claim
+            "subtasks_done": int(self.demo.status.subtasks_done),
             "message": result.message if result else "",
             "replans": int(result.final_plan.revision) if result else 0,
             "planning_latency_s": first_plan_s,
         }
 
-    def whole_instruction_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> bool:
-        """The baseline: the WAM conditioned on the whole instruction for the same sim-time budget."""
+    def whole_instruction_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> tuple[bool, int]:
+        """The baseline: the WAM conditioned on the whole instruction for the same sim-time budget.
+
+        Returns the sim's success and its subtasks done."""
         from wam_ros.msg import SafetyStatus, Subtask
 
         demo = self.demo
@@ -197,10 +200,10 @@ class ClosedLoop:
         demo.subtask_pub.publish(subtask)
         demo.set_mode(SafetyStatus.MODE_AUTONOMY, f"planner bench baseline: {instruction}")
         demo.wait_for_outcome(demo.sim_time_s(), timeout_s, stopping)
-        success = bool(demo.status.success)
+        success, subtasks_done = bool(demo.status.success), int(demo.status.subtasks_done)
         if demo.safety.mode == SafetyStatus.MODE_AUTONOMY:
             demo.set_mode(SafetyStatus.MODE_HOLD, "planner bench baseline: episode over")
-        return success
+        return success, subtasks_done
 
     def close(self) -> None:
         self.commander.destroy()
@@ -224,20 +227,23 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
             print("[closed loop] waiting for the nodes ...", flush=True)
             loop.wait_ready(startup_timeout_s, stopping)
             planned, whole, latencies, replans = [], [], [], []
+            planned_subtasks, whole_subtasks = [], []
             for seed in seeds:
                 if stopping.is_set():
                     break
                 episode = loop.planner_episode(seed, timeout_s, stopping)
                 planned.append(episode["success"])
+                planned_subtasks.append(episode["subtasks_done"])
                 replans.append(episode["replans"])
                 if episode["planning_latency_s"] is not None:
                     latencies.append(episode["planning_latency_s"])
-                baseline = loop.whole_instruction_episode(seed, timeout_s, stopping)
+                baseline, baseline_subtasks = loop.whole_instruction_episode(seed, timeout_s, stopping)
                 whole.append(baseline)
+                whole_subtasks.append(baseline_subtasks)
                 print(
                     f"[closed loop] seed {seed}: planner + WAM {'SUCCESS' if episode['success'] else 'failure'} "
-                    f"({episode['message']}; {episode['replans']} replans), whole instruction "
-                    f"{'SUCCESS' if baseline else 'failure'}",
+                    f"({episode['subtasks_done']} subtasks; {episode['message']}; {episode['replans']} replans), whole instruction "
+                    f"{'SUCCESS' if baseline else 'failure'} ({baseline_subtasks} subtasks)",
                     flush=True,
                 )
             n = len(planned)
@@ -245,6 +251,8 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
                 "closed_loop_seeds": n,
                 "success_rate_planner": sum(planned) / n if n else 0.0,
                 "success_rate_whole_instruction": sum(whole) / n if n else 0.0,
+                "subtasks_done_planner": sum(planned_subtasks),
+                "subtasks_done_whole_instruction": sum(whole_subtasks),
                 "closed_loop_planning_latency_s_p50": statistics.median(latencies) if latencies else float("nan"),
                 "replans_per_episode": sum(replans) / n if n else 0.0,
                 "node_invalid_proposal_share": float(loop.diagnostics.get("invalid_share", "nan")),
