@@ -447,7 +447,7 @@ def _instructions_by_count(value: Any, arity: int, where: str) -> tuple[FactTemp
     count_text = value["count"]
     if not isinstance(count_text, str):
         raise DomainError(f"{where}.count: expected a fact pattern like 'in(*, {{1}})'")
-    if count_text.strip().startswith("not"):
+    if count_text.split()[:1] == ["not"]:
         raise DomainError(f"{where}.count: counts facts that hold, no 'not'")
     count = FactTemplate.parse(f"not {count_text}", arity, f"{where}.count")  # parsed as a deletion: wildcards allowed
     if not value["instructions"]:
