@@ -215,10 +215,7 @@ def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, 
         with arm.lock:
             arm.frozen = True
             frozen = arm.position.copy()
-        # The command runs ahead of the frozen arm. 0.2 s, not less: the bridge must have taken a
-        # joint state of the frozen arm before the switch (in a full 2-core run it had not after
-        # 60 ms and restarted 3.3 steps away, from the state before the freeze).
-        time.sleep(0.2)
+        time.sleep(0.06)  # the command runs ahead of the frozen arm
         sent = time.monotonic()
         assert set_mode(ros, client, mode, "intervention").accepted
         time.sleep(0.2)

@@ -104,7 +104,7 @@ class SafetyBridge(Node):
             point = JointTrajectoryPoint(time_from_start=Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000))
             self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
-        self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.STATUS)
+        self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         self.create_subscription(TwistStamped, TELEOP_TWIST_TOPIC, self._on_twist, qos.COMMANDS)

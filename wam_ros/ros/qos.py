@@ -12,11 +12,11 @@ LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
 )
 
-#: Periodic status (task status, safety status) for late joiners and recorders. Latched like
-#: LATCHED, but the writer keeps 2 s of history at 5 Hz: with a history of one, a reliable
-#: writer overwrites a sample a CPU-starved reader has not taken yet and the reader reports it
-#: lost (seen once in CI: a recorded bag missing one task status). Readers that want only the
-#: newest keep subscribing with LATCHED; a late joiner gets the last samples in order.
+#: The sim's task status, for late joiners and recorders. Latched like LATCHED, but the writer
+#: keeps 2 s of history at 5 Hz: with a history of one, a reliable writer overwrites a sample a
+#: CPU-starved reader has not taken yet and the reader reports it lost (seen once in CI: a
+#: recorded bag missing one task status). Readers that want only the newest keep subscribing
+#: with LATCHED; a late joiner gets the last samples in order.
 STATUS = QoSProfile(
     depth=10,
     reliability=ReliabilityPolicy.RELIABLE,
