@@ -49,7 +49,8 @@ class FactTemplate:
     negated: bool = False
 
     @classmethod
-    def parse(cls, text: str, arity: int, where: str) -> "FactTemplate":
+    def parse(cls, text: str, arity: int, where: str, pattern: bool = False) -> "FactTemplate":
+        """``pattern``: a fact pattern to match (wildcards allowed, no ``not``), not an effect."""
         match = _FACT_PATTERN.match(text.strip())
         if not match:
             raise DomainError(f"{where}: expected '[not] predicate(arg, ...)', got {text!r}")
@@ -60,7 +61,9 @@ class FactTemplate:
                 raise DomainError(f"{where}: {argument} refers past the skill's {arity} argument(s)")
             if not placeholder and argument != "*" and not NAME_PATTERN.match(argument):
                 raise DomainError(f"{where}: argument {argument!r} is neither {{i}}, * nor a name")
-        if "*" in arguments and not match.group(1):
+        if pattern and match.group(1):
+            raise DomainError(f"{where}: counts facts that hold, no 'not'")
+        if "*" in arguments and not match.group(1) and not pattern:
             raise DomainError(f"{where}: the wildcard * is only allowed in deletions ('not ...')")
         return cls(match.group(2), arguments, bool(match.group(1)))
 
@@ -107,7 +110,7 @@ class Skill:
         told where in the bin it goes, as the demonstrations did.
         """
         template = self.instruction_template
-        if self.count is not None and self.templates_by_count:
+        if self.count is not None:  # set together with templates_by_count (load_domain)
             pattern = self.count.ground(arguments)
             n = sum(fact_matches(pattern, fact) for fact in state)
             template = self.templates_by_count[min(n, len(self.templates_by_count) - 1)]
@@ -447,14 +450,12 @@ def _instructions_by_count(value: Any, arity: int, where: str) -> tuple[FactTemp
     count_text = value["count"]
     if not isinstance(count_text, str):
         raise DomainError(f"{where}.count: expected a fact pattern like 'in(*, {{1}})'")
-    if count_text.split()[:1] == ["not"]:
-        raise DomainError(f"{where}.count: counts facts that hold, no 'not'")
-    count = FactTemplate.parse(f"not {count_text}", arity, f"{where}.count")  # parsed as a deletion: wildcards allowed
+    count = FactTemplate.parse(count_text, arity, f"{where}.count", pattern=True)
     if not value["instructions"]:
         raise DomainError(f"{where}.instructions: expected a list of non-empty strings, one per count")
     templates = tuple(_instruction_template(t, arity, f"{where}.instructions[{i}]")
                       for i, t in enumerate(_string_list(value["instructions"], f"{where}.instructions")))
-    return FactTemplate(count.predicate, count.arguments), templates
+    return count, templates
 
 
 def _string_list(value: Any, where: str) -> list[str]:
