@@ -34,6 +34,8 @@ KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.
 PERIOD_S = 1.0 / 250.0
 STEP_MAX = LIMITS.step_max_rad(PERIOD_S)
 JOINT_STATE_TIMEOUT_S = 0.5
+DELIVERY_ALLOWANCE_S = 0.25  # a loaded host's DDS delivery between two processes, at most (watchdog checks)
+LOST_JOINT_STATES_S = 0.05  # ten 200 Hz joint states lost at the end of the stream, at most
 LOST_COMMANDS_TOLERATED = 2  # consecutive 250 Hz commands the test process may miss on a busy host
 
 
@@ -55,7 +57,7 @@ class EchoArm:
         self.position = start.copy()
         self.frozen = False
         self.commands: list[tuple[float, np.ndarray]] = []  # (receive time, commanded positions)
-        self.published: list[tuple[float, np.ndarray]] = []
+        self.published: list[tuple[float, np.ndarray]] = []  # (header stamp [s, ROS time], positions)
         self.lock = threading.Lock()
         self.publisher = ros.node.create_publisher(JointState, "/joint_states", qos.SENSORS)
         ros.node.create_subscription(JointTrajectory, ROBOT.backend.joint_trajectory_topic, self._on_command, qos.COMMANDS)
@@ -74,7 +76,7 @@ class EchoArm:
         msg = JointState(name=NAMES, position=position.tolist())
         msg.header.stamp = self.ros.node.get_clock().now().to_msg()
         self.publisher.publish(msg)
-        self.published.append((time.monotonic(), position))
+        self.published.append((time_to_seconds(msg.header.stamp), position))
 
     def stop(self) -> None:
         self.timer.cancel()
@@ -129,14 +131,11 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
     chunks.publish(make_chunk(stamp, targets, 0.05))
     deadline = stamp + 9 * 0.05
     hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
-    received_s = now_s(ros)
     bridge_latency_s = time_to_seconds(hold.last_stop_stamp) - deadline
     assert "action_chunk_stale" in hold.last_stop_reason and not hold.watchdogs_ok, hold.last_stop_reason
+    # The bridge's own stop stamp: what the margin bounds (the status then takes a starved test
+    # process up to 0.6 s to receive, measured in full runs: the executor's latency, not the watchdog's).
     assert 0.0 <= bridge_latency_s <= ROBOT.safety.watchdog_margin_s, f"deadline-to-HOLD {bridge_latency_s * 1e3:.1f} ms"
-    # As seen from outside (the status crossing DDS and this process's executor included): loose,
-    # since full test runs on 2 cores delayed it to 0.27 and 0.59 s; the bridge's own stamp is
-    # what the margin bounds, checked above.
-    assert received_s - deadline <= ROBOT.safety.watchdog_margin_s + 1.0
     # The commands come to rest: the last ones repeat the held position.
     wait_until(lambda: len(arm.commands) > 20 and np.allclose(arm.commands[-1][1], arm.commands[-10][1]), 5.0, "a held position")
 
@@ -155,13 +154,17 @@ def test_watchdogs_trip_hold_within_the_margin(processes, ros, tmp_path):
             if attempt == 2:
                 raise
     arm.stop()
-    last_sent = arm.published[-1][0]
+    last_stamp = arm.published[-1][0]
     # Statuses after the first TELEOP one: HOLD statuses of the first part can still be in flight.
     hold = wait_until(lambda: next((s for s in list(statuses)[teleop_at:] if s.mode == SafetyStatus.MODE_HOLD), None), 10.0, "HOLD")
     assert "joint_states" in hold.last_stop_reason, hold.last_stop_reason
-    # Seen from this process (executor and DDS included), as loose as the chunk case above: a full
-    # test run on 2 cores delayed it to 0.80 s against the 0.55 s timeout + margin.
-    assert time.monotonic() - last_sent <= JOINT_STATE_TIMEOUT_S + ROBOT.safety.watchdog_margin_s + 0.5
+    # The bridge's own stop stamp against the stamp of the last joint state this arm sent. The
+    # deadline runs from when the bridge received it: DELIVERY_ALLOWANCE_S covers DDS delivery to a
+    # bridge process starved by a full run on 2 cores; LOST_JOINT_STATES_S, the last few of them
+    # lost on the best-effort topic (the bridge then trips that much earlier).
+    silent_for_s = time_to_seconds(hold.last_stop_stamp) - last_stamp
+    assert JOINT_STATE_TIMEOUT_S - LOST_JOINT_STATES_S <= silent_for_s <= JOINT_STATE_TIMEOUT_S + ROBOT.safety.watchdog_margin_s + DELIVERY_ALLOWANCE_S, \
+        f"joint states silent {silent_for_s:.3f} s before HOLD"
     assert not set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted  # needs fresh joint states
 
 
@@ -215,7 +218,14 @@ def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, 
         with arm.lock:
             arm.frozen = True
             frozen = arm.position.copy()
+        frozen_since_s = now_s(ros)
         time.sleep(0.06)  # the command runs ahead of the frozen arm
+        # The bridge must hold a joint state of the frozen arm before the switch: in a full 2-core
+        # run this process published none for 60 ms and the bridge restarted from the state before
+        # the freeze, 3 steps away. A status whose last joint state arrived 20 ms (4 joint states)
+        # after the freeze says it does.
+        wait_until(lambda: any(time_to_seconds(s.header.stamp) - s.joint_state_age_s >= frozen_since_s + 0.02 for s in list(statuses)),
+                   10.0, "the bridge receiving the frozen arm's joint states", detail=lambda: describe(statuses))
         sent = time.monotonic()
         assert set_mode(ros, client, mode, "intervention").accepted
         time.sleep(0.2)
@@ -240,7 +250,9 @@ def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, 
     stamp = now_s(ros)
     chunks.publish(make_chunk(stamp, np.tile(HOME, (60, 1)), 0.1))  # the model wants the arm back home
     switch(SafetyStatus.MODE_AUTONOMY)
-    assert any(s.mode == SafetyStatus.MODE_AUTONOMY for s in statuses)
+    # The service answered 'accepted'; the 20 Hz status reaches this busy process some time later.
+    wait_until(lambda: any(s.mode == SafetyStatus.MODE_AUTONOMY for s in list(statuses)), 10.0, "an AUTONOMY status",
+               detail=lambda: describe(statuses))
     chunks.publish(make_chunk(now_s(ros), np.tile(HOME, (60, 1)), 0.1))
     time.sleep(0.3)
     switch(SafetyStatus.MODE_TELEOP)  # the operator takes over again mid-motion

@@ -138,7 +138,12 @@ def test_rates_sim_time_cameras_and_status(sim, tmp_path):
     assert rate_per_sim_second >= 250.0, f"{rate_per_sim_second:.0f} joint states per sim second"
     frame_stamps = [time_to_seconds(m.header.stamp) for m in list(front)[start_frames:]]
     camera_rate = (len(frame_stamps) - 1) / (frame_stamps[-1] - frame_stamps[0])
-    assert abs(camera_rate - ROBOT.camera("front").rate_hz) < 2.0
+    # Not in lockstep: a frame the renderer is late for comes late and the next one a full period
+    # after it, so never faster than the configured rate; on a loaded CI host 7.9 of 10 Hz came
+    # through (the exact schedule in lockstep is tested on SimRunner in test_sim_runner.py).
+    rate_hz = ROBOT.camera("front").rate_hz
+    assert np.all(np.diff(frame_stamps) >= 1.0 / rate_hz - 1e-6), f"frames closer than the camera period: {np.diff(frame_stamps)}"
+    assert 0.5 * rate_hz <= camera_rate <= rate_hz + 1e-6, f"front camera at {camera_rate:.1f} Hz of sim time"
     image = image_to_numpy(front[-1])
     assert image.shape == (96, 96, 3) and image.std() > 5 and front[-1].header.frame_id == "front_camera_optical"
     info = sim["front_info"][-1]

@@ -250,7 +250,8 @@ class SimRunner:
                     with self.lock:
                         job["clock_s"] = renderer.capture(self.env.data) + self.clock_offset_s
                     for name in due:
-                        self._next_camera_s[name] = max(self._next_camera_s[name] + self.camera_periods_s[name], self.clock_s)
+                        # A late frame restarts its camera's schedule: the next one a full period on.
+                        self._next_camera_s[name] = max(self._next_camera_s[name], self.clock_s) + self.camera_periods_s[name]
                     job["cameras"] = due
                     render_done.clear()
                     render_request.set()
