@@ -137,6 +137,9 @@ def test_rates_sim_time_cameras_and_status(sim, tmp_path):
     assert len(stamps) > 100 and np.all(np.diff(stamps) > 0), "joint state stamps must increase"
     rate_per_sim_second = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     assert rate_per_sim_second >= 250.0, f"{rate_per_sim_second:.0f} joint states per sim second"
+    # /clock ticks at clock_rate_hz (250 by default), on joint-state stamps, never faster.
+    clock_stamps = np.array([time_to_seconds(m.clock) for m in list(clock)[-200:]])
+    assert np.all(np.diff(clock_stamps) >= 1.0 / 250.0 - 1e-6), f"/clock closer than 4 ms: {np.diff(clock_stamps).min()}"
     frame_stamps = [time_to_seconds(m.header.stamp) for m in list(front)[start_frames:]]
     camera_rate = (len(frame_stamps) - 1) / (frame_stamps[-1] - frame_stamps[0])
     # Not in lockstep: a frame the renderer is late for comes late and the next one a full period
@@ -154,6 +157,13 @@ def test_rates_sim_time_cameras_and_status(sim, tmp_path):
     status = wait_until(lambda: [s for s in sim["status"] if s.seed == 2 and s.task == "pick_place"], 5.0, "task status")[-1]
     assert status.instruction == response.instruction and not status.success
     assert {"red_cube", "green_cube", "blue_cube", "bin"} <= set(status.object_names)
+
+
+def test_clock_rate_above_the_joint_state_rate_is_refused(sim):
+    process = sim["processes"].start_node("sim", name="sim_fast_clock", clock_rate_hz=1000.0)
+    assert process.wait(timeout=60) == 1
+    log = sim["processes"].log("sim_fast_clock")
+    assert "configure failed" in log and "clock_rate_hz 1000 must be in (0, 500]" in log, log
 
 
 def test_streamed_joint_trajectory_is_tracked(sim):

@@ -41,7 +41,9 @@ class Parameters:
     task: str = param("pick_place", "task of the first episode: reach, push, pick_place, stack, bin_three")
     seed: int = param(0, "seed of the first episode")
     real_time_factor: float = param(1.0, "sim seconds per wall second; 0 runs as fast as possible")
-    joint_state_rate_hz: float = param(500.0, "rate of /joint_states and /clock [Hz of sim time]")
+    joint_state_rate_hz: float = param(500.0, "rate of /joint_states [Hz of sim time]")
+    clock_rate_hz: float = param(250.0, "rate of /clock [Hz of sim time], at most joint_state_rate_hz; every sim-time node "
+                                 "handles each one, and its timers fire at most this often: not below the bridge's output_rate_hz")
     camera_rate_hz: float = param(0.0, "frame rate of every camera [Hz of sim time]; 0 keeps each camera's rate_hz")
     camera_lockstep: bool = param(False, "physics waits for each due camera frame: exact camera rates, less real time")
     task_status_rate_hz: float = param(5.0, "rate of /wam/sim/task_status [Hz of sim time]")
@@ -91,6 +93,10 @@ class SimNode(LifecycleNode):
         cameras = [c for c in self.robot.cameras if c.source == "sim"]
         rates = {c.name: p.camera_rate_hz for c in cameras} if p.camera_rate_hz > 0 else None
         self.runner = SimRunner(env, p.real_time_factor, p.joint_state_rate_hz, p.task_status_rate_hz, rates, p.camera_lockstep)
+        if not 0 < p.clock_rate_hz <= 1.0 / self.runner.tick_s + 1e-6:
+            raise ValueError(f"clock_rate_hz {p.clock_rate_hz:g} must be in (0, {1.0 / self.runner.tick_s:g}]: /clock ticks with the joint states")
+        self.clock_period_s = 1.0 / p.clock_rate_hz
+        self.next_clock_s = 0.0
         status = self.runner.reset(p.task, p.seed)
         self.joint_names = [*self.robot.arm.joint_names, *self.robot.gripper.joint_names]
         backend = self.robot.backend
@@ -114,7 +120,8 @@ class SimNode(LifecycleNode):
         self.entities.append((self.destroy_service, self.create_service(ResetSim, "/wam/sim/reset", self._on_reset)))
         self.get_logger().info(
             f"{self.robot.name}: task {status.task} seed {status.seed} ({status.instruction!r}); real-time factor "
-            f"{p.real_time_factor:g}, joint states every {self.runner.tick_s * 1000:g} ms of sim time, cameras "
+            f"{p.real_time_factor:g}, joint states every {self.runner.tick_s * 1000:g} ms of sim time, /clock every "
+            f"{self.clock_period_s * 1000:g} ms, cameras "
             + ", ".join(f"{n} {1 / period:g} Hz" for n, period in self.runner.camera_periods_s.items())
         )
 
@@ -178,7 +185,9 @@ class SimNode(LifecycleNode):
 
     def _publish_joint_state(self, sample: Any) -> None:
         stamp = seconds_to_time(sample.clock_s)
-        self.clock_pub.publish(Clock(clock=stamp))
+        if sample.clock_s + 1e-9 >= self.next_clock_s:
+            self.clock_pub.publish(Clock(clock=stamp))
+            self.next_clock_s = max(self.next_clock_s + self.clock_period_s, sample.clock_s)
         message = JointState()
         message.header.stamp = stamp
         message.name = self.joint_names
