@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 
 from wam_ros.bringup import NodeSpec, node_parameters_class, write_params_file
 from wam_ros.supervisor import node_command
@@ -98,7 +98,9 @@ class RosProbe:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # Single-threaded: rclpy's MultiThreadedExecutor busy-waits for its workers, a whole core
+        # with a 250 Hz /clock (bench/executors.py), and this process shares 2 cores with the graph.
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

@@ -50,7 +50,7 @@ class DemoClient:
     def __init__(self, camera: str | None, startup_timeout_s: float) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
         from wam_ros.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
@@ -84,7 +84,9 @@ class DemoClient:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if camera:
             self.node.create_subscription(Image, f"/wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded: every call here is made from the caller's thread; rclpy's
+        # MultiThreadedExecutor would busy-wait a core away on this sim-time node (bench/executors.py).
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()

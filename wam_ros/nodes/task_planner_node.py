@@ -38,7 +38,7 @@ from wam_ros.planning.value import ValueWeights
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import time_to_seconds
-from wam_ros.ros.node import autostart, declare_parameters, run_node
+from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros.srv import Imagine, SetMode
 
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
@@ -267,9 +267,9 @@ class TaskPlannerNode(LifecycleNode):
             self.goal_running = True
         return GoalResponse.ACCEPT
 
-    def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
+    async def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
         try:
-            return _GoalRun(self, goal_handle).run()
+            return await in_thread(self, _GoalRun(self, goal_handle).run, "task_planner_goal")
         finally:
             with self.goal_lock:
                 self.goal_running = False
@@ -315,7 +315,7 @@ class TaskPlannerNode(LifecycleNode):
 
 
 class _GoalRun:
-    """One ExecuteTask goal from acceptance to result (runs in the action server's thread)."""
+    """One ExecuteTask goal from acceptance to result (runs in its own thread, see ``in_thread``)."""
 
     def __init__(self, node: TaskPlannerNode, goal_handle: Any) -> None:
         self.node = node
@@ -543,7 +543,7 @@ class _GoalRun:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(TaskPlannerNode, args=args, multithreaded=True)
+    return run_node(TaskPlannerNode, args=args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.publisher import Publisher
@@ -39,7 +39,7 @@ from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, numpy_to_image, seconds_to_time, time_to_seconds
-from wam_ros.ros.node import autostart, declare_parameters, run_node
+from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros.srv import Imagine
 
 
@@ -129,19 +129,19 @@ class WamInference(LifecycleNode):
             p.sync_tolerance_s,
             p.max_input_age_s,
         )
-        sensors = MutuallyExclusiveCallbackGroup()
         for camera in config.cameras:
             topic = self.robot.camera(camera).image_topic
             self.entities.append(
-                self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS, callback_group=sensors)
+                self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS)
             )
-        self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.SENSORS, callback_group=sensors))
+        self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.SENSORS))
         self.entities.append(self.create_subscription(Subtask, "/wam/task/subtask", self._on_subtask, qos.LATCHED))
         self.chunk_pub = self.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.prediction_pub = self.create_publisher(Image, "/wam/inference/prediction", qos.SENSORS)
         self.entities += [self.chunk_pub, self.diag_pub, self.prediction_pub]
-        self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine))
+        # Reentrant: the executor runs every other callback while an imagination is computed.
+        self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=ReentrantCallbackGroup()))
         self.not_ready = "inactive"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -317,7 +317,7 @@ class WamInference(LifecycleNode):
         return msg
 
     # -- imagination -----------------------------------------------------------------------
-    def _on_imagine(self, request: Imagine.Request, response: Imagine.Response) -> Imagine.Response:
+    async def _on_imagine(self, request: Imagine.Request, response: Imagine.Response) -> Imagine.Response:
         if self.runtime is None or self.assembler is None:
             response.success, response.message = False, "model not loaded"
             return response
@@ -342,7 +342,9 @@ class WamInference(LifecycleNode):
                 grippers = np.full(config.horizon, observation.state[-1, dof])
             actions = np.concatenate([joints.reshape(config.horizon, dof), grippers[:, None]], axis=1)
         started = time.perf_counter()
-        (frames, progress), _ = self.runtime.imagine(observation.images, observation.state, request.instruction or self.subtask.instruction, actions)
+        runtime, instruction = self.runtime, request.instruction or self.subtask.instruction
+        (frames, progress), _ = await in_thread(
+            self, lambda: runtime.imagine(observation.images, observation.state, instruction, actions), "wam_inference_imagine")
         response.latency_s = time.perf_counter() - started
         response.success = True
         response.progress = float(progress)
@@ -389,7 +391,7 @@ class WamInference(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(WamInference, args=args, multithreaded=True)
+    return run_node(WamInference, args=args)
 
 
 if __name__ == "__main__":

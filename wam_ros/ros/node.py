@@ -11,12 +11,14 @@ from typing import Any, Callable, TypeVar
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.task import Future
 
 from wam_ros import parameters
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 
 def declare_parameters(node: Node, cls: type[P]) -> P:
@@ -47,13 +49,39 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
     return cls(**values)
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False,
+async def in_thread(node: Node, work: Callable[[], T], name: str) -> T:
+    """Await ``work()`` run in its own thread, from a coroutine callback (service, action execute).
+
+    Long work then leaves a SingleThreadedExecutor free for every other callback: rclpy's
+    MultiThreadedExecutor busy-waits for its worker threads (a whole core with 250 /clock
+    messages a second, bench/executors.py). Register the callback in a ReentrantCallbackGroup:
+    a mutually exclusive group stays blocked while the coroutine waits. The executor resumes
+    pending coroutines only when it wakes, so the thread wakes it when ``work`` is done.
+    """
+    executor = node.executor
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work())
+        except Exception as error:  # noqa: BLE001 - handed to the awaiting callback
+            done.set_exception(error)
+        finally:
+            if executor is not None:
+                executor.wake()
+
+    threading.Thread(target=run, name=name).start()  # joined at exit (run_node gives it a grace period)
+    return await done
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
              executor: Callable[[], Any] | None = None) -> int:
     """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
 
     ``executor`` makes the executor (anything with ``add_node`` and ``spin``, optionally
-    ``shutdown(timeout_sec)``); by default a single- or multithreaded one per ``multithreaded``.
-    Construction errors (bad parameters, missing files) are logged and give exit code 1.
+    ``shutdown(timeout_sec)``); by default a SingleThreadedExecutor (long callbacks use
+    :func:`in_thread`). Construction errors (bad parameters, missing files) are logged and give
+    exit code 1.
     """
     rclpy.init(args=sys.argv if args is None else args)
     node = None
@@ -61,7 +89,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
     code = 0
     try:
         node = make_node()
-        spinner = executor() if executor is not None else MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        spinner = executor() if executor is not None else SingleThreadedExecutor()
         spinner.add_node(node)
         spinner.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
