@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -118,7 +121,7 @@ def test_closed_loop_episode_through_the_bridge(processes, ros, tmp_path):
     """Sim + bridge + inference: in AUTONOMY the model's chunks move the arm, within the limits."""
     start_sim(processes)
     processes.start_node("safety_bridge", robot_config=str(ROBOT.path), use_sim_time=True, estop_latch_file=str(tmp_path / "estop.json"))
-    start_inference(processes, use_sim_time=True)
+    inference = start_inference(processes, use_sim_time=True)
     chunks = ros.collect(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
     statuses = ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
     states = ros.collect(JointState, "/joint_states", qos.SENSORS)
@@ -153,3 +156,10 @@ def test_closed_loop_episode_through_the_bridge(processes, ros, tmp_path):
 
     response = ros.call(set_mode, SetMode.Request(mode=SafetyStatus.MODE_HOLD, reason="closed-loop test done"))
     assert response.accepted and response.mode == SafetyStatus.MODE_HOLD
+
+    # The model process dies: ~/imagine refuses with the reason, the node stays up.
+    pid = int(re.search(r"in model process (\d+)", processes.log("wam_inference")).group(1))
+    os.kill(pid, signal.SIGKILL)
+    refused = ros.call(imagine, Imagine.Request(instruction=INSTRUCTION), timeout_s=60.0)
+    assert not refused.success and "model process" in refused.message, refused.message
+    assert inference.poll() is None, processes.log("wam_inference")

@@ -31,7 +31,7 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 
 from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, frozen_prefix
-from wam_ros.inference.model_process import ModelProcess
+from wam_ros.inference.model_process import ModelProcess, ModelProcessError
 from wam_ros.inference.observations import NotReady, ObservationAssembler
 from wam_ros.inference.timing import StageTimes
 from wam_ros.msg import ActionChunk, Subtask
@@ -343,8 +343,13 @@ class WamInference(LifecycleNode):
             actions = np.concatenate([joints.reshape(config.horizon, dof), grippers[:, None]], axis=1)
         started = time.perf_counter()
         runtime, instruction = self.runtime, request.instruction or self.subtask.instruction
-        (frames, progress), _ = await in_thread(
-            self, lambda: runtime.imagine(observation.images, observation.state, instruction, actions), "wam_inference_imagine")
+        try:
+            (frames, progress), _ = await in_thread(
+                self, lambda: runtime.imagine(observation.images, observation.state, instruction, actions), "wam_inference_imagine")
+        except ModelProcessError as error:
+            response.success, response.message = False, f"imagine failed: {error}"
+            self.get_logger().error(response.message, throttle_duration_sec=5.0)
+            return response
         response.latency_s = time.perf_counter() - started
         response.success = True
         response.progress = float(progress)
