@@ -84,6 +84,40 @@ def test_goal_grounding(domain, scene, instruction, facts, ordered):
     assert goal == Goal(tuple(("in", f"{c}_cube", "bin") for c in facts), ordered)
 
 
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        "first the green cube, then the blue one, then the red one: all of them into the bin",
+        "tidy up the table: the green cube goes in the bin first, the blue cube next and the red cube last",
+        "drop the green cube in the bin, after that the blue cube, and finally the red cube",
+        "bin the green cube, then bin the blue cube, then bin the red cube",
+        "clear the cubes into the bin starting with green, then blue, ending with red",
+    ],
+)
+def test_goal_grounding_of_wordings_outside_the_skill_template(domain, scene, instruction):
+    # No "put ... in": pick_place is the only skill relating the mentioned cubes and the bin.
+    goal = domain.ground_goal(instruction, scene)
+    assert goal == Goal(tuple(("in", f"{c}_cube", "bin") for c in ("green", "blue", "red")), True)
+
+
+def test_negated_mentions_do_not_count(domain, scene):
+    assert domain.ground_goal("put the red cube in the bin, not the blue one", scene) == Goal((("in", "red_cube", "bin"),), False)
+    assert not domain.ground_goal("put everything except the green cube in the bin", scene)
+
+
+def test_a_wording_two_skills_fit_grounds_only_the_named_skill():
+    two = load_domain({
+        "categories": {"cube": "movable", "bin": "container"},
+        "skills": {
+            "pick_place": {"arguments": ["movable", "container"], "instruction": "put the {0} in the {1}", "effects": ["in({0}, {1})"]},
+            "push": {"arguments": ["movable", "container"], "instruction": "push the {0} towards the {1}", "effects": ["near({0}, {1})"]},
+        },
+    })
+    scene = two.scene(["red_cube", "blue_cube", "bin"])
+    assert not two.ground_goal("first the red cube, then the blue one, all for the bin", scene)  # which skill: not said
+    assert two.ground_goal("push the red cube towards the bin", scene) == Goal((("near", "red_cube", "bin"),), False)
+
+
 def test_mentions_stay_inside_their_noun_phrase(domain):
     scene = domain.scene(["red_cube", "green_cube", "bin"])
     # "green" belongs to "bin" here, not to a cube.

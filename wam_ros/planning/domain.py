@@ -33,6 +33,7 @@ _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _WORD = re.compile(r"[a-z0-9]+|,")
 _DETERMINERS = frozenset({"the", "a", "an", "all", "both", "each", "every", "some", "this", "that", "these", "those"})
 _LIST_WORDS = frozenset({",", "and", "or", "then"})
+_NEGATIONS = frozenset({"not", "except", "without", "never"})
 _ORDER_WORDS = re.compile(r"\b(in (that|this|the given|the same) order|in order|then|first|followed by|after that)\b")
 
 
@@ -295,22 +296,28 @@ class Domain:
     def ground_goal(self, instruction: str, scene: Scene) -> Goal:
         """Facts the instruction asks for, in the order the instruction names them.
 
-        A skill's positive effects become goals when every word of its instruction template
-        appears in the instruction and every argument object is mentioned there (see
-        :func:`mentioned_objects`). The goal is ordered when the instruction says so ("in that
-        order", "then", "first"). Empty when nothing grounds: the planner then has no goal.
+        A skill applies when every argument of one of its steps is a mentioned object (see
+        :func:`mentioned_objects`) and either every word of its instruction template appears in
+        the instruction or it is the only skill that fits the mentioned objects ("first the red
+        cube, then the blue one: all into the bin" names no verb; with one skill relating a
+        movable and a container there is one reading). Its positive effects become the goal. The
+        goal is ordered when the instruction says so ("in that order", "then", "first"). Empty
+        when nothing grounds, or when several skills fit and none is named: the planner then has
+        no goal.
         """
         mentions = mentioned_objects(instruction, scene)
         words = set(_WORD.findall(instruction.lower()))
+        fitting: dict[str, list[Step]] = {}
+        for step in self.grounded_steps(scene):
+            if all(a in mentions for a in step.arguments):
+                fitting.setdefault(step.skill, []).append(step)
+        named = [name for name in fitting if self.skills[name].keywords <= words]
+        chosen = named or (list(fitting) if len(fitting) == 1 else [])
         ranked: list[tuple[tuple[int, ...], Fact]] = []
-        for skill in self.skills.values():
-            if not skill.keywords <= words:
-                continue
-            for step in self.grounded_steps(scene):
-                if step.skill != skill.name or not all(a in mentions for a in step.arguments):
-                    continue
+        for name in chosen:
+            for step in fitting[name]:
                 order = tuple(mentions[a] for a in step.arguments)
-                for template in skill.effects:
+                for template in self.skills[name].effects:
                     if not template.negated:
                         ranked.append((order, template.ground(step.arguments)))
         goal: list[Fact] = []
@@ -343,31 +350,50 @@ def mentioned_objects(instruction: str, scene: Scene) -> dict[str, int]:
     An object is mentioned when its kind appears as a noun (``cube`` or ``cubes``) and, if the
     name has adjectives (``red_cube``), one of them appears in that noun's phrase: the words
     between the noun and the determiner that begins the phrase, lists included ("the red, green
-    and blue cubes", "the red and the blue cubes"), never across another noun.
+    and blue cubes", "the red and the blue cubes"), never across another noun. An adjective
+    outside every noun phrase names the one object that has it ("then the blue one", "starting
+    with red"); shared by several objects it names none. A mention right after a negation
+    ("not the blue one", "except the red cube") does not count.
     """
     words = _WORD.findall(instruction.lower())
     nouns = {form for o in scene.objects for form in (o.kind, o.kind + "s", o.kind + "es")}
     found: dict[str, int] = {}
+    in_phrase: set[int] = set()
+
+    def negated(position: int) -> bool:
+        return any(w in _NEGATIONS for w in words[max(0, position - 2) : position])
+
     for position, word in enumerate(words):
+        if word not in nouns:
+            continue
+        phrase: dict[str, int] = {}
+        start = position - 1
+        while start >= 0 and words[start] not in nouns:
+            if words[start] in _DETERMINERS:
+                if start == 0 or words[start - 1] not in _LIST_WORDS:
+                    break  # the phrase begins here; "the red and the blue cubes" continues
+            elif words[start] not in _LIST_WORDS:
+                phrase.setdefault(words[start], start)
+            start -= 1
+        in_phrase.update(phrase.values())
+        phrase_start = start if start >= 0 and words[start] in _DETERMINERS else start + 1
+        if negated(phrase_start):
+            continue
         for scene_object in scene.objects:
-            kind = scene_object.kind
-            if word not in (kind, kind + "s", kind + "es"):
+            if word not in (scene_object.kind, scene_object.kind + "s", scene_object.kind + "es"):
                 continue
-            phrase: dict[str, int] = {}
-            start = position - 1
-            while start >= 0 and words[start] not in nouns:
-                if words[start] in _DETERMINERS:
-                    if start == 0 or words[start - 1] not in _LIST_WORDS:
-                        break  # the phrase begins here; "the red and the blue cubes" continues
-                elif words[start] not in _LIST_WORDS:
-                    phrase.setdefault(words[start], start)
-                start -= 1
             if not scene_object.adjectives:
                 found.setdefault(scene_object.name, position)
                 continue
             hits = [phrase[a] for a in scene_object.adjectives if a in phrase]
             if hits and scene_object.name not in found:
                 found[scene_object.name] = min(hits)
+    for position, word in enumerate(words):
+        if position in in_phrase or negated(position - 1 if position and words[position - 1] in _DETERMINERS else position):
+            continue
+        owners = [o.name for o in scene.objects if word in o.adjectives]
+        if len(owners) == 1:
+            found.setdefault(owners[0], position)
     return found
 
 
