@@ -14,7 +14,12 @@ layout: planner + WAM (ExecuteTask) and the WAM given the whole instruction (the
 each judged by the sim's own success predicate within the same sim-time budget. The target:
 planner + WAM >= 70 % success and >= 30 points above the baseline.
 
-    .venv/bin/python bench/planner.py [--quick] [--seeds N] [--skip-closed-loop] [name:=value ...]
+``--phrasing template`` (default) gives both parts the sim's instruction, the wording of
+bin_three's demos ("put the red, green and blue cubes in the bin, in that order");
+``--phrasing reworded`` gives both conditions the same order in one of five wordings that no
+demo and no config carries (``REWORDINGS``, chosen by seed): what a person at the arm says.
+
+    .venv/bin/python bench/planner.py [--quick] [--seeds N] [--phrasing template|reworded] [--skip-closed-loop] [name:=value ...]
 
 ``--quick`` runs part 1 on three seeds only (under two minutes once the language model is
 cached). Prints per-seed lines, then one JSON line. Ctrl-C ends part 2 with the arm in HOLD.
@@ -38,6 +43,21 @@ TASK = "bin_three"
 SEED_START = 5000  # held out: sim demos and training use low seeds
 TARGET_SUCCESS = 0.7
 TARGET_GAIN_POINTS = 30.0
+REWORDINGS = (  # {0}, {1}, {2}: the cube colours in the task's order; written for this benchmark
+    "first the {0} cube, then the {1} one, then the {2} one: all of them into the bin",
+    "tidy up the table: the {0} cube goes in the bin first, the {1} cube next and the {2} cube last",
+    "drop the {0} cube in the bin, after that the {1} cube, and finally the {2} cube",
+    "bin the {0} cube, then bin the {1} cube, then bin the {2} cube",
+    "clear the cubes into the bin starting with {0}, then {1}, ending with {2}",
+)
+
+
+def episode_instruction(spec, phrasing: str) -> str:
+    """The instruction both conditions get for ``spec`` (a bin_three EpisodeSpec)."""
+    if phrasing == "template":
+        return spec.instruction
+    colours = [cube.removesuffix("_cube") for cube in spec.cubes]
+    return REWORDINGS[spec.seed % len(REWORDINGS)].format(*colours)
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="planning alone on three seeds")
     parser.add_argument("--seeds", type=int, default=20, help="number of held-out seeds (default 20)")
     parser.add_argument("--seed-start", type=int, default=SEED_START, help="first seed")
+    parser.add_argument("--phrasing", choices=("template", "reworded"), default="template", help="the demos' wording or five held-out ones (default template)")
     parser.add_argument("--skip-closed-loop", action="store_true", help="planning alone, even when a checkpoint is configured")
     parser.add_argument("--episode-timeout", type=float, default=150.0, metavar="S", help="sim seconds per episode, both conditions")
     parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="wall seconds for the nodes to come up")
@@ -53,7 +74,7 @@ def parse_args() -> argparse.Namespace:
 
 
 # -- part 1: planning alone -----------------------------------------------------------------------
-def plan_offline(robot_name: str, seeds: list[int]) -> dict:
+def plan_offline(robot_name: str, seeds: list[int], phrasing: str) -> dict:
     from wam_ros.nodes.task_planner_node import Parameters, planner_config
     from wam_ros.planning.language_model import LanguageModel
     from wam_ros.planning.domain import ProposalStats
@@ -75,9 +96,10 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
     untimed = ProposalStats()  # the same sampling without the planning time limit: the model, not the CPU
     for seed in seeds:
         spec = task.sample(seed)
+        instruction = episode_instruction(spec, phrasing)
         scene = domain.scene([*CUBES, BIN])  # the names the sim's task status reports
         cpu_started = time.process_time()
-        plan = planner.plan(spec.instruction, scene, state=None)
+        plan = planner.plan(instruction, scene, state=None)
         cpu_s.append(time.process_time() - cpu_started)
         latencies.append(plan.planning_time_s)
         right = list(plan.instructions) == list(spec.subtask_instructions)
@@ -85,7 +107,7 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
         proposals += plan.proposal_stats.proposals
         invalid += plan.proposal_stats.invalid
         truncated += plan.proposal_stats.truncated
-        untimed.merge(LanguageModelProposals(model, domain, spec.instruction, scene, planner.config.proposals).stats)
+        untimed.merge(LanguageModelProposals(model, domain, instruction, scene, planner.config.proposals).stats)
         print(
             f"[planner] seed {seed}: {plan.planning_time_s:.1f} s ({cpu_s[-1]:.1f} s CPU), {'matches the task' if right else 'DIFFERS'}: "
             f"{[str(s) for s in plan.steps]} ({plan.message}); proposals {plan.proposal_stats.proposals}, "
@@ -112,12 +134,13 @@ def plan_offline(robot_name: str, seeds: list[int]) -> dict:
 class ClosedLoop:
     """Drives the running graph: sim resets, the planner's action, the baseline's single subtask."""
 
-    def __init__(self) -> None:
+    def __init__(self, task, phrasing: str) -> None:
         from wam_ros.demo import DemoClient
         from wam_ros.task_commander import TaskCommander
 
         self.demo = DemoClient(camera=None, startup_timeout_s=60.0)
         self.commander = TaskCommander("wam_planner_bench")
+        self.task, self.phrasing = task, phrasing  # this process's bin_three: the wording of each seed
         self.diagnostics: dict[str, str] = {}
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -149,7 +172,7 @@ class ClosedLoop:
             time.sleep(0.2)
 
     def reset(self, seed: int, stopping: threading.Event) -> str:
-        """Reset the sim to bin_three with ``seed`` (bridge IDLE first); returns the instruction."""
+        """Reset the sim to bin_three with ``seed`` (bridge IDLE first); returns the instruction to give."""
         from wam_ros.msg import SafetyStatus
 
         demo = self.demo
@@ -163,7 +186,10 @@ class ClosedLoop:
             if stopping.is_set():
                 raise RuntimeError("interrupted")
             time.sleep(0.01)
-        return reset.instruction
+        spec = self.task.sample(seed)
+        if reset.instruction != spec.instruction:
+            raise RuntimeError(f"seed {seed}: the sim says {reset.instruction!r}, this process's bin_three {spec.instruction!r} (different sim config?)")
+        return episode_instruction(spec, self.phrasing)
 
     def planner_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> dict:
         """Planner + WAM: ExecuteTask with the episode's instruction; judged by the sim."""
@@ -185,6 +211,7 @@ class ClosedLoop:
             "message": result.message if result else "",
             "replans": int(result.final_plan.revision) if result else 0,
             "planning_latency_s": first_plan_s,
+            "instruction": instruction,
         }
 
     def whole_instruction_episode(self, seed: int, timeout_s: float, stopping: threading.Event) -> tuple[bool, int]:
@@ -210,7 +237,7 @@ class ClosedLoop:
         self.demo.close()
 
 
-def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: float) -> dict:
+def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: float, phrasing: str) -> dict:
     from wam_ros.msg import SafetyStatus
     from wam_ros.supervisor import Supervisor
 
@@ -223,7 +250,10 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
     def drive() -> None:
         loop = None
         try:
-            loop = ClosedLoop()
+            from wam_ros.sim.config import SimConfig
+            from wam_ros.sim.tasks import make_task
+
+            loop = ClosedLoop(make_task(TASK, SimConfig.from_robot(bringup.robot)), phrasing)
             print("[closed loop] waiting for the nodes ...", flush=True)
             loop.wait_ready(startup_timeout_s, stopping)
             planned, whole, latencies, replans = [], [], [], []
@@ -241,7 +271,7 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
                 whole.append(baseline)
                 whole_subtasks.append(baseline_subtasks)
                 print(
-                    f"[closed loop] seed {seed}: planner + WAM {'SUCCESS' if episode['success'] else 'failure'} "
+                    f"[closed loop] seed {seed} ({episode['instruction']!r}): planner + WAM {'SUCCESS' if episode['success'] else 'failure'} "
                     f"({episode['subtasks_done']} subtasks; {episode['message']}; {episode['replans']} replans), whole instruction "
                     f"{'SUCCESS' if baseline else 'failure'} ({baseline_subtasks} subtasks)",
                     flush=True,
@@ -299,7 +329,7 @@ def main() -> int:
         print(f"bench/planner.py: {error}", file=sys.stderr)
         return 2
     print(f"[planner] part 1: planning alone on seeds {seeds[0]}..{seeds[-1]} (timings on a shared CPU are noisy)", flush=True)
-    summary: dict = {"task": TASK, **plan_offline(robot_name, seeds)}
+    summary: dict = {"task": TASK, "phrasing": args.phrasing, **plan_offline(robot_name, seeds, args.phrasing)}
     kinds = {spec.kind for spec in bringup.nodes}
     run_loop = not args.quick and not args.skip_closed_loop
     if run_loop and "wam_inference" not in kinds:
@@ -312,7 +342,7 @@ def main() -> int:
         Path("outputs").mkdir(exist_ok=True)
         print(f"[closed loop] part 2: {len(seeds)} seeds x (planner + WAM, whole instruction), {args.episode_timeout:g} sim s each", flush=True)
         try:
-            summary.update(closed_loop(bringup, seeds, args.episode_timeout, args.startup_timeout))
+            summary.update(closed_loop(bringup, seeds, args.episode_timeout, args.startup_timeout, args.phrasing))
         except RuntimeError as error:
             print(f"[closed loop] failed: {error}", file=sys.stderr)
             print(json.dumps(summary))
