@@ -158,6 +158,11 @@ class SceneObject:
     def adjectives(self) -> tuple[str, ...]:
         return tuple(self.name.split("_")[:-1])
 
+    @property
+    def noun_forms(self) -> tuple[str, str, str]:
+        """How an instruction names its kind: the kind, plural with -s or -es (``cubes``, ``boxes``)."""
+        return self.kind, self.kind + "s", self.kind + "es"
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -356,7 +361,7 @@ def mentioned_objects(instruction: str, scene: Scene) -> dict[str, int]:
     ("not the blue one", "except the red cube") does not count.
     """
     words = _WORD.findall(instruction.lower())
-    nouns = {form for o in scene.objects for form in (o.kind, o.kind + "s", o.kind + "es")}
+    nouns = {form for o in scene.objects for form in o.noun_forms}
     found: dict[str, int] = {}
     in_phrase: set[int] = set()
 
@@ -380,7 +385,7 @@ def mentioned_objects(instruction: str, scene: Scene) -> dict[str, int]:
         if negated(phrase_start):
             continue
         for scene_object in scene.objects:
-            if word not in (scene_object.kind, scene_object.kind + "s", scene_object.kind + "es"):
+            if word not in scene_object.noun_forms:
                 continue
             if not scene_object.adjectives:
                 found.setdefault(scene_object.name, position)
