@@ -17,7 +17,8 @@ planner + WAM >= 70 % success and >= 30 points above the baseline.
 ``--phrasing template`` (default) gives both parts the sim's instruction, the wording of
 bin_three's demos ("put the red, green and blue cubes in the bin, in that order");
 ``--phrasing reworded`` gives both conditions the same order in one of five wordings that no
-demo and no config carries (``REWORDINGS``, chosen by seed): what a person at the arm says.
+demo and no config carries (``BIN_THREE_REWORDINGS`` in wam_ros/sim/tasks.py, chosen by
+seed): what a person at the arm says.
 
     .venv/bin/python bench/planner.py [--quick] [--seeds N] [--phrasing template|reworded] [--skip-closed-loop] [name:=value ...]
 
@@ -38,26 +39,12 @@ from pathlib import Path
 from wam_ros.bringup import load_bringup, parse_overrides
 from wam_ros.planning.domain import load_domain
 from wam_ros.robot import ConfigError, load_robot_config
+from wam_ros.sim.tasks import PHRASINGS, episode_instruction, make_task
 
 TASK = "bin_three"
 SEED_START = 5000  # held out: sim demos and training use low seeds
 TARGET_SUCCESS = 0.7
 TARGET_GAIN_POINTS = 30.0
-REWORDINGS = (  # {0}, {1}, {2}: the cube colours in the task's order; written for this benchmark
-    "first the {0} cube, then the {1} one, then the {2} one: all of them into the bin",
-    "tidy up the table: the {0} cube goes in the bin first, the {1} cube next and the {2} cube last",
-    "drop the {0} cube in the bin, after that the {1} cube, and finally the {2} cube",
-    "bin the {0} cube, then bin the {1} cube, then bin the {2} cube",
-    "clear the cubes into the bin starting with {0}, then {1}, ending with {2}",
-)
-
-
-def episode_instruction(spec, phrasing: str) -> str:
-    """The instruction both conditions get for ``spec`` (a bin_three EpisodeSpec)."""
-    if phrasing == "template":
-        return spec.instruction
-    colours = [cube.removesuffix("_cube") for cube in spec.cubes]
-    return REWORDINGS[spec.seed % len(REWORDINGS)].format(*colours)
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="planning alone on three seeds")
     parser.add_argument("--seeds", type=int, default=20, help="number of held-out seeds (default 20)")
     parser.add_argument("--seed-start", type=int, default=SEED_START, help="first seed")
-    parser.add_argument("--phrasing", choices=("template", "reworded"), default="template", help="the demos' wording or five held-out ones (default template)")
+    parser.add_argument("--phrasing", choices=PHRASINGS, default="template", help="the demos' wording or five held-out ones (default template)")
     parser.add_argument("--skip-closed-loop", action="store_true", help="planning alone, even when a checkpoint is configured")
     parser.add_argument("--episode-timeout", type=float, default=150.0, metavar="S", help="sim seconds per episode, both conditions")
     parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="wall seconds for the nodes to come up")
@@ -82,7 +69,6 @@ def plan_offline(robot_name: str, seeds: list[int], phrasing: str) -> dict:
     from wam_ros.planning.proposer import LanguageModelProposals
     from wam_ros.sim.config import SimConfig
     from wam_ros.sim.scene import BIN, CUBES
-    from wam_ros.sim.tasks import make_task
 
     robot = load_robot_config(robot_name)
     domain = load_domain(robot.extra.get("planner"))
@@ -251,7 +237,6 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
         loop = None
         try:
             from wam_ros.sim.config import SimConfig
-            from wam_ros.sim.tasks import make_task
 
             loop = ClosedLoop(make_task(TASK, SimConfig.from_robot(bringup.robot)), phrasing)
             print("[closed loop] waiting for the nodes ...", flush=True)

@@ -145,6 +145,23 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--sim-episodes", "2", "--task", "bin_three", "--phrasing", "reworded"], "with --whole-instruction"),
+        (["--sim-episodes", "2", "--task", "pick_place", "--whole-instruction", "--phrasing", "reworded"], "bin_three only"),
+    ],
+)
+def test_eval_refuses_a_phrasing_it_cannot_apply(trained, tmp_path, capsys, options, message):
+    from wam_ros.model import evaluate as evaluate_module
+
+    parser = argparse.ArgumentParser()
+    evaluate_module.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(trained), "--out", str(tmp_path / "eval"), *options])
+    assert evaluate_module.run(args) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "eval").exists()
+
+
 def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, tmp_path):
     from wam_ros.data import EpisodeDataset
 
@@ -163,6 +180,24 @@ def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, 
     assert closed.subtasks_done == [0] and closed.subtask_count == 1
     whole = evaluate_closed_loop(runtime, "bin_three", [7], max_steps=4, use_subtasks=False, quiet=True)
     assert whole.subtasks_done == [0] and whole.subtask_count == 3 and whole.steps == [4]
+
+
+def test_closed_loop_gives_the_model_the_reworded_instruction(trained, monkeypatch):
+    from wam_ros.sim.config import SimConfig
+    from wam_ros.sim.tasks import episode_instruction, make_task
+
+    runtime = load_policy(trained)
+    given: list[str] = []
+    policy = runtime.policy
+
+    def recording_policy(images, state, instruction, **kwargs):
+        given.append(instruction)
+        return policy(images, state, instruction, **kwargs)
+
+    monkeypatch.setattr(runtime, "policy", recording_policy)
+    spec = make_task("bin_three", SimConfig()).sample(7)
+    evaluate_closed_loop(runtime, "bin_three", [7], max_steps=4, use_subtasks=False, quiet=True, phrasing="reworded")
+    assert given and set(given) == {episode_instruction(spec, "reworded")} and spec.instruction not in given
 
 
 def test_sigterm_saves_like_ctrl_c(sim_dataset, preset, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from wam_ros.planning.domain import DomainError, Goal, Step, load_domain, mentioned_objects
 from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
 from wam_ros.robot import load_robot_config
+from wam_ros.sim.tasks import BIN_THREE_REWORDINGS
 
 RED, GREEN, BLUE = (Step("pick_place", (f"{c}_cube", "bin")) for c in ("red", "green", "blue"))
 
@@ -84,16 +85,7 @@ def test_goal_grounding(domain, scene, instruction, facts, ordered):
     assert goal == Goal(tuple(("in", f"{c}_cube", "bin") for c in facts), ordered)
 
 
-@pytest.mark.parametrize(
-    "instruction",
-    [
-        "first the green cube, then the blue one, then the red one: all of them into the bin",
-        "tidy up the table: the green cube goes in the bin first, the blue cube next and the red cube last",
-        "drop the green cube in the bin, after that the blue cube, and finally the red cube",
-        "bin the green cube, then bin the blue cube, then bin the red cube",
-        "clear the cubes into the bin starting with green, then blue, ending with red",
-    ],
-)
+@pytest.mark.parametrize("instruction", [wording.format("green", "blue", "red") for wording in BIN_THREE_REWORDINGS])
 def test_goal_grounding_of_wordings_outside_the_skill_template(domain, scene, instruction):
     # No "put ... in": pick_place is the only skill relating the mentioned cubes and the bin.
     goal = domain.ground_goal(instruction, scene)

@@ -17,7 +17,7 @@ from wam_ros.robot import load_robot_config
 from wam_ros.sim import TASKS, SceneState, SimConfig, TabletopEnv, make_expert
 from wam_ros.sim.demos import record_demo, subtask_spans
 from wam_ros.sim.expert import closest_grasp_yaw, top_down_rotation
-from wam_ros.sim.tasks import make_task
+from wam_ros.sim.tasks import episode_instruction, make_task
 from wam_ros.sim.video import write_episode_video
 
 ROBOT = load_robot_config("panda_sim")
@@ -142,6 +142,25 @@ def test_bin_three_counts_subtasks_in_order():
     assert task.subtasks_done(spec, _state(**{first: (0.42, -0.34, 0.03), second: (0.35, -0.34, 0.03)})) == 2
     everything = _state(**{first: (0.42, -0.34, 0.03), second: (0.35, -0.34, 0.03), third: (0.49, -0.34, 0.03)})
     assert task.success(spec, everything)
+
+
+def test_reworded_instructions_keep_the_order_in_other_words():
+    task = make_task("bin_three", SimConfig())
+    specs = [task.sample(seed) for seed in range(5000, 5005)]
+    reworded = [episode_instruction(spec, "reworded") for spec in specs]
+    openings = {instruction[: instruction.index(spec.cubes[0].removesuffix("_cube"))] for instruction, spec in zip(reworded, specs)}
+    assert len(openings) == 5  # five seeds in a row, five different wordings
+    for spec, instruction in zip(specs, reworded):
+        assert episode_instruction(spec) == spec.instruction and instruction != spec.instruction
+        assert episode_instruction(spec, "reworded") == instruction  # seeded
+        colours = [cube.removesuffix("_cube") for cube in spec.cubes]
+        positions = [instruction.index(colour) for colour in colours]
+        assert positions == sorted(positions), (instruction, colours)
+        assert "put" not in instruction and "in that order" not in instruction  # not the demos' template
+    with pytest.raises(ValueError, match="bin_three only"):
+        episode_instruction(make_task("pick_place", SimConfig()).sample(0), "reworded")
+    with pytest.raises(ValueError, match="unknown phrasing"):
+        episode_instruction(specs[0], "shouted")
 
 
 def test_layouts_are_seeded_and_tasks_named():

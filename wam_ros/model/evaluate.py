@@ -30,6 +30,7 @@ from wam_ros.data import DatasetError, EpisodeDataset
 from wam_ros.model.autoencoder import images_to_tensor, tensor_to_images
 from wam_ros.model.goal import PICK, PLACE, HindsightGoals
 from wam_ros.model.runtime import WamRuntime
+from wam_ros.sim.tasks import PHRASINGS, BinThree, episode_instruction
 
 
 @dataclass
@@ -208,11 +209,13 @@ def evaluate_closed_loop(
     use_subtasks: bool = True,
     robot: str = "panda_sim",
     quiet: bool = False,
+    phrasing: str = "template",
 ) -> ClosedLoopReport:
     """Run the policy in the in-process sim on each seed until success or ``max_steps`` control steps.
 
     The instruction given to the model is the current subtask's (``use_subtasks``, as the
-    planner drives it) or the task's.
+    planner drives it) or the task's whole instruction in ``phrasing`` (the task's own wording
+    or a held-out one, see :func:`wam_ros.sim.tasks.episode_instruction`).
     """
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
@@ -229,6 +232,7 @@ def evaluate_closed_loop(
         for seed in bar:
             # Sim observations render lazily and only until the next step: keep copies.
             observation = env.reset(task, seed)
+            whole_instruction = episode_instruction(env.spec, phrasing)
             frame = ({c: observation.images[c] for c in config.cameras}, observation.state.copy())
             history = [frame] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)
             success = False
@@ -238,7 +242,7 @@ def evaluate_closed_loop(
                 images = {c: np.stack([f[0][c] for f in frames]) for c in config.cameras}
                 state = np.stack([f[1] for f in frames])
                 status = env.task_status()
-                instruction = status.subtask_instructions[min(status.subtasks_done, len(status.subtask_instructions) - 1)] if use_subtasks else status.instruction
+                instruction = status.subtask_instructions[min(status.subtasks_done, len(status.subtask_instructions) - 1)] if use_subtasks else whole_instruction
                 start = time.perf_counter()
                 chunk = runtime.policy(images, state, instruction, steps=steps)
                 latencies.append(1000.0 * (time.perf_counter() - start))
@@ -277,6 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-start", type=int, default=100000, help="first sim seed; use seeds not used for training (default 100000)")
     parser.add_argument("--whole-instruction", action="store_true",
                         help="closed loop: give the model the task's whole instruction instead of the current subtask's (the planner's baseline)")
+    parser.add_argument("--phrasing", choices=PHRASINGS, default="template",
+                        help="with --whole-instruction: the task's own wording or one of five held-out ones (bin_three only; default template)")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
@@ -295,6 +301,10 @@ def run(args: argparse.Namespace) -> int:
         steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
         if not steps_list or min(steps_list) < 1:
             raise ValueError("--steps must list positive integers")
+        if args.phrasing != "template" and not (args.whole_instruction and args.sim_episodes > 0):
+            raise ValueError(f"--phrasing {args.phrasing} words the whole instruction: give it with --whole-instruction and --sim-episodes")
+        if args.phrasing == "reworded" and args.task != BinThree.name:
+            raise ValueError(f"--phrasing reworded exists for --task {BinThree.name} only")
         runtime = load_policy(args.checkpoint, device=args.device)
         dataset = EpisodeDataset(args.data) if args.data else None
     except (CheckpointError, DatasetError, ValueError) as error:
@@ -322,9 +332,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"[eval] goal localiser, horizontal error: {errors}")
     if args.sim_episodes > 0:
         seeds = list(range(args.seed_start, args.seed_start + args.sim_episodes))
-        closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps, use_subtasks=not args.whole_instruction)
+        closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps, use_subtasks=not args.whole_instruction,
+                                      phrasing=args.phrasing)
         report["closed_loop"] = {**closed.__dict__, "success_rate": closed.success_rate}
-        given = "the whole instruction" if args.whole_instruction else "the current subtask"
+        given = f"the whole instruction, {args.phrasing} wording" if args.whole_instruction else "the current subtask"
         print(
             f"[eval] closed loop {args.task} ({given}): {sum(closed.successes)}/{len(seeds)} successes ({closed.success_rate:.0%}); "
             f"subtasks done {sum(closed.subtasks_done)}/{closed.subtask_count * len(seeds)}; policy median {closed.policy_latency_ms_median:.1f} ms"

@@ -264,6 +264,30 @@ class BinThree(Task):
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree)}
 
+PHRASINGS = ("template", "reworded")
+# Held-out wordings of bin_three's whole instruction: no demo or config carries them, so they
+# ask what a person at the arm would say of a model trained on the template. {0}, {1}, {2}: the
+# cube colours in the task's order; the seed picks the wording.
+BIN_THREE_REWORDINGS = (
+    "first the {0} cube, then the {1} one, then the {2} one: all of them into the bin",
+    "tidy up the table: the {0} cube goes in the bin first, the {1} cube next and the {2} cube last",
+    "drop the {0} cube in the bin, after that the {1} cube, and finally the {2} cube",
+    "bin the {0} cube, then bin the {1} cube, then bin the {2} cube",
+    "clear the cubes into the bin starting with {0}, then {1}, ending with {2}",
+)
+
+
+def episode_instruction(spec: EpisodeSpec, phrasing: str = "template") -> str:
+    """The whole instruction for ``spec`` in ``phrasing``: the task's own, or a held-out wording."""
+    if phrasing == "template":
+        return spec.instruction
+    if phrasing != "reworded":
+        raise ValueError(f"unknown phrasing {phrasing!r}; known: {', '.join(PHRASINGS)}")
+    if spec.task != BinThree.name:
+        raise ValueError(f"reworded instructions exist for {BinThree.name} only, not {spec.task!r}")
+    colours = [cube.removesuffix("_cube") for cube in spec.cubes]
+    return BIN_THREE_REWORDINGS[spec.seed % len(BIN_THREE_REWORDINGS)].format(*colours)
+
 
 def make_task(name: str, config: SimConfig) -> Task:
     try:
