@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import rclpy  # noqa: E402 - rclpy before pyrealsense2 (see wam_ros.cameras.realsense.import_pyrealsense2)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from wam_ros.bringup import NodeSpec, ros_environment, write_params_file  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> int:
         if name == "front":  # the wrist node sees no depth subscriber and skips the alignment
             node.create_subscription(Image, f"/wam/cameras/{name}/depth", on_count(f"{name}.depth"), qos.SENSORS, raw=True)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()  # a MultiThreadedExecutor busy-waits and takes CPU from the nodes measured
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()

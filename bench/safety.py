@@ -119,7 +119,7 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
 def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority: int) -> dict:
     """Output rate / period error and deadline-to-HOLD against the bridge node as a real process."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
@@ -143,7 +143,7 @@ def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority
                               stdin=subprocess.DEVNULL, start_new_session=True)
     rclpy.init()
     node = rclpy.create_node("bench_safety")
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()  # a MultiThreadedExecutor busy-waits and takes CPU from the nodes measured
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
