@@ -39,6 +39,7 @@ from pathlib import Path
 from wam_ros.bringup import load_bringup, parse_overrides
 from wam_ros.planning.domain import load_domain
 from wam_ros.robot import ConfigError, load_robot_config
+from wam_ros.sim.config import SimConfig
 from wam_ros.sim.tasks import PHRASINGS, episode_instruction, make_task
 
 TASK = "bin_three"
@@ -67,7 +68,6 @@ def plan_offline(robot_name: str, seeds: list[int], phrasing: str) -> dict:
     from wam_ros.planning.domain import ProposalStats
     from wam_ros.planning.planner import TaskPlanner
     from wam_ros.planning.proposer import LanguageModelProposals
-    from wam_ros.sim.config import SimConfig
     from wam_ros.sim.scene import BIN, CUBES
 
     robot = load_robot_config(robot_name)
@@ -236,8 +236,6 @@ def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: 
     def drive() -> None:
         loop = None
         try:
-            from wam_ros.sim.config import SimConfig
-
             loop = ClosedLoop(make_task(TASK, SimConfig.from_robot(bringup.robot)), phrasing)
             print("[closed loop] waiting for the nodes ...", flush=True)
             loop.wait_ready(startup_timeout_s, stopping)
