@@ -1,13 +1,13 @@
 """pip path for wam_ros: installs the Python package and the ``wam-ros`` command.
 
-The interfaces (wam_ros.msg/srv/action) are built by CMake (``make setup`` does both); on a
+The interfaces (the wam_ros_interfaces package) are built by CMake (``make setup`` does both); on a
 ROS 2 install ``colcon build`` uses CMakeLists.txt and package.xml instead of this file.
 """
 from setuptools import find_packages, setup
 
 setup(
     name="wam_ros",
-    version="0.1.0",
+    version="0.2.0",
     description="World Action Models driving robot arms through ROS 2, safely, with the data loop closed.",
     license="Apache-2.0",
     python_requires=">=3.10",

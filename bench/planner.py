@@ -159,7 +159,7 @@ class ClosedLoop:
 
     def reset(self, seed: int, stopping: threading.Event) -> str:
         """Reset the sim to bin_three with ``seed`` (bridge IDLE first); returns the instruction to give."""
-        from wam_ros.msg import SafetyStatus
+        from wam_ros_interfaces.msg import SafetyStatus
 
         demo = self.demo
         if demo.safety.mode != SafetyStatus.MODE_IDLE:
@@ -204,7 +204,7 @@ class ClosedLoop:
         """The baseline: the WAM conditioned on the whole instruction for the same sim-time budget.
 
         Returns the sim's success and its subtasks done."""
-        from wam_ros.msg import SafetyStatus, Subtask
+        from wam_ros_interfaces.msg import SafetyStatus, Subtask
 
         demo = self.demo
         instruction = self.reset(seed, stopping)
@@ -224,7 +224,7 @@ class ClosedLoop:
 
 
 def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: float, phrasing: str) -> dict:
-    from wam_ros.msg import SafetyStatus
+    from wam_ros_interfaces.msg import SafetyStatus
     from wam_ros.supervisor import Supervisor
 
     log = open(Path("outputs/bench_planner_nodes.log"), "w")  # the nodes' output, kept apart from the report

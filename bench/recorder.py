@@ -89,7 +89,7 @@ class Control:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
 
-        from wam_ros.srv import StartEpisode, StopEpisode
+        from wam_ros_interfaces.srv import StartEpisode, StopEpisode
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from wam_ros.bringup import NodeSpec, ros_environment, write_params_file
     from wam_ros.data.bags import BagReader, read_labels
     from wam_ros.robot import load_robot_config
-    from wam_ros.srv import StartEpisode, StopEpisode
+    from wam_ros_interfaces.srv import StartEpisode, StopEpisode
     from wam_ros.supervisor import node_command
 
     robot = load_robot_config("panda_sim")

@@ -124,10 +124,10 @@ def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority
     from trajectory_msgs.msg import JointTrajectory
 
     from wam_ros.bringup import NodeSpec, ros_environment, write_params_file
-    from wam_ros.msg import ActionChunk, SafetyStatus
+    from wam_ros_interfaces.msg import ActionChunk, SafetyStatus
     from wam_ros.ros import qos
     from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
-    from wam_ros.srv import SetMode
+    from wam_ros_interfaces.srv import SetMode
     from wam_ros.supervisor import node_command
 
     os.environ.update(ros_environment())

@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=${WAM_ROS_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
-BUILD=$ROOT/build/interfaces
+BUILD=$ROOT/build/wam_ros_interfaces
 LOGS=$ROOT/build/logs
 STAMPS=$VENV/.wam_ros_stamps
 mkdir -p "$LOGS"
@@ -63,23 +63,24 @@ python_packages() {
 }
 
 interfaces() (  # a subshell: the cd stays inside
-  # The three fixes the PyPI ROS 2 wheels need (see docs/ARCHITECTURE.md, "Building the
-  # interfaces"): AMENT_PREFIX_PATH at configure time, the venv as prefix and install prefix,
-  # and the wheels' foreign include paths rewritten (done in CMakeLists.txt).
+  # wam_ros_interfaces is an ament_cmake package of its own; build and install it into the venv.
+  # The three fixes the PyPI ROS 2 wheels need (docs/ARCHITECTURE.md, "Interfaces and their
+  # build"): AMENT_PREFIX_PATH at configure time, the venv as prefix and install prefix, and the
+  # wheels' foreign include paths rewritten (done in wam_ros_interfaces/CMakeLists.txt).
   mkdir -p "$BUILD"
   cd "$BUILD"
-  AMENT_PREFIX_PATH=$VENV cmake "$ROOT" -DPython3_EXECUTABLE="$PY" -DCMAKE_PREFIX_PATH="$VENV" \
-    -DCMAKE_INSTALL_PREFIX="$VENV" -DWAM_ROS_INSTALL_PYTHON=OFF -DBUILD_TESTING=OFF
+  AMENT_PREFIX_PATH=$VENV cmake "$ROOT/wam_ros_interfaces" -DPython3_EXECUTABLE="$PY" \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF
   cmake --build . -j "$(nproc)"
   cmake --install .
-  # Generated code and our sources are one package: the generated wam_ros/__init__.py is
-  # replaced by ours, which extends the package path to this checkout.
+  # ament installs egg-info metadata for the generated package; pip would take it for a
+  # pip installation and might remove the generated code when resolving.
   local purelib
   purelib=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  cp "$ROOT/wam_ros/__init__.py" "$purelib/wam_ros/__init__.py"
-  # ament installs egg-info metadata for the generated package; pip would take it for an
-  # installation of wam_ros and delete the generated code when installing ours.
-  rm -rf "$purelib"/wam_ros-*.egg-info
+  rm -rf "$purelib"/wam_ros_interfaces-*.egg-info
+  # Before wam_ros_interfaces existed the generated code was installed as the wam_ros package,
+  # which would shadow the checkout's wam_ros: remove it from venvs made then.
+  rm -rf "$purelib/wam_ros" "$VENV/share/wam_ros"
 )
 
 install_wam_ros() {
@@ -87,7 +88,7 @@ install_wam_ros() {
 }
 
 check() (
-  cd /tmp && "$PY" -c 'from wam_ros.msg import ActionChunk; from wam_ros.srv import SetMode; from wam_ros.action import ExecuteTask; import wam_ros.bringup; print("interfaces and wam_ros import")'
+  cd /tmp && "$PY" -c 'from wam_ros_interfaces.msg import ActionChunk; from wam_ros_interfaces.srv import SetMode; from wam_ros_interfaces.action import ExecuteTask; import wam_ros.bringup; print("interfaces and wam_ros import")'
 )
 
 step system-deps system_packages
@@ -98,7 +99,7 @@ else
   step dependencies python_packages
   stamp requirements requirements.txt requirements-nodeps.txt constraints.txt
 fi
-INTERFACE_FILES=(CMakeLists.txt package.xml wam_ros/__init__.py cmake/node_entry_point.py.in msg/*.msg srv/*.srv action/*.action)
+INTERFACE_FILES=(wam_ros_interfaces/CMakeLists.txt wam_ros_interfaces/package.xml wam_ros_interfaces/msg/*.msg wam_ros_interfaces/srv/*.srv wam_ros_interfaces/action/*.action)
 if fresh interfaces "${INTERFACE_FILES[@]}" && check >/dev/null 2>&1; then
   echo "[setup] interfaces    ... up to date"
 else

@@ -12,7 +12,7 @@ import yaml
 from sensor_msgs.msg import JointState
 
 from ros_harness import wait_until
-from wam_ros.msg import SafetyStatus
+from wam_ros_interfaces.msg import SafetyStatus
 from wam_ros.ros import qos
 
 pytestmark = pytest.mark.ros

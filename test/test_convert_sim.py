@@ -23,10 +23,10 @@ from ros_harness import wait_until
 from wam_ros.cli import main as wam_ros
 from wam_ros.data import EpisodeDataset
 from wam_ros.data.bags import read_labels
-from wam_ros.msg import GripperCommand
+from wam_ros_interfaces.msg import GripperCommand
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
-from wam_ros.srv import ResetSim
+from wam_ros_interfaces.srv import ResetSim
 
 pytestmark = pytest.mark.ros
 ROBOT = load_robot_config("panda_sim")

@@ -35,7 +35,7 @@ class Messages:
 
     def __init__(self) -> None:
         self.definitions = MessageDefinitions([Path(sys.prefix) / "share"])
-        for msgtype in ("wam_ros/msg/SafetyStatus", "wam_ros/msg/Subtask", "wam_ros/msg/GripperCommand", "wam_ros/msg/TaskStatus"):
+        for msgtype in ("wam_ros_interfaces/msg/SafetyStatus", "wam_ros_interfaces/msg/Subtask", "wam_ros_interfaces/msg/GripperCommand", "wam_ros_interfaces/msg/TaskStatus"):
             self.definitions.lookup(msgtype)
         self.ts = self.definitions.typestore
         self.T = self.ts.types
@@ -65,20 +65,20 @@ class Messages:
         return self.serialize(msg, "trajectory_msgs/msg/JointTrajectory")
 
     def gripper(self, t_ns: int, width_m: float) -> bytes:
-        return self.serialize(self.T["wam_ros/msg/GripperCommand"](header=self.header(t_ns), width_m=width_m, force_n=20.0), "wam_ros/msg/GripperCommand")
+        return self.serialize(self.T["wam_ros_interfaces/msg/GripperCommand"](header=self.header(t_ns), width_m=width_m, force_n=20.0), "wam_ros_interfaces/msg/GripperCommand")
 
     def safety(self, mode: int) -> bytes:
         T = self.T
-        msg = T["wam_ros/msg/SafetyStatus"](
+        msg = T["wam_ros_interfaces/msg/SafetyStatus"](
             header=self.header(0), mode=mode, mode_name="", backend="sim", active_limits=[], violations=[], violation_count=0,
             action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
             last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
-        return self.serialize(msg, "wam_ros/msg/SafetyStatus")
+        return self.serialize(msg, "wam_ros_interfaces/msg/SafetyStatus")
 
     def subtask(self, subtask_id: str, instruction: str, status: int = 1) -> bytes:
-        msg = self.T["wam_ros/msg/Subtask"](header=self.header(0), id=subtask_id, index=0, skill="pick", arguments=[],
+        msg = self.T["wam_ros_interfaces/msg/Subtask"](header=self.header(0), id=subtask_id, index=0, skill="pick", arguments=[],
                                             instruction=instruction, status=status, score=0.0, progress=0.0)
-        return self.serialize(msg, "wam_ros/msg/Subtask")
+        return self.serialize(msg, "wam_ros_interfaces/msg/Subtask")
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
     """3 s of a synthetic episode; see each stream's comment for its rate and content."""
     writer = BagWriter(path)
     topics = {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
-              "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros/msg/SafetyStatus",
-              "/wam/task/subtask": "wam_ros/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
-              ROBOT.backend.gripper_command_topic: "wam_ros/msg/GripperCommand"}
+              "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros_interfaces/msg/SafetyStatus",
+              "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
+              ROBOT.backend.gripper_command_topic: "wam_ros_interfaces/msg/GripperCommand"}
     for topic, msgtype in topics.items():
         writer.add_topic(m.definitions.topic(topic, msgtype))
     out: list[tuple[int, str, bytes]] = []

@@ -16,11 +16,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, JointState
 
 from ros_harness import wait_until
-from wam_ros.msg import ActionChunk, SafetyStatus
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import numpy_to_image, seconds_to_time
-from wam_ros.srv import Imagine, SetMode
+from wam_ros_interfaces.srv import Imagine, SetMode
 
 pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]

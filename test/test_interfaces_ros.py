@@ -5,13 +5,12 @@ import math
 from pathlib import Path
 
 import pytest
-from geometry_msgs.msg import Pose
 from rclpy.action import ActionClient
 
 from ros_harness import wait_until
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import ActionChunk, SafetyStatus
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus
+from wam_ros_interfaces.srv import SetMode
 
 pytestmark = pytest.mark.ros
 PEER = str(Path(__file__).parent / "peers" / "interface_peer.py")
@@ -26,8 +25,6 @@ def make_chunk() -> ActionChunk:
     chunk.horizon = 16
     chunk.joint_positions = [math.sin(i) for i in range(16 * 7)]
     chunk.gripper_widths = [0.04 + 0.001 * i for i in range(16)]
-    chunk.ee_poses = [Pose() for _ in range(16)]
-    chunk.ee_poses[3].position.x = 0.5
     chunk.chunk_id = 2**40 + 7
     chunk.model_id = "cpu-small@abc123"
     chunk.subtask_id = "0-pick_place-red_cube-bin"

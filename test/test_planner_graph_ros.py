@@ -18,11 +18,11 @@ from rclpy.action import ActionClient
 from ros_harness import wait_until
 from test_model_core import tiny_checkpoint
 from test_planner_lm import build_tiny_model
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
 from wam_ros.robot import robot_config_path
 from wam_ros.ros import qos
-from wam_ros.srv import Imagine
+from wam_ros_interfaces.srv import Imagine
 
 pytestmark = [pytest.mark.ros,
               pytest.mark.skipif(importlib.util.find_spec("wam_ros.nodes.sim_node") is None, reason="the sim node is not in this tree")]

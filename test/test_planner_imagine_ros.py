@@ -15,10 +15,10 @@ from rclpy.action import ActionClient
 
 from ros_harness import wait_until
 from test_planner_lm import build_tiny_model
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import TaskStatus
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import TaskStatus
 from wam_ros.ros import qos
-from wam_ros.srv import Imagine, SetMode
+from wam_ros_interfaces.srv import Imagine, SetMode
 
 pytestmark = pytest.mark.ros
 ORDER = ("green", "blue", "red")

@@ -16,11 +16,11 @@ from rclpy.action import ActionClient
 
 from ros_harness import Processes, RosProbe, wait_until
 from test_planner_lm import build_tiny_model
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.ros import qos
 from wam_ros.sim.tasks import pick_place_instruction
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 
 pytestmark = pytest.mark.ros
 SHARED_ROS_DOMAIN = True  # the module-scoped graph fixture and its tests talk to each other

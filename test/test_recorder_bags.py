@@ -53,15 +53,15 @@ def joint_state(definitions: MessageDefinitions, i: int) -> bytes:
 
 
 def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
-    definitions.lookup("wam_ros/msg/SafetyStatus")
+    definitions.lookup("wam_ros_interfaces/msg/SafetyStatus")
     ts = definitions.typestore
     T = ts.types
-    msg = T["wam_ros/msg/SafetyStatus"](
+    msg = T["wam_ros_interfaces/msg/SafetyStatus"](
         header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id=""), mode=mode,
         mode_name="X", backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
         joint_state_age_s=0.01, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
         last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
-    return bytes(ts.serialize_cdr(msg, "wam_ros/msg/SafetyStatus"))
+    return bytes(ts.serialize_cdr(msg, "wam_ros_interfaces/msg/SafetyStatus"))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -96,7 +96,7 @@ def test_round_trip_keeps_every_message_byte_for_byte(tmp_path, definitions, pay
 
 def test_metadata_is_rosbag2_v9_with_type_hashes(tmp_path, definitions):
     writer = BagWriter(tmp_path / "bag")
-    writer.add_topic(definitions.topic("/wam/safety/status", "wam_ros/msg/SafetyStatus"))
+    writer.add_topic(definitions.topic("/wam/safety/status", "wam_ros_interfaces/msg/SafetyStatus"))
     writer.write("/wam/safety/status", 5, safety_status(definitions, MODE_AUTONOMY))
     writer.close()
     import yaml
@@ -115,10 +115,10 @@ def test_metadata_is_rosbag2_v9_with_type_hashes(tmp_path, definitions):
         (schema,) = summary.schemas.values()
         (channel,) = summary.channels.values()
         assert (schema.name, schema.encoding, channel.topic, channel.message_encoding) == (
-            "wam_ros/msg/SafetyStatus", "ros2msg", "/wam/safety/status", "cdr")
+            "wam_ros_interfaces/msg/SafetyStatus", "ros2msg", "/wam/safety/status", "cdr")
         assert b"uint8 MODE_AUTONOMY=2" in schema.data and b"MSG: std_msgs/Header" in schema.data
         assert [message.data for _, _, message in reader.iter_messages()] == [safety_status(definitions, MODE_AUTONOMY)]
-    from wam_ros.msg import SafetyStatus
+    from wam_ros_interfaces.msg import SafetyStatus
 
     assert (SafetyStatus.MODE_IDLE, SafetyStatus.MODE_TELEOP, SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD) == (
         MODE_IDLE, MODE_TELEOP, MODE_AUTONOMY, MODE_HOLD)

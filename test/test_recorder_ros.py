@@ -14,10 +14,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import wait_until
 from wam_ros.data.bags import BagReader, read_labels
-from wam_ros.msg import GripperCommand, SafetyStatus, TaskStatus
+from wam_ros_interfaces.msg import GripperCommand, SafetyStatus, TaskStatus
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
-from wam_ros.srv import LabelEpisode, StartEpisode, StopEpisode
+from wam_ros_interfaces.srv import LabelEpisode, StartEpisode, StopEpisode
 
 pytestmark = pytest.mark.ros
 ROBOT = load_robot_config("panda_sim")

@@ -19,11 +19,11 @@ from trajectory_msgs.msg import JointTrajectory
 from ros_harness import wait_until
 from wam_ros.control.kinematics import ChainKinematics
 from wam_ros.control.limits import Limits
-from wam_ros.msg import ActionChunk, SafetyStatus
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus
 from wam_ros.robot import load_robot_config, robot_config_path
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 
 pytestmark = pytest.mark.ros
 ROBOT = load_robot_config("panda_sim")
@@ -298,7 +298,7 @@ def test_cartesian_impedance_backend_streams_poses_and_gains(processes, ros, tmp
     from geometry_msgs.msg import PoseStamped
     from scipy.spatial.transform import Rotation
 
-    from wam_ros.msg import ImpedanceGains
+    from wam_ros_interfaces.msg import ImpedanceGains
 
     data = yaml.safe_load(robot_config_path("panda_sim").read_text())
     data["robot"]["backend"]["type"] = "cartesian_impedance"

@@ -8,11 +8,11 @@ import pytest
 from sensor_msgs.msg import JointState
 
 from ros_harness import wait_until
-from wam_ros.msg import ActionChunk, SafetyStatus
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus
 from wam_ros.robot import load_robot_config, robot_config_path
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 
 pytestmark = [pytest.mark.ros,
               pytest.mark.skipif(importlib.util.find_spec("wam_ros.nodes.sim_node") is None, reason="the sim node is not in this tree")]

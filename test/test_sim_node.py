@@ -17,11 +17,11 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import Processes, RosProbe, wait_until
-from wam_ros.msg import GripperCommand, ImpedanceGains, TaskStatus
+from wam_ros_interfaces.msg import GripperCommand, ImpedanceGains, TaskStatus
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
-from wam_ros.srv import ResetSim
+from wam_ros_interfaces.srv import ResetSim
 
 pytestmark = pytest.mark.ros
 SHARED_ROS_DOMAIN = True  # the module-scoped graph fixture and its tests talk to each other

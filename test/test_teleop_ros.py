@@ -9,10 +9,10 @@ from sensor_msgs.msg import JointState, Joy
 
 from ros_harness import wait_until
 from test_safety_ros import HOME, KINEMATICS, NAMES, PERIOD_S, EchoArm, set_mode, start_bridge, status_listener, wait_for_joint_states
-from wam_ros.msg import SafetyStatus
+from wam_ros_interfaces.msg import SafetyStatus
 from wam_ros.robot import robot_config_path
 from wam_ros.ros import qos
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 
 pytestmark = pytest.mark.ros
 INTERVENTION_BUTTON = 7  # the teleop node's default joy_buttons[0]

@@ -53,9 +53,9 @@ class DemoClient:
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
-        from wam_ros.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
+        from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask, TaskStatus
         from wam_ros.ros import qos
-        from wam_ros.srv import ResetSim, SetMode
+        from wam_ros_interfaces.srv import ResetSim, SetMode
 
         self.startup_timeout_s = startup_timeout_s
         self.context = rclpy.Context()

@@ -19,7 +19,7 @@ from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 
-from wam_ros.action import ExecuteTask
+from wam_ros_interfaces.action import ExecuteTask
 
 ACTION_NAME = "/wam/execute_task"
 STATUS_NAMES = {

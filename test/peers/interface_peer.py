@@ -13,9 +13,9 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import ActionChunk, SafetyStatus, Subtask
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask
+from wam_ros_interfaces.srv import SetMode
 
 
 class InterfacePeer(Node):

@@ -45,12 +45,12 @@ from wam_ros.data.bags import (
     read_labels,
     write_labels,
 )
-from wam_ros.msg import SafetyStatus, TaskStatus
+from wam_ros_interfaces.msg import SafetyStatus, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.node import declare_parameters, run_node
-from wam_ros.srv import LabelEpisode, StartEpisode, StopEpisode
+from wam_ros_interfaces.srv import LabelEpisode, StartEpisode, StopEpisode
 
 SAFETY_STATUS_TOPIC = "/wam/safety/status"
 TASK_STATUS_TOPIC = "/wam/sim/task_status"

@@ -26,13 +26,13 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wam_ros.control.bridge import BridgeSettings, Output, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput
 from wam_ros.control.modes import EstopLatch, Mode
-from wam_ros.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
+from wam_ros_interfaces.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
 from wam_ros.parameters import param
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
 from wam_ros.ros.node import declare_parameters, run_node
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 
 ACTION_CHUNK_TOPIC = "/wam/action_chunk"
 TELEOP_TWIST_TOPIC = "/wam/teleop/command"

@@ -24,13 +24,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from wam_ros.msg import GripperCommand, ImpedanceGains, TaskStatus
+from wam_ros_interfaces.msg import GripperCommand, ImpedanceGains, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import numpy_to_image, seconds_to_time, time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, run_node
-from wam_ros.srv import ResetSim
+from wam_ros_interfaces.srv import ResetSim
 
 
 @dataclass

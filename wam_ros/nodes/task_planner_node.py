@@ -25,8 +25,8 @@ from rclpy.publisher import Publisher
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
-from wam_ros.action import ExecuteTask
-from wam_ros.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
+from wam_ros_interfaces.action import ExecuteTask
+from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.planning.domain import Domain, ProposalStats, Scene, State, load_domain
 from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
@@ -39,7 +39,7 @@ from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
-from wam_ros.srv import Imagine, SetMode
+from wam_ros_interfaces.srv import Imagine, SetMode
 
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
 

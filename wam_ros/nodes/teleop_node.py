@@ -17,14 +17,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
-from wam_ros.msg import GripperCommand, SafetyStatus
+from wam_ros_interfaces.msg import GripperCommand, SafetyStatus
 from wam_ros.nodes.safety_bridge_node import (ESTOP_TOPIC, SET_MODE_SERVICE, STATUS_TOPIC, TELEOP_GRIPPER_TOPIC,
                                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.parameters import param
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.node import declare_parameters, run_node
-from wam_ros.srv import SetMode
+from wam_ros_interfaces.srv import SetMode
 from wam_ros.teleop.devices import KeyboardReader, SpaceMouseReader
 from wam_ros.teleop.mapping import (KEY_HELP, MODE_HOLD, MODE_TELEOP, AxesMapper, AxisMapping, ButtonMapping, KeyboardMapper,
                                     LeaderArmMapper, TeleopCommand, intervention_target)

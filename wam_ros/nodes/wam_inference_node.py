@@ -34,13 +34,13 @@ from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_ju
 from wam_ros.inference.model_process import ModelProcess, ModelProcessError
 from wam_ros.inference.observations import NotReady, ObservationAssembler
 from wam_ros.inference.timing import StageTimes
-from wam_ros.msg import ActionChunk, Subtask
+from wam_ros_interfaces.msg import ActionChunk, Subtask
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, numpy_to_image, seconds_to_time, time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
-from wam_ros.srv import Imagine
+from wam_ros_interfaces.srv import Imagine
 
 
 @dataclass

@@ -18,7 +18,7 @@ from wam_ros.planning.domain import Domain, Scene, State, Step
 
 
 class Status(enum.IntEnum):
-    """Subtask status; the values are those of wam_ros/msg/Subtask STATUS_*."""
+    """Subtask status; the values are those of wam_ros_interfaces/msg/Subtask STATUS_*."""
 
     PENDING = 0
     ACTIVE = 1
