@@ -49,7 +49,7 @@ from wam_ros.cameras.synthetic import SyntheticScene, record_synthetic_rgbd  # n
 from wam_ros.robot import package_root  # noqa: E402
 from wam_ros.ros import qos  # noqa: E402
 from wam_ros.ros.conversions import time_to_seconds  # noqa: E402
-from wam_ros.supervisor import node_command  # noqa: E402
+from wam_ros.bringup.supervisor import node_command  # noqa: E402
 
 WIDTH, HEIGHT, RATE_HZ = 640, 480, 30
 CAMERAS = ("front", "wrist", "side")

@@ -59,7 +59,7 @@ def main() -> int:
         print(f"  cuda: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
 
     from wam_ros.bringup import load_bringup
-    from wam_ros.demo import run_closed_loop
+    from wam_ros.clients.demo import run_closed_loop
     from wam_ros.sim.demos import MAX_STEPS
 
     episode_timeout_s = MAX_STEPS["pick_place"] * 0.1  # the in-process evaluation's step limit, in sim seconds

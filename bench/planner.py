@@ -121,8 +121,8 @@ class ClosedLoop:
     """Drives the running graph: sim resets, the planner's action, the baseline's single subtask."""
 
     def __init__(self, task, phrasing: str) -> None:
-        from wam_ros.demo import DemoClient
-        from wam_ros.task_commander import TaskCommander
+        from wam_ros.clients.demo import DemoClient
+        from wam_ros.clients.task_commander import TaskCommander
 
         self.demo = DemoClient(camera=None, startup_timeout_s=60.0)
         self.commander = TaskCommander("wam_planner_bench")
@@ -225,7 +225,7 @@ class ClosedLoop:
 
 def closed_loop(bringup, seeds: list[int], timeout_s: float, startup_timeout_s: float, phrasing: str) -> dict:
     from wam_ros_interfaces.msg import SafetyStatus
-    from wam_ros.supervisor import Supervisor
+    from wam_ros.bringup.supervisor import Supervisor
 
     log = open(Path("outputs/bench_planner_nodes.log"), "w")  # the nodes' output, kept apart from the report
     supervisor = Supervisor(bringup, output=log)

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from wam_ros.data.bags import BagReader, read_labels
     from wam_ros.robot import load_robot_config
     from wam_ros_interfaces.srv import StartEpisode, StopEpisode
-    from wam_ros.supervisor import node_command
+    from wam_ros.bringup.supervisor import node_command
 
     robot = load_robot_config("panda_sim")
     workdir = Path(tempfile.mkdtemp(prefix="wam_ros_bench_recorder_", dir=args.dir))

@@ -128,7 +128,7 @@ def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority
     from wam_ros.ros import qos
     from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
     from wam_ros_interfaces.srv import SetMode
-    from wam_ros.supervisor import node_command
+    from wam_ros.bringup.supervisor import node_command
 
     os.environ.update(ros_environment())
     os.environ["ROS_DOMAIN_ID"] = str(random.Random().randint(101, 200))

@@ -50,7 +50,7 @@ def node_real_time_factor(duration_s: float, workdir: Path) -> dict[str, float]:
     from wam_ros.bringup import NodeSpec, ros_environment, write_params_file
     from wam_ros.ros.conversions import time_to_seconds
     from wam_ros.ros.qos import SENSORS
-    from wam_ros.supervisor import node_command
+    from wam_ros.bringup.supervisor import node_command
 
     robot_file = REPO / "config" / "robots" / "panda_sim.yaml"
     data = yaml.safe_load(robot_file.read_text())

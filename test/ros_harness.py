@@ -14,7 +14,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from wam_ros.bringup import NodeSpec, node_parameters_class, write_params_file
-from wam_ros.supervisor import node_command
+from wam_ros.bringup.supervisor import node_command
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02,

@@ -259,7 +259,7 @@ def test_capture_loop_recovers_after_an_outage():
 def test_camera_check_cli_measures_configured_cameras(tmp_path, capsys):
     import yaml
 
-    from wam_ros.cameras.__main__ import main
+    from wam_ros.cli import main as wam_ros
     from wam_ros.robot import package_root
 
     video = tmp_path / "side.avi"
@@ -271,9 +271,9 @@ def test_camera_check_cli_measures_configured_cameras(tmp_path, capsys):
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(data))
     data["robot"]["cameras"] = [side, {**side, "name": "gone", "device": str(tmp_path / "gone.avi")}]
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
-    assert main(["check", "--robot", str(tmp_path / "ok.yaml"), "--seconds", "0.5"]) == 0
-    assert main(["check", "--robot", str(tmp_path / "bad.yaml"), "--seconds", "0.5"]) == 1
+    assert wam_ros(["cameras", "check", "--robot", str(tmp_path / "ok.yaml"), "--seconds", "0.5"]) == 0
+    assert wam_ros(["cameras", "check", "--robot", str(tmp_path / "bad.yaml"), "--seconds", "0.5"]) == 1
     out = capsys.readouterr().out
     assert "[ok] side" in out and "Hz of 30" in out
     assert f"[FAIL] gone: video file {tmp_path / 'gone.avi'}: file not found" in out
-    assert main(["list"]) == 0 and "RealSense devices:" in capsys.readouterr().out
+    assert wam_ros(["cameras", "list"]) == 0 and "RealSense devices:" in capsys.readouterr().out

@@ -1,7 +1,6 @@
 """Training on freshly generated sim episodes: checkpoints, resume, finetuning, Ctrl-C, evaluation."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from wam_ros.cli import main as wam_ros
 from wam_ros.data import DatasetWriter
 from wam_ros.model import load_policy
 from wam_ros.model import train as train_module
@@ -135,13 +135,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(sim_dataset, preset, tmp_path, m
 
 
 def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
-    parser = argparse.ArgumentParser()
-    train_module.add_arguments(parser)
-    args = parser.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), "--preset", str(preset)])
-    assert train_module.run(args) == 2
+    assert wam_ros(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), "--preset", str(preset)]) == 2
     assert "not a dataset" in capsys.readouterr().err
-    args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--resume", "--init", str(tmp_path)])
-    assert train_module.run(args) == 2
+    assert wam_ros(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--resume", "--init", str(tmp_path)]) == 2
     assert not (tmp_path / "out").exists()
 
 
@@ -153,12 +149,7 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
     ],
 )
 def test_eval_refuses_a_phrasing_it_cannot_apply(trained, tmp_path, capsys, options, message):
-    from wam_ros.model import evaluate as evaluate_module
-
-    parser = argparse.ArgumentParser()
-    evaluate_module.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(trained), "--out", str(tmp_path / "eval"), *options])
-    assert evaluate_module.run(args) == 2
+    assert wam_ros(["eval", "--checkpoint", str(trained), "--out", str(tmp_path / "eval"), *options]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "eval").exists()
 
 

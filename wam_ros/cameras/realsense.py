@@ -196,11 +196,11 @@ class RealSenseCamera:
             if wanted not in serials:
                 raise DeviceNotFoundError(
                     f"no RealSense with serial {wanted} is connected (connected: {listing}); "
-                    "check the USB 3 cable and `python -m wam_ros.cameras list`"
+                    "check the USB 3 cable and `wam-ros cameras list`"
                 )
             return wanted
         if not connected:
-            raise DeviceNotFoundError("no RealSense device is connected; check the USB 3 cable and `python -m wam_ros.cameras list`")
+            raise DeviceNotFoundError("no RealSense device is connected; check the USB 3 cable and `wam-ros cameras list`")
         if len(connected) > 1:
             raise DeviceNotFoundError(f"several RealSense devices are connected ({listing}); set this camera's serial number (device:) in the robot config")
         return serials[0]

@@ -8,9 +8,10 @@ import enum
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from wam_ros.files import write_atomic
 
 
 class Mode(enum.IntEnum):
@@ -98,17 +99,7 @@ class EstopLatch:
         """Persist ``state``; raises OSError when the file cannot be written (the caller reports it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"latched": state.latched, "reason": state.reason, "stamp_s": state.stamp_s})
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(payload)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_atomic(self.path, payload.encode("utf-8"))
 
 
 class MemoryLatch(EstopLatch):

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from wam_ros.processes import die_with_parent
 
 DTYPES = ("float32", "float16", "bfloat16")  # torch dtype names the model process accepts
 
@@ -52,20 +53,9 @@ class CallTiming:
         return self.lock_wait_s + self.compute_s + self.transfer_s
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-
 def _serve(conn: Connection, checkpoint: str, device: str, dtype: str, cpu_threads: int) -> None:
     """Child: load, warm up, then answer (method, args, kwargs) requests until the pipe closes."""
-    _die_with_parent()
+    die_with_parent()
     try:
         import torch
 

@@ -1,4 +1,4 @@
-"""``wam-ros train``: autoencoder, latent cache, then the world action transformer, with checkpoints.
+"""Training (``wam-ros train``): autoencoder, latent cache, then the world action transformer, with checkpoints.
 
 Stages (each with a progress bar; Ctrl-C saves what is done and a resumable state):
 
@@ -19,7 +19,6 @@ transformer stage when the whole run has used that much CPU time.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import signal
@@ -38,7 +37,6 @@ from tqdm import tqdm
 from wam_ros.data import DatasetError
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.checkpoint import (
-    CheckpointError,
     load_checkpoint,
     load_resume_state,
     read_config,
@@ -591,52 +589,3 @@ def _concat(batches: list[Batch]) -> Batch:
     if len(batches) == 1:
         return batches[0]
     return Batch(**{name: torch.cat([getattr(b, name) for b in batches]) for name in batches[0].__dict__})
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR", help="episode dataset directories (sim demos, converted bags)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to write (and to resume from)")
-    parser.add_argument("--preset", default="cpu-small", help="model preset under config/model/ or a YAML path (default cpu-small)")
-    parser.add_argument("--init", type=Path, metavar="CKPT", help="finetune from this checkpoint (keeps its autoencoder and normalisation)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--steps", type=int, help="transformer steps (overrides the preset)")
-    parser.add_argument("--ae-steps", type=int, help="autoencoder steps (overrides the preset)")
-    parser.add_argument("--goal-steps", type=int, help="goal-localiser steps (overrides the preset); with --init, train the "
-                        "checkpoint's localiser on for this many steps instead of keeping it")
-    parser.add_argument("--batch-size", type=int, help="transformer batch size (overrides the preset)")
-    parser.add_argument("--max-cpu-minutes", type=float, help="stop the transformer stage once the run has used this much process CPU time")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.resume and args.init is not None:
-        print("wam-ros train: --resume and --init exclude each other", file=sys.stderr)
-        return 2
-    options = TrainOptions(
-        data=args.data,
-        out=args.out,
-        preset=args.preset,
-        init=args.init,
-        resume=args.resume,
-        steps=args.steps,
-        ae_steps=args.ae_steps,
-        goal_steps=args.goal_steps,
-        batch_size=args.batch_size,
-        max_cpu_minutes=args.max_cpu_minutes,
-        threads=args.threads,
-        device=args.device,
-        seed=args.seed,
-    )
-    trainer = Trainer(options)
-    try:
-        trainer.run()
-    except (DatasetError, CheckpointError, ValueError) as error:
-        print(f"wam-ros train: {error}", file=sys.stderr)
-        return 2
-    return 130 if trainer.interrupted else 0
-

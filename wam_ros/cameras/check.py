@@ -1,17 +1,15 @@
-"""Camera checks without ROS, for bringing up a real robot's cameras.
+"""Camera checks without ROS, for bringing up a real robot's cameras (``wam-ros cameras``).
 
-    python -m wam_ros.cameras list                       # RealSense serials, USB video devices
-    python -m wam_ros.cameras check --robot fr3_real     # open every configured camera, measure it
-    python -m wam_ros.cameras record --serial 123456789012 --seconds 10 front.db3
+    wam-ros cameras list                       # RealSense serials, USB video devices
+    wam-ros cameras check --robot fr3_real     # open every configured camera, measure it
+    wam-ros cameras record --serial 123456789012 --seconds 10 front.db3
 
 ``check`` exits non-zero when a camera cannot be opened or delivers below 80 % of its rate;
 ``record`` writes a librealsense recording that the camera node replays with ``playback_file``.
 """
 from __future__ import annotations
 
-import argparse
 import glob
-import sys
 import time
 
 import numpy as np
@@ -120,29 +118,3 @@ def record(serial: str, seconds: float, path: str, width: int, height: int, rate
         pipeline.stop()
     print(f"recorded {frames} framesets to {path}")
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wam_ros.cameras", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list RealSense devices and USB video devices")
-    checker = commands.add_parser("check", help="open every camera of a robot config and measure it")
-    checker.add_argument("--robot", required=True, help="robot name under config/robots/ or a YAML path")
-    checker.add_argument("--seconds", type=float, default=3.0)
-    recorder = commands.add_parser("record", help="record one RealSense (colour + depth) to a .db3 file")
-    recorder.add_argument("path")
-    recorder.add_argument("--serial", required=True)
-    recorder.add_argument("--seconds", type=float, default=10.0)
-    recorder.add_argument("--width", type=int, default=640)
-    recorder.add_argument("--height", type=int, default=480)
-    recorder.add_argument("--rate-hz", type=int, default=30)
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        return list_cameras()
-    if args.command == "check":
-        return check(args.robot, args.seconds)
-    return record(args.serial, args.seconds, args.path, args.width, args.height, args.rate_hz)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"[bringup]   {spec.name}: {spec.executable}{' (required)' if spec.required else ''}")
     if args.check:
         return 0
-    from wam_ros.supervisor import Supervisor
+    from wam_ros.bringup.supervisor import Supervisor
 
     return Supervisor(bringup, stop_timeout_s=args.stop_timeout).run()

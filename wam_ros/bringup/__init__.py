@@ -58,7 +58,7 @@ class Bringup:
 
 
 def known_node_kinds() -> list[str]:
-    nodes_dir = Path(__file__).resolve().parent / "nodes"
+    nodes_dir = Path(__file__).resolve().parents[1] / "nodes"
     return sorted(p.stem[: -len("_node")] for p in nodes_dir.glob("*_node.py"))
 
 

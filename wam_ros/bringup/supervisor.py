@@ -7,7 +7,6 @@ dies (exit 1), exit 0 when all nodes stopped cleanly. Children die with the supe
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,17 +19,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from wam_ros.bringup import Bringup, NodeSpec, write_params_file
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
+from wam_ros.processes import die_with_parent
 
 @dataclass
 class _Child:
@@ -85,7 +74,7 @@ class Supervisor:
                 text=True,
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C reaches us only; we forward it
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,  # SIGTERM to the child when the supervisor dies
             )
             reader = threading.Thread(target=self._pump, args=(spec.name, process.stdout), daemon=True)
             reader.start()

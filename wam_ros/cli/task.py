@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault(name, value)
     from tqdm import tqdm
 
-    from wam_ros.task_commander import TaskCommander
+    from wam_ros.clients.task_commander import TaskCommander
 
     commander = TaskCommander()
     try:

@@ -1,0 +1,59 @@
+"""``wam-ros train``: train, finetune (``--init``) or resume (``--resume``) the world action model.
+
+Stages, checkpoints and the CPU budget are described in :mod:`wam_ros.model.train`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR", help="episode dataset directories (sim demos, converted bags)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to write (and to resume from)")
+    parser.add_argument("--preset", default="cpu-small", help="model preset under config/model/ or a YAML path (default cpu-small)")
+    parser.add_argument("--init", type=Path, metavar="CKPT", help="finetune from this checkpoint (keeps its autoencoder and normalisation)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--steps", type=int, help="transformer steps (overrides the preset)")
+    parser.add_argument("--ae-steps", type=int, help="autoencoder steps (overrides the preset)")
+    parser.add_argument("--goal-steps", type=int, help="goal-localiser steps (overrides the preset); with --init, train the "
+                        "checkpoint's localiser on for this many steps instead of keeping it")
+    parser.add_argument("--batch-size", type=int, help="transformer batch size (overrides the preset)")
+    parser.add_argument("--max-cpu-minutes", type=float, help="stop the transformer stage once the run has used this much process CPU time")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (auto: cuda when available)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the preset)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wam_ros.data import DatasetError
+    from wam_ros.model.checkpoint import CheckpointError
+    from wam_ros.model.train import TrainOptions, Trainer
+
+    if args.resume and args.init is not None:
+        print("wam-ros train: --resume and --init exclude each other", file=sys.stderr)
+        return 2
+    options = TrainOptions(
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        init=args.init,
+        resume=args.resume,
+        steps=args.steps,
+        ae_steps=args.ae_steps,
+        goal_steps=args.goal_steps,
+        batch_size=args.batch_size,
+        max_cpu_minutes=args.max_cpu_minutes,
+        threads=args.threads,
+        device=args.device,
+        seed=args.seed,
+    )
+    trainer = Trainer(options)
+    try:
+        trainer.run()
+    except (DatasetError, CheckpointError, ValueError) as error:
+        print(f"wam-ros train: {error}", file=sys.stderr)
+        return 2
+    return 130 if trainer.interrupted else 0
+
