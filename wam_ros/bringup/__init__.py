@@ -27,6 +27,11 @@ from wam_ros.robot import ConfigError, RobotConfig, package_root, parse_robot_co
 
 NODE_PACKAGE = "wam_ros.nodes"
 DDS_PROFILE = Path("config") / "dds" / "fastdds_localhost.xml"
+#: The order in which ``wam-ros bringup`` stops nodes on Ctrl-C: command sources first, then the
+#: safety bridge (it brakes the arm to standstill and publishes HOLD), then everything that
+#: observes or simulates the arm (the recorder keeps recording the brake). Other kinds: last stage.
+STOP_STAGES = {"wam_inference": 0, "task_planner": 0, "teleop": 0, "safety_bridge": 1}
+LAST_STOP_STAGE = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,11 @@ class NodeSpec:
     @property
     def module(self) -> str:
         return f"{NODE_PACKAGE}.{self.kind}_node"
+
+    @property
+    def stop_stage(self) -> int:
+        """When the supervisor stops this node on Ctrl-C (lower first, see :data:`STOP_STAGES`)."""
+        return STOP_STAGES.get(self.kind, LAST_STOP_STAGE)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Run a bringup's nodes as child processes where launch_ros is not installed.
 
 Deliberately small: start each node (``python -m wam_ros.nodes.<kind>_node --ros-args ...``),
-prefix its output with its name, forward SIGINT/SIGTERM, stop everything when a required node
-dies (exit 1), exit 0 when all nodes stopped cleanly. Children die with the supervisor
-(PR_SET_PDEATHSIG), so no process outlives it. On a ROS 2 install use ``ros2 launch``.
+prefix its output with its name, stop everything when a required node dies (exit 1), exit 0
+when all nodes stopped cleanly. Ctrl-C or SIGTERM stops the nodes in stages
+(:data:`wam_ros.bringup.STOP_STAGES`): command sources, then the safety bridge, which brakes the
+arm to standstill and publishes HOLD, then the rest; a second Ctrl-C forces (SIGKILL). Children
+die with the supervisor (PR_SET_PDEATHSIG), so no process outlives it. On a ROS 2 install use
+``ros2 launch``.
 """
 from __future__ import annotations
 
@@ -14,12 +17,18 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
 from wam_ros.bringup import Bringup, NodeSpec, write_params_file
 from wam_ros.processes import die_with_parent
+
+#: A second signal sooner than this after the first is the same Ctrl-C delivered twice
+#: (a terminal and a launcher both forwarding it), not a request to force [s].
+FORCE_DEBOUNCE_S = 0.5
+
 
 @dataclass
 class _Child:
@@ -49,6 +58,9 @@ class Supervisor:
         self.extra_env = extra_env or {}
         self.children: list[_Child] = []
         self._stop_requested = threading.Event()
+        self._force = threading.Event()
+        self._reported: set[int] = set()  # pids whose exit was logged
+        self._first_signal_s = 0.0
         self._killed: list[str] = []
         self._write_lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="wam_ros_bringup_")
@@ -81,28 +93,53 @@ class Supervisor:
             self.children.append(_Child(spec, process, reader))
             self.log("bringup", f"started {spec.name} ({spec.kind}_node, pid {process.pid}{', required' if spec.required else ''})")
 
-    def request_stop(self, *_: object) -> None:
-        self._stop_requested.set()
+    def request_stop(self, signum: int | None = None, frame: object = None) -> None:
+        """Signal handler: the first request stops in stages; a later one forces."""
+        now = time.monotonic()
+        if not self._stop_requested.is_set():
+            self._first_signal_s = now
+            self._stop_requested.set()
+            if signum is not None:
+                self.log("bringup", f"{signal.Signals(signum).name}: stopping {self._stop_plan()}; Ctrl-C again to force")
+        elif now - self._first_signal_s > FORCE_DEBOUNCE_S and not self._force.is_set():
+            self._force.set()
+            self.log("bringup", "forcing: killing every node that is still running")
+
+    def _stop_plan(self) -> str:
+        stages: dict[int, list[str]] = {}
+        for child in self.children:
+            stages.setdefault(child.spec.stop_stage, []).append(child.spec.name)
+        return ", then ".join(", ".join(names) for _, names in sorted(stages.items()))
 
     def stop(self) -> None:
-        """SIGINT to every child, SIGTERM after the timeout, SIGKILL as the last resort."""
-        for sig, grace_s in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            alive = [c for c in self.children if c.process.poll() is None]
-            if not alive:
-                break
-            for child in alive:
-                try:
-                    os.killpg(child.process.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace_s
-            for child in alive:
-                try:
-                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.log("bringup", f"{child.spec.name} did not stop after {sig.name}")
-                    if sig == signal.SIGTERM:
-                        self._killed.append(child.spec.name)
+        """Stop the nodes stage by stage: SIGINT, SIGTERM after the timeout, SIGKILL as the last resort."""
+        for stage in sorted({child.spec.stop_stage for child in self.children}):
+            group = [c for c in self.children if c.spec.stop_stage == stage]
+            for sig, grace_s in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+                if self._force.is_set():
+                    sig = signal.SIGKILL
+                alive = [c for c in group if c.process.poll() is None]
+                if not alive:
+                    break
+                for child in alive:
+                    try:
+                        os.killpg(child.process.pid, sig)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + grace_s
+                while time.monotonic() < deadline and any(c.process.poll() is None for c in alive) and (sig == signal.SIGKILL or not self._force.is_set()):
+                    time.sleep(0.02)
+                for child in alive:
+                    if child.process.poll() is None:
+                        self.log("bringup", f"{child.spec.name} did not stop after {sig.name}")
+                        if sig != signal.SIGINT and child.spec.name not in self._killed:
+                            self._killed.append(child.spec.name)
+        if self._force.is_set():
+            for child in self.children:
+                if child.process.poll() is None:
+                    with suppress(ProcessLookupError):
+                        os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
         for child in self.children:
             child.reader.join(timeout=2.0)
         self._tmp.cleanup()
@@ -113,7 +150,7 @@ class Supervisor:
         Returns 0 for a clean shutdown (a required node that exits 0 ends the bringup cleanly)
         and 1 when any node exited with an error.
         """
-        reported: set[int] = set()
+        reported = self._reported
         exit_code = 0
         while not self._stop_requested.is_set() and not (until is not None and until()):
             running = 0
@@ -157,6 +194,11 @@ class Supervisor:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        for child in self.children:
+            returncode = child.process.returncode
+            if child.process.pid not in self._reported and returncode not in (0, None):
+                self.log("bringup", f"{child.spec.name} exited with code {returncode} while stopping")
+                code = code or int(not self._force.is_set())
         if self._killed:
             self.log("bringup", f"killed after the stop timeout: {', '.join(self._killed)}")
             code = 1

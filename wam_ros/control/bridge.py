@@ -582,6 +582,16 @@ class SafetyBridgeCore:
             return self.gripper_command_m
         return None
 
+    def stop_for_shutdown(self, reason: str, now_s: float) -> None:
+        """The bridge is exiting: brake a commanded arm to standstill in HOLD (IDLE and ESTOP stay)."""
+        if self.mode in MOTION_MODES or (self.mode == Mode.HOLD and self.commanding):
+            self._stop(Mode.HOLD, reason, now_s)
+
+    @property
+    def at_standstill(self) -> bool:
+        """No commanded motion: not commanding, or the brake has brought the commanded state to rest."""
+        return not self.commanding or self.mode not in (Mode.HOLD, Mode.ESTOP) or self.follower.at_rest
+
     @property
     def deadline_to_hold_s(self) -> float | None:
         """Time from the last tripped watchdog's deadline to HOLD (None before any trip)."""

@@ -19,6 +19,7 @@ exits or dies (``PR_SET_PDEATHSIG`` on Linux). No rclpy here.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def _serve(conn: Connection, checkpoint: str, device: str, dtype: str, cpu_threa
     while True:
         try:
             method, args, kwargs = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+        except (EOFError, OSError):
             return  # the parent closed the pipe or is gone
         started = time.perf_counter()
         try:
@@ -172,7 +173,12 @@ class ModelProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``<socket fd> <checkpoint> <device> <dtype> <cpu threads>``."""
+    """Child entry point: ``<socket fd> <checkpoint> <device> <dtype> <cpu threads>``.
+
+    SIGINT is ignored: the child shares the node's process group, which a terminal's Ctrl-C
+    (or ``ros2 launch``) signals as a whole, and it ends when the node closes the pipe instead.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd, checkpoint, device, dtype, cpu_threads = (argv if argv is not None else sys.argv[1:])
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads must not spin between chunks
     _serve(Connection(int(fd)), checkpoint, device, dtype, int(cpu_threads))

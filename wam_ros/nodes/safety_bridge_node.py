@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import array
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.duration import Duration as RclpyDuration
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -41,6 +44,8 @@ TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
 ESTOP_TOPIC = "/wam/safety/estop"
 STATUS_TOPIC = "/wam/safety/status"
 SET_MODE_SERVICE = "/wam/set_mode"
+#: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
+SIM_CLOCK_STOPPED_S = 0.5
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Parameters:
     status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
     graph_check_period_s: float = param(0.5, "how often command topics are checked for extra publishers [s]")
     realtime_priority: int = param(0, "SCHED_FIFO priority 1..99 of the output loop's thread (needs CAP_SYS_NICE); 0: normal scheduling")
+    shutdown_brake_timeout_s: float = param(3.0, "on SIGINT/SIGTERM, wait at most this long for the braked arm to stand still before exiting [s, wall]")
 
 
 UNKNOWN_NODE_NAME = "_NODE_NAME_UNKNOWN_"  # rmw's name for an endpoint whose node is not known yet
@@ -121,6 +127,8 @@ class SafetyBridge(Node):
         self._joint_state: tuple[JointState, float] | None = None
         self._unnamed_sources: dict[str, str] = {}  # publisher GID -> topic, for GIDs the graph did not list yet
         self._last_mode = self.core.mode
+        self._shutdown_requested = threading.Event()
+        self._standstill = threading.Event()
         self.create_timer(settings.period_s, self._on_output_timer)
         self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
         self.create_timer(p.graph_check_period_s, self._check_publishers)
@@ -231,10 +239,36 @@ class SafetyBridge(Node):
     def _on_output_timer(self) -> None:
         self._take_joint_state()
         now = self.now_s()
+        if self._shutdown_requested.is_set() and not self._standstill.is_set():
+            self.core.stop_for_shutdown("shutdown: the bridge is exiting", now)
         output = self.core.step(now)
         if output is not None:
             self._send(output)
         self._publish_if_mode_changed()
+        if self._shutdown_requested.is_set() and not self._standstill.is_set() and self.core.at_standstill:
+            self._publish_status()
+            self._standstill.set()
+
+    def controlled_stop(self) -> None:
+        """SIGINT/SIGTERM (called by run_node while the executor still spins): brake a moving arm
+        to standstill in HOLD along the jerk-limited profile, publish the status, then return."""
+        started = time.monotonic()
+        self.get_logger().info(f"stopping: braking to standstill in HOLD (mode {self.core.mode.name}), then exiting")
+        self._shutdown_requested.set()
+        clock_s, clock_moved = self.now_s(), time.monotonic()
+        while not self._standstill.wait(0.05):
+            waited = time.monotonic() - started
+            if self.now_s() != clock_s:
+                clock_s, clock_moved = self.now_s(), time.monotonic()
+            elif time.monotonic() - clock_moved > SIM_CLOCK_STOPPED_S:
+                self.get_logger().info("the clock stopped (the simulation has ended): nothing left to brake")
+                return
+            if waited > self.params.shutdown_brake_timeout_s:
+                self.get_logger().error(f"the arm was not at standstill after {self.params.shutdown_brake_timeout_s:g} s; "
+                                        "exiting anyway (the backend holds its last target)")
+                return
+        self.status_pub.wait_for_all_acked(RclpyDuration(seconds=0.5))
+        self.get_logger().info(f"stopped in {self.core.mode.name} after {time.monotonic() - started:.2f} s")
 
     def _send(self, output: Output) -> None:
         stamp = seconds_to_time(output.time_s)

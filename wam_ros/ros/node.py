@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 
 from wam_ros import parameters
@@ -74,45 +76,99 @@ async def in_thread(node: Node, work: Callable[[], T], name: str) -> T:
     return await done
 
 
+class StopSignals:
+    """SIGINT and SIGTERM as a stop request, delivered once.
+
+    A terminal's Ctrl-C under ``ros2 launch`` reaches every node twice within milliseconds
+    (launch forwards it and the terminal sends it to the process group, ros2/launch#830): the
+    first signal starts the node's controlled stop, later ones are noted and ignored, so a stop
+    in progress (a brake, a bag being closed) is never cut short by a traceback.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requested = threading.Event()
+        self.signal_name = ""
+        for sig in (signal.SIGINT, signal.SIGTERM):  # kept until the process exits: a stop is never cut short
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            print(f"[{self.name}] {name} again: already stopping", file=sys.stderr, flush=True)
+            return
+        self.signal_name = name
+        self.requested.set()
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
              executor: Callable[[], Any] | None = None) -> int:
-    """Init rclpy, spin the node until Ctrl-C / SIGTERM / shutdown, and return an exit code.
+    """Init rclpy, spin the node until SIGINT / SIGTERM / shutdown, and return an exit code.
 
-    ``executor`` makes the executor (anything with ``add_node`` and ``spin``, optionally
-    ``shutdown(timeout_sec)``); by default a SingleThreadedExecutor (long callbacks use
-    :func:`in_thread`). Construction errors (bad parameters, missing files) are logged and give
-    exit code 1.
+    The executor spins in a thread of its own while the main thread waits for a signal (a
+    Python signal handler cannot run while the main thread blocks in the middleware). On the
+    first SIGINT or SIGTERM the node's ``controlled_stop()`` runs, if it has one, while the
+    executor still spins (the safety bridge brakes the arm and publishes HOLD, the recorder
+    closes its bag); then rclpy shuts down and the node is destroyed. ``executor`` makes the
+    executor (anything with ``add_node`` and ``spin``, optionally ``shutdown(timeout_sec)``);
+    by default a SingleThreadedExecutor (long callbacks use :func:`in_thread`). Construction
+    errors (bad parameters, missing files) and exceptions escaping a callback are logged and
+    give exit code 1.
     """
-    rclpy.init(args=sys.argv if args is None else args)
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+    signals = StopSignals("node")
     node = None
     spinner = None
+    spin_errors: list[BaseException] = []
+    thread: threading.Thread | None = None
     code = 0
     try:
         node = make_node()
+        signals.name = node.get_name()
         spinner = executor() if executor is not None else SingleThreadedExecutor()
         spinner.add_node(node)
-        spinner.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        thread = threading.Thread(target=_spin, args=(spinner, spin_errors), name="executor")
+        thread.start()
+        while thread.is_alive() and not signals.requested.wait(0.1):
+            pass
+        if signals.requested.is_set() and thread.is_alive():
+            node.get_logger().info(f"{signals.signal_name}: stopping")
+            controlled_stop = getattr(node, "controlled_stop", None)
+            if controlled_stop is not None:
+                controlled_stop()
     except Exception as error:  # noqa: BLE001 - report any failure as a clear message and exit code
         name = node.get_name() if node is not None else "node"
-        if node is not None and not node.context.ok():
-            # Ctrl-C/SIGTERM shut the context down while a callback was taking its input; rclpy
-            # can raise from its bindings then (seen in a test run). The stop was asked for.
-            print(f"[{name}] error while shutting down (ignored): {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-        else:
-            print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            code = 1
+        print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        code = 1
     finally:
+        rclpy.try_shutdown()  # wakes the executor, whose spin() then returns
+        if thread is not None:
+            thread.join(timeout=5.0)
         if hasattr(spinner, "shutdown"):
             spinner.shutdown(timeout_sec=1.0)  # lets idle executor worker threads end
         if node is not None:
             code = code or getattr(node, "exit_code", 0)
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+    for error in spin_errors:
+        name = node.get_name() if node is not None else "node"
+        print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        code = code or 1
     _exit_if_callbacks_hang(code)
     return code
+
+
+def _spin(spinner: Any, errors: list[BaseException]) -> None:
+    """Executor thread: spin until rclpy shuts down; an exception escaping a callback is kept for the exit code."""
+    try:
+        spinner.spin()
+    except ExternalShutdownException:
+        pass
+    except Exception as error:  # noqa: BLE001 - handed to run_node
+        if rclpy.ok():
+            errors.append(error)
+        # else: shutdown while a callback was taking its input (rclpy can raise from its bindings then)
+    finally:
+        rclpy.try_shutdown()  # a failed executor ends the node
 
 
 def _exit_if_callbacks_hang(code: int, grace_s: float = 5.0) -> None:
