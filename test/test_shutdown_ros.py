@@ -22,6 +22,7 @@ import pytest
 import yaml
 from geometry_msgs.msg import TwistStamped
 from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_harness import wait_until
@@ -102,7 +103,8 @@ def test_bringup_stop_brakes_the_arm_to_standstill_in_hold(processes, ros, tmp_p
     assert np.all(steps <= LIMITS.acceleration_max_rad_s2 * 1.01 + 1e-9), f"deceleration above the limit: {steps.max(axis=0)}"
 
 
-def test_launch_style_double_sigint_every_node_exits_0_and_the_bag_reads_back(processes, ros, tmp_path):
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGINT",), ("SIGTERM",)], ids=["double-sigint", "sigint", "sigterm"])
+def test_launch_style_stop_every_node_exits_0_and_the_bag_reads_back(processes, ros, tmp_path, signals):
     episodes = tmp_path / "episodes"
     robot = robot_file(tmp_path, {
         "sim": {"kind": "sim", "required": True},
@@ -118,6 +120,7 @@ def test_launch_style_double_sigint_every_node_exits_0_and_the_bag_reads_back(pr
     logs.mkdir()
     launcher = processes.start("launch", [sys.executable, LAUNCH_LIKE, str(logs), *arguments], env=bringup.environment)
     statuses = ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
+    joint_states = ros.collect(JointState, "/joint_states", qos.SENSORS)
     start = ros.node.create_client(StartEpisode, "/wam/recorder/start_episode")
     teleop_motion(ros, statuses)
     response = ros.call(start, StartEpisode.Request(task="pick_place", instruction="shutdown test", operator_name="test"), timeout_s=30.0)
@@ -125,9 +128,11 @@ def test_launch_style_double_sigint_every_node_exits_0_and_the_bag_reads_back(pr
     wait_until(lambda: "active: publishing" in (logs / "wam_inference.log").read_text(),
                180.0, "the inference node to load its model", detail=lambda: (logs / "wam_inference.log").read_text()[-2000:])
     time.sleep(2.0)  # something recorded while the arm moves
-    os.kill(launcher.pid, signal.SIGINT)  # launch forwards it to every node ...
-    time.sleep(0.02)
-    os.killpg(launcher.pid, signal.SIGINT)  # ... and the terminal signals the whole process group
+    first, *second = (signal.Signals[name] for name in signals)
+    os.kill(launcher.pid, first)  # launch forwards it to every node ...
+    if second:
+        time.sleep(0.02)
+        os.killpg(launcher.pid, second[0])  # ... and the terminal signals the whole process group
     assert launcher.wait(timeout=90) == 0, processes.log("launch")
     node_logs = {path.stem: path.read_text(errors="replace") for path in logs.glob("*.log")}
     assert set(node_logs) == {"sim", "safety_bridge", "recorder", "wam_inference"}
@@ -137,3 +142,6 @@ def test_launch_style_double_sigint_every_node_exits_0_and_the_bag_reads_back(pr
     with Reader(bag) as reader:  # rosbags' standard reader, as `ros2 bag info` would
         counts = {c.topic: c.msgcount for c in reader.connections}
         assert counts.get("/joint_states", 0) > 100 and counts.get("/wam/safety/status", 0) > 0, counts
+        last_recorded_ns = max(t for c, t, _ in reader.messages([c for c in reader.connections if c.topic == "/joint_states"]))
+    last_published_ns = max(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in list(joint_states))
+    assert last_published_ns - last_recorded_ns <= 1e9, "the bag lost more than the last second of joint states"

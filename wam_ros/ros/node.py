@@ -89,7 +89,7 @@ class StopSignals:
         self.name = name
         self.requested = threading.Event()
         self.signal_name = ""
-        for sig in (signal.SIGINT, signal.SIGTERM):  # kept until the process exits: a stop is never cut short
+        for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -99,6 +99,13 @@ class StopSignals:
             return
         self.signal_name = name
         self.requested.set()
+
+    @staticmethod
+    def ignore_from_now_on() -> None:
+        """The process is exiting: ignore further signals. (A Python handler would be reset to the
+        default during interpreter finalization, and a late second SIGINT would kill the process.)"""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
@@ -149,6 +156,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         if node is not None:
             code = code or getattr(node, "exit_code", 0)
             node.destroy_node()
+        signals.ignore_from_now_on()
     for error in spin_errors:
         name = node.get_name() if node is not None else "node"
         print(f"[{name}] fatal: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
