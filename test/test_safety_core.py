@@ -81,9 +81,10 @@ def test_prismatic_and_tilted_axes(tmp_path):
     urdf = tmp_path / "slider.urdf"
     urdf.write_text("""<robot name="slider">
       <link name="base"/><link name="carriage"/><link name="arm"/><link name="tip"/>
-      <joint name="slide" type="prismatic"><parent link="base"/><child link="carriage"/><axis xyz="1 0 0"/></joint>
+      <joint name="slide" type="prismatic"><parent link="base"/><child link="carriage"/><axis xyz="1 0 0"/>
+        <limit lower="-1" upper="1" effort="1" velocity="1"/></joint>
       <joint name="turn" type="revolute"><parent link="carriage"/><child link="arm"/>
-        <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 1 0"/></joint>
+        <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 1 0"/><limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
       <joint name="tool" type="fixed"><parent link="arm"/><child link="tip"/><origin xyz="0 0 0.2"/></joint>
     </robot>""")
     chain = ChainKinematics.from_urdf(urdf, "base", "tip", ["turn", "slide"])
