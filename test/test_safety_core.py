@@ -55,9 +55,8 @@ def test_fk_matches_franka_dh_table():
     positions, rotations = KINEMATICS.forward(configurations)
     for q, position, rotation in zip(configurations, positions, rotations):
         expected = panda_dh(q)
-        # The URDF writes pi/2 as 1.5708: a few micrometres of difference.
-        assert np.allclose(position, expected[:3, 3], atol=2e-5)
-        assert np.allclose(rotation, expected[:3, :3], atol=5e-5)
+        assert np.allclose(position, expected[:3, 3], atol=1e-9)
+        assert np.allclose(rotation, expected[:3, :3], atol=1e-9)
     single_position, _ = KINEMATICS.forward(configurations[0])
     assert np.allclose(single_position, positions[0], atol=1e-12)
     assert np.allclose(KINEMATICS.positions(HOME), [0.307, 0.0, 0.487], atol=1e-3)  # Franka's "ready" pose
