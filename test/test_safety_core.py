@@ -55,9 +55,8 @@ def test_fk_matches_franka_dh_table():
     positions, rotations = KINEMATICS.forward(configurations)
     for q, position, rotation in zip(configurations, positions, rotations):
         expected = panda_dh(q)
-        # The URDF writes pi/2 as 1.5708: a few micrometres of difference.
-        assert np.allclose(position, expected[:3, 3], atol=2e-5)
-        assert np.allclose(rotation, expected[:3, :3], atol=5e-5)
+        assert np.allclose(position, expected[:3, 3], atol=1e-9)
+        assert np.allclose(rotation, expected[:3, :3], atol=1e-9)
     single_position, _ = KINEMATICS.forward(configurations[0])
     assert np.allclose(single_position, positions[0], atol=1e-12)
     assert np.allclose(KINEMATICS.positions(HOME), [0.307, 0.0, 0.487], atol=1e-3)  # Franka's "ready" pose
@@ -81,9 +80,10 @@ def test_prismatic_and_tilted_axes(tmp_path):
     urdf = tmp_path / "slider.urdf"
     urdf.write_text("""<robot name="slider">
       <link name="base"/><link name="carriage"/><link name="arm"/><link name="tip"/>
-      <joint name="slide" type="prismatic"><parent link="base"/><child link="carriage"/><axis xyz="1 0 0"/></joint>
+      <joint name="slide" type="prismatic"><parent link="base"/><child link="carriage"/><axis xyz="1 0 0"/>
+        <limit lower="-1" upper="1" effort="1" velocity="1"/></joint>
       <joint name="turn" type="revolute"><parent link="carriage"/><child link="arm"/>
-        <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 1 0"/></joint>
+        <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 1 0"/><limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
       <joint name="tool" type="fixed"><parent link="arm"/><child link="tip"/><origin xyz="0 0 0.2"/></joint>
     </robot>""")
     chain = ChainKinematics.from_urdf(urdf, "base", "tip", ["turn", "slide"])

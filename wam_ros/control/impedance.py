@@ -1,8 +1,9 @@
 """Joint and Cartesian impedance control laws with gravity compensation (no ROS, no simulator).
 
 Both laws turn a measured state and a target into joint torques. The simulator evaluates them
-at every 1 kHz physics step, so they are written for a small, allocation-free per-call cost:
-every intermediate lives in a buffer made once, and the result is written into ``out``.
+at every 1 kHz physics step, so they are written for a small per-call cost: every intermediate
+lives in a buffer made once (bar the 3-vector of pinocchio's ``log3``, the rotation error), and
+the result is written into ``out``.
 
 Joint law::
 
@@ -21,8 +22,7 @@ simulation MuJoCo's bias force. Torques are clipped to the effort limits. The er
 from __future__ import annotations
 
 import numpy as np
-
-from wam_ros.control.kinematics import rotation_vector
+import pinocchio as pin
 
 
 class JointImpedance:
@@ -115,7 +115,7 @@ class CartesianImpedance:
         np.subtract(target_position, position, out=error[:3])
         _clip_norm(error[:3], self.max_position_error_m)
         np.matmul(target_rotation, rotation.T, out=self._rotation_error)
-        rotation_vector(self._rotation_error, out=error[3:])
+        error[3:] = pin.log3(self._rotation_error)
         _clip_norm(error[3:], self.max_rotation_error_rad)
         return error
 
