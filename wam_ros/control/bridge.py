@@ -26,6 +26,10 @@ from wam_ros.control.modes import MOTION_MODES, EstopLatch, LatchState, Mode, Tr
 from wam_ros.control.motion import JerkLimitedFollower, speed_capped_velocity_limit
 from wam_ros.robot import RobotConfig
 
+#: SafetyStatus.mode_requester when the bridge changed the mode by itself (a watchdog, a limit).
+SELF_REQUESTER = "safety_bridge"
+#: SafetyStatus.mode_requester for a SetMode request that did not say who asks.
+UNNAMED_REQUESTER = "unnamed"
 #: Most violation strings kept between two status messages (the count keeps counting).
 MAX_PENDING_VIOLATIONS = 32
 #: Fractions of the way to a target outside the workspace box that are tried; the largest one
@@ -96,6 +100,9 @@ class Status:
     last_stop_reason: str
     last_stop_stamp_s: float
     command_source: str
+    mode_requester: str
+    mode_reason: str
+    mode_stamp_s: float
 
 
 class CommandLock:
@@ -172,6 +179,9 @@ class SafetyBridgeCore:
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
         self.mode = Mode.IDLE
+        self.mode_requester = SELF_REQUESTER
+        self.mode_reason = "started"
+        self.mode_stamp_s = 0.0
         self.last_stop_reason = ""
         self.last_stop_stamp_s = 0.0
         self.last_watchdog: _Watchdog | None = None
@@ -201,6 +211,7 @@ class SafetyBridgeCore:
             self.mode = Mode.ESTOP
             self.last_stop_reason = state.reason or "ESTOP latched before the bridge started"
             self.last_stop_stamp_s = state.stamp_s
+            self.mode_reason = f"ESTOP latched before the bridge started: {self.last_stop_reason}"
 
     # ----------------------------------------------------------------- reporting
     def report(self, check: str, detail: str) -> None:
@@ -229,6 +240,9 @@ class SafetyBridgeCore:
             last_stop_reason=self.last_stop_reason,
             last_stop_stamp_s=self.last_stop_stamp_s,
             command_source=", ".join(holders),
+            mode_requester=self.mode_requester,
+            mode_reason=self.mode_reason,
+            mode_stamp_s=self.mode_stamp_s,
         )
 
     # ----------------------------------------------------------------- inputs
@@ -354,12 +368,13 @@ class SafetyBridgeCore:
         return True
 
     # ----------------------------------------------------------------- modes
-    def request_mode(self, requested: int, reason: str, reset_estop: bool, now_s: float) -> Transition:
-        """Handle a SetMode request: refused with a reason, or carried out."""
+    def request_mode(self, requested: int, reason: str, reset_estop: bool, now_s: float, requester: str = "") -> Transition:
+        """Handle a SetMode request: refused with a reason, or carried out (``requester`` is recorded)."""
         accepted, message = check_request(self.mode, requested, reset_estop, self._joint_states_fresh(now_s))
         if not accepted:
             return Transition(False, self.mode, message)
         target = Mode(requested)
+        previous = self.mode
         why = f"{message} ({reason})" if reason else message
         if target in (Mode.HOLD, Mode.ESTOP):
             if target != self.mode or self.mode == Mode.ESTOP:
@@ -368,7 +383,12 @@ class SafetyBridgeCore:
             if self.mode == Mode.ESTOP:
                 self._write_latch(LatchState(False), now_s)
             self._enter(target, now_s)
+        if self.mode != previous or target in MOTION_MODES:  # a repeated HOLD or IDLE changes nothing
+            self._record_mode(requester or UNNAMED_REQUESTER, reason, now_s)
         return Transition(True, self.mode, why)
+
+    def _record_mode(self, requester: str, reason: str, now_s: float) -> None:
+        self.mode_requester, self.mode_reason, self.mode_stamp_s = requester, reason, now_s
 
     def _joint_states_fresh(self, now_s: float) -> bool:
         return self.measured is not None and now_s - self.measured.received_s <= self.settings.joint_state_timeout_s
@@ -415,6 +435,7 @@ class SafetyBridgeCore:
         self.mode = mode
         self.last_stop_reason = reason
         self.last_stop_stamp_s = now_s
+        self._record_mode(SELF_REQUESTER, reason, now_s)  # request_mode overwrites it for a requested stop
         self.watchdog_holding = False  # trip() sets it again after a watchdog stop
         self.timeline = None
         self.twist = None

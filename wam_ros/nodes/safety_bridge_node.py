@@ -188,17 +188,18 @@ class SafetyBridge(Node):
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and self.core.mode != Mode.ESTOP:
-            self.core.request_mode(Mode.ESTOP, f"{ESTOP_TOPIC}", False, self.now_s())
+            self.core.request_mode(Mode.ESTOP, f"{ESTOP_TOPIC}", False, self.now_s(), requester="estop_topic")
             self._publish_status()
 
     def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
         self._take_joint_state()
-        result = self.core.request_mode(request.mode, request.reason, request.reset_estop, self.now_s())
+        result = self.core.request_mode(request.mode, request.reason, request.reset_estop, self.now_s(), request.requester)
         response.accepted, response.mode, response.message = result.accepted, int(result.mode), result.message
+        asked = f"set_mode {request.mode} by {request.requester or 'an unnamed requester'} ({request.reason!r})"
         if result.accepted:
-            self.get_logger().info(f"set_mode {request.mode} ({request.reason!r}) accepted: {result.message}")
+            self.get_logger().info(f"{asked} accepted: {result.message}")
         else:
-            self.get_logger().warning(f"set_mode {request.mode} ({request.reason!r}) refused: {result.message}")
+            self.get_logger().warning(f"{asked} refused: {result.message}")
         self._publish_status()
         return response
 
@@ -316,8 +317,10 @@ class SafetyBridge(Node):
             action_chunk_age_s=status.action_chunk_age_s, joint_state_age_s=status.joint_state_age_s,
             teleop_command_age_s=status.teleop_command_age_s, watchdogs_ok=status.watchdogs_ok,
             last_stop_reason=status.last_stop_reason, command_source=status.command_source,
+            mode_requester=status.mode_requester, mode_reason=status.mode_reason,
         )
         msg.header.stamp = seconds_to_time(now)
+        msg.mode_stamp = seconds_to_time(status.mode_stamp_s)
         msg.last_stop_stamp = seconds_to_time(status.last_stop_stamp_s)
         self.status_pub.publish(msg)
 

@@ -244,7 +244,7 @@ class TaskPlannerNode(LifecycleNode):
         return None
 
     def _set_mode(self, mode: int, reason: str) -> tuple[bool, str]:
-        request = SetMode.Request(mode=mode, reason=f"task_planner: {reason}")
+        request = SetMode.Request(mode=mode, reason=reason, requester=self.get_name())
         response = self._call(self.set_mode_client, request, self.params.service_timeout_s, wait_for_service=True)
         if response is None:
             return False, f"safety bridge service {self.params.set_mode_service} unavailable"

@@ -165,7 +165,7 @@ class Teleop(Node):
         if not self.mode_client.service_is_ready():
             self.get_logger().warning(f"{SET_MODE_SERVICE} not available: {reason} not sent")
             return
-        future = self.mode_client.call_async(SetMode.Request(mode=mode, reason=reason))
+        future = self.mode_client.call_async(SetMode.Request(mode=mode, reason=reason, requester=self.get_name()))
         future.add_done_callback(self._on_mode_response)
 
     def _on_mode_response(self, future) -> None:
