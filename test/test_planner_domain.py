@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wam_ros.planning.domain import DomainError, Goal, Step, load_domain, mentioned_objects
-from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
+from wam_ros.planning.execution import Action, ExecutionConfig, Interruption, PlanExecution, Status, state_from_task_status
 from wam_ros.robot import load_robot_config
 from wam_ros.sim.tasks import BIN_THREE_REWORDINGS
 
@@ -190,12 +190,12 @@ def test_execution_counts_completed_subtasks_across_replans(domain):
     assert run.update(8.0, success=True).action == Action.DONE and run.completed == 2
 
 
-def test_a_bridge_stop_fails_the_subtask_at_once(domain):
-    run = PlanExecution(domain, (RED, GREEN), ExecutionConfig(subtask_timeout_s=60.0, max_replans=1), now_s=0.0)
-    decision = run.update(1.0, state=frozenset(), bridge_stop=BridgeStop(False, "watchdog inference_silent"))
-    assert decision.action == Action.REPLAN and "inference_silent" in decision.reason and run.statuses[0] == Status.FAILED
-    run.replace_plan((RED, GREEN), now_s=2.0)
-    assert run.update(3.0, state=frozenset(), bridge_stop=BridgeStop(False, "watchdog")).action == Action.FAIL  # no replans left
-    estop = PlanExecution(domain, (RED,), ExecutionConfig(max_replans=5), now_s=0.0)
-    decision = estop.update(1.0, bridge_stop=BridgeStop(True, "e-stop pressed"))
-    assert decision.action == Action.FAIL and "e-stop pressed" in decision.reason
+@pytest.mark.parametrize(("mode", "requester", "reason"), [
+    ("HOLD", "operator", "hands off"), ("TELEOP", "teleop", "intervention"), ("HOLD", "safety_bridge", "watchdog inference_silent"),
+    ("ESTOP", "estop_topic", "e-stop pressed"),
+])
+def test_a_mode_change_the_planner_did_not_ask_for_ends_the_task_without_a_replan(domain, mode, requester, reason):
+    run = PlanExecution(domain, (RED, GREEN), ExecutionConfig(subtask_timeout_s=60.0, max_replans=5), now_s=0.0)
+    decision = run.update(1.0, state=frozenset(), interruption=Interruption(mode, requester, reason))
+    assert decision.action == Action.FAIL and run.statuses[0] == Status.FAILED
+    assert decision.reason == f"stopped by {requester}: {mode} ({reason})"

@@ -1,7 +1,9 @@
 """The task planner node with a tiny causal LM (random weights, from a temp dir), over real DDS.
 
 The test process plays the scene monitor (it publishes TaskStatus the way the sim does) and
-serves /wam/set_mode so the planner's requests to the bridge can be checked one by one.
+the safety bridge: it serves /wam/set_mode, so the planner's requests can be checked one by
+one, and publishes SafetyStatus with who set the mode, as the bridge does; an operator's mode
+change is a status naming another requester.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import pytest
 from action_msgs.msg import GoalStatus
@@ -38,6 +41,7 @@ class Graph:
         node = probe.node
         self.modes: list[int] = []
         self.mode_lock = threading.Lock()
+        self.safety_pub = node.create_publisher(SafetyStatus, "/wam/safety/status", qos.LATCHED)
         node.create_service(SetMode, "/wam/set_mode", self._set_mode)
         self.status_pub = node.create_publisher(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
         self.subtasks = probe.collect(Subtask, "/wam/task/subtask", qos.LATCHED)
@@ -47,8 +51,17 @@ class Graph:
     def _set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
         with self.mode_lock:
             self.modes.append(request.mode)
+        self.bridge_mode(request.mode, request.requester, request.reason)
         response.accepted, response.mode, response.message = True, request.mode, "ok"
         return response
+
+    def bridge_mode(self, mode: int, requester: str, reason: str) -> None:
+        """The bridge entering ``mode`` for ``requester`` (the planner through SetMode, or an operator)."""
+        names = {SafetyStatus.MODE_IDLE: "IDLE", SafetyStatus.MODE_TELEOP: "TELEOP", SafetyStatus.MODE_AUTONOMY: "AUTONOMY",
+                 SafetyStatus.MODE_HOLD: "HOLD", SafetyStatus.MODE_ESTOP: "ESTOP"}
+        status = SafetyStatus(mode=mode, mode_name=names[mode], mode_requester=requester, mode_reason=reason)
+        status.header.stamp = status.mode_stamp = self.probe.node.get_clock().now().to_msg()
+        self.safety_pub.publish(status)
 
     def publish_status(self, done: int) -> None:
         self.status_pub.publish(TaskStatus(
@@ -123,6 +136,7 @@ def test_cancel_holds_the_bridge_and_ends_cleanly(graph):
 def test_timeouts_replan_then_fail(graph):
     graph.publish_status(1)  # green is in: the plan starts at blue
     revisions = len(graph.plans)
+    graph.modes.clear()
     handle, _ = graph.send(INSTRUCTION)
     response = graph.result(handle)
     result = response.result
@@ -130,6 +144,25 @@ def test_timeouts_replan_then_fail(graph):
     assert "timed out" in result.message and "no replans left" in result.message
     assert result.final_plan.revision == 1 and result.final_plan.subtasks[0].instruction == SUBTASKS[1]
     assert any(plan.revision == 1 for plan in graph.plans[revisions:])
+    # Replanning keeps the arm in AUTONOMY: AUTONOMY is asked for once, HOLD once at the end.
+    assert graph.modes == [SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD]
+
+
+@pytest.mark.parametrize(("mode", "requester"), [(SafetyStatus.MODE_HOLD, "operator"), (SafetyStatus.MODE_TELEOP, "teleop"),
+                                                 (SafetyStatus.MODE_HOLD, "safety_bridge")])
+def test_a_mode_change_the_planner_did_not_ask_for_ends_the_task(graph, mode, requester):
+    """The operator always wins: after their HOLD or takeover (or the bridge's own stop) the task
+    ends, the result names who stopped it, and AUTONOMY is never requested again."""
+    graph.publish_status(0)
+    graph.modes.clear()
+    handle, feedback = graph.send(INSTRUCTION, timeout_s=120.0, max_replans=3)
+    wait_until(lambda: any(f.feedback.state == "executing" for f in feedback), 60.0, "execution to start")
+    graph.bridge_mode(mode, requester, "hands off")
+    response = graph.result(handle)
+    assert response.status == GoalStatus.STATUS_ABORTED and not response.result.success
+    assert response.result.stopped_by == requester and f"stopped by {requester}" in response.result.message
+    time.sleep(1.0)  # a planner that would re-arm does it within a monitor period or a replan
+    assert graph.modes == [SafetyStatus.MODE_AUTONOMY]  # no second AUTONOMY, and no HOLD forced on the operator
 
 
 def test_bad_goals_are_refused_with_a_reason(graph):

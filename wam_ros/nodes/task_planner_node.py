@@ -1,11 +1,14 @@
 """Task planner: serves ExecuteTask, plans subtasks with a language model + MCTS, executes and replans.
 
 A lifecycle node (it holds a language model): the model is loaded in on_configure. A goal is
-planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for AUTONOMY, and
-each subtask is published on ``/wam/task/subtask`` for the inference node; completion comes
-from the sim's task status (symbolic state) or the world model's progress head on the live
-observation (``~/imagine``). A timed-out subtask triggers replanning from the current state,
-up to ``max_replans`` times. Every ending (success, failure, cancel) puts the bridge in HOLD.
+planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for AUTONOMY once,
+at the start of the goal, and each subtask is published on ``/wam/task/subtask`` for the
+inference node; completion comes from the sim's task status (symbolic state) or the world
+model's progress head on the live observation (``~/imagine``). A timed-out subtask triggers
+replanning from the current state, up to ``max_replans`` times, while the arm stays in
+AUTONOMY. The operator always wins: a mode change the planner did not request (an operator's
+HOLD, a takeover, the bridge's own stop) ends the task, and the result names who stopped it.
+Every other ending puts the bridge in HOLD if it is still in the planner's AUTONOMY.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from wam_ros_interfaces.action import ExecuteTask
 from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.planning.domain import Domain, ProposalStats, Scene, State, load_domain
-from wam_ros.planning.execution import Action, BridgeStop, ExecutionConfig, PlanExecution, Status, state_from_task_status
+from wam_ros.planning.execution import Action, ExecutionConfig, Interruption, PlanExecution, Status, state_from_task_status
 from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
 from wam_ros.planning.mcts import SearchConfig
 from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
@@ -42,6 +45,7 @@ from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine, SetMode
 
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
+GRANT_STAMP_TOLERANCE_S = 1.0  # the bridge's stamp of our AUTONOMY grant may precede our request time by this much [s]
 
 ACTION_NAME = "/wam/execute_task"
 SUBTASK_TOPIC = "/wam/task/subtask"
@@ -333,9 +337,11 @@ class _GoalRun:
         self.plan: Plan | None = None
         self.execution: PlanExecution | None = None
         self.revision = 0
-        self.autonomy = False
-        self.autonomy_since_s = 0.0  # node time when the bridge granted AUTONOMY
+        self.autonomy = False  # the bridge granted this goal AUTONOMY
+        self.autonomy_requested_s = 0.0  # node time of that request
+        self.autonomy_stamp_s: float | None = None  # SafetyStatus.mode_stamp of the grant, once a status shows it
         self.autonomy_message = ""
+        self.stopped_by = ""
         self.progress_reading: tuple[str, float] | None = None  # (instruction, progress) not consumed yet
         self.progress_pending = False
         self.last_progress_poll = 0.0
@@ -397,6 +403,8 @@ class _GoalRun:
         return plan.ok
 
     def start_autonomy(self) -> bool:
+        """Ask the bridge for AUTONOMY: the only such request of a goal (the operator sent the goal)."""
+        self.autonomy_requested_s = self.node._now_s()
         accepted, message = self.node._set_mode(SafetyStatus.MODE_AUTONOMY, self.instruction)
         self.autonomy_message = f"the safety bridge did not grant AUTONOMY: {message}"
         if not accepted and self.node.params.require_safety_bridge:
@@ -404,7 +412,6 @@ class _GoalRun:
         if not accepted:
             self.log().warning(self.autonomy_message + "; continuing (require_safety_bridge is false)")
         self.autonomy = accepted
-        self.autonomy_since_s = self.node._now_s()
         self.publish_subtask()
         return True
 
@@ -421,7 +428,10 @@ class _GoalRun:
                 self.progress_reading = None
                 if instruction == self.current_instruction():
                     progress = value
-            decision = execution.update(node._now_s(), state, success, progress, self.bridge_stop())
+            interruption = self.interruption()
+            if interruption is not None:
+                self.stopped_by = interruption.requester
+            decision = execution.update(node._now_s(), state, success, progress, interruption)
             if decision.action == Action.CONTINUE:
                 self.send_feedback("executing")
                 continue
@@ -434,25 +444,34 @@ class _GoalRun:
             elif decision.action == Action.FAIL:
                 return self.finish(False, decision.reason)
             elif decision.action == Action.REPLAN:
-                node._hold(f"replanning: {decision.reason}")
-                self.autonomy = False
+                # The arm stays in AUTONOMY (the policy keeps at the failed subtask meanwhile): the
+                # planner never asks for AUTONOMY again, so it never re-arms behind an operator.
                 self.revision += 1
                 if not self.make_plan("replanning"):
                     return self.finish(False, f"replanning failed after '{decision.reason}': {self.plan.message}")
                 if not self.plan.steps:
                     return self.finish(True, self.plan.message)
                 execution.replace_plan(self.plan.steps, node._now_s())
-                if not self.start_autonomy():
-                    return self.finish(False, self.autonomy_message)
+                self.publish_subtask()
 
-    def bridge_stop(self) -> BridgeStop | None:
-        """A HOLD or ESTOP the bridge entered by itself after granting us AUTONOMY."""
+    def interruption(self) -> Interruption | None:
+        """The bridge left this goal's AUTONOMY without the planner asking (an operator, the bridge itself)."""
         status = self.node.safety_status
-        if not self.autonomy or status is None or status.mode not in (SafetyStatus.MODE_HOLD, SafetyStatus.MODE_ESTOP):
+        if not self.autonomy or status is None:
             return None
-        if time_to_seconds(status.last_stop_stamp) < self.autonomy_since_s:
-            return None  # an older stop, reported before our grant
-        return BridgeStop(status.mode == SafetyStatus.MODE_ESTOP, status.last_stop_reason or status.mode_name)
+        stamp = time_to_seconds(status.mode_stamp)
+        ours = status.mode == SafetyStatus.MODE_AUTONOMY and status.mode_requester == self.node.get_name()
+        if self.autonomy_stamp_s is None:
+            # Statuses from before the grant still arrive for a moment; the clocks of two nodes on
+            # sim time may differ by a few /clock periods, hence the tolerance.
+            if ours and stamp >= self.autonomy_requested_s - GRANT_STAMP_TOLERANCE_S:
+                self.autonomy_stamp_s = stamp
+                return None
+            if stamp <= self.autonomy_requested_s or ours:
+                return None
+        elif ours and stamp == self.autonomy_stamp_s:
+            return None
+        return Interruption(status.mode_name, status.mode_requester, status.mode_reason)
 
     def poll_progress(self) -> None:
         """Ask the progress head about the active subtask every progress_period_s (non-blocking).
@@ -524,9 +543,9 @@ class _GoalRun:
         node = self.node
         if node.stopping.is_set():
             self.log().warning("stopping mid-task: HOLD cannot be requested any more; the bridge's watchdogs apply")
-        elif self.autonomy or canceled:
+        elif self.autonomy and self.interruption() is None:
             node._hold("task canceled" if canceled else f"task ended: {message}")
-        result = ExecuteTask.Result(success=success, message=message)
+        result = ExecuteTask.Result(success=success, message=message, stopped_by=self.stopped_by)
         result.subtasks_completed = self.execution.completed if self.execution is not None else 0
         if self.plan is not None and self.plan.ok:
             result.final_plan = node.plan_message(self.plan, self.execution, self.revision)

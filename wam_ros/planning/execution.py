@@ -5,8 +5,9 @@ works): :meth:`PlanExecution.update` takes what is known now (the symbolic state
 status, the task's success flag, the world model's progress estimate on the live observation)
 and returns a :class:`Decision`. A subtask is done when its effects hold in the symbolic state,
 or, without one, when the progress estimate stays at or above a threshold for a few readings.
-When the safety bridge stops the arm by itself, the subtask fails at once: a protective HOLD
-leads to a replan (if any are left), an e-stop ends the task.
+A timed-out subtask leads to a replan (if any are left). The operator always wins: any mode
+change the planner did not request (an operator's HOLD or takeover, the bridge's own stop, an
+e-stop) ends the task at once, never followed by a replan.
 """
 from __future__ import annotations
 
@@ -42,11 +43,15 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class BridgeStop:
-    """The safety bridge left AUTONOMY on its own (a watchdog, a limit, an e-stop)."""
+class Interruption:
+    """The bridge left the AUTONOMY the planner was granted, and the planner did not ask for it."""
 
-    estop: bool
+    mode: str  # the bridge's mode now, e.g. "HOLD", "TELEOP"
+    requester: str  # who put it there (SafetyStatus.mode_requester)
     reason: str
+
+    def __str__(self) -> str:
+        return f"stopped by {self.requester or 'an unnamed requester'}: {self.mode}" + (f" ({self.reason})" if self.reason else "")
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,9 @@ class PlanExecution:
         state: State | None = None,
         success: bool | None = None,
         progress: float | None = None,
-        bridge_stop: BridgeStop | None = None,
+        interruption: Interruption | None = None,
     ) -> Decision:
-        """Advance with what is known at ``now_s``; ``None`` means unknown (or, for ``bridge_stop``, no stop)."""
+        """Advance with what is known at ``now_s``; ``None`` means unknown (or, for ``interruption``, none)."""
         if success:
             for i in range(self.index, len(self.steps)):
                 self.statuses[i] = Status.SUCCEEDED
@@ -147,9 +152,8 @@ class PlanExecution:
         current = self.current
         if current is None:
             return Decision(Action.DONE, "every subtask finished")
-        if bridge_stop is not None:
-            # Never resume after an emergency stop; after a protective hold, only through a new plan.
-            return self._fail_current(f"the safety bridge stopped the arm ({bridge_stop.reason})", allow_replan=not bridge_stop.estop)
+        if interruption is not None:  # the operator (or the bridge itself) wins: no replan, no resume
+            return self._fail_current(str(interruption), allow_replan=False)
         if progress is not None:
             self.progress = max(0.0, min(1.0, float(progress)))
             self._progress_hits = self._progress_hits + 1 if self.progress >= self.config.progress_done_threshold else 0
