@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,24 +120,23 @@ class _Reader:
     def floats(self, name: str, length: int | None = None, default: Any = ...) -> tuple[float, ...]:
         if name not in self.data and default is not ...:
             return default
-        value = self.get(name, list)
-        if length is not None and len(value) != length:
-            raise self.error(name, f"expected {length} numbers, got {len(value)}")
-        out = []
-        for index, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
-                raise self.error(f"{name}[{index}]", f"expected a finite number, got {item!r}")
-            out.append(float(item))
-        return tuple(out)
+        values = self._items(name, "a finite number", lambda item: not isinstance(item, bool) and isinstance(item, (int, float)) and math.isfinite(item))
+        if length is not None and len(values) != length:
+            raise self.error(name, f"expected {length} numbers, got {len(values)}")
+        return tuple(float(value) for value in values)
 
     def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
         if name not in self.data and default is not ...:
             return default
-        value = self.get(name, list)
-        for index, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise self.error(f"{name}[{index}]", f"expected a non-empty string, got {item!r}")
-        return tuple(value)
+        return self._items(name, "a non-empty string", lambda item: isinstance(item, str) and bool(item))
+
+    def _items(self, name: str, expected: str, valid: Callable[[Any], bool]) -> tuple[Any, ...]:
+        """The list under ``name``; an item that is not ``valid`` is reported as not ``expected``."""
+        items = tuple(self.get(name, list))
+        for index, item in enumerate(items):
+            if not valid(item):
+                raise self.error(f"{name}[{index}]", f"expected {expected}, got {item!r}")
+        return items
 
 
 @dataclass(frozen=True)

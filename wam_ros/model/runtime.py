@@ -82,11 +82,7 @@ class WamRuntime:
         conditioned on them; the prefix enters the network as clean tokens (timestep 0), as it
         did in training, and the returned chunk starts with exactly these rows.
         """
-        with self._lock, torch.inference_mode():
-            observation = self._observe(images, state, instruction)
-            prefix = self._check_prefix(frozen_prefix)
-            normalized = self._sample_actions(observation, None, steps or self.config.diffusion.policy_steps, prefix)
-            return self._actions_out(normalized, observation, prefix)
+        return self._actions(images, state, instruction, None, steps, frozen_prefix)
 
     def inverse_dynamics(
         self,
@@ -100,11 +96,7 @@ class WamRuntime:
 
         ``future_images``: per camera (H, W, 3), the frame ``future_offset`` steps ahead.
         """
-        with self._lock, torch.inference_mode():
-            observation = self._observe(images, state, instruction)
-            future = self._future_residual(future_images, observation)
-            normalized = self._sample_actions(observation, future, steps or self.config.diffusion.policy_steps, None)
-            return self._actions_out(normalized, observation, None)
+        return self._actions(images, state, instruction, future_images, steps, None)
 
     def imagine(
         self,
@@ -162,6 +154,39 @@ class WamRuntime:
         self.imagine(images, state, instruction, actions=actions)
 
     # -- internals -----------------------------------------------------------------------------
+    def _actions(
+        self,
+        images: dict[str, np.ndarray],
+        state: np.ndarray,
+        instruction: str,
+        future_images: dict[str, np.ndarray] | None,
+        steps: int | None,
+        frozen_prefix: np.ndarray | None,
+    ) -> np.ndarray:
+        """Sampled action chunk: the policy's, or with ``future_images`` the inverse dynamics'."""
+        with self._lock, torch.inference_mode():
+            observation = self._observe(images, state, instruction)
+            future = self._future_residual(future_images, observation) if future_images is not None else None
+            prefix = self._check_prefix(frozen_prefix)
+            normalized = self._sample_actions(observation, future, steps or self.config.diffusion.policy_steps, prefix)
+            representation = self.stats.unstandardize_actions(normalized[0].float().cpu().numpy())
+            return self.codec.decode(representation, observation.state_now, prefix)
+
+    def _camera_images(self, images: dict[str, np.ndarray], what: str, leading: tuple[int, ...]) -> list[np.ndarray]:
+        """``images[camera]`` for each of the model's cameras, uint8 ``leading + (H, W, 3)``, resized to the model's H, W."""
+        config = self.config
+        size = (config.image_height, config.image_width)
+        resized = []
+        for camera in config.cameras:
+            if camera not in images:
+                raise ValueError(f"no {what} for camera {camera!r}; the model needs {config.cameras}")
+            array = np.asarray(images[camera])
+            if array.dtype != np.uint8 or array.ndim != len(leading) + 3 or array.shape[: len(leading)] != leading or array.shape[-1] != 3:
+                expected = ", ".join([*map(str, leading), "H", "W", "3"])
+                raise ValueError(f"camera {camera!r}: {what} {array.dtype}{array.shape}, expected uint8 ({expected})")
+            resized.append(resize_frames(array.reshape(-1, *array.shape[-3:]), size).reshape(*leading, *size, 3))
+        return resized
+
     def _observe(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> Observation:
         config = self.config
         n = config.n_obs_frames
@@ -172,14 +197,7 @@ class WamRuntime:
             raise ValueError("state holds non-finite values")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction must be a non-empty string")
-        frames = []
-        for camera in config.cameras:
-            if camera not in images:
-                raise ValueError(f"no images for camera {camera!r}; the model needs {config.cameras}")
-            array = np.asarray(images[camera])
-            if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] != n or array.shape[3] != 3:
-                raise ValueError(f"camera {camera!r}: images are {array.dtype}{array.shape}, expected uint8 ({n}, H, W, 3)")
-            frames.append(resize_frames(array, (config.image_height, config.image_width)))
+        frames = self._camera_images(images, "images", (n,))
         pixels = torch.from_numpy(np.stack(frames, axis=1).reshape(-1, config.image_height, config.image_width, 3)).to(self.device)
         latents = self.autoencoder.encode(images_to_tensor(pixels).to(self.dtype))
         latents = self.stats.normalize_latents(latents).reshape(1, n, len(config.cameras), *latents.shape[1:])
@@ -232,16 +250,7 @@ class WamRuntime:
         return self._represent(actions, observation)
 
     def _future_residual(self, future_images: dict[str, np.ndarray], observation: Observation) -> torch.Tensor:
-        config = self.config
-        frames = []
-        for camera in config.cameras:
-            if camera not in future_images:
-                raise ValueError(f"no future image for camera {camera!r}; the model needs {config.cameras}")
-            array = np.asarray(future_images[camera])
-            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-                raise ValueError(f"camera {camera!r}: future image is {array.dtype}{array.shape}, expected uint8 (H, W, 3)")
-            frames.append(resize_frames(array[None], (config.image_height, config.image_width))[0])
-        pixels = torch.from_numpy(np.stack(frames)).to(self.device)
+        pixels = torch.from_numpy(np.stack(self._camera_images(future_images, "future image", ()))).to(self.device)
         future = self.stats.normalize_latents(self.autoencoder.encode(images_to_tensor(pixels).to(self.dtype))).unsqueeze(0)
         return (future - observation.current_latent) / self.stats.residual_scale(future)
 
@@ -259,10 +268,6 @@ class WamRuntime:
             velocity = self.network.denoise(observation.context, future, t_future, x, t_actions).action_velocity
             x[:, frozen:] = x[:, frozen:] + (t_next - t) * velocity[:, frozen:]
         return x
-
-    def _actions_out(self, normalized: torch.Tensor, observation: Observation, prefix: np.ndarray | None) -> np.ndarray:
-        representation = self.stats.unstandardize_actions(normalized[0].float().cpu().numpy())
-        return self.codec.decode(representation, observation.state_now, prefix)
 
     def _sample_future(self, observation: Observation, clean_actions: torch.Tensor | None, steps: int) -> torch.Tensor:
         shape = tuple(observation.current_latent.shape)

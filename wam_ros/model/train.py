@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +142,10 @@ def training_loss(
     return LossParts(total, float(action_loss.detach()), float(future_loss.detach()), float(progress_loss.detach()))
 
 
-def learning_rate(step: int, done_fraction: float, train: TrainConfig, base: float | None = None) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_learning_rate`` as
-    ``done_fraction`` (of the step or CPU budget, whichever runs out first) goes to 1."""
-    base = train.learning_rate if base is None else base
+def learning_rate(step: int, done_fraction: float, train: TrainConfig) -> float:
+    """Linear warm-up to ``learning_rate`` over ``warmup_steps``, then cosine decay to ``min_learning_rate``
+    as ``done_fraction`` (of the step or CPU budget, whichever runs out first) goes to 1."""
+    base = train.learning_rate
     if step < train.warmup_steps:
         return base * (step + 1) / train.warmup_steps
     done = min(1.0, max(0.0, done_fraction))
@@ -180,6 +181,32 @@ class ReconstructionObjective(torch.nn.Module):
         return self.autoencoder.reconstruction_loss(pixels)
 
 
+@dataclass
+class Stage:
+    """What sets one optimisation stage (autoencoder, goal localiser, transformer) apart; :meth:`Trainer._optimize` runs it."""
+
+    name: str  # its steps are counted in progress["<name>_step"]
+    label: str  # for the progress bar and messages
+    steps: int
+    network: torch.nn.Module  # the trained module as accelerate prepared it
+    optimizer: torch.optim.Optimizer  # as accelerate prepared it
+    schedule: TrainConfig  # its learning_rate, warmup_steps and min_learning_rate shape the learning rate
+    loss: Callable[[int], tuple[torch.Tensor, dict[str, float]]]  # batch index -> (loss to minimise, named losses to show)
+    loss_smoothing: float  # weight of the newest value in the running mean of each named loss
+    postfix: Callable[[int, dict[str, float], float], dict[str, str]]  # progress-bar fields from (batch index, running means, seconds of the step)
+    checkpoint: bool  # its saves write the model checkpoint as well as the resumable state
+    put_back: Callable[[], None] | None = None  # puts the trained module, unwrapped, back into the model (None: trained in place)
+    resume_extras: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]] = lambda: ({}, {})  # tensors, progress for its resume state
+    grad_clip: float = 0.0
+    checkpoint_every: int = 0  # save every this many steps (0: only when it stops)
+    cpu_budget: bool = False  # max_cpu_minutes stops it, and its learning rate anneals over what is left of that budget
+
+
+def _short_schedule(train: TrainConfig, base: float, steps: int) -> TrainConfig:
+    """The learning rate of the autoencoder and goal stages: warm-up over at most 50 steps, cosine decay to 5 % of ``base``."""
+    return dataclasses.replace(train, learning_rate=base, warmup_steps=min(50, steps), min_learning_rate=base * 0.05)
+
+
 class Trainer:
     """One training run (see the module docstring). ``run()`` returns the output directory.
 
@@ -195,14 +222,21 @@ class Trainer:
         self.previous_cpu_s = 0.0  # process CPU time of earlier runs of a resumed training
         self.wall_start = time.perf_counter()
         self.say = (lambda text: None) if options.quiet else (lambda text: print(text, flush=True))
+        self._cpu_stage: str | None = None  # where process CPU time is booked (progress["cpu_seconds"])
+        self._cpu_since = 0.0
 
     def cpu_used_s(self) -> float:
         """Process CPU time of this training (all threads, all stages, earlier runs included)."""
         return self.previous_cpu_s + time.process_time()
 
-    def _record_cpu(self, stage: str, since: float) -> None:
-        seconds = self.progress.setdefault("cpu_seconds", {})
-        seconds[stage] = seconds.get(stage, 0.0) + time.process_time() - since
+    def _book_cpu(self, stage: str | None = None) -> None:
+        """Book the process CPU time since the last call to the stage it went to; from now on, book to ``stage`` (None: the same)."""
+        now = time.process_time()
+        if self._cpu_stage is not None:
+            seconds = self.progress.setdefault("cpu_seconds", {})
+            seconds[self._cpu_stage] = seconds.get(self._cpu_stage, 0.0) + now - self._cpu_since
+        self._cpu_since = now
+        self._cpu_stage = stage or self._cpu_stage
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -267,11 +301,11 @@ class Trainer:
         torch.manual_seed(train.seed + accelerator.process_index)
         rng = np.random.default_rng(train.seed + 1000 * accelerator.process_index)
 
-        since = time.process_time()
+        self._book_cpu("setup")
         frames = TrainingFrames(datasets, model_config)
         self.progress["dataset"] = describe(frames)
         self.say(f"[train] {len(frames.episode_refs)} episodes, {frames.num_frames} frames ({len(frames.action_frames)} with actions), {len(frames.instructions)} instructions")
-        model = WorldActionModel(model_config)
+        self.model = model = WorldActionModel(model_config)
         normalization: Normalization | None = None
         source = o.out if o.resume and (o.out / "model.safetensors").is_file() else o.init
         if source is not None:
@@ -287,96 +321,144 @@ class Trainer:
             f"autoencoder {count_parameters(model.autoencoder) / 1e6:.2f}M; device {accelerator.device}, {torch.get_num_threads()} CPU threads"
         )
         o.out.mkdir(parents=True, exist_ok=True)
-        self._record_cpu("setup", since)
 
         if not self.progress.get("autoencoder_done"):
-            since = time.process_time()
-            finished = self._train_autoencoder(model, frames, train, rng)
-            self._record_cpu("autoencoder", since)
-            if not finished:
-                if accelerator.is_main_process:
-                    tensors = {f"autoencoder.{k}": v for k, v in model.autoencoder.state_dict().items()}
-                    save_resume_state(o.out, self._ae_optimizer, tensors, self._summary())
+            self._book_cpu("autoencoder")
+            if not self._train_autoencoder(frames, train, rng):
                 return o.out
 
-        since = time.process_time()
+        self._book_cpu("encode")
         autoencoder = model.autoencoder.to(accelerator.device).eval()
         with accelerator.main_process_first():
             latents = frames.encode_all(autoencoder, o.out / "cache", weights_key(autoencoder))
         text = instruction_encoder().encode(frames.instructions)
         if normalization is None:
             normalization = compute_normalization(frames, latents, text)
+        self.normalization = normalization
         pixels = frames.small_frames(model_config.keypoints.image_size) if model_config.keypoints.count else None
-        self._record_cpu("encode", since)
         goals = None
         if model.goal is not None:
-            if not self.progress.get("goal_done"):
-                since = time.process_time()
-                finished = self._train_goal(model, frames, normalization, text, train, rng)
-                self._record_cpu("goal", since)
-                if not finished:
-                    return o.out
-            since = time.process_time()
+            self._book_cpu("goal")
+            if not self.progress.get("goal_done") and not self._train_goal(frames, text, train, rng):
+                return o.out
             goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device)
-            self._record_cpu("goal", since)
+        self._book_cpu("transformer")
         sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels, goals)
-        self._train_transformer(model, sampler, normalization, train)
+        self._train_transformer(sampler, train)
         return o.out
 
-    # -- autoencoder -----------------------------------------------------------------------------
-    def _train_autoencoder(self, model: WorldActionModel, frames: TrainingFrames, train: TrainConfig, rng: np.random.Generator) -> bool:
-        """Train (or continue training) the autoencoder; False when interrupted."""
-        accelerator = self.accelerator
-        optimizer = torch.optim.AdamW(model.autoencoder.parameters(), lr=train.ae_learning_rate, weight_decay=0.0)
-        step = int(self.progress.get("autoencoder_step", 0))
-        if step > 0:
-            extra, _ = load_resume_state(self.options.out, optimizer)
-            model.autoencoder.load_state_dict({k[len("autoencoder.") :]: v for k, v in extra.items() if k.startswith("autoencoder.")})
-        objective, optimizer = accelerator.prepare(ReconstructionObjective(model.autoencoder), optimizer)
-        self._ae_optimizer = optimizer
-        schedule = dataclasses.replace(train, warmup_steps=min(50, train.ae_steps), min_learning_rate=train.ae_learning_rate * 0.05)
-        cameras = frames.config.cameras
-        height, width = frames.config.image_height, frames.config.image_width
-        smoothed = None
-        bar = tqdm(total=train.ae_steps, initial=step, desc="autoencoder", unit="step", disable=not accelerator.is_main_process or self.options.quiet)
+    # -- the training loop, for every stage ------------------------------------------------------
+    def _resumed(self, stage: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """When this run continues ``stage`` mid-way: restores ``optimizer``; returns the saved (extra tensors, progress)."""
+        if int(self.progress.get(f"{stage}_step", 0)) == 0:
+            return None
+        return load_resume_state(self.options.out, optimizer)
+
+    def _optimize(self, stage: Stage) -> tuple[str, dict[str, float]]:
+        """Train ``stage`` on from the step in ``progress`` to its end, with a progress bar.
+
+        Returns why it stopped (``"steps"``, ``"cpu budget"`` or ``"interrupted"``, when Ctrl-C or
+        SIGTERM came; what to save then is the caller's) and the running means of its losses.
+        """
+        accelerator, o = self.accelerator, self.options
+        step = self.progress.setdefault(f"{stage.name}_step", 0)
+        budget_s = 60.0 * o.max_cpu_minutes if stage.cpu_budget and o.max_cpu_minutes is not None else None
+        # the learning rate anneals over the CPU budget left when the stage began
+        budget_start_s = self.progress.setdefault(f"{stage.name}_budget_start_s", self.cpu_used_s()) if stage.cpu_budget else 0.0
+        smoothed: dict[str, float] = {}
+        stop_reason = "steps"
+        bar = tqdm(total=stage.steps, initial=step, desc=stage.label, unit="step", disable=not accelerator.is_main_process or o.quiet)
         tick = time.perf_counter()
         try:
-            while step < train.ae_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, step / train.ae_steps, schedule, train.ae_learning_rate)
-                anchors = rng.integers(0, frames.num_frames, train.ae_batch_size)
-                which = rng.integers(0, len(cameras), train.ae_batch_size)
-                images = np.empty((train.ae_batch_size, height, width, 3), np.uint8)
-                for c, camera in enumerate(cameras):
-                    rows = np.flatnonzero(which == c)
-                    if len(rows):
-                        images[rows] = frames.images(anchors[rows], camera)
-                with accelerator.autocast():
-                    loss = objective(images_to_tensor(torch.from_numpy(images)).to(accelerator.device))
-                optimizer.zero_grad(set_to_none=True)
+            while step < stage.steps:
+                if budget_s is not None and self.cpu_used_s() >= budget_s:
+                    stop_reason = "cpu budget"
+                    break
+                done = step / stage.steps
+                if budget_s is not None:
+                    done = max(done, (self.cpu_used_s() - budget_start_s) / max(budget_s - budget_start_s, 1e-9))
+                for group in stage.optimizer.param_groups:
+                    group["lr"] = learning_rate(step, done, stage.schedule)
+                loss, losses = stage.loss(step)
+                stage.optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
-                optimizer.step()
+                if stage.grad_clip > 0:
+                    accelerator.clip_grad_norm_(stage.network.parameters(), stage.grad_clip)
+                stage.optimizer.step()
                 step += 1
-                self.progress["autoencoder_step"] = step
-                value = loss.item()
-                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+                self.progress[f"{stage.name}_step"] = step
+                for name, value in losses.items():
+                    smoothed[name] = value if name not in smoothed else (1 - stage.loss_smoothing) * smoothed[name] + stage.loss_smoothing * value
                 now = time.perf_counter()
-                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{train.ae_batch_size / max(now - tick, 1e-9):.0f}")
+                bar.set_postfix(**stage.postfix(step - 1, smoothed, now - tick))
                 tick = now
                 bar.update(1)
+                if stage.checkpoint_every and step % stage.checkpoint_every == 0 and step < stage.steps:
+                    self._save(stage)
         except KeyboardInterrupt:
             self.interrupted = True
-            print(f"\n[train] interrupted in the autoencoder stage at step {step}; saved a resumable state (--resume)", file=sys.stderr)
-            return False
+            stop_reason = "interrupted"
+            saved = "the checkpoint and a resumable state" if stage.checkpoint else "a resumable state"
+            print(f"\n[train] interrupted in the {stage.label} stage at step {step}; saving {saved} (--resume)", file=sys.stderr)
         finally:
             bar.close()
+        return stop_reason, smoothed
+
+    def _save(self, stage: Stage) -> None:
+        """Save what is done: the checkpoint (when ``stage.checkpoint``) and the resumable state (from the main process)."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        if stage.put_back is not None:
+            stage.put_back()
+        self._book_cpu()
+        summary = self._summary()
+        if stage.checkpoint:
+            save_checkpoint(self.options.out, self.model, self.normalization, summary)
+        tensors, progress = stage.resume_extras()
+        save_resume_state(self.options.out, stage.optimizer, tensors, {**summary, **progress})
+
+    # -- autoencoder -----------------------------------------------------------------------------
+    def _train_autoencoder(self, frames: TrainingFrames, train: TrainConfig, rng: np.random.Generator) -> bool:
+        """Train (or continue training) the autoencoder; False when interrupted."""
+        accelerator, autoencoder = self.accelerator, self.model.autoencoder
+        optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=train.ae_learning_rate, weight_decay=0.0)
+        resumed = self._resumed("autoencoder", optimizer)
+        if resumed is not None:
+            autoencoder.load_state_dict({k[len("autoencoder.") :]: v for k, v in resumed[0].items() if k.startswith("autoencoder.")})
+        objective, optimizer = accelerator.prepare(ReconstructionObjective(autoencoder), optimizer)
+        cameras = frames.config.cameras
+        height, width = frames.config.image_height, frames.config.image_width
+
+        def loss(batch_index: int) -> tuple[torch.Tensor, dict[str, float]]:
+            anchors = rng.integers(0, frames.num_frames, train.ae_batch_size)
+            which = rng.integers(0, len(cameras), train.ae_batch_size)
+            images = np.empty((train.ae_batch_size, height, width, 3), np.uint8)
+            for c, camera in enumerate(cameras):
+                rows = np.flatnonzero(which == c)
+                if len(rows):
+                    images[rows] = frames.images(anchors[rows], camera)
+            with accelerator.autocast():
+                value = objective(images_to_tensor(torch.from_numpy(images)).to(accelerator.device))
+            return value, {"loss": value.item()}
+
+        stage = Stage(
+            name="autoencoder", label="autoencoder", steps=train.ae_steps, network=objective, optimizer=optimizer,
+            schedule=_short_schedule(train, train.ae_learning_rate, train.ae_steps), loss=loss, loss_smoothing=0.05,
+            postfix=lambda _, smoothed, seconds: {"loss": f"{smoothed['loss']:.4f}", "img_s": f"{train.ae_batch_size / max(seconds, 1e-9):.0f}"},
+            checkpoint=False,  # the normalisation comes from the latents of the finished autoencoder
+            resume_extras=lambda: ({f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}, {}),
+        )
+        stop_reason, smoothed = self._optimize(stage)
+        if stop_reason == "interrupted":
+            self._save(stage)
+            return False
         self.progress["autoencoder_done"] = True
-        self.progress["autoencoder_loss"] = smoothed
+        self.progress["autoencoder_loss"] = smoothed.get("loss")
         return True
 
     # -- goal localiser --------------------------------------------------------------------------
-    def _train_goal(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
-                    train: TrainConfig, rng: np.random.Generator) -> bool:
+    def _train_goal(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator) -> bool:
         """Train (or continue training) the hindsight goal localiser (goal.py); False when interrupted.
 
         After each attempt the localiser is checked on the episodes' first frames
@@ -388,10 +470,11 @@ class Trainer:
         (a resumed finetune compares with the localiser it resumed from).
         """
         if "init" in self.progress:
-            return self._finetune_goal(model, frames, normalization, text, train, rng)
+            return self._finetune_goal(frames, text, train, rng)
+        model, normalization = self.model, self.normalization
         attempt = int(self.progress.get("goal_attempt", 1))
         while True:
-            if not self._train_goal_attempt(model, frames, normalization, text, train, rng):
+            if not self._train_goal_attempt(frames, text, train, rng):
                 return False
             error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device)
             model.goal.train()
@@ -412,14 +495,12 @@ class Trainer:
             torch.manual_seed(train.seed + 1009 * attempt)
             model.goal = GoalLocaliser(model.config.goal, model.config.transformer.text_dim)
 
-    def _finetune_goal(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
-                       train: TrainConfig, rng: np.random.Generator) -> bool:
+    def _finetune_goal(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator) -> bool:
+        model, normalization, device = self.model, self.normalization, self.accelerator.device
         initial = {k: v.detach().clone() for k, v in model.goal.state_dict().items()}
-        device = self.accelerator.device
         before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
-        schedule = dataclasses.replace(train, goal_warmup_steps=0)
-        if not self._train_goal_attempt(model, frames, normalization, text, schedule, rng):
+        if not self._train_goal_attempt(frames, text, dataclasses.replace(train, goal_warmup_steps=0), rng):
             return False
         error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
         model.goal.train()
@@ -433,150 +514,104 @@ class Trainer:
         self.progress["goal_done"] = True
         return True
 
-    def _train_goal_attempt(self, model: WorldActionModel, frames: TrainingFrames, normalization: Normalization, text: np.ndarray,
-                            train: TrainConfig, rng: np.random.Generator) -> bool:
+    def _train_goal_attempt(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator) -> bool:
         """One run of the localiser's stage from ``progress["goal_step"]``; False when interrupted.
 
         The first ``goal_warmup_steps`` draw only from the first ``goal_warmup_frames`` frames of
         each episode, the rest from every labelled frame.
         """
-        accelerator, o = self.accelerator, self.options
-        config = model.config
+        accelerator, model, normalization = self.accelerator, self.model, self.normalization
         labelled = frames.goal_valid.any(1)
         everywhere = np.flatnonzero(labelled)
         early = np.flatnonzero(labelled & (frames.frame_in_episode < train.goal_warmup_frames))
         if len(everywhere) == 0:
             raise DatasetError("the goal localiser needs episodes with gripper commands (a grasp or a release); these have none")
         optimizer = torch.optim.AdamW(model.goal.parameters(), lr=train.goal_learning_rate, weight_decay=0.0)
-        step = int(self.progress.get("goal_step", 0))
-        if step > 0:
-            load_resume_state(o.out, optimizer)
+        self._resumed("goal", optimizer)
         objective, optimizer = accelerator.prepare(model.goal, optimizer)
-        schedule = dataclasses.replace(train, warmup_steps=min(50, train.goal_steps), min_learning_rate=train.goal_learning_rate * 0.05)
         embeddings = torch.from_numpy(normalization.normalize_text(text.astype(np.float32)))
         targets = torch.from_numpy(normalization.normalize_goal(frames.goal_labels).astype(np.float32))
         valid = torch.from_numpy(frames.goal_valid)
-        smoothed = None
-        bar = tqdm(total=train.goal_steps, initial=step, desc="goal localiser", unit="step", disable=not accelerator.is_main_process or o.quiet)
-        try:
-            while step < train.goal_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, step / train.goal_steps, schedule, train.goal_learning_rate)
-                pool = early if step < train.goal_warmup_steps and len(early) else everywhere
-                anchors = pool[rng.integers(0, len(pool), train.goal_batch_size)]
-                instruction, _ = frames.instructions_of(anchors, rng.random(len(anchors)) < config.subtask_instruction_prob)
-                device = accelerator.device
-                with accelerator.autocast():
-                    prediction = objective(goal_pixels(frames, anchors).to(device), embeddings[torch.from_numpy(instruction)].to(device))
-                    loss = goal_loss(prediction.float(), targets[anchors].to(device), valid[anchors].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                optimizer.step()
-                step += 1
-                self.progress["goal_step"] = step
-                value = loss.item()
-                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-                bar.set_postfix(loss=f"{smoothed:.4f}", phase="first frames" if pool is early else "all frames")
-                bar.update(1)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            print(f"\n[train] interrupted in the goal-localiser stage at step {step}; saved a resumable state (--resume)", file=sys.stderr)
-            if accelerator.is_main_process:
-                model.goal = accelerator.unwrap_model(objective)
-                save_checkpoint(o.out, model, normalization, self._summary())
-                save_resume_state(o.out, optimizer, {}, self._summary())
+
+        def first_frames(batch_index: int) -> bool:
+            return batch_index < train.goal_warmup_steps and len(early) > 0
+
+        def loss(batch_index: int) -> tuple[torch.Tensor, dict[str, float]]:
+            pool = early if first_frames(batch_index) else everywhere
+            anchors = pool[rng.integers(0, len(pool), train.goal_batch_size)]
+            instruction, _ = frames.instructions_of(anchors, rng.random(len(anchors)) < model.config.subtask_instruction_prob)
+            device = accelerator.device
+            with accelerator.autocast():
+                prediction = objective(goal_pixels(frames, anchors).to(device), embeddings[torch.from_numpy(instruction)].to(device))
+                value = goal_loss(prediction.float(), targets[anchors].to(device), valid[anchors].to(device))
+            return value, {"loss": value.item()}
+
+        def put_back() -> None:
+            model.goal = accelerator.unwrap_model(objective)
+
+        stage = Stage(
+            name="goal", label="goal localiser", steps=train.goal_steps, network=objective, optimizer=optimizer,
+            schedule=_short_schedule(train, train.goal_learning_rate, train.goal_steps), loss=loss, loss_smoothing=0.05,
+            postfix=lambda batch_index, smoothed, _: {"loss": f"{smoothed['loss']:.4f}", "phase": "first frames" if first_frames(batch_index) else "all frames"},
+            checkpoint=True, put_back=put_back,
+        )
+        stop_reason, smoothed = self._optimize(stage)
+        if stop_reason == "interrupted":
+            self._save(stage)
             return False
-        finally:
-            bar.close()
-        model.goal = accelerator.unwrap_model(objective)
-        self.progress["goal_loss"] = smoothed
+        put_back()
+        self.progress["goal_loss"] = smoothed.get("loss")
         return True
 
     # -- transformer -----------------------------------------------------------------------------
-    def _train_transformer(self, model: WorldActionModel, sampler: WindowSampler, normalization: Normalization, train: TrainConfig) -> None:
-        accelerator = self.accelerator
-        o = self.options
-        config = model.config
+    def _train_transformer(self, sampler: WindowSampler, train: TrainConfig) -> None:
+        accelerator, model, o = self.accelerator, self.model, self.options
         optimizer = torch.optim.AdamW(model.transformer.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay, betas=(0.9, 0.99))
-        step = int(self.progress.get("transformer_step", 0))
-        if step > 0:
-            extra, saved = load_resume_state(o.out, optimizer)
+        resumed = self._resumed("transformer", optimizer)
+        if resumed is not None:
+            extra, saved = resumed
             sampler.rng.bit_generator.state = saved["numpy_rng"]
             torch.set_rng_state(extra["torch_rng"])
         network, optimizer = accelerator.prepare(model.transformer, optimizer)
-        n_policy, _ = split_batch(train.batch_size, config.diffusion)
+        n_policy, _ = split_batch(train.batch_size, model.config.diffusion)
         if len(sampler.frames.action_frames) == 0:
             n_policy = 0
-        stage_start = time.process_time()
 
-        def save(final: bool) -> None:
-            accelerator.wait_for_everyone()
-            if not accelerator.is_main_process:
-                return
+        def loss(batch_index: int) -> tuple[torch.Tensor, dict[str, float]]:
+            parts_of_batch = []
+            if n_policy:
+                parts_of_batch.append(sampler.sample(n_policy, labelled_only=True))
+            if n_policy < train.batch_size:
+                parts_of_batch.append(sampler.sample(train.batch_size - n_policy, labelled_only=False))
+            batch = _concat(parts_of_batch).to(accelerator.device)
+            with accelerator.autocast():
+                parts = training_loss(network, batch, n_policy, model.config, sampler.rng)
+            return parts.total, {"action": parts.action, "future": parts.future, "progress": parts.progress}
+
+        def postfix(batch_index: int, smoothed: dict[str, float], seconds: float) -> dict[str, str]:
+            return {
+                "act": f"{smoothed['action']:.3f}",
+                "fut": f"{smoothed['future']:.3f}",
+                "prog": f"{smoothed['progress']:.3f}",
+                "samples_s": f"{train.batch_size * accelerator.num_processes / max(seconds, 1e-9):.0f}",
+                "cpu_min": f"{self.cpu_used_s() / 60:.1f}",
+            }
+
+        def put_back() -> None:
             model.transformer = accelerator.unwrap_model(network)
-            self.progress["transformer_step"] = step
-            self.progress["finished"] = final
-            self._record_cpu("transformer", stage_start)
-            summary = self._summary()
-            save_checkpoint(o.out, model, normalization, summary)
-            save_resume_state(o.out, optimizer, {"torch_rng": torch.get_rng_state()}, {**summary, "numpy_rng": sampler.rng.bit_generator.state})
 
-        budget_start_s = self.progress.setdefault("transformer_budget_start_s", self.cpu_used_s())  # LR anneals over the CPU budget left
-        bar = tqdm(total=train.steps, initial=step, desc="transformer", unit="step", disable=not accelerator.is_main_process or o.quiet)
-        smoothed: dict[str, float] = {}
-        tick = time.perf_counter()
-        stop_reason = "steps"
-        try:
-            while step < train.steps:
-                if o.max_cpu_minutes is not None and self.cpu_used_s() >= 60.0 * o.max_cpu_minutes:
-                    stop_reason = "cpu budget"
-                    break
-                done = step / train.steps
-                if o.max_cpu_minutes is not None:
-                    done = max(done, (self.cpu_used_s() - budget_start_s) / max(60.0 * o.max_cpu_minutes - budget_start_s, 1e-9))
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, done, train)
-                parts_of_batch = []
-                if n_policy:
-                    parts_of_batch.append(sampler.sample(n_policy, labelled_only=True))
-                if n_policy < train.batch_size:
-                    parts_of_batch.append(sampler.sample(train.batch_size - n_policy, labelled_only=False))
-                batch = _concat(parts_of_batch).to(accelerator.device)
-                with accelerator.autocast():
-                    parts = training_loss(network, batch, n_policy, config, sampler.rng)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(parts.total)
-                if train.grad_clip > 0:
-                    accelerator.clip_grad_norm_(network.parameters(), train.grad_clip)
-                optimizer.step()
-                step += 1
-                for name in ("action", "future", "progress"):
-                    value = getattr(parts, name)
-                    smoothed[name] = value if name not in smoothed else 0.97 * smoothed[name] + 0.03 * value
-                now = time.perf_counter()
-                bar.set_postfix(
-                    act=f"{smoothed['action']:.3f}",
-                    fut=f"{smoothed['future']:.3f}",
-                    prog=f"{smoothed['progress']:.3f}",
-                    samples_s=f"{train.batch_size * accelerator.num_processes / max(now - tick, 1e-9):.0f}",
-                    cpu_min=f"{self.cpu_used_s() / 60:.1f}",
-                )
-                tick = now
-                bar.update(1)
-                if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
-                    save(final=False)
-                    stage_start = time.process_time()
-        except KeyboardInterrupt:
-            self.interrupted = True
-            stop_reason = "interrupted"
-            print(f"\n[train] interrupted at step {step}; saving the checkpoint and a resumable state (--resume)", file=sys.stderr)
-        finally:
-            bar.close()
-        self.progress["stop_reason"] = stop_reason
-        self.progress["losses"] = smoothed
-        save(final=stop_reason != "interrupted")
+        stage = Stage(
+            name="transformer", label="transformer", steps=train.steps, network=network, optimizer=optimizer, schedule=train, loss=loss,
+            loss_smoothing=0.03, postfix=postfix, checkpoint=True, put_back=put_back,
+            resume_extras=lambda: ({"torch_rng": torch.get_rng_state()}, {"numpy_rng": sampler.rng.bit_generator.state}),
+            grad_clip=train.grad_clip, checkpoint_every=train.checkpoint_every, cpu_budget=True,
+        )
+        self.progress["finished"] = False  # until this last stage ends by its steps or the CPU budget
+        stop_reason, smoothed = self._optimize(stage)
+        self.progress.update(stop_reason=stop_reason, losses=smoothed, finished=stop_reason != "interrupted")
+        self._save(stage)
         self.say(
-            f"[train] saved {o.out} at step {step} ({stop_reason}); {self.cpu_used_s() / 60:.1f} CPU-minutes in all; "
+            f"[train] saved {o.out} at step {self.progress['transformer_step']} ({stop_reason}); {self.cpu_used_s() / 60:.1f} CPU-minutes in all; "
             f"losses {', '.join(f'{k} {v:.4f}' for k, v in smoothed.items())}"
         )
 

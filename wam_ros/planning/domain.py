@@ -28,6 +28,8 @@ Fact = tuple[str, ...]
 State = frozenset[Fact]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_ARGUMENTS = 8
+_CALL = re.compile(r"^([a-z_][a-z0-9_]*)\s*\(([^()]*)\)$")
 _FACT_PATTERN = re.compile(r"^(not\s+)?([a-z][a-z0-9_]*)\(([^()]*)\)$")
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _WORD = re.compile(r"[a-z0-9]+|,")
@@ -248,6 +250,24 @@ class Domain:
             return f"{step} names one object twice"
         return None
 
+    def parse_step(self, text: str, scene: Scene) -> Step:
+        """The allowed step ``text`` names, written as ``str(step)`` writes it (quotes around arguments
+        tolerated); ValueError says what is wrong."""
+        match = _CALL.match(text)
+        if not match:
+            raise ValueError(f"not a step: {text[:60]!r}")
+        arguments = [a.strip().strip("'\"").strip() for a in match.group(2).split(",")] if match.group(2).strip() else []
+        if len(arguments) > MAX_ARGUMENTS:
+            raise ValueError(f"too many arguments: {len(arguments)}")
+        for argument in arguments:
+            if not NAME_PATTERN.match(argument):
+                raise ValueError(f"bad argument: {argument[:40]!r}")
+        step = Step(match.group(1), tuple(arguments))
+        problem = self.check_step(step, scene)
+        if problem:
+            raise ValueError(f"invalid step: {problem}")
+        return step
+
     def grounded_steps(self, scene: Scene) -> list[Step]:
         """Every allowed step in ``scene``, in a fixed order (skills, then object order)."""
         steps = []
@@ -454,13 +474,16 @@ def load_domain(planner_section: Mapping[str, Any] | None, where: str = "robot.p
     example_instruction = str(example.get("instruction", ""))
     example_steps: list[Step] = []
     if example:
-        from wam_ros.planning.proposals import parse_plan  # local: proposals imports this module
-
         example_objects = tuple(_string_list(example.get("objects", []), f"{where}.example.objects")) or objects
-        parsed = parse_plan("\n".join(_string_list(example.get("steps", []), f"{where}.example.steps")), domain, domain.scene(example_objects))
-        if not parsed.valid or not example_instruction:
-            raise DomainError(f"{where}.example: needs an instruction and valid steps ({'; '.join(parsed.errors) or 'no steps'})")
-        example_steps = list(parsed.steps)
+        scene = domain.scene(example_objects)
+        errors = []
+        for text in _string_list(example.get("steps", []), f"{where}.example.steps"):
+            try:
+                example_steps.append(domain.parse_step(text.strip().lower(), scene))
+            except ValueError as error:
+                errors.append(str(error))
+        if errors or not example_steps or not example_instruction:
+            raise DomainError(f"{where}.example: needs an instruction and valid steps ({'; '.join(errors) or 'no steps'})")
     return Domain(skills, dict(categories), objects, example_instruction, tuple(example_steps))
 
 

@@ -3,21 +3,19 @@
 The expected format is one step per line, ``skill(argument, argument)``, and a final line
 ``done``. List markers ("1.", "-", "Step 2:"), backticks, quotes around arguments and a
 trailing period are tolerated; anything else makes the proposal invalid with a reason. Only
-steps whose skill, arity, objects and argument categories pass :meth:`Domain.check_step` come out.
+steps that :meth:`Domain.parse_step` accepts (syntax, skill, arity, objects, argument categories) come out.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from wam_ros.planning.domain import NAME_PATTERN, Domain, Scene, Step
+from wam_ros.planning.domain import Domain, Scene, Step
 
 DONE = "done"
 MAX_LINE_CHARS = 200
-MAX_ARGUMENTS = 8
 
 _LIST_MARKER = re.compile(r"^(?:[-*\u2022>]+\s*|\d{1,3}\s*[.):]\s*|step\s*\d{1,3}\s*[:.)-]?\s*)", re.IGNORECASE)
-_CALL = re.compile(r"^([a-z_][a-z0-9_]*)\s*\(([^()]*)\)$")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -63,20 +61,10 @@ def _parse_line(line: str, domain: Domain, scene: Scene) -> _Line:
         return _Line(skip=True)
     if text == DONE:
         return _Line(done=True)
-    match = _CALL.match(text)
-    if not match:
-        return _Line(error=f"not a step: {text[:60]!r}")
-    raw_arguments = [a.strip().strip("'\"").strip() for a in match.group(2).split(",")] if match.group(2).strip() else []
-    if len(raw_arguments) > MAX_ARGUMENTS:
-        return _Line(error=f"too many arguments: {len(raw_arguments)}")
-    for argument in raw_arguments:
-        if not NAME_PATTERN.match(argument):
-            return _Line(error=f"bad argument: {argument[:40]!r}")
-    step = Step(match.group(1), tuple(raw_arguments))
-    problem = domain.check_step(step, scene)
-    if problem:
-        return _Line(error=f"invalid step: {problem}")
-    return _Line(step=step)
+    try:
+        return _Line(step=domain.parse_step(text, scene))
+    except ValueError as error:
+        return _Line(error=str(error))
 
 
 def parse_plan(text: object, domain: Domain, scene: Scene, max_steps: int = 16, max_chars: int = 4000) -> ParsedPlan:
