@@ -31,11 +31,12 @@ from rclpy.timer import Timer
 from wam_ros_interfaces.action import ExecuteTask
 from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
-from wam_ros.planning.domain import Domain, ProposalStats, Scene, State, load_domain
+from wam_ros.planning.domain import Domain, Scene, State, load_domain
 from wam_ros.planning.execution import Action, ExecutionConfig, Interruption, PlanExecution, Status, state_from_task_status
 from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
 from wam_ros.planning.mcts import SearchConfig
 from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
+from wam_ros.planning.proposals import ProposalStats
 from wam_ros.planning.proposer import ProposalConfig
 from wam_ros.planning.value import ValueWeights
 from wam_ros.robot import load_robot_config

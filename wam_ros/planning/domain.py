@@ -21,7 +21,7 @@ planner never executes text, it only matches it against this vocabulary.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 Fact = tuple[str, ...]
@@ -516,31 +516,3 @@ def _string_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise DomainError(f"{where}: expected a list of non-empty strings")
     return list(value)
-
-
-@dataclass
-class ProposalStats:
-    """Counts of language-model proposals: how many, how many were dropped, and why."""
-
-    proposals: int = 0
-    invalid: int = 0
-    truncated: int = 0  # cut by the token or time limit (judged on their complete lines)
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def add(self, valid: bool, reason: str = "") -> None:
-        self.proposals += 1
-        if not valid:
-            self.invalid += 1
-            key = reason.split(":", 1)[0]
-            self.reasons[key] = self.reasons.get(key, 0) + 1
-
-    def merge(self, other: "ProposalStats") -> None:
-        self.proposals += other.proposals
-        self.invalid += other.invalid
-        self.truncated += other.truncated
-        for key, count in other.reasons.items():
-            self.reasons[key] = self.reasons.get(key, 0) + count
-
-    @property
-    def invalid_share(self) -> float:
-        return self.invalid / self.proposals if self.proposals else 0.0

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from wam_ros.planning.domain import Domain, Goal, ProposalStats, Scene, State, Step, format_fact
+from wam_ros.planning.domain import Domain, Goal, Scene, State, Step, format_fact
+from wam_ros.planning.proposals import ProposalStats
 from wam_ros.planning.language_model import LanguageModel
 from wam_ros.planning.mcts import ProposalSource, SearchConfig, SearchResult, TreeSearch
 from wam_ros.planning.proposer import LanguageModelProposals, ProposalConfig

@@ -8,7 +8,7 @@ steps that :meth:`Domain.parse_step` accepts (syntax, skill, arity, objects, arg
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wam_ros.planning.domain import Domain, Scene, Step
 
@@ -102,3 +102,31 @@ def format_steps(steps: tuple[Step, ...] | list[Step], done: bool = True) -> str
     if done:
         lines.append(DONE)
     return "\n".join(lines)
+
+
+@dataclass
+class ProposalStats:
+    """Counts of language-model proposals: how many, how many were dropped, and why."""
+
+    proposals: int = 0
+    invalid: int = 0
+    truncated: int = 0  # cut by the token or time limit (judged on their complete lines)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, valid: bool, reason: str = "") -> None:
+        self.proposals += 1
+        if not valid:
+            self.invalid += 1
+            key = reason.split(":", 1)[0]
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def merge(self, other: "ProposalStats") -> None:
+        self.proposals += other.proposals
+        self.invalid += other.invalid
+        self.truncated += other.truncated
+        for key, count in other.reasons.items():
+            self.reasons[key] = self.reasons.get(key, 0) + count
+
+    @property
+    def invalid_share(self) -> float:
+        return self.invalid / self.proposals if self.proposals else 0.0

@@ -15,10 +15,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from wam_ros.planning.domain import Domain, ProposalStats, Scene, Step
+from wam_ros.planning.domain import Domain, Scene, Step
 from wam_ros.planning.language_model import LanguageModel
 from wam_ros.planning.mcts import Action
-from wam_ros.planning.proposals import DONE, format_steps, parse_plan
+from wam_ros.planning.proposals import DONE, ProposalStats, format_steps, parse_plan
 
 
 @dataclass(frozen=True)
