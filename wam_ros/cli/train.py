@@ -5,6 +5,7 @@ Stages, checkpoints and the CPU budget are described in :mod:`wam_ros.model.trai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -34,21 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.init is not None:
         print("wam-ros train: --resume and --init exclude each other", file=sys.stderr)
         return 2
-    options = TrainOptions(
-        data=args.data,
-        out=args.out,
-        preset=args.preset,
-        init=args.init,
-        resume=args.resume,
-        steps=args.steps,
-        ae_steps=args.ae_steps,
-        goal_steps=args.goal_steps,
-        batch_size=args.batch_size,
-        max_cpu_minutes=args.max_cpu_minutes,
-        threads=args.threads,
-        device=args.device,
-        seed=args.seed,
-    )
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions) if hasattr(args, f.name)})
     trainer = Trainer(options)
     try:
         trainer.run()
