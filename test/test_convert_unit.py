@@ -70,7 +70,8 @@ class Messages:
     def safety(self, mode: int) -> bytes:
         T = self.T
         msg = T["wam_ros_interfaces/msg/SafetyStatus"](
-            header=self.header(0), mode=mode, mode_name="", backend="sim", active_limits=[], violations=[], violation_count=0,
+            header=self.header(0), mode=mode, mode_name="", mode_requester="test", mode_reason="",
+            mode_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), backend="sim", active_limits=[], violations=[], violation_count=0,
             action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
             last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
         return self.serialize(msg, "wam_ros_interfaces/msg/SafetyStatus")

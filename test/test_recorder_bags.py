@@ -58,7 +58,7 @@ def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
     T = ts.types
     msg = T["wam_ros_interfaces/msg/SafetyStatus"](
         header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id=""), mode=mode,
-        mode_name="X", backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
+        mode_name="X", mode_requester="test", mode_reason="", mode_stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
         joint_state_age_s=0.01, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
         last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
     return bytes(ts.serialize_cdr(msg, "wam_ros_interfaces/msg/SafetyStatus"))
