@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import struct
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rosbags.rosbag2 import Reader
 
 from wam_ros.data.bags import (
     MODE_AUTONOMY,
@@ -50,6 +52,13 @@ def joint_state(definitions: MessageDefinitions, i: int) -> bytes:
         header=ts.types["std_msgs/msg/Header"](stamp=ts.types["builtin_interfaces/msg/Time"](sec=i // 100, nanosec=(i % 100) * 10_000_000), frame_id=""),
         name=[f"j{k}" for k in range(3)], position=np.array([i, i + 0.5, -i], float), velocity=np.zeros(0), effort=np.zeros(0))
     return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+
+
+def big_array(definitions: MessageDefinitions, i: int, size: int) -> bytes:
+    ts = definitions.typestore
+    array = ts.types["std_msgs/msg/UInt8MultiArray"](
+        layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(size, i % 251, np.uint8))
+    return bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))
 
 
 def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
@@ -149,12 +158,12 @@ KILLED_WRITER = textwrap.dedent("""
     definitions = MessageDefinitions(SHARE)
     writer = BagWriter(Path(sys.argv[1]), chunk_interval_s=0.05)
     writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
-    commits, i = writer._storage.commits, 0
+    size, i = writer.mcap_path.stat().st_size, 0
     while True:
         writer.write("/joint_states", 1_000 + i, joint_state(definitions, i))
         i += 1
-        if writer._storage.commits != commits:  # a chunk reached the OS: report how much
-            commits = writer._storage.commits
+        if writer.mcap_path.stat().st_size != size:  # a chunk reached the OS: report how much
+            size = writer.mcap_path.stat().st_size
             print(i, flush=True)
 """)
 
@@ -224,6 +233,13 @@ def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, defin
     with pytest.raises(BagError, match=f"bag.mcap: damaged record at byte {offset}"):
         BagReader(tmp_path / "bag").open()
 
+    # A flipped byte inside that chunk's messages: its checksum no longer matches.
+    damaged = bytearray(data[: len(data) // 2])
+    damaged[offset + 9 + length - 1] ^= 0xFF  # the last byte of its last message
+    mcap.write_bytes(bytes(damaged))
+    with pytest.raises(BagError, match=f"bag.mcap: damaged record at byte {offset}: crc validation failed"):
+        BagReader(tmp_path / "bag").open()
+
     # Damaged message bytes: decoding names the topic and the time.
     mcap.write_bytes(data[: len(data) // 2])
     with BagReader(tmp_path / "bag") as reader:
@@ -233,6 +249,43 @@ def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, defin
 
     with pytest.raises(BagError, match="no such bag"):
         BagReader(tmp_path / "missing").open()
+
+
+FILE_SIZE_LIMITED_WRITER = textwrap.dedent("""
+    import json, resource, signal, sys
+    sys.path.insert(0, {test_dir!r})
+    from pathlib import Path
+    from test_recorder_bags import SHARE, big_array
+    from wam_ros.data.bags import BagWriter, DiskFullError, MessageDefinitions
+    definitions = MessageDefinitions(SHARE)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    writer = BagWriter(Path(sys.argv[1]), chunk_interval_s=0.0)  # a chunk per message
+    writer.add_topic(definitions.topic("/big", "std_msgs/msg/UInt8MultiArray"))
+    for i in range(5):
+        writer.write("/big", 10 + i, big_array(definitions, i, 50_000))
+    limit = writer.mcap_path.stat().st_size + 20_000  # the sixth chunk fails part way
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        writer.write("/big", 15, big_array(definitions, 5, 50_000))
+    except DiskFullError as error:
+        print(json.dumps({{"error": str(error), "closed": writer.summary.closed, "messages": writer.summary.messages, "limit": limit}}))
+""")
+
+
+def test_failed_write_closes_the_bag_at_its_last_chunk(tmp_path, definitions):
+    script = tmp_path / "writer.py"
+    script.write_text(FILE_SIZE_LIMITED_WRITER.format(test_dir=str(Path(__file__).parent)))
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "bag")], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "File too large" in report["error"] and report["closed"] and report["messages"] == 5
+    assert (tmp_path / "bag" / "bag.mcap").stat().st_size <= report["limit"]
+    reader = Reader(tmp_path / "bag")  # rosbags' standard reader: summary, footer and metadata.yaml are there
+    reader.open()
+    try:
+        assert [(t, bytes(d)) for _, t, d in reader.messages()] == [(10 + i, big_array(definitions, i, 50_000)) for i in range(5)]
+    finally:
+        reader.close()
 
 
 @pytest.fixture
@@ -249,12 +302,9 @@ def small_disk(tmp_path):
 
 def _fill(definitions: MessageDefinitions, recording: BagRecording, first: int, count: int) -> list[bytes]:
     """Submit up to ``count`` 200 kB messages numbered from ``first``; returns those accepted."""
-    ts = definitions.typestore
     sent = []
     for i in range(first, first + count):
-        array = ts.types["std_msgs/msg/UInt8MultiArray"](
-            layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(200_000, i % 251, np.uint8))
-        data = bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))
+        data = big_array(definitions, i, 200_000)
         if not recording.submit("/big", 10 + i, data):
             break
         sent.append(data)
