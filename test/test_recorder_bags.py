@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rosbags.rosbag2 import Reader
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from wam_ros.data.bags import (
     MODE_AUTONOMY,
@@ -34,6 +35,8 @@ from wam_ros.data.bags import (
     MessageDefinitions,
     intervention_segments,
     read_labels,
+    repair_bag,
+    unclosed_reason,
     write_labels,
 )
 
@@ -192,6 +195,11 @@ def test_sigkilled_writer_leaves_a_bag_readable_up_to_its_last_chunk(tmp_path, d
     assert [m.timestamp_ns for m in got] == [1_000 + i for i in range(len(got))]
     assert [m.data for m in got[:50]] == [joint_state(definitions, i) for i in range(50)]
 
+    summary = repair_bag(tmp_path / "killed")  # what the reader recovered, as a bag every tool opens
+    assert summary.closed and summary.message_counts == {"/joint_states": len(got)}
+    assert standard_read(tmp_path / "killed") == [("/joint_states", m.timestamp_ns, m.data) for m in got]
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["killed.mcap", "metadata.yaml"]
+
 
 def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, definitions):
     writer = BagWriter(tmp_path / "bag", chunk_interval_s=0.0)
@@ -286,6 +294,125 @@ def test_failed_write_closes_the_bag_at_its_last_chunk(tmp_path, definitions):
         assert [(t, bytes(d)) for _, t, d in reader.messages()] == [(10 + i, big_array(definitions, i, 50_000)) for i in range(5)]
     finally:
         reader.close()
+
+
+def standard_read(bag: Path) -> list[tuple[str, int, bytes]]:
+    """Every message of ``bag`` through rosbags' standard reader (which needs metadata.yaml, summary and footer)."""
+    reader = Reader(bag)
+    reader.open()
+    try:
+        return [(connection.topic, t, bytes(data)) for connection, t, data in reader.messages()]
+    finally:
+        reader.close()
+
+
+QOS = Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, QosTime(2147483647, 4294967295),
+          QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(2147483647, 4294967295), False)
+
+
+def write_closed_bag(path: Path, definitions: MessageDefinitions) -> list[tuple[str, int, bytes]]:
+    """60 joint states (with the publishers' QoS) and 60 arrays of 20 kB, a chunk per 5 messages; what was written."""
+    writer = BagWriter(path, chunk_interval_s=3600)
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState", [QOS]))
+    writer.add_topic(definitions.topic("/raw", "std_msgs/msg/UInt8MultiArray"))
+    sent = []
+    for i in range(120):
+        topic, data = ("/joint_states", joint_state(definitions, i)) if i % 2 else ("/raw", big_array(definitions, i, 20_000))
+        writer.write(topic, 100 + i, data)
+        sent.append((topic, 100 + i, data))
+        if i % 5 == 4:
+            writer.flush()
+    assert writer.close().closed
+    return sent
+
+
+def test_repair_finishes_an_unclosed_bag_for_the_standard_reader(tmp_path, definitions):
+    bag = tmp_path / "bag"
+    sent = write_closed_bag(bag, definitions)
+    mcap = bag / "bag.mcap"
+    closed = mcap.read_bytes()
+    reader = Reader(bag)  # metadata.yaml and the channels agree on the QoS: rosbags matches them to read messages
+    reader.open()
+    assert {c.topic: (c.digest, c.ext.offered_qos_profiles) for c in reader.connections} == {
+        "/joint_states": (definitions.lookup("sensor_msgs/msg/JointState")[1], [QOS]),
+        "/raw": (definitions.lookup("std_msgs/msg/UInt8MultiArray")[1], [])}
+    reader.close()
+    assert repair_bag(bag).message_counts == {"/joint_states": 60, "/raw": 60}  # closed: left as it is
+    assert mcap.read_bytes() == closed and unclosed_reason(bag) == ""
+
+    # Killed mid-chunk: no metadata.yaml, the file ends inside a chunk.
+    mcap.write_bytes(closed[: len(closed) * 2 // 3])
+    (bag / "metadata.yaml").unlink()
+    assert "no metadata.yaml" in unclosed_reason(bag)
+    with BagReader(bag) as scanned:
+        expected = [(m.topic, m.timestamp_ns, m.data) for m in scanned.messages()]
+    assert 0 < len(expected) < len(sent) and expected == sent[: len(expected)]
+    summary = repair_bag(bag)
+    assert summary.closed and summary.messages == len(expected) and (summary.start_ns, summary.end_ns) == (100, expected[-1][1])
+    assert summary.message_counts == {t: sum(1 for m in expected if m[0] == t) for t in ("/joint_states", "/raw")}
+    assert unclosed_reason(bag) == "" and standard_read(bag) == expected
+    with BagReader(bag) as reader:
+        assert reader.problems == [] and reader.deserialize(next(reader.messages(["/joint_states"]))).name == ["j0", "j1", "j2"]
+    assert sorted(p.name for p in bag.iterdir()) == ["bag.mcap", "metadata.yaml"]
+
+    # Cut again with a stale metadata.yaml beside it (the footer is missing): that is replaced too.
+    mcap.write_bytes(closed[: len(closed) // 3])
+    assert unclosed_reason(bag)
+    summary = repair_bag(bag)
+    assert 0 < summary.messages < len(expected) and standard_read(bag) == sent[: summary.messages]
+
+
+def test_repair_leaves_a_bag_alone_when_it_cannot_finish_it(tmp_path, definitions, monkeypatch):
+    writer = BagWriter(tmp_path / "recording")
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    writer.write("/joint_states", 1, joint_state(definitions, 1))
+    writer.flush()
+    with pytest.raises(BagError, match="in use by its recorder"):  # still being recorded
+        repair_bag(tmp_path / "recording")
+    writer.close()
+    assert repair_bag(tmp_path / "recording").messages == 1
+
+    bag = tmp_path / "bag"
+    write_closed_bag(bag, definitions)
+    mcap = bag / "bag.mcap"
+    closed = mcap.read_bytes()
+    (bag / "metadata.yaml").unlink()
+    for content, error in ((closed[:40], "no complete chunk"), (b"not a bag" * 10, "not an MCAP file")):
+        mcap.write_bytes(content)
+        with pytest.raises(BagError, match=error):
+            repair_bag(bag)
+        assert mcap.read_bytes() == content and sorted(p.name for p in bag.iterdir()) == ["bag.mcap"]
+
+    # The repaired file does not read back as written: the original is put back.
+    cut = closed[: len(closed) // 2]
+    mcap.write_bytes(cut)
+
+    def read_back_fails(*_: object) -> None:
+        raise BagError("simulated")
+
+    monkeypatch.setattr("wam_ros.data.bags._read_back", read_back_fails)
+    with pytest.raises(BagError, match=r"did not read back \(simulated\); left as it was"):
+        repair_bag(bag)
+    assert mcap.read_bytes() == cut and sorted(p.name for p in bag.iterdir()) == ["bag.mcap"]
+
+
+def test_repair_finishes_bags_of_the_rosbags_based_recorder(tmp_path, definitions):
+    """Bags recorded before the mcap-based writer: rosbags' Writer, no type hash stored with the channels."""
+    spec = definitions.topic("/raw", "std_msgs/msg/UInt8MultiArray", [QOS])
+    with Writer(tmp_path / "old", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(spec.topic, spec.msgtype, msgdef=spec.msgdef, rihs01=spec.type_hash, offered_qos_profiles=[QOS])
+        for i in range(30):  # rosbags closes a chunk per MiB
+            writer.write(connection, 10 + i, big_array(definitions, i, 200_000))
+    mcap = next((tmp_path / "old").glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size * 3 // 4])
+    (tmp_path / "old" / "metadata.yaml").unlink()
+    summary = repair_bag(tmp_path / "old")
+    assert 10 <= summary.messages < 30
+    assert standard_read(tmp_path / "old") == [("/raw", 10 + i, big_array(definitions, i, 200_000)) for i in range(summary.messages)]
+    reader = Reader(tmp_path / "old")
+    reader.open()
+    assert [(c.digest, c.ext.offered_qos_profiles) for c in reader.connections] == [(spec.type_hash, [QOS])]
+    reader.close()
 
 
 @pytest.fixture

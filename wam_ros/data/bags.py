@@ -20,6 +20,9 @@ and are written as they are. Crash safety comes from MCAP chunking:
   a chunk boundary, which :class:`BagReader` reads in full. The error is raised
   (:class:`DiskFullError` or :class:`BagError`) once the bag is closed.
 
+A bag directory is locked (``flock``) while its writer has it open, so :func:`repair_bag` never
+touches a bag that is still being recorded; the lock goes with the process.
+
 Reading (:class:`BagReader`): a closed bag goes through `rosbags`' standard reader. A bag without
 ``metadata.yaml`` or whose MCAP file has no footer (the recorder was killed) is read record by
 record with mcap's ``StreamReader`` up to its last complete chunk; the reader says so in
@@ -27,12 +30,16 @@ record with mcap's ``StreamReader`` up to its last complete chunk; the reader sa
 opcode, a chunk CRC mismatch, a record that does not parse), raises a :class:`BagError` that
 names the file and the byte offset.
 
+Repair (:func:`repair_bag`): rewrites such a file with mcap's Writer up to its last complete
+chunk as a finished MCAP file and writes ``metadata.yaml``, so that every standard tool opens it.
+
 Labels (task, instruction, operator, outcome, notes, interventions) live next to the MCAP file
 in ``wam_episode.yaml`` (:func:`read_labels`, :func:`write_labels`); rosbag2 tools ignore it.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import queue
 import shutil
@@ -156,6 +163,22 @@ CHUNK_SIZE = 1 << 20  # bytes of records after which mcap's Writer closes a chun
 ROS_DISTRO = "kilted"  # metadata.yaml's ros_distro: the distro whose type store defines the standard types
 
 
+def _lock(bag_dir: Path) -> int:
+    """Take an exclusive lock on the bag directory; it holds until the descriptor is closed or the process dies."""
+    try:
+        fd = os.open(bag_dir, os.O_RDONLY)
+    except OSError as error:
+        raise _as_bag_error(error, f"{bag_dir}: cannot open the bag") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if isinstance(error, BlockingIOError):
+            raise BagError(f"{bag_dir}: in use by its recorder or another repair") from None
+        raise _as_bag_error(error, f"{bag_dir}: cannot lock the bag") from None
+    return fd
+
+
 def _as_bag_error(error: OSError, what: str) -> BagError:
     kind = DiskFullError if error.errno in _DISK_FULL_ERRNOS else BagError
     return kind(f"{what}: {error.strerror or error}")
@@ -273,7 +296,8 @@ class BagSummary:
 class BagWriter:
     """Write one rosbag2 MCAP bag from serialized messages; see the module docstring for safety.
 
-    The directory is created at once and must not exist (:class:`EpisodeExistsError`). A failed write raises :class:`DiskFullError` (or
+    The directory is created at once and must not exist (:class:`EpisodeExistsError`); it stays
+    locked until the bag is closed. A failed write raises :class:`DiskFullError` (or
     :class:`BagError` for other I/O errors) after cutting the file back to its last complete chunk
     and closing the bag there.
     """
@@ -288,12 +312,14 @@ class BagWriter:
             raise EpisodeExistsError(f"{self.path} exists already; bags are never overwritten") from None
         except OSError as error:
             raise _as_bag_error(error, f"{self.path}: cannot create the bag") from None
+        self._lock_fd = _lock(self.path)
         try:
             self._file = open(self.mcap_path, "xb")  # noqa: SIM115 - open until close()
             self._mcap: Writer | None = Writer(self._file, chunk_size=CHUNK_SIZE, compression=CompressionType.NONE)
             self._mcap.start(profile="ros2")
             self._file.flush()
         except OSError as error:
+            os.close(self._lock_fd)
             raise _as_bag_error(error, f"{self.path}: cannot create the bag") from None
         self._topics: dict[str, TopicSpec] = {}
         self._channels: dict[str, int] = {}  # topic -> channel id
@@ -383,7 +409,7 @@ class BagWriter:
         self._release(finished)
 
     def _release(self, finished: bool) -> None:
-        """Write ``metadata.yaml`` for a finished MCAP file and set :attr:`summary`."""
+        """Write ``metadata.yaml`` for a finished MCAP file, unlock the bag and set :attr:`summary`."""
         try:
             if finished:
                 topics = [_topic_entry(topic, spec.msgtype, "cdr", _channel_metadata(spec), self._kept.counts.get(topic, 0))
@@ -392,6 +418,8 @@ class BagWriter:
         except OSError as error:
             self.error = self.error or _as_bag_error(error, f"{self.path}: cannot write metadata.yaml")
             finished = False
+        finally:
+            os.close(self._lock_fd)
         start, end = self._kept.span()
         size = self.mcap_path.stat().st_size if self.mcap_path.exists() else 0
         self.summary = BagSummary(self.path, {topic: self._kept.counts.get(topic, 0) for topic in self._topics}, start, end,
@@ -885,6 +913,14 @@ def _open_indexed(path: Path) -> tuple[Reader | None, str]:
     return reader, ""
 
 
+def unclosed_reason(bag_dir: Path | str) -> str:
+    """Why rosbags' standard reader cannot open a bag ('' when it can); :func:`repair_bag` finishes such a bag."""
+    reader, problem = _open_indexed(Path(bag_dir))
+    if reader is not None:
+        reader.close()
+    return problem
+
+
 class BagReader:
     """Messages of one bag (a rosbag2 directory or a bare ``.mcap`` file), closed or not.
 
@@ -979,3 +1015,121 @@ class BagReader:
         except Exception as error:  # noqa: BLE001 - any decoding failure means damaged data
             raise BagError(f"{self.path}: cannot decode a {message.msgtype} on {message.topic} at "
                            f"t={message.timestamp_ns} ns: {type(error).__name__}: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Repair
+
+
+def _rihs01(schema: Schema) -> str:
+    """RIHS01 hash of a ros2msg schema, for channels that do not store it (bags of older recorders)."""
+    typestore = get_typestore(Stores.EMPTY)
+    try:
+        typestore.register(get_types_from_msg(schema.data.decode(), schema.name))
+        return typestore.hash_rihs01(schema.name)
+    except (TypesysError, KeyError, ValueError) as error:
+        raise BagError(f"cannot hash the definition of {schema.name}: {error}") from None
+
+
+def _rewrite(source: Path, target: Path) -> tuple[_Tally, list[dict[str, Any]]]:
+    """Copy what :class:`_Scan` reads of ``source`` into a finished MCAP file ``target``; its tally and topics."""
+    scan = _Scan(source)
+    schemas: dict[int, int] = {}  # id in source -> id in target
+    channels: dict[int, int] = {}
+    tally = _Tally()
+    with open(target, "wb") as stream:
+        writer = Writer(stream, chunk_size=CHUNK_SIZE, compression=CompressionType.NONE)
+        writer.start(profile="ros2")
+        for record in scan:
+            if isinstance(record, Schema):
+                schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel):
+                channels[record.id] = writer.register_channel(record.topic, record.message_encoding, schemas[record.schema_id],
+                                                              record.metadata)
+            else:
+                writer.add_message(channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence)
+                tally.add(scan.channels[record.channel_id].topic, record.log_time)
+        if not tally.messages:
+            raise BagError(f"{source}: no complete chunk to recover ({scan.stop_reason or 'no messages'})")
+        writer.finish()
+    topics = []
+    for cid, channel in scan.channels.items():
+        schema = scan.schemas[channel.schema_id]
+        metadata = dict(channel.metadata)
+        if not metadata.get("topic_type_hash"):
+            metadata["topic_type_hash"] = _rihs01(schema)
+        topics.append(_topic_entry(channel.topic, schema.name, channel.message_encoding, metadata, scan.counts[cid]))
+    return tally, topics
+
+
+def _read_back(bag_dir: Path, expected: dict[str, int]) -> None:
+    """Read every message of ``bag_dir`` with rosbags' standard reader; BagError unless the counts are ``expected``."""
+    try:
+        reader = Reader(bag_dir)
+        reader.open()
+        try:
+            got = Counter(connection.topic for connection, _, _ in reader.messages())
+        finally:
+            reader.close()
+    except Exception as error:  # noqa: BLE001 - rosbags raises assorted errors on a bad bag
+        raise BagError(f"{type(error).__name__}: {error}") from None
+    if got != Counter(expected):
+        raise BagError(f"read {dict(got)} messages per topic, wrote {expected}")
+
+
+def repair_bag(bag_dir: Path | str) -> BagSummary:
+    """Finish a bag whose recorder died, so that rosbags' and rosbag2's standard readers open it.
+
+    The MCAP file is rewritten with mcap's Writer up to its last complete chunk (what
+    :class:`BagReader` reads of it) with a summary and footer, and ``metadata.yaml`` is written.
+    The original file (and ``metadata.yaml``, if any) is kept as ``*.orig`` until the repaired bag
+    has been read back in full with rosbags' reader; if that fails they are put back and
+    :class:`BagError` is raised. A closed bag is left as it is. Needs free space for a copy of the
+    bag; refuses a bag whose recorder is still writing it (the directory is locked).
+    """
+    path = Path(bag_dir)
+    if not path.is_dir():
+        raise BagError(f"{path}: not a bag directory")
+    lock = _lock(path)
+    try:
+        reader, _ = _open_indexed(path)
+        if reader is not None:
+            counts: dict[str, int] = {}
+            for connection in reader.connections:
+                counts[connection.topic] = counts.get(connection.topic, 0) + connection.msgcount
+            span = (reader.start_time, reader.end_time - 1) if reader.message_count else (0, 0)
+            reader.close()
+            return BagSummary(path, counts, *span, sum(p.stat().st_size for p in _mcap_files(path)), closed=True)
+        files = _mcap_files(path)
+        if len(files) != 1:
+            raise BagError(f"{path}: {len(files)} MCAP files; only a bag of one file can be repaired")
+        mcap = files[0]
+        repaired = mcap.with_name(mcap.name + ".repaired")
+        try:
+            tally, topics = _rewrite(mcap, repaired)
+        except BaseException:
+            with suppress(OSError):
+                repaired.unlink()
+            raise
+        kept = [(p, p.with_name(p.name + ".orig")) for p in (mcap, path / "metadata.yaml") if p.exists()]
+        for original, backup in kept:
+            os.replace(original, backup)
+        os.replace(repaired, mcap)
+        try:
+            _write_metadata(path, mcap.name, topics, tally)
+            _read_back(path, tally.counts)
+        except (OSError, BagError) as error:
+            with suppress(OSError):
+                (path / "metadata.yaml").unlink()
+            for original, backup in kept:
+                os.replace(backup, original)
+            raise BagError(f"{path}: the repaired bag did not read back ({error}); left as it was") from None
+        for _, backup in kept:
+            backup.unlink()
+        names = [topic["topic_metadata"]["name"] for topic in topics]
+        return BagSummary(path, {name: tally.counts.get(name, 0) for name in names}, *tally.span(), mcap.stat().st_size,
+                          closed=True)
+    except OSError as error:
+        raise _as_bag_error(error, f"{path}: cannot repair the bag") from None
+    finally:
+        os.close(lock)
