@@ -3,8 +3,8 @@
 Writing (:class:`BagWriter`, :class:`BagRecording`): the `mcap` package's ``Writer`` writes the
 MCAP file (profile ``ros2``, ``ros2msg`` schemas, ``cdr`` channels carrying the publishers' QoS
 and the RIHS01 type hash as rosbag2 stores them, uncompressed chunks with CRCs) and this module
-writes ``metadata.yaml`` (rosbag2 version 9) at close, so rosbag2, rosbags' standard reader and
-Foxglove open the bag. Messages arrive already serialized (an rclpy ``raw=True`` subscription)
+writes ``metadata.yaml`` at close as rosbag2 (version 9) does, so rosbags' standard reader and
+the MCAP project's own reader open the bag. Messages arrive already serialized (an rclpy ``raw=True`` subscription)
 and are written as they are. Crash safety comes from MCAP chunking:
 
 - the Writer closes a chunk once it holds 1 MiB, and :class:`BagWriter` closes it earlier when
@@ -31,7 +31,7 @@ opcode, a chunk CRC mismatch, a record that does not parse), raises a :class:`Ba
 names the file and the byte offset.
 
 Repair (:func:`repair_bag`): rewrites such a file with mcap's Writer up to its last complete
-chunk as a finished MCAP file and writes ``metadata.yaml``, so that every standard tool opens it.
+chunk as a finished MCAP file and writes ``metadata.yaml``, so that rosbags' standard reader opens it.
 
 Labels (task, instruction, operator, outcome, notes, interventions) live next to the MCAP file
 in ``wam_episode.yaml`` (:func:`read_labels`, :func:`write_labels`); rosbag2 tools ignore it.
@@ -186,12 +186,12 @@ def _as_bag_error(error: OSError, what: str) -> BagError:
 
 def _qos_profiles(qos: Sequence[Qos]) -> list[dict[str, Any]]:
     """QoS profiles as rosbag2 version 9 writes them: enum names in lower case, times as sec/nsec."""
-    def span(value: Any) -> dict[str, int]:
+    def sec_nsec(value: Any) -> dict[str, int]:
         return {"sec": value.sec, "nsec": value.nsec}
 
     return [{"history": q.history.name.lower(), "depth": q.depth, "reliability": q.reliability.name.lower(),
-             "durability": q.durability.name.lower(), "deadline": span(q.deadline), "lifespan": span(q.lifespan),
-             "liveliness": q.liveliness.name.lower(), "liveliness_lease_duration": span(q.liveliness_lease_duration),
+             "durability": q.durability.name.lower(), "deadline": sec_nsec(q.deadline), "lifespan": sec_nsec(q.lifespan),
+             "liveliness": q.liveliness.name.lower(), "liveliness_lease_duration": sec_nsec(q.liveliness_lease_duration),
              "avoid_ros_namespace_conventions": q.avoid_ros_namespace_conventions} for q in qos]
 
 
