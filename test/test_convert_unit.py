@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,7 +11,18 @@ import pytest
 
 from wam_ros.cli import main as wam_ros
 from wam_ros.data import EpisodeDataset
-from wam_ros.data.bags import MODE_AUTONOMY, MODE_TELEOP, BagReader, BagWriter, EpisodeLabels, MessageDefinitions, write_labels
+from wam_ros.data.bags import (
+    MODE_AUTONOMY,
+    MODE_TELEOP,
+    BagError,
+    BagReader,
+    BagWriter,
+    EpisodeLabels,
+    MessageDefinitions,
+    read_labels,
+    unclosed_reason,
+    write_labels,
+)
 from wam_ros.data.convert import (
     ConvertError,
     bag_to_episode,
@@ -70,7 +82,8 @@ class Messages:
     def safety(self, mode: int) -> bytes:
         T = self.T
         msg = T["wam_ros_interfaces/msg/SafetyStatus"](
-            header=self.header(0), mode=mode, mode_name="", backend="sim", active_limits=[], violations=[], violation_count=0,
+            header=self.header(0), mode=mode, mode_name="", mode_requester="test", mode_reason="",
+            mode_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), backend="sim", active_limits=[], violations=[], violation_count=0,
             action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
             last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
         return self.serialize(msg, "wam_ros_interfaces/msg/SafetyStatus")
@@ -139,8 +152,6 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
 
 def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):
     bag = write_bag(tmp_path / "bag", messages)
-    from wam_ros.data.bags import read_labels
-
     with BagReader(bag) as reader:
         episode, report = bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag))
     t_start = T0 + 50 * MS  # the last stream to begin: the arm commands
@@ -202,6 +213,34 @@ def test_unclosed_bag_converts_with_a_note(tmp_path, messages):
         episode, report = bag_to_episode(reader, ROBOT, 10.0, {"front": (32, 32)})
     assert 10 < episode.length < 30 and episode.images["front"].shape[1:] == (32, 32, 3)
     assert any("read by scanning" in p for p in report.problems)
+
+
+def test_cli_repairs_an_unclosed_bag_and_says_so(tmp_path, messages, capsys, monkeypatch):
+    bag = write_bag(tmp_path / "bag", messages)
+    mcap = bag / "bag.mcap"
+    mcap.write_bytes(mcap.read_bytes()[: int(mcap.stat().st_size * 0.7)])
+    (bag / "metadata.yaml").unlink()
+    shutil.copytree(bag, tmp_path / "as_it_was")
+    with BagReader(tmp_path / "as_it_was") as reader:  # what reading the unclosed bag as it is gives
+        expected, _ = bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag))
+
+    def no_room(path: Path) -> None:
+        raise BagError(f"{path}: no room")
+
+    with monkeypatch.context() as patch:  # a bag that cannot be repaired (no room, recording) is read as it is
+        patch.setattr("wam_ros.data.convert.repair_bag", no_room)
+        assert wam_ros(["convert", str(bag), "--out", str(tmp_path / "unrepaired")]) == 0
+    out = capsys.readouterr().out
+    assert "not repaired: " in out and "no room" in out and "note: read by scanning" in out
+    assert EpisodeDataset(tmp_path / "unrepaired").episode(0).length == expected.length and unclosed_reason(bag)
+
+    assert wam_ros(["convert", str(bag), "--out", str(tmp_path / "dataset")]) == 0
+    assert "note: unclosed bag (no metadata.yaml (the bag was not closed)), repaired: " in capsys.readouterr().out
+    assert unclosed_reason(bag) == "" and sorted(p.name for p in bag.iterdir()) == ["bag.mcap", "metadata.yaml", "wam_episode.yaml"]
+    episode = EpisodeDataset(tmp_path / "dataset").episode(0)
+    assert episode.length == expected.length and episode.extra["problems"][0].startswith("unclosed bag")
+    np.testing.assert_array_equal(episode.images["front"], expected.images["front"])
+    np.testing.assert_array_equal(episode.actions, expected.actions)
 
 
 def test_missing_streams_are_named(tmp_path, messages):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import struct
 import subprocess
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from wam_ros.data.bags import (
     MODE_AUTONOMY,
@@ -32,6 +35,8 @@ from wam_ros.data.bags import (
     MessageDefinitions,
     intervention_segments,
     read_labels,
+    repair_bag,
+    unclosed_reason,
     write_labels,
 )
 
@@ -52,13 +57,20 @@ def joint_state(definitions: MessageDefinitions, i: int) -> bytes:
     return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
 
 
+def big_array(definitions: MessageDefinitions, i: int, size: int) -> bytes:
+    ts = definitions.typestore
+    array = ts.types["std_msgs/msg/UInt8MultiArray"](
+        layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(size, i % 251, np.uint8))
+    return bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))
+
+
 def safety_status(definitions: MessageDefinitions, mode: int) -> bytes:
     definitions.lookup("wam_ros_interfaces/msg/SafetyStatus")
     ts = definitions.typestore
     T = ts.types
     msg = T["wam_ros_interfaces/msg/SafetyStatus"](
         header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id=""), mode=mode,
-        mode_name="X", backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
+        mode_name="X", mode_requester="test", mode_reason="", mode_stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), backend="sim", active_limits=[], violations=["a: b"], violation_count=3, action_chunk_age_s=-1.0,
         joint_state_age_s=0.01, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
         last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
     return bytes(ts.serialize_cdr(msg, "wam_ros_interfaces/msg/SafetyStatus"))
@@ -149,12 +161,12 @@ KILLED_WRITER = textwrap.dedent("""
     definitions = MessageDefinitions(SHARE)
     writer = BagWriter(Path(sys.argv[1]), chunk_interval_s=0.05)
     writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
-    commits, i = writer._storage.commits, 0
+    size, i = writer.mcap_path.stat().st_size, 0
     while True:
         writer.write("/joint_states", 1_000 + i, joint_state(definitions, i))
         i += 1
-        if writer._storage.commits != commits:  # a chunk reached the OS: report how much
-            commits = writer._storage.commits
+        if writer.mcap_path.stat().st_size != size:  # a chunk reached the OS: report how much
+            size = writer.mcap_path.stat().st_size
             print(i, flush=True)
 """)
 
@@ -182,6 +194,11 @@ def test_sigkilled_writer_leaves_a_bag_readable_up_to_its_last_chunk(tmp_path, d
     assert len(got) >= flushed
     assert [m.timestamp_ns for m in got] == [1_000 + i for i in range(len(got))]
     assert [m.data for m in got[:50]] == [joint_state(definitions, i) for i in range(50)]
+
+    summary = repair_bag(tmp_path / "killed")  # what the reader recovered, as a bag every tool opens
+    assert summary.closed and summary.message_counts == {"/joint_states": len(got)}
+    assert standard_read(tmp_path / "killed") == [("/joint_states", m.timestamp_ns, m.data) for m in got]
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["killed.mcap", "metadata.yaml"]
 
 
 def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, definitions):
@@ -224,6 +241,13 @@ def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, defin
     with pytest.raises(BagError, match=f"bag.mcap: damaged record at byte {offset}"):
         BagReader(tmp_path / "bag").open()
 
+    # A flipped byte inside that chunk's messages: its checksum no longer matches.
+    damaged = bytearray(data[: len(data) // 2])
+    damaged[offset + 9 + length - 1] ^= 0xFF  # the last byte of its last message
+    mcap.write_bytes(bytes(damaged))
+    with pytest.raises(BagError, match=f"bag.mcap: damaged record at byte {offset}: crc validation failed"):
+        BagReader(tmp_path / "bag").open()
+
     # Damaged message bytes: decoding names the topic and the time.
     mcap.write_bytes(data[: len(data) // 2])
     with BagReader(tmp_path / "bag") as reader:
@@ -233,6 +257,162 @@ def test_truncated_or_damaged_files_give_clear_errors_or_recover(tmp_path, defin
 
     with pytest.raises(BagError, match="no such bag"):
         BagReader(tmp_path / "missing").open()
+
+
+FILE_SIZE_LIMITED_WRITER = textwrap.dedent("""
+    import json, resource, signal, sys
+    sys.path.insert(0, {test_dir!r})
+    from pathlib import Path
+    from test_recorder_bags import SHARE, big_array
+    from wam_ros.data.bags import BagWriter, DiskFullError, MessageDefinitions
+    definitions = MessageDefinitions(SHARE)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    writer = BagWriter(Path(sys.argv[1]), chunk_interval_s=0.0)  # a chunk per message
+    writer.add_topic(definitions.topic("/big", "std_msgs/msg/UInt8MultiArray"))
+    for i in range(5):
+        writer.write("/big", 10 + i, big_array(definitions, i, 50_000))
+    limit = writer.mcap_path.stat().st_size + 20_000  # the sixth chunk fails part way
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        writer.write("/big", 15, big_array(definitions, 5, 50_000))
+    except DiskFullError as error:
+        print(json.dumps({{"error": str(error), "closed": writer.summary.closed, "messages": writer.summary.messages, "limit": limit}}))
+""")
+
+
+def test_failed_write_closes_the_bag_at_its_last_chunk(tmp_path, definitions):
+    script = tmp_path / "writer.py"
+    script.write_text(FILE_SIZE_LIMITED_WRITER.format(test_dir=str(Path(__file__).parent)))
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "bag")], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "File too large" in report["error"] and report["closed"] and report["messages"] == 5
+    assert (tmp_path / "bag" / "bag.mcap").stat().st_size <= report["limit"]
+    reader = Reader(tmp_path / "bag")  # rosbags' standard reader: summary, footer and metadata.yaml are there
+    reader.open()
+    try:
+        assert [(t, bytes(d)) for _, t, d in reader.messages()] == [(10 + i, big_array(definitions, i, 50_000)) for i in range(5)]
+    finally:
+        reader.close()
+
+
+def standard_read(bag: Path) -> list[tuple[str, int, bytes]]:
+    """Every message of ``bag`` through rosbags' standard reader (which needs metadata.yaml, summary and footer)."""
+    reader = Reader(bag)
+    reader.open()
+    try:
+        return [(connection.topic, t, bytes(data)) for connection, t, data in reader.messages()]
+    finally:
+        reader.close()
+
+
+QOS = Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, QosTime(2147483647, 4294967295),
+          QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(2147483647, 4294967295), False)
+
+
+def write_closed_bag(path: Path, definitions: MessageDefinitions) -> list[tuple[str, int, bytes]]:
+    """60 joint states (with the publishers' QoS) and 60 arrays of 20 kB, a chunk per 5 messages; what was written."""
+    writer = BagWriter(path, chunk_interval_s=3600)
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState", [QOS]))
+    writer.add_topic(definitions.topic("/raw", "std_msgs/msg/UInt8MultiArray"))
+    sent = []
+    for i in range(120):
+        topic, data = ("/joint_states", joint_state(definitions, i)) if i % 2 else ("/raw", big_array(definitions, i, 20_000))
+        writer.write(topic, 100 + i, data)
+        sent.append((topic, 100 + i, data))
+        if i % 5 == 4:
+            writer.flush()
+    assert writer.close().closed
+    return sent
+
+
+def test_repair_finishes_an_unclosed_bag_for_the_standard_reader(tmp_path, definitions):
+    bag = tmp_path / "bag"
+    sent = write_closed_bag(bag, definitions)
+    mcap = bag / "bag.mcap"
+    closed = mcap.read_bytes()
+    reader = Reader(bag)  # metadata.yaml and the channels agree on the QoS: rosbags matches them to read messages
+    reader.open()
+    assert {c.topic: (c.digest, c.ext.offered_qos_profiles) for c in reader.connections} == {
+        "/joint_states": (definitions.lookup("sensor_msgs/msg/JointState")[1], [QOS]),
+        "/raw": (definitions.lookup("std_msgs/msg/UInt8MultiArray")[1], [])}
+    reader.close()
+    assert repair_bag(bag).message_counts == {"/joint_states": 60, "/raw": 60}  # closed: left as it is
+    assert mcap.read_bytes() == closed and unclosed_reason(bag) == ""
+
+    # Killed mid-chunk: no metadata.yaml, the file ends inside a chunk.
+    mcap.write_bytes(closed[: len(closed) * 2 // 3])
+    (bag / "metadata.yaml").unlink()
+    assert "no metadata.yaml" in unclosed_reason(bag)
+    with BagReader(bag) as scanned:
+        expected = [(m.topic, m.timestamp_ns, m.data) for m in scanned.messages()]
+    assert 0 < len(expected) < len(sent) and expected == sent[: len(expected)]
+    summary = repair_bag(bag)
+    assert summary.closed and summary.messages == len(expected) and (summary.start_ns, summary.end_ns) == (100, expected[-1][1])
+    assert summary.message_counts == {t: sum(1 for m in expected if m[0] == t) for t in ("/joint_states", "/raw")}
+    assert unclosed_reason(bag) == "" and standard_read(bag) == expected
+    with BagReader(bag) as reader:
+        assert reader.problems == [] and reader.deserialize(next(reader.messages(["/joint_states"]))).name == ["j0", "j1", "j2"]
+    assert sorted(p.name for p in bag.iterdir()) == ["bag.mcap", "metadata.yaml"]
+
+    # Cut again with a stale metadata.yaml beside it (the footer is missing): that is replaced too.
+    mcap.write_bytes(closed[: len(closed) // 3])
+    assert unclosed_reason(bag)
+    summary = repair_bag(bag)
+    assert 0 < summary.messages < len(expected) and standard_read(bag) == sent[: summary.messages]
+
+
+def test_repair_leaves_a_bag_alone_when_it_cannot_finish_it(tmp_path, definitions, monkeypatch):
+    writer = BagWriter(tmp_path / "recording")
+    writer.add_topic(definitions.topic("/joint_states", "sensor_msgs/msg/JointState"))
+    writer.write("/joint_states", 1, joint_state(definitions, 1))
+    writer.flush()
+    with pytest.raises(BagError, match="in use by its recorder"):  # still being recorded
+        repair_bag(tmp_path / "recording")
+    writer.close()
+    assert repair_bag(tmp_path / "recording").messages == 1
+
+    bag = tmp_path / "bag"
+    write_closed_bag(bag, definitions)
+    mcap = bag / "bag.mcap"
+    closed = mcap.read_bytes()
+    (bag / "metadata.yaml").unlink()
+    for content, error in ((closed[:40], "no complete chunk"), (b"not a bag" * 10, "not an MCAP file")):
+        mcap.write_bytes(content)
+        with pytest.raises(BagError, match=error):
+            repair_bag(bag)
+        assert mcap.read_bytes() == content and sorted(p.name for p in bag.iterdir()) == ["bag.mcap"]
+
+    # The repaired file does not read back as written: the original is put back.
+    cut = closed[: len(closed) // 2]
+    mcap.write_bytes(cut)
+
+    def read_back_fails(*_: object) -> None:
+        raise BagError("simulated")
+
+    monkeypatch.setattr("wam_ros.data.bags._read_back", read_back_fails)
+    with pytest.raises(BagError, match=r"did not read back \(simulated\); left as it was"):
+        repair_bag(bag)
+    assert mcap.read_bytes() == cut and sorted(p.name for p in bag.iterdir()) == ["bag.mcap"]
+
+
+def test_repair_finishes_bags_of_the_rosbags_based_recorder(tmp_path, definitions):
+    """Bags recorded before the mcap-based writer: rosbags' Writer, no type hash stored with the channels."""
+    spec = definitions.topic("/raw", "std_msgs/msg/UInt8MultiArray", [QOS])
+    with Writer(tmp_path / "old", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(spec.topic, spec.msgtype, msgdef=spec.msgdef, rihs01=spec.type_hash, offered_qos_profiles=[QOS])
+        for i in range(30):  # rosbags closes a chunk per MiB
+            writer.write(connection, 10 + i, big_array(definitions, i, 200_000))
+    mcap = next((tmp_path / "old").glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size * 3 // 4])
+    (tmp_path / "old" / "metadata.yaml").unlink()
+    summary = repair_bag(tmp_path / "old")
+    assert 10 <= summary.messages < 30
+    assert standard_read(tmp_path / "old") == [("/raw", 10 + i, big_array(definitions, i, 200_000)) for i in range(summary.messages)]
+    reader = Reader(tmp_path / "old")
+    reader.open()
+    assert [(c.digest, c.ext.offered_qos_profiles) for c in reader.connections] == [(spec.type_hash, [QOS])]
+    reader.close()
 
 
 @pytest.fixture
@@ -249,12 +429,9 @@ def small_disk(tmp_path):
 
 def _fill(definitions: MessageDefinitions, recording: BagRecording, first: int, count: int) -> list[bytes]:
     """Submit up to ``count`` 200 kB messages numbered from ``first``; returns those accepted."""
-    ts = definitions.typestore
     sent = []
     for i in range(first, first + count):
-        array = ts.types["std_msgs/msg/UInt8MultiArray"](
-            layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.full(200_000, i % 251, np.uint8))
-        data = bytes(ts.serialize_cdr(array, "std_msgs/msg/UInt8MultiArray"))
+        data = big_array(definitions, i, 200_000)
         if not recording.submit("/big", 10 + i, data):
             break
         sent.append(data)

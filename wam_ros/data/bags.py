@@ -1,22 +1,37 @@
 """Episode bags: rosbag2 directories with MCAP storage, written from raw CDR bytes (no rclpy).
 
-Writing (:class:`BagWriter`, :class:`BagRecording`): `rosbags`' rosbag2 writer with MCAP storage,
-so ``metadata.yaml``, schemas (``ros2msg`` text) and type hashes are what rosbag2 and Foxglove
-expect. Messages arrive already serialized (an rclpy ``raw=True`` subscription) and are written
-as they are. Crash safety comes from MCAP chunking:
+Writing (:class:`BagWriter`, :class:`BagRecording`): the `mcap` package's ``Writer`` writes the
+MCAP file (profile ``ros2``, ``ros2msg`` schemas, ``cdr`` channels carrying the publishers' QoS
+and the RIHS01 type hash as rosbag2 stores them, uncompressed chunks with CRCs) and this module
+writes ``metadata.yaml`` at close as rosbag2 (version 9) does, so rosbags' standard reader and
+the MCAP project's own reader open the bag. Messages arrive already serialized (an rclpy ``raw=True`` subscription)
+and are written as they are. Crash safety comes from MCAP chunking:
 
-- every chunk (1 MiB, or ``chunk_interval_s`` of data, whichever comes first) is handed to the
-  OS as soon as it is closed, so a process killed with SIGKILL leaves a file whose complete
-  chunks are all on disk; :class:`BagReader` reads such a file by scanning it (see below);
-- a failed write (disk full, I/O error) rolls the file back to the end of the last complete
-  chunk and then closes the bag properly (summary, footer, ``metadata.yaml``); if even that
-  does not fit, the file is left ending at a chunk boundary, which the scan reads in full.
+- the Writer closes a chunk once it holds 1 MiB, and :class:`BagWriter` closes it earlier when
+  it is ``chunk_interval_s`` old (``Writer.flush``). The Writer writes a closed chunk to the file
+  object at once, so the file position moves; :class:`BagWriter` watches it and hands the bytes
+  to the OS right then. A process killed with SIGKILL so leaves a file whose complete chunks are
+  all on disk, which :class:`BagReader` reads (see below);
+- a failed write (disk full, I/O error) cuts the file back to the end of the last chunk handed to
+  the OS and then closes the bag properly (summary, footer, ``metadata.yaml``): as the failed
+  Writer still counts the lost chunk, a fresh Writer replays the file's records into a sink that
+  only counts bytes and, landing exactly on the file's end, appends its summary to the file.
+  That needs no room beyond the summary; if even that does not fit, the file is left ending at
+  a chunk boundary, which :class:`BagReader` reads in full. The error is raised
+  (:class:`DiskFullError` or :class:`BagError`) once the bag is closed.
 
-Reading (:class:`BagReader`): a closed bag goes through `rosbags`' indexed reader. A bag without
-``metadata.yaml`` or whose MCAP file has no footer (the recorder was killed, or the disk filled
-up while closing) is scanned record by record up to its last complete chunk; the reader says so
-in :attr:`BagReader.problems`. A file that is not MCAP, or whose records are damaged, raises a
-:class:`BagError` that names the file and the byte offset.
+A bag directory is locked (``flock``) while its writer has it open, so :func:`repair_bag` never
+touches a bag that is still being recorded; the lock goes with the process.
+
+Reading (:class:`BagReader`): a closed bag goes through `rosbags`' standard reader. A bag without
+``metadata.yaml`` or whose MCAP file has no footer (the recorder was killed) is read record by
+record with mcap's ``StreamReader`` up to its last complete chunk; the reader says so in
+:attr:`BagReader.problems`. A file that is not MCAP, or whose records are damaged (an unknown
+opcode, a chunk CRC mismatch, a record that does not parse), raises a :class:`BagError` that
+names the file and the byte offset.
+
+Repair (:func:`repair_bag`): rewrites such a file with mcap's Writer up to its last complete
+chunk as a finished MCAP file and writes ``metadata.yaml``, so that rosbags' standard reader opens it.
 
 Labels (task, instruction, operator, outcome, notes, interventions) live next to the MCAP file
 in ``wam_episode.yaml`` (:func:`read_labels`, :func:`write_labels`); rosbag2 tools ignore it.
@@ -24,31 +39,37 @@ in ``wam_episode.yaml`` (:func:`read_labels`, :func:`write_labels`); rosbag2 too
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import queue
 import shutil
 import struct
 import threading
 import time
-import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
-from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import yaml
-from rosbags.interfaces import Connection, Qos
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
-from rosbags.rosbag2.storage_mcap import McapWriter, PendingChunk
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from rosbags.typesys.base import Nodetype, TypesysError
+from mcap.exceptions import (
+    EndOfFile,
+    InvalidMagic,
+    McapError,
+    RecordLengthLimitExceeded,
+)
+from mcap.opcode import Opcode
+from mcap.records import Channel, DataEnd, Footer, Header, Message, MessageIndex, Schema
+from mcap.stream_reader import StreamReader
+from mcap.writer import CompressionType, Writer
+from rosbags.interfaces import Nodetype, Qos
+from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
 LABELS_FILE = "wam_episode.yaml"
-MCAP_MAGIC = b"\x89MCAP0\r\n"
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -138,45 +159,121 @@ def _split_type(msgtype: str) -> tuple[str, str, str]:
 # Writing
 
 
-class _CommittingMcapWriter(McapWriter):
-    """`rosbags`' MCAP storage that flushes each closed chunk to the OS and can roll back to it."""
+CHUNK_SIZE = 1 << 20  # bytes of records after which mcap's Writer closes a chunk
+ROS_DISTRO = "kilted"  # metadata.yaml's ros_distro: the distro whose type store defines the standard types
 
-    def __init__(self, path: Path, compression: Any) -> None:
-        super().__init__(path, compression)
-        self.bio.flush()
-        self.commits = 0
-        self._commit()
 
-    def _commit(self) -> None:
-        self.committed = (self.bio.tell(), len(self.chunks), dict(self.channel_stats), self.message_start_time, self.message_end_time)
-        self.commits += 1
+def _lock(bag_dir: Path) -> int:
+    """Take an exclusive lock on the bag directory; it holds until the descriptor is closed or the process dies."""
+    try:
+        fd = os.open(bag_dir, os.O_RDONLY)
+    except OSError as error:
+        raise _as_bag_error(error, f"{bag_dir}: cannot open the bag") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if isinstance(error, BlockingIOError):
+            raise BagError(f"{bag_dir}: in use by its recorder or another repair") from None
+        raise _as_bag_error(error, f"{bag_dir}: cannot lock the bag") from None
+    return fd
 
-    def close_chunk(self) -> None:
-        super().close_chunk()
-        self.bio.flush()
-        self._commit()
 
-    def rollback(self) -> None:
-        """Cut the file back to the end of the last flushed chunk and forget everything after it."""
-        offset, n_chunks, stats, start, end = self.committed
-        fd = os.dup(self.bio.fileno())
-        with suppress(OSError):
-            self.bio.close()  # may fail flushing buffered bytes: they lie past ``offset`` anyway
-        os.ftruncate(fd, offset)
-        self.bio = os.fdopen(fd, "r+b")
-        self.bio.seek(offset)
-        del self.chunks[n_chunks:]
-        self.channel_stats = {cid: stats.get(cid, 0) for cid in self.channel_stats}
-        self.message_start_time, self.message_end_time = start, end
-        self.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), defaultdict(list))
+def _as_bag_error(error: OSError, what: str) -> BagError:
+    kind = DiskFullError if error.errno in _DISK_FULL_ERRNOS else BagError
+    return kind(f"{what}: {error.strerror or error}")
+
+
+def _qos_profiles(qos: Sequence[Qos]) -> list[dict[str, Any]]:
+    """QoS profiles as rosbag2 version 9 writes them: enum names in lower case, times as sec/nsec."""
+    def sec_nsec(value: Any) -> dict[str, int]:
+        return {"sec": value.sec, "nsec": value.nsec}
+
+    return [{"history": q.history.name.lower(), "depth": q.depth, "reliability": q.reliability.name.lower(),
+             "durability": q.durability.name.lower(), "deadline": sec_nsec(q.deadline), "lifespan": sec_nsec(q.lifespan),
+             "liveliness": q.liveliness.name.lower(), "liveliness_lease_duration": sec_nsec(q.liveliness_lease_duration),
+             "avoid_ros_namespace_conventions": q.avoid_ros_namespace_conventions} for q in qos]
+
+
+def _channel_metadata(spec: TopicSpec) -> dict[str, str]:
+    """What rosbag2 stores with an MCAP channel (and reads back when it reindexes a bag)."""
+    return {"offered_qos_profiles": yaml.safe_dump(_qos_profiles(spec.offered_qos), sort_keys=False),
+            "topic_type_hash": spec.type_hash}
+
+
+@dataclass
+class _Tally:
+    """Messages per topic and the span of their timestamps."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    start_ns: int = 2**64
+    end_ns: int = 0
+
+    def add(self, topic: str, timestamp_ns: int) -> None:
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+        self.start_ns = min(self.start_ns, timestamp_ns)
+        self.end_ns = max(self.end_ns, timestamp_ns)
+
+    def absorb(self, other: _Tally) -> None:
+        for topic, count in other.counts.items():
+            self.counts[topic] = self.counts.get(topic, 0) + count
+        self.start_ns = min(self.start_ns, other.start_ns)
+        self.end_ns = max(self.end_ns, other.end_ns)
 
     @property
-    def pending_bytes(self) -> int:
-        return self.chunk.bio.tell()
+    def messages(self) -> int:
+        return sum(self.counts.values())
+
+    def span(self) -> tuple[int, int]:
+        """(first, last) timestamp; (0, 0) without messages."""
+        return (self.start_ns, self.end_ns) if self.messages else (0, 0)
 
 
-class _EpisodeWriter(Writer):
-    STORAGE_PLUGINS = {StoragePlugin.MCAP: _CommittingMcapWriter}
+def _write_metadata(bag_dir: Path, mcap_name: str, topics: Sequence[dict[str, Any]], tally: _Tally) -> None:
+    """Write ``metadata.yaml`` as rosbag2 writes version 9 (Jazzy and later), atomically (temp file + rename).
+
+    Fields: ``version`` 9; ``storage_identifier`` mcap; ``relative_file_paths`` and ``files`` (path,
+    starting time, duration and message count per file) name the one MCAP file; ``starting_time``
+    and ``duration`` span the first to the last message [ns]; ``message_count``;
+    ``topics_with_message_count``: per topic its name, type, ``serialization_format`` (cdr),
+    ``offered_qos_profiles`` (the publishers' QoS, enum names in lower case) and
+    ``type_description_hash`` (RIHS01), with its message count; ``compression_format`` and
+    ``compression_mode`` empty (chunks are not compressed); ``custom_data`` null; ``ros_distro``.
+    """
+    start, end = tally.span()
+    count = tally.messages
+    info = {
+        "version": 9,
+        "storage_identifier": "mcap",
+        "duration": {"nanoseconds": end - start},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": count,
+        "topics_with_message_count": list(topics),
+        "compression_format": "",
+        "compression_mode": "",
+        "relative_file_paths": [mcap_name],
+        "files": [{"path": mcap_name, "starting_time": {"nanoseconds_since_epoch": start},
+                   "duration": {"nanoseconds": end - start}, "message_count": count}],
+        "custom_data": None,
+        "ros_distro": ROS_DISTRO,
+    }
+    path = bag_dir / "metadata.yaml"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
+        os.replace(tmp, path)
+    except OSError:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _topic_entry(topic: str, msgtype: str, encoding: str, metadata: dict[str, str], count: int) -> dict[str, Any]:
+    """One ``topics_with_message_count`` entry, from what the MCAP channel stores (see :func:`_channel_metadata`)."""
+    return {"topic_metadata": {"name": topic, "type": msgtype, "serialization_format": encoding,
+                               "offered_qos_profiles": yaml.safe_load(metadata.get("offered_qos_profiles") or "[]"),
+                               "type_description_hash": metadata.get("topic_type_hash", "")},
+            "message_count": count}
 
 
 @dataclass
@@ -199,9 +296,10 @@ class BagSummary:
 class BagWriter:
     """Write one rosbag2 MCAP bag from serialized messages; see the module docstring for safety.
 
-    The directory is created at once and must not exist (:class:`EpisodeExistsError`).
-    A failed write raises :class:`DiskFullError` (or :class:`BagError` for other I/O errors)
-    after closing the bag with everything up to its last flushed chunk.
+    The directory is created at once and must not exist (:class:`EpisodeExistsError`); it stays
+    locked until the bag is closed. A failed write raises :class:`DiskFullError` (or
+    :class:`BagError` for other I/O errors) after cutting the file back to its last complete chunk
+    and closing the bag there.
     """
 
     def __init__(self, path: Path | str, chunk_interval_s: float = 1.0) -> None:
@@ -209,42 +307,59 @@ class BagWriter:
         self.chunk_interval_s = chunk_interval_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = _EpisodeWriter(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
-            self._writer.open()
-        except WriterError:
+            self.path.mkdir()
+        except FileExistsError:
             raise EpisodeExistsError(f"{self.path} exists already; bags are never overwritten") from None
         except OSError as error:
-            raise self._as_bag_error(error, "cannot create the bag") from None
-        self._connections: dict[str, Connection] = {}
+            raise _as_bag_error(error, f"{self.path}: cannot create the bag") from None
+        self._lock_fd = _lock(self.path)
+        try:
+            self._file = open(self.mcap_path, "xb")  # noqa: SIM115 - open until close()
+            self._mcap: Writer | None = Writer(self._file, chunk_size=CHUNK_SIZE, compression=CompressionType.NONE)
+            self._mcap.start(profile="ros2")
+            self._file.flush()
+        except OSError as error:
+            os.close(self._lock_fd)
+            raise _as_bag_error(error, f"{self.path}: cannot create the bag") from None
+        self._topics: dict[str, TopicSpec] = {}
+        self._channels: dict[str, int] = {}  # topic -> channel id
+        self._schemas: dict[str, int] = {}  # message type -> schema id
+        self._kept = _Tally()  # messages in chunks handed to the OS
+        self._pending = _Tally()  # messages mcap's Writer holds in its open chunk
+        self._kept_bytes = self._file.tell()  # where the last chunk handed to the OS ends
         self._last_flush_s = time.monotonic()
         self.error: BagError | None = None
         self.summary: BagSummary | None = None
 
     @property
-    def _storage(self) -> _CommittingMcapWriter:
-        assert isinstance(self._writer.storage, _CommittingMcapWriter), "bag is closed"
-        return self._writer.storage
-
-    @property
     def is_open(self) -> bool:
-        return self._writer.storage is not None
+        return self._mcap is not None
 
     @property
     def mcap_path(self) -> Path:
         return self.path / f"{self.path.name}.mcap"
 
     def add_topic(self, spec: TopicSpec) -> None:
-        if spec.topic in self._connections:
+        if spec.topic in self._topics:
             return
-        self._guard(lambda: self._connections.__setitem__(spec.topic, self._writer.add_connection(
-            spec.topic, spec.msgtype, msgdef=spec.msgdef, rihs01=spec.type_hash, offered_qos_profiles=list(spec.offered_qos))))
+
+        def register(writer: Writer) -> None:
+            if spec.msgtype not in self._schemas:
+                self._schemas[spec.msgtype] = writer.register_schema(spec.msgtype, "ros2msg", spec.msgdef.encode())
+            self._channels[spec.topic] = writer.register_channel(spec.topic, "cdr", self._schemas[spec.msgtype],
+                                                                 _channel_metadata(spec))
+            self._topics[spec.topic] = spec
+
+        self._guard(register)
 
     def write(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
-        """Append one serialized message; the chunk is flushed when full or ``chunk_interval_s`` old."""
-        connection = self._connections.get(topic)
-        if connection is None:
+        """Append one serialized message; its chunk goes to the OS when full or ``chunk_interval_s`` old."""
+        channel = self._channels.get(topic)
+        if channel is None:
             raise BagError(f"{self.path}: topic {topic!r} was not added to the bag")
-        self._guard(lambda: self._writer.write(connection, int(timestamp_ns), data))
+        timestamp_ns = int(timestamp_ns)
+        self._pending.add(topic, timestamp_ns)  # before: the Writer may close the chunk with this message in it
+        self._guard(lambda writer: writer.add_message(channel, timestamp_ns, data, timestamp_ns))
         self.flush_if_due()
 
     def flush_if_due(self) -> None:
@@ -252,85 +367,140 @@ class BagWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Close the pending chunk and hand it to the OS: a crash after this loses none of it."""
-        if self.is_open and self._storage.pending_bytes:
-            self._guard(self._storage.close_chunk)
+        """Close the open chunk and hand it to the OS: a crash after this loses none of it."""
+        if self.is_open:
+            self._guard(Writer.flush)
         self._last_flush_s = time.monotonic()
 
-    def _guard(self, action: Callable[[], Any]) -> None:
+    def _guard(self, action: Callable[[Writer], Any]) -> None:
+        """Run ``action`` on mcap's Writer and hand a chunk it wrote to the OS; on an I/O error end the bag."""
         if self.error is not None:
             raise self.error
+        if self._mcap is None:
+            raise BagError(f"{self.path}: the bag is closed")
         try:
-            action()
+            action(self._mcap)
+            if self._file.tell() != self._kept_bytes:  # the Writer closed a chunk (when full, or flushed)
+                self._file.flush()
+                self._kept_bytes = self._file.tell()
+                self._kept.absorb(self._pending)
+                self._pending = _Tally()
         except OSError as error:
-            self.error = self._as_bag_error(error, "write failed")
-            self._recover()
+            self.error = _as_bag_error(error, f"{self.path}: write failed")
+            self._close_at_last_chunk()
             raise self.error from None
 
-    def _as_bag_error(self, error: OSError, what: str) -> BagError:
-        kind = DiskFullError if error.errno in _DISK_FULL_ERRNOS else BagError
-        return kind(f"{self.path}: {what}: {error.strerror or error}")
-
-    def _restore_writer_counts(self) -> None:
-        storage = self._storage
-        for cid in self._writer.counts:
-            self._writer.counts[cid] = storage.channel_stats.get(cid, 0)
-        self._writer.min_timestamp, self._writer.max_timestamp = storage.message_start_time, storage.message_end_time
-
-    def _recover(self) -> None:
-        """After a failed write: keep what was flushed and try to close the bag properly."""
-        storage = self._storage
+    def _close_at_last_chunk(self) -> None:
+        """After a failed write: cut the file back to the end of its last complete chunk and close the bag there."""
+        self._mcap = None
+        fd = os.dup(self._file.fileno())
         try:
-            storage.rollback()
-        except OSError:
-            self._writer.storage = None
             with suppress(OSError):
-                storage.bio.close()
-            self.summary = self._summary(closed=False)
-            return
-        self._restore_writer_counts()
-        self._finish()
+                self._file.close()  # may flush buffered bytes of the failed chunk: they are cut off next
+            os.ftruncate(fd, self._kept_bytes)
+            _finish_in_place(self.mcap_path)
+            finished = True
+        except (OSError, BagError):
+            with suppress(OSError):
+                os.ftruncate(fd, self._kept_bytes)  # the summary did not fit: end with the last chunk again
+            finished = False
+        finally:
+            os.close(fd)
+        self._release(finished)
 
-    def _finish(self) -> None:
-        storage = self._storage
-        counts = self._counts()
+    def _release(self, finished: bool) -> None:
+        """Write ``metadata.yaml`` for a finished MCAP file, unlock the bag and set :attr:`summary`."""
         try:
-            self._writer.close()
-            closed = True
-        except OSError:
-            closed = False
-            if self._writer.storage is not None:  # the MCAP summary did not fit: cut it off again
-                with suppress(OSError):
-                    storage.rollback()
-                with suppress(OSError):
-                    storage.bio.close()
-                self._writer.storage = None
-            with suppress(OSError):
-                (self.path / "metadata.yaml.tmp").unlink()
-        self.summary = self._summary(closed=closed, counts=counts)
-
-    def _counts(self) -> dict[str, int]:
-        return {topic: self._writer.counts.get(c.id, 0) for topic, c in self._connections.items()}
-
-    def _summary(self, closed: bool, counts: dict[str, int] | None = None) -> BagSummary:
-        counts = counts if counts is not None else self._counts()
-        start = self._writer.min_timestamp if sum(counts.values()) else 0
+            if finished:
+                topics = [_topic_entry(topic, spec.msgtype, "cdr", _channel_metadata(spec), self._kept.counts.get(topic, 0))
+                          for topic, spec in self._topics.items()]
+                _write_metadata(self.path, self.mcap_path.name, topics, self._kept)
+        except OSError as error:
+            self.error = self.error or _as_bag_error(error, f"{self.path}: cannot write metadata.yaml")
+            finished = False
+        finally:
+            os.close(self._lock_fd)
+        start, end = self._kept.span()
         size = self.mcap_path.stat().st_size if self.mcap_path.exists() else 0
-        return BagSummary(self.path, counts, start, self._writer.max_timestamp, size, closed,
-                          str(self.error) if self.error else "")
+        self.summary = BagSummary(self.path, {topic: self._kept.counts.get(topic, 0) for topic in self._topics}, start, end,
+                                  size, finished, str(self.error) if self.error else "")
 
     def close(self) -> BagSummary:
         """Flush, write the MCAP summary and ``metadata.yaml``; returns what the bag holds."""
+        with suppress(BagError):  # a failed flush has closed the bag at its last chunk already
+            self.flush()
         if self.summary is not None:
             return self.summary
+        assert self._mcap is not None
         try:
-            self.flush()
-        except BagError:
-            assert self.summary is not None
-            return self.summary
-        self._finish()
+            self._mcap.finish()
+            self._file.flush()
+        except OSError as error:
+            self.error = _as_bag_error(error, f"{self.path}: cannot close the bag")
+            self._close_at_last_chunk()
+        else:
+            self._mcap = None
+            self._file.close()
+            self._release(finished=True)
         assert self.summary is not None
         return self.summary
+
+
+class _Sink:
+    """A write-only stream for mcap's Writer: counts the bytes, and passes them on to :attr:`target` once it is set."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.target: BinaryIO | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.target is not None:
+            self.target.write(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        if self.target is not None:
+            self.target.flush()
+
+
+def _finish_in_place(path: Path) -> None:
+    """Append summary and footer to a file of :class:`BagWriter` that ends with a complete chunk.
+
+    mcap's Writer cannot take up an existing file, so the file's records are replayed into a
+    Writer whose output only counts bytes: when that lands exactly on the end of the file, the
+    Writer holds the file's schemas, channels, chunk indexes and statistics, and it appends its
+    summary to the file. :class:`BagError` (and the file unchanged) when it does not land there.
+    """
+    sink = _Sink()
+    writer = Writer(sink, chunk_size=CHUNK_SIZE, compression=CompressionType.NONE)
+    with open(path, "rb") as stream:
+        try:
+            for record in StreamReader(stream).records:
+                if isinstance(record, Header):
+                    writer.start(record.profile, record.library)
+                elif isinstance(record, Schema):
+                    writer.register_schema(record.name, record.encoding, record.data)
+                elif isinstance(record, Channel):
+                    writer.register_channel(record.topic, record.message_encoding, record.schema_id, record.metadata)
+                elif isinstance(record, Message):
+                    writer.add_message(record.channel_id, record.log_time, record.data, record.publish_time, record.sequence)
+                elif isinstance(record, MessageIndex):
+                    writer.flush()  # the chunk before the message indexes ends here
+        except EndOfFile:  # the file ends after a chunk: no data end, no footer
+            pass
+        except (McapError, ValueError, struct.error) as error:
+            raise BagError(f"{path}: cannot finish the file in place: {error}") from None
+        size = os.fstat(stream.fileno()).st_size
+    if sink.tell() != size:
+        raise BagError(f"{path}: cannot finish the file in place: the replay ends at byte {sink.tell()} of {size}")
+    with open(path, "r+b") as target:
+        target.seek(size)
+        sink.target = target
+        writer.finish()
 
 
 @dataclass
@@ -647,104 +817,78 @@ class BagMessage:
     data: bytes
 
 
-@dataclass
-class _ScanResult:
-    schemas: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (name, definition)
-    channels: dict[int, tuple[str, int]] = field(default_factory=dict)  # id -> (topic, schema id)
-    counts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    end_offset: int = 0  # end of the last complete record read
-    complete: bool = False  # reached the data-end record or the footer
-    stop_reason: str = ""
+_OPCODES = frozenset(Opcode)
+_MAGIC_SIZE = 8  # an MCAP file starts with 8 bytes of magic, then its header record
 
 
-def _string(buffer: bytes, offset: int) -> tuple[str, int]:
-    (length,) = struct.unpack_from("<I", buffer, offset)
-    end = offset + 4 + length
-    if end > len(buffer):
-        raise ValueError("string runs past its record")
-    return buffer[offset + 4 : end].decode(), end
+class _Scan:
+    """One pass over an MCAP file with mcap's StreamReader, up to its last complete record.
 
-
-def _decompress(data: bytes, compression: str) -> bytes:
-    if compression == "":
-        return data
-    if compression == "zstd":
-        from backports import zstd
-
-        return zstd.decompress(data)
-    if compression == "lz4":
-        import lz4.frame
-
-        return lz4.frame.decompress(data)
-    raise ValueError(f"unsupported chunk compression {compression!r}")
-
-
-def _records(buffer: bytes) -> Iterator[tuple[int, bytes]]:
-    """(opcode, body) of the records packed in a chunk."""
-    offset = 0
-    while offset < len(buffer):
-        opcode, length = struct.unpack_from("<BQ", buffer, offset)
-        body = buffer[offset + 9 : offset + 9 + length]
-        if len(body) != length:
-            raise ValueError("record runs past its chunk")
-        yield opcode, body
-        offset += 9 + length
-
-
-def _scan_mcap(path: Path, result: _ScanResult) -> Iterator[tuple[int, int, bytes]]:
-    """Read an MCAP file record by record, stopping cleanly at the first incomplete record.
-
-    Yields (channel id, log time [ns], data) per message in file order and fills ``result``
-    with schemas, channels and counts as they appear. Raises :class:`BagError` for a file that
-    is not MCAP or a damaged record.
+    Iterating yields the Schema, Channel and Message records in file order (those of a chunk once
+    the whole chunk is read and its CRC checked) and fills in :attr:`schemas`, :attr:`channels`
+    and :attr:`counts` on the way. It stops at the data end (the file was closed) or where the
+    file ends inside a record (it was not; :attr:`stop_reason` says where), and raises
+    :class:`BagError` naming the byte offset for a file that is not MCAP or a damaged record.
     """
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        if stream.read(8) != MCAP_MAGIC:
-            raise BagError(f"{path}: not an MCAP file (bad magic)")
-        offset = result.end_offset = 8
-        while True:
-            header = stream.read(9)
-            if len(header) < 9 or offset + 9 + struct.unpack_from("<Q", header, 1)[0] > size:
-                result.stop_reason = f"the file ends inside the record at byte {offset} (the bag was not closed)"
-                return
-            opcode, length = struct.unpack("<BQ", header)
-            if opcode in (0x02, 0x0F):  # footer or data end: what follows is the index
-                result.complete = True
-                return
-            if opcode == 0 or opcode > 0x0F:
-                raise BagError(f"{path}: damaged record at byte {offset} (opcode {opcode:#x})")
-            body = stream.read(length)
-            try:
-                if opcode == 0x06:
-                    _, _, uncompressed_size, crc = struct.unpack_from("<QQQI", body)
-                    compression, end = _string(body, 28)
-                    (records_length,) = struct.unpack_from("<Q", body, end)
-                    records = _decompress(body[end + 8 : end + 8 + records_length], compression)
-                    if len(records) != uncompressed_size or (crc and zlib.crc32(records) != crc):
-                        raise ValueError("chunk size or checksum mismatch")
-                    inner: Iterator[tuple[int, bytes]] = _records(records)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.schemas: dict[int, Schema] = {}
+        self.channels: dict[int, Channel] = {}
+        self.counts: Counter[int] = Counter()  # messages per channel id
+        self.end_offset = 0  # end of the last complete record
+        self.complete = False  # reached the data end (or the footer)
+        self.stop_reason = ""
+
+    def __iter__(self) -> Iterator[Schema | Channel | Message]:
+        with open(self.path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            records = StreamReader(stream, validate_crcs=True, record_size_limit=size).records
+            start = checked = 0  # where the record read last (the chunk of the records it yields) begins; last checked
+            while True:
+                offset = stream.tell()
+                if offset != checked:  # the reader goes on with the record here
+                    checked = offset
+                    self._check_opcode(stream, offset)
+                try:
+                    record = next(records, None)
+                except InvalidMagic:
+                    raise BagError(f"{self.path}: not an MCAP file (bad magic)") from None
+                except (McapError, ValueError, struct.error) as error:
+                    cut = isinstance(error, RecordLengthLimitExceeded) or (
+                        stream.tell() >= size and isinstance(error, (EndOfFile, struct.error, UnicodeDecodeError)))
+                    if not cut:
+                        raise BagError(f"{self.path}: damaged record at byte {offset}: {error}") from None
+                    if offset == 0:  # the first record, after the magic
+                        self._check_opcode(stream, _MAGIC_SIZE)
+                    self.stop_reason = (f"the file ends inside the record at byte {offset}" if offset < size else
+                                        f"the file ends at byte {size}, before its summary") + " (the bag was not closed)"
+                    return
+                if stream.tell() != offset:
+                    start, self.end_offset = offset, stream.tell()
+                if record is None or isinstance(record, (DataEnd, Footer)):
+                    self.complete = True
+                    return
+                if isinstance(record, Schema):
+                    self.schemas[record.id] = record
+                elif isinstance(record, Channel):
+                    if record.schema_id not in self.schemas:
+                        raise BagError(f"{self.path}: damaged record at byte {start}: channel {record.topic!r} refers to "
+                                       f"a missing schema {record.schema_id}")
+                    self.channels[record.id] = record
+                elif isinstance(record, Message):
+                    if record.channel_id not in self.channels:
+                        raise BagError(f"{self.path}: damaged record at byte {start}: message on unknown channel {record.channel_id}")
+                    self.counts[record.channel_id] += 1
                 else:
-                    inner = iter([(opcode, body)])
-                for inner_opcode, inner_body in inner:
-                    if inner_opcode == 0x03:
-                        (sid,) = struct.unpack_from("<H", inner_body)
-                        name, end = _string(inner_body, 2)
-                        _, end = _string(inner_body, end)
-                        (definition_length,) = struct.unpack_from("<I", inner_body, end)
-                        result.schemas[sid] = (name, inner_body[end + 4 : end + 4 + definition_length].decode())
-                    elif inner_opcode == 0x04:
-                        cid, sid = struct.unpack_from("<HH", inner_body)
-                        result.channels[cid] = (_string(inner_body, 4)[0], sid)
-                    elif inner_opcode == 0x05:
-                        cid, _, log_time, _ = struct.unpack_from("<HIQQ", inner_body)
-                        if cid not in result.channels:
-                            raise ValueError(f"message on unknown channel {cid}")
-                        result.counts[cid] += 1
-                        yield cid, log_time, inner_body[22:]
-            except (ValueError, struct.error, UnicodeDecodeError, LookupError) as error:
-                raise BagError(f"{path}: damaged record at byte {offset}: {error}") from None
-            offset = result.end_offset = offset + 9 + length
+                    continue
+                yield record
+
+    def _check_opcode(self, stream: BinaryIO, offset: int) -> None:
+        """The stream reader skips records of unknown kinds (newer MCAP versions); here that means damage."""
+        opcode = os.pread(stream.fileno(), 1, offset)
+        if opcode and opcode[0] not in _OPCODES:
+            raise BagError(f"{self.path}: damaged record at byte {offset} (opcode {opcode[0]:#x})")
 
 
 def _mcap_files(path: Path) -> list[Path]:
@@ -755,6 +899,26 @@ def _mcap_files(path: Path) -> list[Path]:
         other = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
         raise BagError(f"{path}: no MCAP file in the bag directory (found: {', '.join(other) or 'nothing'})")
     return files
+
+
+def _open_indexed(path: Path) -> tuple[Reader | None, str]:
+    """rosbags' standard reader, open on ``path``, and ''; or None and why it cannot open the bag."""
+    if not ((path / "metadata.yaml").is_file() or path.suffix == ".mcap"):
+        return None, "no metadata.yaml (the bag was not closed)"
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, OSError, KeyError, ValueError) as error:
+        return None, str(error)
+    return reader, ""
+
+
+def unclosed_reason(bag_dir: Path | str) -> str:
+    """Why rosbags' standard reader cannot open a bag ('' when it can); :func:`repair_bag` finishes such a bag."""
+    reader, problem = _open_indexed(Path(bag_dir))
+    if reader is not None:
+        reader.close()
+    return problem
 
 
 class BagReader:
@@ -785,16 +949,7 @@ class BagReader:
         self.close()
 
     def open(self) -> None:
-        indexed_problem = ""
-        if (self.path / "metadata.yaml").is_file() or self.path.suffix == ".mcap":
-            try:
-                reader = Reader(self.path)
-                reader.open()
-                self._reader = reader
-            except (ReaderError, OSError, KeyError, ValueError) as error:
-                indexed_problem = str(error)
-        else:
-            indexed_problem = "no metadata.yaml (the bag was not closed)"
+        self._reader, indexed_problem = _open_indexed(self.path)
         if self._reader is not None:
             for connection in self._reader.connections:
                 self._definitions[connection.msgtype] = connection.msgdef.data
@@ -812,22 +967,20 @@ class BagReader:
 
     def _open_scanned(self, indexed_problem: str) -> None:
         for mcap in _mcap_files(self.path):
-            result = _ScanResult()
-            for _ in _scan_mcap(mcap, result):
+            scan = _Scan(mcap)
+            for _ in scan:
                 pass
-            if not result.complete and not result.counts:
-                raise BagError(f"{mcap}: no complete chunk to recover ({result.stop_reason or indexed_problem})")
-            if not result.complete:
-                self.problems.append(f"{mcap.name}: {result.stop_reason}; read up to byte {result.end_offset} "
+            if not scan.complete and not scan.counts:
+                raise BagError(f"{mcap}: no complete chunk to recover ({scan.stop_reason or indexed_problem})")
+            if not scan.complete:
+                self.problems.append(f"{mcap.name}: {scan.stop_reason}; read up to byte {scan.end_offset} "
                                      f"of {mcap.stat().st_size}")
             self._scan_files.append(mcap)
-            for cid, (topic, sid) in result.channels.items():
-                if sid not in result.schemas:
-                    raise BagError(f"{mcap}: channel {topic!r} refers to a missing schema {sid}")
-                msgtype, definition = result.schemas[sid]
-                self._definitions[msgtype] = definition
-                _, count = self.topics.get(topic, (msgtype, 0))
-                self.topics[topic] = (msgtype, count + result.counts.get(cid, 0))
+            for cid, channel in scan.channels.items():
+                schema = scan.schemas[channel.schema_id]
+                self._definitions[schema.name] = schema.data.decode()
+                _, count = self.topics.get(channel.topic, (schema.name, 0))
+                self.topics[channel.topic] = (schema.name, count + scan.counts[cid])
         self.problems.insert(0, f"read by scanning: {indexed_problem}")
 
     def close(self) -> None:
@@ -848,11 +1001,12 @@ class BagReader:
                 raise BagError(f"{self.path}: damaged bag: {type(error).__name__}: {error}") from None
             return
         for mcap in self._scan_files:
-            result = _ScanResult()
-            for cid, log_time, data in _scan_mcap(mcap, result):
-                topic, sid = result.channels[cid]
-                if topic in wanted:
-                    yield BagMessage(topic, result.schemas[sid][0], log_time, data)
+            scan = _Scan(mcap)
+            for record in scan:
+                if isinstance(record, Message):
+                    channel = scan.channels[record.channel_id]
+                    if channel.topic in wanted:
+                        yield BagMessage(channel.topic, scan.schemas[channel.schema_id].name, record.log_time, record.data)
 
     def deserialize(self, message: BagMessage) -> Any:
         """Decode a message; :class:`BagError` naming topic and time when its bytes are damaged."""
@@ -861,3 +1015,121 @@ class BagReader:
         except Exception as error:  # noqa: BLE001 - any decoding failure means damaged data
             raise BagError(f"{self.path}: cannot decode a {message.msgtype} on {message.topic} at "
                            f"t={message.timestamp_ns} ns: {type(error).__name__}: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Repair
+
+
+def _rihs01(schema: Schema) -> str:
+    """RIHS01 hash of a ros2msg schema, for channels that do not store it (bags of older recorders)."""
+    typestore = get_typestore(Stores.EMPTY)
+    try:
+        typestore.register(get_types_from_msg(schema.data.decode(), schema.name))
+        return typestore.hash_rihs01(schema.name)
+    except (TypesysError, KeyError, ValueError) as error:
+        raise BagError(f"cannot hash the definition of {schema.name}: {error}") from None
+
+
+def _rewrite(source: Path, target: Path) -> tuple[_Tally, list[dict[str, Any]]]:
+    """Copy what :class:`_Scan` reads of ``source`` into a finished MCAP file ``target``; its tally and topics."""
+    scan = _Scan(source)
+    schemas: dict[int, int] = {}  # id in source -> id in target
+    channels: dict[int, int] = {}
+    tally = _Tally()
+    with open(target, "wb") as stream:
+        writer = Writer(stream, chunk_size=CHUNK_SIZE, compression=CompressionType.NONE)
+        writer.start(profile="ros2")
+        for record in scan:
+            if isinstance(record, Schema):
+                schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel):
+                channels[record.id] = writer.register_channel(record.topic, record.message_encoding, schemas[record.schema_id],
+                                                              record.metadata)
+            else:
+                writer.add_message(channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence)
+                tally.add(scan.channels[record.channel_id].topic, record.log_time)
+        if not tally.messages:
+            raise BagError(f"{source}: no complete chunk to recover ({scan.stop_reason or 'no messages'})")
+        writer.finish()
+    topics = []
+    for cid, channel in scan.channels.items():
+        schema = scan.schemas[channel.schema_id]
+        metadata = dict(channel.metadata)
+        if not metadata.get("topic_type_hash"):
+            metadata["topic_type_hash"] = _rihs01(schema)
+        topics.append(_topic_entry(channel.topic, schema.name, channel.message_encoding, metadata, scan.counts[cid]))
+    return tally, topics
+
+
+def _read_back(bag_dir: Path, expected: dict[str, int]) -> None:
+    """Read every message of ``bag_dir`` with rosbags' standard reader; BagError unless the counts are ``expected``."""
+    try:
+        reader = Reader(bag_dir)
+        reader.open()
+        try:
+            got = Counter(connection.topic for connection, _, _ in reader.messages())
+        finally:
+            reader.close()
+    except Exception as error:  # noqa: BLE001 - rosbags raises assorted errors on a bad bag
+        raise BagError(f"{type(error).__name__}: {error}") from None
+    if got != Counter(expected):
+        raise BagError(f"read {dict(got)} messages per topic, wrote {expected}")
+
+
+def repair_bag(bag_dir: Path | str) -> BagSummary:
+    """Finish a bag whose recorder died, so that rosbags' and rosbag2's standard readers open it.
+
+    The MCAP file is rewritten with mcap's Writer up to its last complete chunk (what
+    :class:`BagReader` reads of it) with a summary and footer, and ``metadata.yaml`` is written.
+    The original file (and ``metadata.yaml``, if any) is kept as ``*.orig`` until the repaired bag
+    has been read back in full with rosbags' reader; if that fails they are put back and
+    :class:`BagError` is raised. A closed bag is left as it is. Needs free space for a copy of the
+    bag; refuses a bag whose recorder is still writing it (the directory is locked).
+    """
+    path = Path(bag_dir)
+    if not path.is_dir():
+        raise BagError(f"{path}: not a bag directory")
+    lock = _lock(path)
+    try:
+        reader, _ = _open_indexed(path)
+        if reader is not None:
+            counts: dict[str, int] = {}
+            for connection in reader.connections:
+                counts[connection.topic] = counts.get(connection.topic, 0) + connection.msgcount
+            span = (reader.start_time, reader.end_time - 1) if reader.message_count else (0, 0)
+            reader.close()
+            return BagSummary(path, counts, *span, sum(p.stat().st_size for p in _mcap_files(path)), closed=True)
+        files = _mcap_files(path)
+        if len(files) != 1:
+            raise BagError(f"{path}: {len(files)} MCAP files; only a bag of one file can be repaired")
+        mcap = files[0]
+        repaired = mcap.with_name(mcap.name + ".repaired")
+        try:
+            tally, topics = _rewrite(mcap, repaired)
+        except BaseException:
+            with suppress(OSError):
+                repaired.unlink()
+            raise
+        kept = [(p, p.with_name(p.name + ".orig")) for p in (mcap, path / "metadata.yaml") if p.exists()]
+        for original, backup in kept:
+            os.replace(original, backup)
+        os.replace(repaired, mcap)
+        try:
+            _write_metadata(path, mcap.name, topics, tally)
+            _read_back(path, tally.counts)
+        except (OSError, BagError) as error:
+            with suppress(OSError):
+                (path / "metadata.yaml").unlink()
+            for original, backup in kept:
+                os.replace(backup, original)
+            raise BagError(f"{path}: the repaired bag did not read back ({error}); left as it was") from None
+        for _, backup in kept:
+            backup.unlink()
+        names = [topic["topic_metadata"]["name"] for topic in topics]
+        return BagSummary(path, {name: tally.counts.get(name, 0) for name in names}, *tally.span(), mcap.stat().st_size,
+                          closed=True)
+    except OSError as error:
+        raise _as_bag_error(error, f"{path}: cannot repair the bag") from None
+    finally:
+        os.close(lock)

@@ -22,8 +22,9 @@ For each bag (:func:`bag_to_episode`):
   TaskStatus of the recorded sim episode.
 
 :func:`convert_bags` appends every bag to a dataset with a progress bar, skips bags already in
-it, keeps going past a bad bag (its report names the error) and finishes the episode being
-written before it honours Ctrl-C.
+it, repairs a bag whose recorder died (:func:`wam_ros.data.bags.repair_bag`; the report notes it,
+and a bag it cannot repair is read as it is), keeps going past a bad bag (its report names the
+error) and finishes the episode being written before it honours Ctrl-C.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from wam_ros.data.bags import BagError, BagReader, EpisodeLabels, intervention_mask, read_labels
+from wam_ros.data.bags import BagError, BagReader, EpisodeLabels, intervention_mask, read_labels, repair_bag, unclosed_reason
 from wam_ros.data.episodes import DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
 from wam_ros.robot import RobotConfig
 
@@ -438,6 +439,18 @@ def find_bags(paths: Sequence[Path | str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def _repair(bag: Path) -> str:
+    """Finish a bag whose recorder died (:func:`repair_bag`); the note for the report, '' for a closed bag."""
+    reason = unclosed_reason(bag) if bag.is_dir() else ""
+    if not reason:
+        return ""
+    try:
+        summary = repair_bag(bag)
+    except BagError as error:
+        return f"unclosed bag ({reason}), not repaired: {error}"
+    return f"unclosed bag ({reason}), repaired: {summary.messages} messages kept, up to its last complete chunk"
+
+
 @contextmanager
 def _finish_before_interrupt() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so an episode is never half written."""
@@ -476,8 +489,11 @@ def convert_bags(bags: Sequence[Path], out_dir: Path | str, robot: RobotConfig, 
             continue
         try:
             labels = read_labels(bag) if Path(bag).is_dir() else None
+            note = _repair(Path(bag))
             with BagReader(bag) as reader, tqdm(total=sum(c for t, c in reader.topics.values()), desc="messages", unit="msg",
                                                 leave=False, disable=not progress) as messages:
+                if note:
+                    reader.problems.insert(0, note)
                 episode, report = bag_to_episode(reader, robot, fps, image_sizes, resize_mode, labels, lambda: messages.update())
             with _finish_before_interrupt():
                 report.episode_index = writer.add(episode, video_fps=fps if preview_video else None)
