@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rosbags.rosbag2 import Reader
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
@@ -182,6 +183,12 @@ def test_sigkilled_recorder_leaves_a_readable_bag(processes, ros, tmp_path):
     assert len(got) >= written_before_s
     assert got == sent[: len(got)]
     assert read_labels(path).state == "recording"
+    # A recorder started on the same episodes directory finishes the bag: rosbag2 tools open it.
+    processes.stop_all()
+    start_recorder(processes, tmp_path)
+    wait_until(lambda: (path / "metadata.yaml").is_file(), 30.0, "the restarted recorder to repair the bag")
+    with Reader(path) as reader:
+        assert sum(c.msgcount for c in reader.connections if c.topic == "/joint_states") == len(got)
 
 
 def test_sim_resets_split_episodes_and_interventions_are_marked(processes, ros, tmp_path):

@@ -18,6 +18,7 @@ import importlib
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from wam_ros.data.bags import (
     TopicSpec,
     intervention_segments,
     read_labels,
+    repair_bag,
+    unclosed_reason,
     write_labels,
 )
 from wam_ros_interfaces.msg import SafetyStatus, TaskStatus
@@ -71,6 +74,7 @@ class Parameters:
     image_subscription_depth: int = param(60, "queue depth for sensor_msgs/Image and CompressedImage topics [messages]: 2 s at 30 Hz, 55 MB at 640x480")
     discovery_period_s: float = param(0.5, "how often the graph is searched for publishers of the recorded topics")
     status_period_s: float = param(1.0, "period of the recorder's status on /diagnostics")
+    repair_unclosed_bags: bool = param(True, "at start-up, finish bags in episodes_dir that an earlier recorder left unclosed (killed), so rosbag2 tools open them")
     events_executor: bool = param(True, "spin rclpy's EventsExecutor (a quarter of the CPU per message); false: the SingleThreadedExecutor (see docs/recorder.md)")
 
 
@@ -147,6 +151,22 @@ class Recorder(Node):
         self.create_timer(0.2, self._check_writer)
         self.create_timer(self.params.status_period_s, self._publish_status)
         self.get_logger().info(f"recording {len(self.wanted)} topics into {self.episodes_dir} once publishers appear")
+        if self.params.repair_unclosed_bags:
+            threading.Thread(target=self._repair_unclosed_bags, name="bag_repair", daemon=True).start()
+
+    def _repair_unclosed_bags(self) -> None:
+        """Finish the bags of an earlier recorder that died (SIGKILL, power loss), so standard readers open them."""
+        if not self.episodes_dir.is_dir():
+            return
+        for bag in sorted(path for path in self.episodes_dir.iterdir() if path.is_dir()):
+            reason = unclosed_reason(bag)
+            if not reason:
+                continue
+            try:
+                summary = repair_bag(bag)
+                self.get_logger().warning(f"repaired {bag} ({reason}): {summary.messages} messages kept")
+            except BagError as error:
+                self.get_logger().error(f"cannot repair {bag}: {error}")
 
     # ---------------------------------------------------------------- topics
 
