@@ -9,10 +9,13 @@ A robot file has a ``robot:`` section (:mod:`wam_ros.robot`) and a ``nodes:`` se
         parameters: {camera_rate_hz: 15.0}
 
 Overrides come as ``<node>.<parameter>:=<value>`` (``<node>.enabled:=false`` drops a node).
-:func:`load_bringup` validates everything (kinds, parameter names and types) before anything starts.
+:func:`load_bringup` validates everything (kinds, parameter names and types) before anything starts;
+:func:`check_bringup` then asks each node kind's ``check(parameters, robot)`` (next to its
+``Parameters``) for what would stop it at start-up: a missing checkpoint, device or file.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -163,6 +166,38 @@ def ros_environment() -> dict[str, str]:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
     }
     return {name: os.environ.get(name, value) for name, value in env.items()}
+
+
+def node_parameters(spec: NodeSpec) -> Any:
+    """The node's ``Parameters`` dataclass with the spec's values over the defaults."""
+    cls = node_parameters_class(spec.kind)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in spec.parameters.items() if name in names})
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """A setting or file that would stop a node at start-up."""
+
+    spec: NodeSpec
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.spec.name} ({self.spec.kind}_node{', required' if self.spec.required else ''}): {self.problem}"
+
+
+def check_bringup(bringup: Bringup) -> list[NodeProblem]:
+    """What would stop a node at start-up: a missing checkpoint, device setting or file (empty: none found).
+
+    A node module may define ``check(parameters, robot) -> list[str]`` next to its ``Parameters``;
+    it looks at settings and files only (no devices are opened, no model is loaded).
+    """
+    problems = []
+    for spec in bringup.nodes:
+        check = getattr(importlib.import_module(spec.module), "check", None)
+        if check is not None:
+            problems += [NodeProblem(spec, problem) for problem in check(node_parameters(spec), bringup.robot)]
+    return problems
 
 
 def write_params_file(spec: NodeSpec, directory: Path) -> Path:
