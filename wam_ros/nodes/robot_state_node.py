@@ -5,8 +5,10 @@ Publishes ``/robot_description`` (std_msgs/String, the URDF text; reliable, tran
 extrinsics from the robot config, and ``world_frame`` above the URDF's root link) and ``/tf``
 (tf2_msgs/TFMessage: the movable joints from ``/joint_states``, stamped like the joint state, at
 most ``publish_rate_hz``). The transforms are computed with pinocchio in
-wam_ros.control.frames. On a ROS 2 install launch/bringup.launch.py starts robot_state_publisher
-and tf2_ros' static_transform_publisher instead (wam_ros.bringup.standard_robot_state).
+wam_ros.control.frames. With ``publish_urdf`` false (a robot driver that runs
+robot_state_publisher itself) only the cameras and the world frame are published. On a ROS 2
+install launch/bringup.launch.py starts robot_state_publisher and tf2_ros'
+static_transform_publisher instead (wam_ros.bringup.standard_robot_state).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durabilit
 @dataclass
 class Parameters:
     robot_config: str = param("", "path of the robot YAML (filled in by bringup); its URDF and cameras give the frames")
+    publish_urdf: bool = param(True, "publish /robot_description and the URDF's frames; false where the robot's driver runs "
+                                     "robot_state_publisher already: then only the cameras and world_frame")
     publish_rate_hz: float = param(50.0, "most /tf messages per second, by joint-state stamps; 0: one per joint state")
     world_frame: str = param("world", "frame above the URDF's root link on /tf_static; empty: none")
     root_in_world_xyz_m: list[float] = param([0.0, 0.0, 0.0], "position of the URDF's root link in world_frame [m]")
@@ -52,9 +56,11 @@ def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
 
 
 def static_transforms(parameters: Parameters, robot: RobotConfig, frames: UrdfFrames) -> list[Transform]:
-    """Everything on /tf_static: the world frame, the URDF's fixed joints, the cameras."""
-    world = world_transform(parameters.world_frame, frames.root_link, parameters.root_in_world_xyz_m, parameters.root_in_world_quat_xyzw)
-    return world + frames.fixed_transforms() + camera_transforms(robot, frames.links)
+    """Everything on /tf_static: the world frame, the URDF's fixed joints (with publish_urdf), the cameras."""
+    transforms = world_transform(parameters.world_frame, frames.root_link, parameters.root_in_world_xyz_m, parameters.root_in_world_quat_xyzw)
+    if parameters.publish_urdf:
+        transforms += frames.fixed_transforms()
+    return transforms + camera_transforms(robot, frames.links)
 
 
 def _message(transform: Transform, stamp: Time) -> TransformStamped:
@@ -80,17 +86,19 @@ class RobotState(Node):
         self.frames = UrdfFrames(robot.urdf_path)
         self.rate = RateLimit(p.publish_rate_hz)
         static = static_transforms(p, robot, self.frames)
-        self.description_pub = self.create_publisher(String, "/robot_description", qos.LATCHED)
         self.static_pub = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED)
-        self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
-        self.description_pub.publish(String(data=self.frames.urdf_text))
         stamp = self.get_clock().now().to_msg()
         self.static_pub.publish(TFMessage(transforms=[_message(t, stamp) for t in static]))
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
-        self.get_logger().info(
-            f"{robot.name}: {robot.urdf_path.name} on /robot_description, {len(static)} static frames on /tf_static, "
-            f"{len(self.frames.movable_joints)} joint frames on /tf from /joint_states "
-            f"({'every message' if p.publish_rate_hz == 0 else f'at most {p.publish_rate_hz:g} Hz'})")
+        summary = f"{robot.name}: {len(static)} static frames on /tf_static"
+        if p.publish_urdf:
+            self.description_pub = self.create_publisher(String, "/robot_description", qos.LATCHED)
+            self.description_pub.publish(String(data=self.frames.urdf_text))
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+            self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+            rate = "every joint state" if p.publish_rate_hz == 0 else f"at most {p.publish_rate_hz:g} Hz"
+            summary += (f", {robot.urdf_path.name} on /robot_description, {len(self.frames.movable_joints)} joint frames "
+                        f"on /tf from /joint_states ({rate})")
+        self.get_logger().info(summary)
 
     def _on_joint_states(self, msg: JointState) -> None:
         if len(msg.position) != len(msg.name):
