@@ -2,7 +2,9 @@
 read back the way a tf2 consumer reads them, against our kinematics and the robot config."""
 from __future__ import annotations
 
+import signal
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -131,3 +133,17 @@ def test_tf_and_robot_description_match_the_kinematics_and_the_config(processes,
         assert (info.qos_profile.reliability, info.qos_profile.durability) == (ReliabilityPolicy.RELIABLE, durability)
     (info,) = ros.node.get_publishers_info_by_topic("/robot_description")
     assert info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+
+
+def test_launch_style_double_sigint_stops_it_with_exit_0(processes, ros):
+    """Under ros2 launch a terminal's Ctrl-C reaches a node twice (ros2/launch#830)."""
+    node = processes.start_node("robot_state", robot_config=str(robot_config_path("fr3_real")), publish_urdf=False, world_frame="")
+    static = ros.collect(TFMessage, "/tf_static", qos.LATCHED)
+    wait_until(lambda: static, 60.0, "/tf_static from the robot_state node")
+    assert sorted(t.child_frame_id for t in static[0].transforms) == ["front_camera_color_optical_frame", "wrist_camera_color_optical_frame"]
+    assert not ros.node.get_publishers_info_by_topic("/tf") and not ros.node.get_publishers_info_by_topic("/robot_description")
+    node.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    node.send_signal(signal.SIGINT)
+    assert node.wait(timeout=20) == 0, processes.log("robot_state")
+    assert "Traceback" not in processes.log("robot_state")
