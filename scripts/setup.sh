@@ -11,6 +11,7 @@ PY=$VENV/bin/python
 BUILD=$ROOT/build/wam_ros_interfaces
 LOGS=$ROOT/build/logs
 STAMPS=$VENV/.wam_ros_stamps
+FIX_INCLUDE_PATHS=$ROOT/wam_ros_interfaces/cmake/wam_ros_fix_foreign_include_paths.cmake
 mkdir -p "$LOGS"
 
 step() {  # step <name> <command...>: run quietly, log to build/logs/<name>.log, name the step on failure
@@ -62,33 +63,59 @@ python_packages() {
   "$PY" -m pip install --no-deps -r requirements-nodeps.txt
 }
 
-interfaces() (  # a subshell: the cd stays inside
-  # wam_ros_interfaces is an ament_cmake package of its own; build and install it into the venv.
+purelib() {
+  "$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
+
+ament_install() (  # ament_install <package> <source dir> <build dir>: configure, build, install into the venv
   # The three fixes the PyPI ROS 2 wheels need (docs/ARCHITECTURE.md, "Interfaces and their
   # build"): AMENT_PREFIX_PATH at configure time, the venv as prefix and install prefix, and the
-  # wheels' foreign include paths rewritten (done in wam_ros_interfaces/CMakeLists.txt).
-  mkdir -p "$BUILD"
-  cd "$BUILD"
-  AMENT_PREFIX_PATH=$VENV cmake "$ROOT/wam_ros_interfaces" -DPython3_EXECUTABLE="$PY" \
-    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF
+  # wheels' foreign include paths rewritten (wam_ros_fix_foreign_include_paths, which the
+  # package's CMakeLists.txt includes).
+  mkdir -p "$3"
+  cd "$3"
+  AMENT_PREFIX_PATH=$VENV cmake "$2" -DPython3_EXECUTABLE="$PY" \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
+    -DWAM_ROS_FIX_FOREIGN_INCLUDE_PATHS="$FIX_INCLUDE_PATHS"
   cmake --build . -j "$(nproc)"
   cmake --install .
   # ament installs egg-info metadata for the generated package; pip would take it for a
   # pip installation and might remove the generated code when resolving.
-  local purelib
-  purelib=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  rm -rf "$purelib"/wam_ros_interfaces-*.egg-info
+  rm -rf "$(purelib)/$1"-*.egg-info
+)
+
+interfaces() {
+  # wam_ros_interfaces is an ament_cmake package of its own; build and install it into the venv.
+  ament_install wam_ros_interfaces "$ROOT/wam_ros_interfaces" "$BUILD"
   # Before wam_ros_interfaces existed the generated code was installed as the wam_ros package,
   # which would shadow the checkout's wam_ros: remove it from venvs made then.
-  rm -rf "$purelib/wam_ros" "$VENV/share/wam_ros"
-)
+  rm -rf "$(purelib)/wam_ros" "$VENV/share/wam_ros"
+}
+
+build_tf2_msgs() {
+  # /tf and /tf_static carry tf2_msgs/msg/TFMessage, and no wheel ships tf2_msgs. Generate a
+  # one-message ament package named tf2_msgs from its documented definition (cmake/tf2_msgs/)
+  # under build/, never in the source tree, where colcon could take it for the real one; install
+  # it into the venv like our interfaces. Only runs where tf2_msgs is not importable otherwise.
+  local src=$ROOT/build/tf2_msgs/src
+  rm -rf "$src"
+  mkdir -p "$src/msg"
+  cp cmake/tf2_msgs/package.xml.in "$src/package.xml"
+  cp cmake/tf2_msgs/CMakeLists.txt.in "$src/CMakeLists.txt"
+  cp cmake/tf2_msgs/msg/TFMessage.msg "$src/msg/"
+  ament_install tf2_msgs "$src" "$ROOT/build/tf2_msgs/build"
+}
 
 install_wam_ros() {
   "$PY" -m pip install --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 }
 
 check() (
-  cd /tmp && "$PY" -c 'from wam_ros_interfaces.msg import ActionChunk; from wam_ros_interfaces.srv import SetMode; from wam_ros_interfaces.action import ExecuteTask; import wam_ros.bringup; print("interfaces and wam_ros import")'
+  cd /tmp && "$PY" -c 'from wam_ros_interfaces.msg import ActionChunk; from wam_ros_interfaces.srv import SetMode; from wam_ros_interfaces.action import ExecuteTask; from tf2_msgs.msg import TFMessage; import wam_ros.bringup; print("interfaces, tf2_msgs and wam_ros import")'
+)
+
+importable() (  # importable <module>: true when the venv imports it (outside the checkout)
+  cd /tmp && "$PY" -c "import $1" >/dev/null 2>&1
 )
 
 step system-deps system_packages
@@ -99,12 +126,21 @@ else
   step dependencies python_packages
   stamp requirements requirements.txt requirements-nodeps.txt constraints.txt
 fi
-INTERFACE_FILES=(wam_ros_interfaces/CMakeLists.txt wam_ros_interfaces/package.xml wam_ros_interfaces/msg/*.msg wam_ros_interfaces/srv/*.srv wam_ros_interfaces/action/*.action)
-if fresh interfaces "${INTERFACE_FILES[@]}" && check >/dev/null 2>&1; then
+INTERFACE_FILES=(wam_ros_interfaces/CMakeLists.txt wam_ros_interfaces/cmake/*.cmake wam_ros_interfaces/package.xml wam_ros_interfaces/msg/*.msg wam_ros_interfaces/srv/*.srv wam_ros_interfaces/action/*.action)
+if fresh interfaces "${INTERFACE_FILES[@]}" && importable "wam_ros_interfaces.msg, wam_ros_interfaces.srv, wam_ros_interfaces.action"; then
   echo "[setup] interfaces    ... up to date"
 else
   step interfaces interfaces
   stamp interfaces "${INTERFACE_FILES[@]}"
+fi
+TF2_MSGS_FILES=(cmake/tf2_msgs/*.in cmake/tf2_msgs/msg/*.msg wam_ros_interfaces/cmake/*.cmake)
+if [ ! -f "$STAMPS/tf2_msgs" ] && importable tf2_msgs.msg; then
+  echo "[setup] tf2_msgs      ... installed (not built here)"
+elif fresh tf2_msgs "${TF2_MSGS_FILES[@]}" && importable tf2_msgs.msg; then
+  echo "[setup] tf2_msgs      ... up to date"
+else
+  step tf2_msgs build_tf2_msgs
+  stamp tf2_msgs "${TF2_MSGS_FILES[@]}"
 fi
 if fresh wam_ros setup.py; then
   echo "[setup] wam_ros       ... up to date"

@@ -13,11 +13,12 @@ from wam_ros.robot import ConfigError, load_robot_config
 
 REPO = Path(__file__).resolve().parents[1]
 WAM_ROS = [sys.executable, "-m", "wam_ros.cli"]
+CHECKPOINT = "checkpoints/cpu-small-pick-place"  # the shipped one: --check looks for its files
 
 
 def robot_yaml(tmp_path: Path, mutate=None, nodes=None) -> Path:
     data = yaml.safe_load((REPO / "config" / "robots" / "panda_sim.yaml").read_text())
-    data["nodes"] = nodes if nodes is not None else {"wam_inference": {"parameters": {"checkpoint": "x", "cpu_threads": 2}}}
+    data["nodes"] = nodes if nodes is not None else {"wam_inference": {"parameters": {"checkpoint": CHECKPOINT, "cpu_threads": 2}}}
     if mutate:
         mutate(data)
     path = tmp_path / "robot.yaml"

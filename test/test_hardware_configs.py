@@ -21,7 +21,7 @@ from wam_ros.robot import RobotConfig, load_robot_config, robot_config_path
 HARDWARE = {"fr3_real": "cartesian_impedance", "fr3_real_jtc": "joint_trajectory", "ur5e_real": "joint_trajectory"}
 CAMERA_KINDS = {"realsense": "realsense_camera", "opencv": "opencv_camera"}
 #: Every hardware bringup runs exactly these, and never the simulator.
-NON_CAMERA_KINDS = {"wam_inference", "task_planner", "safety_bridge", "recorder"}
+NON_CAMERA_KINDS = {"wam_inference", "task_planner", "safety_bridge", "recorder", "robot_state"}
 
 
 @pytest.fixture(params=sorted(HARDWARE))
@@ -45,7 +45,7 @@ def test_backend_and_hardware_flags(robot):
     assert [c.name for c in robot.cameras] == ["front", "wrist"]
 
 
-def test_node_set_is_cameras_inference_planner_bridge_recorder(robot):
+def test_node_set_is_cameras_inference_planner_bridge_recorder_robot_state(robot):
     nodes = nodes_section(robot)
     kinds = [entry.get("kind", name) for name, entry in nodes.items()]
     assert "sim" not in kinds

@@ -1,6 +1,7 @@
 """The teleop node as a real process driving the real bridge: joystick intervention and jogging, leader arm."""
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -83,3 +84,36 @@ def test_leader_arm_drives_the_follower(processes, ros, tmp_path):
     assert np.allclose(arm.position, goal, atol=1e-3), (arm.position - goal, statuses[-1].mode, statuses[-1].last_stop_reason)
     assert statuses[-1].mode == SafetyStatus.MODE_TELEOP
     assert NAMES == [f"panda_joint{i}" for i in range(1, 8)]
+
+
+def _log_lines(log: str) -> list[tuple[float, str]]:
+    """(ROS log time [s], message) of the teleop node's log lines."""
+    return [(float(stamp), message) for stamp, message in re.findall(r"^\[\w+\] \[(\d+\.\d+)\] \[teleop\]: (.*)$", log, re.MULTILINE)]
+
+
+def test_joy_teleop_says_what_it_waits_for_and_warns_while_nothing_arrives(processes, ros):
+    """No bridge, no joystick: the operator is told at once which topic is silent and how to feed it."""
+    processes.start_node("teleop", robot_config=str(robot_config_path("panda_sim")), device="joy", input_warning_period_s=0.5)
+
+    def lines(text: str) -> list[tuple[float, str]]:
+        return [line for line in _log_lines(processes.log("teleop")) if text in line[1]]
+
+    wait_until(lambda: len(lines("no sensor_msgs/Joy on /joy for")) >= 2, 60.0, "two warnings about a silent /joy",
+               detail=lambda: processes.log("teleop")[-2000:])
+    (up,) = lines("teleop with joy")
+    (waiting,) = lines("waiting for sensor_msgs/Joy on /joy: ")
+    assert waiting[0] - up[0] < 1.0, (up, waiting)
+    assert "start a joystick driver (ros2 run joy joy_node)" in waiting[1] and "-p device:=keyboard" in waiting[1]
+    first, second = lines("no sensor_msgs/Joy on /joy for")[:2]
+    assert 0.4 < second[0] - first[0] < 1.5 and "ros2 run joy joy_node" in first[1], (first, second)
+
+    joy = ros.node.create_publisher(Joy, "/joy", qos.SENSORS)
+    ros.wait_for_subscribers(joy)
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:  # a joystick driver publishes at 20 Hz or more
+        joy.publish(Joy(axes=[0.0] * 6, buttons=[0] * 8))
+        time.sleep(0.05)
+    (receiving,) = lines("receiving sensor_msgs/Joy on /joy")
+    assert not [line for line in lines("no sensor_msgs/Joy") if line[0] > receiving[0]]  # quiet while it streams
+    wait_until(lambda: [line for line in lines("no sensor_msgs/Joy on /joy for") if line[0] > receiving[0]], 10.0,
+               "a warning once the joystick went silent again")

@@ -9,13 +9,17 @@ A robot file has a ``robot:`` section (:mod:`wam_ros.robot`) and a ``nodes:`` se
         parameters: {camera_rate_hz: 15.0}
 
 Overrides come as ``<node>.<parameter>:=<value>`` (``<node>.enabled:=false`` drops a node).
-:func:`load_bringup` validates everything (kinds, parameter names and types) before anything starts.
+:func:`load_bringup` validates everything (kinds, parameter names and types) before anything starts;
+:func:`check_bringup` then asks each node kind's ``check(parameters, robot)`` (next to its
+``Parameters``) for what would stop it at start-up: a missing checkpoint, device or file.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +167,93 @@ def ros_environment() -> dict[str, str]:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
     }
     return {name: os.environ.get(name, value) for name, value in env.items()}
+
+
+def node_parameters(spec: NodeSpec) -> Any:
+    """The node's ``Parameters`` dataclass with the spec's values over the defaults."""
+    cls = node_parameters_class(spec.kind)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in spec.parameters.items() if name in names})
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """A setting or file that would stop a node at start-up."""
+
+    spec: NodeSpec
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.spec.name} ({self.spec.kind}_node{', required' if self.spec.required else ''}): {self.problem}"
+
+
+def check_bringup(bringup: Bringup) -> list[NodeProblem]:
+    """What would stop a node at start-up: a missing checkpoint, device setting or file (empty: none found).
+
+    A node module may define ``check(parameters, robot) -> list[str]`` next to its ``Parameters``;
+    it looks at settings and files only (no devices are opened, no model is loaded).
+    """
+    problems = []
+    for spec in bringup.nodes:
+        check = getattr(importlib.import_module(spec.module), "check", None)
+        if check is not None:
+            problems += [NodeProblem(spec, problem) for problem in check(node_parameters(spec), bringup.robot)]
+    return problems
+
+
+@dataclass(frozen=True)
+class ExternalNode:
+    """A node of another ROS package that launch/bringup.launch.py starts in place of one of ours."""
+
+    package: str
+    executable: str
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    arguments: list[str] = field(default_factory=list)
+
+
+#: On a ROS 2 install with these, the launch file replaces our robot_state node with them.
+STANDARD_ROBOT_STATE_PACKAGES = ("robot_state_publisher", "tf2_ros")
+
+
+def ros_packages_installed(names: tuple[str, ...]) -> bool:
+    """True when the ament index (AMENT_PREFIX_PATH) has every package in ``names``."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        for name in names:
+            get_package_share_directory(name)
+    except (ImportError, LookupError, OSError, ValueError):  # not installed, or no AMENT_PREFIX_PATH
+        return False
+    return True
+
+
+def standard_robot_state(spec: NodeSpec, robot: RobotConfig) -> list[ExternalNode]:
+    """robot_state_publisher and tf2_ros' static_transform_publisher, publishing what ``spec`` (a robot_state node) would.
+
+    robot_state_publisher takes the URDF, the joint frames and the fixed joints (with ``publish_urdf``);
+    one static_transform_publisher per camera and for the world frame.
+    """
+    from wam_ros.control.frames import UrdfFrames, camera_transforms, world_transform
+
+    p = node_parameters(spec)
+    use_sim_time = spec.parameters.get("use_sim_time", False)
+    frames = UrdfFrames(robot.urdf_path)
+    nodes = []
+    if p.publish_urdf:
+        nodes.append(ExternalNode("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", {
+            "robot_description": frames.urdf_text,
+            "publish_frequency": p.publish_rate_hz if p.publish_rate_hz > 0 else 1000.0,  # its range is (0, 1000]
+            "use_sim_time": use_sim_time,
+        }))
+    static = world_transform(p.world_frame, frames.root_link, p.root_in_world_xyz_m, p.root_in_world_quat_xyzw)
+    for transform in static + camera_transforms(robot, frames.links):
+        values = [*transform.translation_m, *transform.rotation_xyzw]
+        arguments = [item for flag, value in zip(("--x", "--y", "--z", "--qx", "--qy", "--qz", "--qw"), values) for item in (flag, repr(value))]
+        name = f"{spec.name}_{re.sub(r'[^A-Za-z0-9_]', '_', transform.child)}"
+        nodes.append(ExternalNode("tf2_ros", "static_transform_publisher", name, {"use_sim_time": use_sim_time},
+                                  arguments + ["--frame-id", transform.parent, "--child-frame-id", transform.child]))
+    return nodes
 
 
 def write_params_file(spec: NodeSpec, directory: Path) -> Path:

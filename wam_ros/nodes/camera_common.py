@@ -27,7 +27,7 @@ from wam_ros.cameras.capture import Camera, CaptureLoop
 from wam_ros.cameras.health import StreamHealth
 from wam_ros.cameras.types import CameraError, CameraFrame, Intrinsics
 from wam_ros.parameters import param
-from wam_ros.robot import CameraConfig, ConfigError, load_robot_config
+from wam_ros.robot import CameraConfig, ConfigError, RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import numpy_to_image, seconds_to_time
 from wam_ros.ros.node import autostart, declare_parameters
@@ -53,6 +53,21 @@ def camera_info_message(intrinsics: Intrinsics | None, width: int, height: int) 
         info.k = intrinsics.k
         info.p = intrinsics.p
     return info
+
+
+def served_camera(parameters: CameraParameters, robot: RobotConfig, source: str, provides_depth: bool) -> CameraConfig:
+    """The robot config's camera that ``parameters`` name, checked against what the node serves (ConfigError if not)."""
+    if not parameters.camera:
+        raise ConfigError(robot.path, "camera", f"parameter not set; cameras: {[c.name for c in robot.cameras]}")
+    try:
+        config = robot.camera(parameters.camera)
+    except KeyError as error:
+        raise ConfigError(robot.path, "camera", error.args[0]) from None
+    if config.source != source:
+        raise ConfigError(robot.path, f"cameras.{config.name}.source", f"is {config.source!r}, this node serves {source!r}")
+    if config.depth and not provides_depth:
+        raise ConfigError(robot.path, f"cameras.{config.name}.depth", f"{source} cameras have no depth stream")
+    return config
 
 
 class CameraNode(LifecycleNode):
@@ -108,14 +123,7 @@ class CameraNode(LifecycleNode):
         try:
             if not self.params.robot_config:
                 raise ConfigError("", "robot_config", "parameter not set (bringup sets it; standalone: -p robot_config:=<path>)")
-            robot = load_robot_config(self.params.robot_config)
-            if not self.params.camera:
-                raise ConfigError(robot.path, "camera", f"parameter not set; cameras: {[c.name for c in robot.cameras]}")
-            config = robot.camera(self.params.camera)
-            if config.source != self.SOURCE:
-                raise ConfigError(robot.path, f"cameras.{config.name}.source", f"is {config.source!r}, this node serves {self.SOURCE!r}")
-            if config.depth and not self.PROVIDES_DEPTH:
-                raise ConfigError(robot.path, f"cameras.{config.name}.depth", f"{self.SOURCE} cameras have no depth stream")
+            config = served_camera(self.params, load_robot_config(self.params.robot_config), self.SOURCE, self.PROVIDES_DEPTH)
             self.camera_config = config
             self.camera = self.make_camera(config)
             self.camera.open()

@@ -12,11 +12,12 @@ all-zero K (uncalibrated). A lost device is reported on /diagnostics and reopene
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from wam_ros.cameras.opencv_source import OpenCVCamera, OpenCVSettings
-from wam_ros.nodes.camera_common import CameraNode, CameraParameters
+from wam_ros.nodes.camera_common import CameraNode, CameraParameters, served_camera
 from wam_ros.parameters import param
-from wam_ros.robot import CameraConfig
+from wam_ros.robot import CameraConfig, ConfigError, RobotConfig
 from wam_ros.ros.node import run_node
 
 
@@ -52,6 +53,20 @@ class OpenCVCameraNode(CameraNode):
         width, height = self.camera.native_size
         return {"native_size": f"{width}x{height}", "source_rate_hz": f"{self.camera.source_rate_hz:.2f}",
                 "skipped_deadlines": str(self.camera.pacer.skipped)}
+
+
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would fail configure (for ``wam-ros bringup --check``; no device is opened)."""
+    try:
+        camera = served_camera(parameters, robot, OpenCVCameraNode.SOURCE, OpenCVCameraNode.PROVIDES_DEPTH)
+    except ConfigError as error:
+        return [str(error)]
+    device = parameters.device or camera.device
+    if not device:
+        return [f"camera {camera.name!r}: no device (a USB index or a video file) in {robot.path} or the device parameter"]
+    if not OpenCVSettings(device=device, width=camera.width, height=camera.height, rate_hz=camera.rate_hz).is_usb and not Path(device).is_file():
+        return [f"camera {camera.name!r}: video file {device}: no such file"]
+    return []
 
 
 def main(args: list[str] | None = None) -> int:

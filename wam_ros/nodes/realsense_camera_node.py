@@ -17,13 +17,14 @@ closes the device and reopens it every ``reconnect_interval_s`` until it is back
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from wam_ros.cameras.clock import DeviceClockMapper
 from wam_ros.cameras.realsense import RealSenseCamera, RealSenseSettings
 from wam_ros.cameras.types import CameraFrame, Intrinsics
-from wam_ros.nodes.camera_common import CameraNode, CameraParameters
+from wam_ros.nodes.camera_common import CameraNode, CameraParameters, served_camera
 from wam_ros.parameters import param
-from wam_ros.robot import CameraConfig
+from wam_ros.robot import CameraConfig, ConfigError, RobotConfig
 from wam_ros.ros.node import run_node
 
 
@@ -83,6 +84,23 @@ class RealSenseCameraNode(CameraNode):
             if self.camera.device_info is not None:
                 values["device"] = str(self.camera.device_info)
         return values
+
+
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would fail configure (for ``wam-ros bringup --check``; no device is opened)."""
+    try:
+        camera = served_camera(parameters, robot, RealSenseCameraNode.SOURCE, RealSenseCameraNode.PROVIDES_DEPTH)
+    except ConfigError as error:
+        return [str(error)]
+    if parameters.playback_file:
+        path = Path(parameters.playback_file)
+        return [] if path.is_file() else [f"playback_file {path}: no such file"]
+    realsense = [c.name for c in robot.cameras if c.source == RealSenseCameraNode.SOURCE]
+    if not (parameters.serial_number or camera.device) and len(realsense) > 1:
+        return [f"camera {camera.name!r} has no serial number, and {robot.path} has {len(realsense)} RealSense cameras "
+                f"({', '.join(realsense)}): set each camera's device to its serial (`wam-ros cameras list` prints them) "
+                "or pass serial_number:=\"'<serial>'\""]
+    return []
 
 
 def main(args: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -31,15 +32,15 @@ from rclpy.timer import Timer
 from wam_ros_interfaces.action import ExecuteTask
 from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
-from wam_ros.planning.domain import Domain, Scene, State, load_domain
+from wam_ros.planning.domain import Domain, DomainError, Scene, State, load_domain
 from wam_ros.planning.execution import Action, ExecutionConfig, Interruption, PlanExecution, Status, state_from_task_status
-from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel
+from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel, LanguageModelError, bundled_gguf, is_model_dir
 from wam_ros.planning.mcts import SearchConfig
 from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
 from wam_ros.planning.proposals import ProposalStats
 from wam_ros.planning.proposer import ProposalConfig
 from wam_ros.planning.value import ValueWeights
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
@@ -560,6 +561,25 @@ class _GoalRun:
         else:
             self.goal.abort()
         return result
+
+
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would fail configure (for ``wam-ros bringup --check``): the vocabulary and the language model."""
+    problems = []
+    try:
+        load_domain(robot.extra.get("planner"), f"{robot.path}: robot.planner")
+    except DomainError as error:
+        problems.append(str(error))
+    if parameters.language_model_path:
+        path = Path(parameters.language_model_path).expanduser()
+        if not is_model_dir(path):
+            problems.append(f"language_model_path {path}: not a Hugging Face model directory (config.json + *.safetensors)")
+    elif not is_model_dir(Path(parameters.language_model_cache_dir).expanduser()):
+        try:
+            bundled_gguf()
+        except LanguageModelError as error:
+            problems.append(str(error))
+    return problems
 
 
 def main(args: list[str] | None = None) -> int:

@@ -6,13 +6,18 @@ sensor_msgs/JointState on ``leader_topic``).
 Publishes: ``/wam/teleop/command`` (geometry_msgs/TwistStamped, frame = robot base or TCP),
 ``/wam/teleop/joint_command`` (sensor_msgs/JointState, leader arm), ``/wam/teleop/gripper``
 (GripperCommand), ``/wam/safety/estop`` (std_msgs/Bool). Calls ``/wam/set_mode`` for the
-intervention toggle and HOLD. Commands go out only while the bridge reports TELEOP.
+intervention toggle and HOLD. Commands go out only while the bridge reports TELEOP. With joy
+and leader it says at start which topic it waits for and how to feed it, and warns every
+``input_warning_period_s`` while nothing arrives (wall clock, so also before the sim runs).
 """
 from __future__ import annotations
 
+import importlib.util
+import time
 from dataclasses import dataclass
 
 from geometry_msgs.msg import TwistStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
@@ -21,15 +26,17 @@ from wam_ros_interfaces.msg import GripperCommand, SafetyStatus
 from wam_ros.nodes.safety_bridge_node import (ESTOP_TOPIC, SET_MODE_SERVICE, STATUS_TOPIC, TELEOP_GRIPPER_TOPIC,
                                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.parameters import param
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 from wam_ros.teleop.devices import KeyboardReader, SpaceMouseReader
+from wam_ros.teleop.input_watch import InputWatch, how_to_provide, keyboard_command
 from wam_ros.teleop.mapping import (KEY_HELP, MODE_HOLD, MODE_TELEOP, AxesMapper, AxisMapping, ButtonMapping, KeyboardMapper,
                                     LeaderArmMapper, TeleopCommand, intervention_target)
 
 DEVICES = ("keyboard", "joy", "spacemouse", "leader")
+INPUT_WATCH_PERIOD_S = 0.1  # how often the input watch looks at the clock [s]
 
 
 @dataclass
@@ -52,6 +59,19 @@ class Parameters:
     leader_topic: str = param("/leader/joint_states", "sensor_msgs/JointState topic of the leader arm")
     leader_joint_names: list[str] = param([], "leader joints in follower order; empty: the follower's names")
     leader_offsets_rad: list[float] = param([], "added to the leader's joint positions, follower order; empty: none")
+    input_warning_period_s: float = param(5.0, "joy, leader: while their topic is silent, say so this often [s, wall clock]")
+
+
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would stop the node at start-up (for ``wam-ros bringup --check``)."""
+    if parameters.device not in DEVICES:
+        return [f"device must be one of {', '.join(DEVICES)}, got {parameters.device!r}"]
+    if parameters.device == "keyboard":
+        return [f"device keyboard reads its process's terminal, and bringup gives its nodes none: disable teleop here and run "
+                f"{keyboard_command(str(robot.path))}"]
+    if parameters.device == "spacemouse" and importlib.util.find_spec("pyspacemouse") is None:
+        return ["device spacemouse needs the pyspacemouse library (pip install pyspacemouse; it needs hidapi from the system)"]
+    return []
 
 
 class Teleop(Node):
@@ -101,6 +121,14 @@ class Teleop(Node):
         if p.device != "leader":
             self.create_timer(period_s, self._on_timer)
         self.get_logger().info(f"teleop with {p.device} ({p.frame} frame) for {self.robot.name}")
+        self.input_watch: InputWatch | None = None
+        if p.device in ("joy", "leader"):
+            what = f"sensor_msgs/Joy on {p.joy_topic}" if p.device == "joy" else f"sensor_msgs/JointState on {p.leader_topic}"
+            how = how_to_provide(p.device, p.robot_config)
+            self.input_watch = InputWatch(what, how, p.input_warning_period_s, time.monotonic())
+            self.get_logger().warning(self.input_watch.waiting())
+            # Wall clock: on sim time a timer would wait for /clock, and the operator for nothing.
+            self.create_timer(INPUT_WATCH_PERIOD_S, self._watch_input, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _on_status(self, msg: SafetyStatus) -> None:
         self.mode = msg.mode
@@ -110,10 +138,22 @@ class Teleop(Node):
         if self.gripper_width_m is None and fingers and all(name in msg.name for name in fingers):
             self.gripper_width_m = float(sum(msg.position[msg.name.index(name)] for name in fingers))
 
+    def _input_arrived(self) -> None:
+        line = self.input_watch.arrived(time.monotonic())
+        if line is not None:
+            self.get_logger().info(line)
+
+    def _watch_input(self) -> None:
+        line = self.input_watch.poll(time.monotonic())
+        if line is not None:
+            self.get_logger().warning(line)
+
     def _on_joy(self, msg: Joy) -> None:
+        self._input_arrived()
         self.joy = msg
 
     def _on_leader(self, msg: JointState) -> None:
+        self._input_arrived()
         targets = self.leader.targets(msg.name, msg.position)
         if targets is None:
             self.get_logger().warning("leader joint state without every leader joint or with non-finite values: ignored",

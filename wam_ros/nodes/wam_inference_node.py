@@ -395,6 +395,17 @@ class WamInference(LifecycleNode):
         self.diag_pub.publish(diagnostics)
 
 
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would fail configure (for ``wam-ros bringup --check``): the checkpoint's files, without loading it."""
+    if not parameters.checkpoint:
+        return ["checkpoint is empty: give the checkpoint directory (wam_inference.checkpoint:=<dir>)"]
+    path = Path(parameters.checkpoint) if Path(parameters.checkpoint).is_absolute() else package_root() / parameters.checkpoint
+    if not path.is_dir():
+        return [f"checkpoint {path}: no such directory"]
+    missing = [name for name in ("config.json", "model.safetensors") if not (path / name).is_file()]
+    return [f"checkpoint {path}: no {' or '.join(missing)} (not a wam_ros checkpoint)"] if missing else []
+
+
 def main(args: list[str] | None = None) -> int:
     return run_node(WamInference, args=args)
 
