@@ -1,12 +1,15 @@
 """Observation assembly and real-time chunking, without ROS."""
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, frozen_prefix
+from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, follows, frozen_prefix, join
 from wam_ros.inference.observations import NotReady, Observation, ObservationAssembler
 
 
@@ -77,7 +80,7 @@ def test_time_going_backwards_restarts_history():
 def test_frozen_prefix_matches_the_executing_chunk():
     actions = np.stack([np.arange(16.0), -np.arange(16.0)], axis=1)
     current = TimedChunk(stamp_s=10.0, period_s=0.1, actions=actions)
-    prefix = frozen_prefix(current, obs_stamp_s=10.8, period_s=0.1, latency_s=0.15, horizon=16)
+    prefix = frozen_prefix(current, obs_stamp_s=10.8, period_s=0.1, start_delay_s=0.15, horizon=16)
     # ceil(0.15 / 0.1) + 1 = 3 actions, at 10.8, 10.9, 11.0 -> current actions 8, 9, 10
     np.testing.assert_allclose(prefix, actions[8:11])
     assert frozen_prefix(None, 10.8, 0.1, 0.15, 16) is None
@@ -115,3 +118,89 @@ def test_latency_estimator_uses_recent_high_quantile():
         estimator.add(value)
     assert 0.01 < estimator.estimate_s() <= 0.1
     assert estimator.percentile_ms(50) == pytest.approx(10.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(age=st.floats(0.0, 0.4), latency=st.floats(0.0, 0.6), period=st.sampled_from([0.05, 0.0667, 0.1]))
+def test_frozen_prefix_covers_the_moment_the_chunk_takes_over(age, latency, period):
+    """Sized from observation age + latency, the frozen part lasts until the new chunk arrives;
+    sized from the latency alone (the old rule) it ended before that whenever the age exceeded a period."""
+    current = TimedChunk(0.0, period, np.zeros((40, 8)))
+    prefix = frozen_prefix(current, 0.2, period, age + latency, 40)
+    assert (len(prefix) - 1) * period >= age + latency - 1e-9
+    old = frozen_prefix(current, 0.2, period, latency, 40)
+    if age > period:
+        assert (len(old) - 1) * period < age + latency
+
+
+def test_follows_only_while_the_arm_is_near_the_command():
+    chunk = TimedChunk(1.0, 0.1, np.tile(np.r_[np.zeros(7), 0.08], (16, 1)))
+    measured = np.r_[np.full(7, 0.05), 0.01]  # gripper far from its command: closed on a cube
+    assert follows(chunk, 1.5, measured, 7, 0.1)
+    assert not follows(chunk, 1.5, measured + np.r_[np.zeros(6), 0.2, 0.0], 7, 0.1)  # one joint elsewhere (a reset)
+    assert not follows(chunk, 0.5, measured, 7, 0.1) and not follows(chunk, 3.0, measured, 7, 0.1)  # outside the chunk
+    assert not follows(None, 1.5, measured, 7, 0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(offset=st.floats(-1.0, 1.0), stamp_offset=st.floats(0.0, 0.7), blend=st.floats(0.1, 0.8), late=st.floats(0.0, 0.01),
+       aligned=st.booleans())
+def test_join_keeps_the_command_continuous_at_the_switch(offset, stamp_offset, blend, late, aligned):
+    rng = np.random.default_rng(1)
+    previous = TimedChunk(10.0, 0.1, np.cumsum(rng.normal(0, 0.02, (16, 8)), axis=0))
+    stamp = 10.0 + (round(stamp_offset, 1) if aligned else stamp_offset)
+    new = TimedChunk(stamp, 0.1, previous.at(stamp + 0.1 * np.arange(16)) + offset)  # the same plan, stepped by offset
+    switch = stamp + 0.15
+    joined = join(previous, new, switch, blend)
+    step = np.max(np.abs(np.diff(previous.actions, axis=0)))  # interpolation between unaligned grids
+    tolerance = 1e-9 if aligned else step
+    assert boundary_jump(previous, new, switch) == pytest.approx(abs(offset), abs=tolerance)
+    assert boundary_jump(previous, joined, switch) <= tolerance
+    # Arriving a few ms late, the robot meets a blend that has barely started.
+    assert boundary_jump(previous, joined, switch + late) <= tolerance + abs(offset) * (late / blend) + 1e-9
+    # After the blend the new chunk is published unchanged.
+    times = stamp + 0.1 * np.arange(16)
+    first_after = times[times > switch][0]
+    done = times >= first_after + blend
+    np.testing.assert_allclose(joined.actions[done], new.actions[done])
+
+
+def test_join_without_a_running_chunk_publishes_the_new_one():
+    new = TimedChunk(5.0, 0.1, np.ones((16, 8)))
+    assert join(None, new, 5.1, 0.3) is new
+    assert join(TimedChunk(0.0, 0.1, np.zeros((16, 8))), new, 5.1, 0.3) is new  # the old one ran out long ago
+
+
+def test_frames_pair_with_their_own_stamps_while_another_thread_adds_them():
+    """The node's executor adds frames while its worker assembles (the race this lock closes)."""
+    assembler = make_assembler(n_frames=1, max_input_age_s=10.0, sync_tolerance_s=0.0)
+    stop = threading.Event()
+
+    def value(stamp: float) -> int:
+        return int(round(stamp * 1000)) % 251
+
+    def write() -> None:
+        t = 0.0
+        while not stop.is_set():
+            t = round(t + 0.001, 6)
+            for camera in assembler.cameras:
+                assembler.add_image(camera, t, np.full((2, 2, 3), value(t), np.uint8))
+            assembler.add_state(t, np.full(8, t, np.float32))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    mismatches, checked = [], 0
+    try:
+        while checked < 3000:
+            observation = assembler.assemble(now_s=0.0)
+            if isinstance(observation, NotReady):
+                continue
+            checked += 1
+            for camera in assembler.cameras:
+                stamp = observation.frame_stamps_s[camera][-1]
+                if observation.images[camera][-1, 0, 0, 0] != value(stamp):
+                    mismatches.append((camera, stamp))
+    finally:
+        stop.set()
+        writer.join()
+    assert not mismatches, f"{len(mismatches)} of {checked} observations paired a frame with another frame's stamp"
