@@ -21,7 +21,7 @@ class FakePolicyServer:
     """
 
     def __init__(self, metadata: dict[str, Any] | None = None, horizon: int = 16, base: np.ndarray | None = None,
-                 slow_s: float = 2.0, action_key: str = "actions") -> None:
+                 slow_s: float = 2.0, action_key: str = "actions", port: int = 0) -> None:
         self.metadata = metadata if metadata is not None else {"horizon": horizon, "control_period_s": 0.1, "action_space": "joint_position",
                                                                    "image_resolution": [96, 96], "n_obs_frames": 1}
         self.horizon = horizon
@@ -32,7 +32,7 @@ class FakePolicyServer:
         self.requests: list[dict[str, Any]] = []
         self.answers: list[np.ndarray] = []  # good answers sent
         self.connections = 0
-        self.port = 0
+        self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -62,7 +62,7 @@ class FakePolicyServer:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve(self._handle, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        async with serve(self._handle, "127.0.0.1", self.port, compression=None, max_size=None) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()

@@ -31,7 +31,7 @@ class EpisodeReport:
     chunks: int
     latency_ms: list[float] = field(default_factory=list)  # inference_latency_s of every chunk
     stamp_to_receive_ms: list[float] = field(default_factory=list)  # chunk stamp (camera time) to its arrival here
-    boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch [rad or m]
+    boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch in AUTONOMY [rad or m]
     safety_events: list[str] = field(default_factory=list)
     video: str = ""
     inference_stages_ms: dict[str, float] = field(default_factory=dict)  # wam_inference's stage.* diagnostics at the episode's end
@@ -123,7 +123,10 @@ class DemoClient:
                 return
             self.chunks.append(msg)
             self.arrivals_ms.append((now_s - stamp_s) * 1e3)
-            if self.last_chunk is not None:
+            # A switch the robot executes: in IDLE or HOLD the chunks plan motion that does not
+            # happen, and the next one starts from where the arm really is.
+            executing = self.safety is not None and self.safety.mode == self.msgs["SafetyStatus"].MODE_AUTONOMY
+            if self.last_chunk is not None and executing:
                 self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
             self.last_chunk = chunk
 

@@ -41,7 +41,7 @@ from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_ju
 from wam_ros.inference.model_process import ModelProcess, ModelProcessError
 from wam_ros.inference.observations import NotReady, ObservationAssembler
 from wam_ros.inference.timing import StageTimes
-from wam_ros_interfaces.msg import ActionChunk, Subtask
+from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask
 from wam_ros.parameters import param
 from wam_ros.policy.client import API_KEY_ENV, PolicyClient
 from wam_ros.policy.mapping import RobotPolicyAdapter, load_policy_mapping
@@ -73,7 +73,8 @@ class Parameters:
     rtc_enabled: bool = param(True, "freeze the actions that execute before a chunk arrives (real-time chunking; policies that accept a prefix)")
     rtc_observation_age: bool = param(True, "size the frozen prefix from the observation's age at the request plus the expected latency "
                                             "(false: the latency alone, as before 2026-12; bench/remote.py's 'before')")
-    rtc_tracking_tolerance_rad: float = param(0.3, "keep or blend the executing chunk only while the arm is within this of its command at the observation [rad]")
+    rtc_tracking_tolerance_rad: float = param(0.3, "without a safety bridge status: keep (freeze, blend) the last chunk only while the arm is within "
+                                                   "this of its command at the observation [rad]")
     chunk_blend_s: float = param(0.3, "after a switch, blend from the executing chunk into the new one over this long [s]; 0 = publish the policy's chunk unchanged")
     initial_latency_s: float = param(0.1, "latency assumed before the first measurement [s]")
     sync_tolerance_s: float = param(0.02, "largest stamp difference between paired camera frames [s]")
@@ -113,6 +114,7 @@ class WamInference(LifecycleNode):
         self.execute = 1
         self.last_obs_stamp_s = -1.0
         self.window_anchor_s: float | None = None  # newest frame when the fresh-frame window opened
+        self.bridge_mode: int | None = None  # the safety bridge's mode (None: no status heard)
         self.frame_period_s = 0.1
         self.chunk_id = 0
         self.latency = LatencyEstimator(self.params.initial_latency_s)  # node clock: request start -> published
@@ -191,6 +193,7 @@ class WamInference(LifecycleNode):
             )
         self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.SENSORS))
         self.entities.append(self.create_subscription(Subtask, "/wam/task/subtask", self._on_subtask, qos.LATCHED))
+        self.entities.append(self.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED))
         self.chunk_pub = self.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
         self.report_pub = self.create_publisher(DiagnosticArray, "~/chunk_report", 10)
         self.prediction_pub = self.create_publisher(Image, "/wam/inference/prediction", qos.SENSORS)
@@ -300,6 +303,16 @@ class WamInference(LifecycleNode):
         state = np.asarray(arm + ([sum(fingers)] if fingers else []), dtype=np.float32)
         self.assembler.add_state(time_to_seconds(msg.header.stamp), state)
 
+    def _on_safety(self, msg: SafetyStatus) -> None:
+        self.bridge_mode = msg.mode
+
+    def _executing(self, current: TimedChunk | None, stamp_s: float, state: np.ndarray) -> bool:
+        """Whether the arm executes ``current`` at ``stamp_s``: the bridge is in AUTONOMY (its
+        newest chunk drives the arm), or, with no bridge heard, the arm tracks the chunk."""
+        if self.bridge_mode is None:
+            return follows(current, stamp_s, state, self.robot.arm.dof, self.params.rtc_tracking_tolerance_rad)
+        return self.bridge_mode == SafetyStatus.MODE_AUTONOMY and current is not None and current.stamp_s <= stamp_s <= current.end_s
+
     def _restart_stream(self) -> None:
         """Under self.lock: the next chunk starts afresh (no prefix, no join, a new episode for the server)."""
         self.generation += 1
@@ -396,9 +409,8 @@ class WamInference(LifecycleNode):
         backend, p = self.backend, self.params
         if new_episode:
             backend.new_episode()
-        dof = self.robot.arm.dof
-        # Keep (freeze, blend) the executing chunk only while the arm is following it.
-        previous = current if follows(current, observation.stamp_s, observation.state[-1], dof, p.rtc_tracking_tolerance_rad) else None
+        # Keep (freeze, blend) the last chunk only while the arm executes it.
+        previous = current if self._executing(current, observation.stamp_s, observation.state[-1]) else None
         age_s = now_s - observation.stamp_s
         start_delay_s = (age_s if p.rtc_observation_age else 0.0) + self.latency.estimate_s()
         prefix = None
