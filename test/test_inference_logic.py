@@ -204,3 +204,97 @@ def test_frames_pair_with_their_own_stamps_while_another_thread_adds_them():
         stop.set()
         writer.join()
     assert not mismatches, f"{len(mismatches)} of {checked} observations paired a frame with another frame's stamp"
+
+
+# -- the chunk stream (the node's logic without ROS) -------------------------------------------------
+from wam_ros.inference.stream import ChunkStream, StreamSettings  # noqa: E402
+
+STATE = np.zeros(8)
+
+
+def stream(**changes) -> ChunkStream:
+    settings = dict(dof=7, frame_period_s=0.1, blend_s=0.3)
+    settings.update(changes)
+    chunks = ChunkStream(StreamSettings(**settings), LatencyEstimator(0.05), "put the red cube in the bin")
+    chunks.on_bridge_mode(True)
+    return chunks
+
+
+def answer(stamp: float, value: float) -> TimedChunk:
+    return TimedChunk(stamp, 0.1, np.full((16, 8), value))
+
+
+def publish(chunks: ChunkStream, stamp: float, value: float, now: float | None = None):
+    request = chunks.request(stamp, STATE, stamp + 0.01, True, 16)
+    sent: list[TimedChunk] = []
+    return request, chunks.publish(request, answer(stamp, value), 8, now or stamp + 0.05, sent.append), sent
+
+
+def test_a_new_subtask_with_the_same_instruction_restarts_the_stream():
+    """Consecutive episodes with one instruction: nothing planned before the reset is frozen or blended."""
+    chunks = stream()
+    chunks.on_subtask("pick_place-1", 0, "put the red cube in the bin")
+    publish(chunks, 1.0, 0.5)
+    request = chunks.request(1.6, STATE, 1.61, True, 16)
+    assert request.prefix is not None and request.previous is not None  # same episode: RTC and join apply
+    assert chunks.on_subtask("pick_place-2", 0, "put the red cube in the bin")  # next episode, same words
+    request = chunks.request(1.6, STATE, 1.61, True, 16)
+    assert request.prefix is None and request.previous is None and request.new_episode
+    assert not chunks.on_subtask("pick_place-2", 0, "put the red cube in the bin")  # a repeat changes nothing
+
+
+def test_a_chunk_whose_request_straddles_a_subtask_change_is_dropped_with_its_own_label():
+    chunks = stream()
+    chunks.on_subtask("a", 0, "put the red cube in the bin")
+    request = chunks.request(1.0, STATE, 1.01, True, 16)
+    assert (request.subtask_id, request.instruction) == ("a", "put the red cube in the bin")  # fixed before the model call
+    chunks.on_subtask("b", 1, "put the blue cube in the bin")  # arrives during the model call
+    sent: list[TimedChunk] = []
+    assert chunks.publish(request, answer(1.0, 0.5), 8, 1.05, sent.append) is None and not sent
+    request = chunks.request(1.1, STATE, 1.11, True, 16)
+    assert (request.subtask_id, request.instruction) == ("b", "put the blue cube in the bin")
+
+
+def test_join_and_prefix_only_while_the_bridge_executes():
+    chunks = stream()
+    publish(chunks, 1.0, 0.5)
+    chunks.on_bridge_mode(False)  # HOLD or IDLE: the arm does not follow the chunks
+    request, published, sent = publish(chunks, 1.7, 0.9)
+    assert request.previous is None and request.prefix is None and not published.joined and published.jump == 0.0
+    np.testing.assert_allclose(sent[0].actions, 0.9)
+    chunks.on_bridge_mode(True)
+    request, published, sent = publish(chunks, 2.4, 0.1)
+    assert published.joined and published.jump < 1e-9 and sent[0].actions[-1, 0] == pytest.approx(0.1)
+
+
+def test_the_old_rtc_rule_gives_a_shorter_prefix_and_without_blending_the_jump_shows():
+    old, new = stream(rtc_observation_age=False, blend_s=0.0), stream()
+    for chunks in (old, new):
+        publish(chunks, 1.0, 0.5)
+    age = 0.15
+    short = old.request(1.7, STATE, 1.7 + age, True, 16)
+    long = new.request(1.7, STATE, 1.7 + age, True, 16)
+    assert len(short.prefix) == math.ceil(0.05 / 0.1) + 1 and len(long.prefix) == math.ceil((age + 0.05) / 0.1) + 1
+    sent: list[TimedChunk] = []
+    assert old.publish(short, answer(1.7, 0.9), 8, 1.9, sent.append).jump == pytest.approx(0.4)
+
+
+def test_fresh_frame_window_and_deadline():
+    chunks = stream(frame_period_s=0.1)
+    assert chunks.start_now(0.0, None)  # no chunk yet: at once
+    publish(chunks, 1.0, 0.5)  # due at 1.0 + 8 * 0.1 - latency
+    due = 1.8 - chunks.latency.estimate_s()
+    assert not chunks.start_now(due - 0.15, 1.6)
+    assert not chunks.start_now(due - 0.05, 1.7)  # the window opens; this frame is the anchor
+    assert not chunks.start_now(due - 0.04, 1.7)
+    assert chunks.start_now(due - 0.03, 1.8)  # a fresh frame inside the window
+    assert chunks.start_now(due, 1.7)  # the deadline, whatever the frames
+
+
+def test_time_going_back_restarts_and_jumps_stay_bounded():
+    chunks = stream()
+    for k in range(250):
+        publish(chunks, 1.0 + 0.8 * k, 0.5)
+    assert len(chunks.jumps) == 200
+    request = chunks.request(0.5, STATE, 0.51, True, 16)  # sim reset: time went back
+    assert request is not None and request.previous is None and request.new_episode

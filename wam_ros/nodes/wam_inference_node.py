@@ -36,10 +36,11 @@ from rclpy.publisher import Publisher
 from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 
-from wam_ros.inference.backends import LocalBackend, PolicyFault, RemoteBackend
-from wam_ros.inference.chunking import LatencyEstimator, TimedChunk, boundary_jump, follows, frozen_prefix, join
+from wam_ros.inference.backends import LocalBackend, PolicyAnswer, PolicyFault, RemoteBackend
+from wam_ros.inference.chunking import LatencyEstimator, TimedChunk
 from wam_ros.inference.model_process import ModelProcess, ModelProcessError
 from wam_ros.inference.observations import NotReady, ObservationAssembler
+from wam_ros.inference.stream import ChunkStream, Request, StreamSettings
 from wam_ros.inference.timing import StageTimes
 from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask
 from wam_ros.parameters import param
@@ -85,7 +86,6 @@ class Parameters:
 
 
 BACKENDS = ("local", "websocket")
-JUMP_WINDOW = 200  # boundary jumps kept for diagnostics
 
 
 class WamInference(LifecycleNode):
@@ -105,21 +105,10 @@ class WamInference(LifecycleNode):
         self.new_frame = threading.Event()  # wakes the worker when a camera frame arrives
         self.worker: threading.Thread | None = None
         self.entities: list[Any] = []
-        # The chunk stream, shared by the executor thread (subtasks) and the worker (chunks).
-        self.lock = threading.Lock()
-        self.subtask = Subtask(instruction=self.params.instruction)
-        self.generation = 0  # bumped when the stream restarts: a chunk computed across it is dropped
-        self.episode_pending = True  # the backend hears of a new episode before the next request
-        self.current: TimedChunk | None = None
-        self.execute = 1
-        self.last_obs_stamp_s = -1.0
-        self.window_anchor_s: float | None = None  # newest frame when the fresh-frame window opened
-        self.bridge_mode: int | None = None  # the safety bridge's mode (None: no status heard)
-        self.frame_period_s = 0.1
-        self.chunk_id = 0
         self.latency = LatencyEstimator(self.params.initial_latency_s)  # node clock: request start -> published
-        self.jumps: deque[float] = deque(maxlen=JUMP_WINDOW)
-        self.jump_max = 0.0
+        self.stream: ChunkStream | None = None  # made on configure (it needs the robot and the cameras)
+        self.subtask = Subtask(instruction=self.params.instruction)
+        self.chunk_id = 0
         self.chunk_times: deque[float] = deque()
         self.stages = StageTimes()  # where each chunk's time went (diagnostics)
         self.not_ready: str = "not configured"
@@ -183,7 +172,6 @@ class WamInference(LifecycleNode):
         self.robot = load_robot_config(p.robot_config) if p.robot_config else load_robot_config("panda_sim")
         self.backend = backend = self._make_backend()
         self.device = backend.device
-        self.frame_period_s = 1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras)
         self.assembler = ObservationAssembler(list(backend.cameras), backend.n_obs_frames, backend.frame_spacing_s,
                                               p.sync_tolerance_s, p.max_input_age_s)
         for camera in backend.cameras:
@@ -200,6 +188,11 @@ class WamInference(LifecycleNode):
         self.entities += [self.chunk_pub, self.report_pub, self.prediction_pub]
         # Reentrant: the executor runs every other callback while an imagination is computed.
         self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=ReentrantCallbackGroup()))
+        p = self.params
+        self.stream = ChunkStream(StreamSettings(
+            dof=self.robot.arm.dof, frame_period_s=1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras),
+            rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s,
+            tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions), self.latency, self.subtask.instruction)
         self.not_ready = "inactive"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -259,8 +252,6 @@ class WamInference(LifecycleNode):
         if self.backend is not None:
             self.backend.close()  # the model process ends and frees its memory (GPU included); a connection closes
             self.backend = None
-        with self.lock:
-            self._restart_stream()
 
     def _fail(self, reason: str) -> None:
         """Worker: the backend can never answer again. The executor takes the node to its error state."""
@@ -304,62 +295,16 @@ class WamInference(LifecycleNode):
         self.assembler.add_state(time_to_seconds(msg.header.stamp), state)
 
     def _on_safety(self, msg: SafetyStatus) -> None:
-        self.bridge_mode = msg.mode
-
-    def _executing(self, current: TimedChunk | None, stamp_s: float, state: np.ndarray) -> bool:
-        """Whether the arm executes ``current`` at ``stamp_s``: the bridge is in AUTONOMY (its
-        newest chunk drives the arm), or, with no bridge heard, the arm tracks the chunk."""
-        if self.bridge_mode is None:
-            return follows(current, stamp_s, state, self.robot.arm.dof, self.params.rtc_tracking_tolerance_rad)
-        return self.bridge_mode == SafetyStatus.MODE_AUTONOMY and current is not None and current.stamp_s <= stamp_s <= current.end_s
-
-    def _restart_stream(self) -> None:
-        """Under self.lock: the next chunk starts afresh (no prefix, no join, a new episode for the server)."""
-        self.generation += 1
-        self.current = None
-        self.last_obs_stamp_s = -1.0
-        self.window_anchor_s = None
-        self.episode_pending = True
+        self.stream.on_bridge_mode(msg.mode == SafetyStatus.MODE_AUTONOMY)
 
     def _on_subtask(self, msg: Subtask) -> None:
-        with self.lock:
-            previous = self.subtask
-            changed = (msg.id, msg.index, msg.instruction) != (previous.id, previous.index, previous.instruction)
-            if changed:
-                # A new subtask or episode starts a fresh chunk stream: no freezing across them,
-                # even when two episodes share an instruction.
-                self._restart_stream()
-            self.subtask = msg
-        if changed:
+        self.subtask = msg
+        if self.stream.on_subtask(msg.id, msg.index, msg.instruction):
             self.get_logger().info(f"subtask {msg.id or msg.index}: {msg.instruction!r}")
 
     # -- chunks ----------------------------------------------------------------------------
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _start_now(self, now_s: float) -> bool:
-        """Whether to request the next chunk now.
-
-        The current chunk needs a successor by ``stamp + execute * period - latency``. From one
-        camera period before that, the first fresh frame starts the request (an observation of a
-        few ms instead of up to a frame period plus render time); at the deadline the newest
-        frame does.
-        """
-        with self.lock:
-            current, execute = self.current, self.execute
-        if current is None:
-            return True
-        due_s = current.stamp_s + execute * current.period_s - self.latency.estimate_s()
-        if now_s >= due_s:
-            return True
-        if now_s < due_s - self.frame_period_s:
-            self.window_anchor_s = None
-            return False
-        newest = self.assembler.newest_frame_s()
-        if self.window_anchor_s is None:
-            self.window_anchor_s = newest if newest is not None else -1.0
-            return False
-        return newest is not None and newest > self.window_anchor_s
 
     def _work(self) -> None:
         while not self.stop_worker.is_set() and self.context.ok():
@@ -369,9 +314,9 @@ class WamInference(LifecycleNode):
                     self._fail(fatal)
                     return
                 now = self._now_s()
-                if not self.subtask.instruction:
+                if not self.stream.instruction:
                     self.not_ready = "no subtask: set the 'instruction' parameter or publish /wam/task/subtask"
-                elif self._start_now(now) and self._compute_chunk(now):
+                elif self.stream.start_now(now, self.assembler.newest_frame_s()) and self._compute_chunk(now):
                     continue
             except PolicyFault as error:
                 self.not_ready = str(error)  # the backend logged it; it reconnects after its backoff
@@ -399,71 +344,56 @@ class WamInference(LifecycleNode):
         if isinstance(observation, NotReady):
             self.not_ready = str(observation)
             return False
-        with self.lock:
-            if observation.stamp_s < self.last_obs_stamp_s - 1.0:
-                self._restart_stream()  # time went back (a sim reset): the old stream is over
-            if observation.stamp_s <= self.last_obs_stamp_s:
-                return False  # no newer observation than the last chunk's
-            subtask, generation, current = self.subtask, self.generation, self.current
-            new_episode, self.episode_pending = self.episode_pending, False
-        backend, p = self.backend, self.params
-        if new_episode:
+        backend = self.backend
+        request = self.stream.request(observation.stamp_s, observation.state[-1], now_s, backend.accepts_prefix, backend.horizon)
+        if request is None:
+            return False  # no newer observation than the last chunk's
+        if request.new_episode:
             backend.new_episode()
-        # Keep (freeze, blend) the last chunk only while the arm executes it.
-        previous = current if self._executing(current, observation.stamp_s, observation.state[-1]) else None
-        age_s = now_s - observation.stamp_s
-        start_delay_s = (age_s if p.rtc_observation_age else 0.0) + self.latency.estimate_s()
-        prefix = None
-        if p.rtc_enabled and backend.accepts_prefix and previous is not None and backend.horizon:
-            prefix = frozen_prefix(previous, observation.stamp_s, previous.period_s, start_delay_s, backend.horizon)
         assembled = time.perf_counter()
-        answer = backend.infer(observation.images, observation.state, subtask.instruction, prefix)
+        answer = backend.infer(observation.images, observation.state, request.instruction, request.prefix)
         answered = time.perf_counter()
-        chunk = TimedChunk(observation.stamp_s, answer.period_s, answer.actions)
-        with self.lock:
-            if self.generation != generation:
-                return True  # the stream restarted meanwhile (new subtask): this chunk belongs to the old one
-            published_s = self._now_s()
-            if p.chunk_blend_s > 0:
-                chunk = join(previous, chunk, published_s, p.chunk_blend_s)
-            msg = self._chunk_message(chunk, subtask.id)
+        sent: list[ActionChunk] = []
+
+        def send(chunk: TimedChunk) -> None:
+            msg = self._chunk_message(chunk, request.subtask_id)
             msg.inference_latency_s = time.perf_counter() - started  # compute time: observation assembled -> message handed over
             self.chunk_pub.publish(msg)
-            self.current, self.execute = chunk, p.execute_actions or answer.execute_actions
-            self.last_obs_stamp_s = observation.stamp_s
-            self.window_anchor_s = None
-        published = time.perf_counter()
-        jump = boundary_jump(current, chunk, published_s)
-        self.jumps.append(jump)
-        self.jump_max = max(self.jump_max, jump)
-        self.latency.add(published_s - now_s)
-        transfer_s = max(0.0, answer.round_trip_s - answer.lock_wait_s - (answer.server_compute_s if np.isfinite(answer.server_compute_s) else 0.0))
+            sent.append(msg)
+
+        published_s = self._now_s()
+        published = self.stream.publish(request, TimedChunk(observation.stamp_s, answer.period_s, answer.actions),
+                                        answer.execute_actions, published_s, send)
+        if published is None:
+            return True  # the stream restarted meanwhile (a new subtask): this chunk belonged to the old one
+        done = time.perf_counter()
+        compute_s = answer.server_compute_s if np.isfinite(answer.server_compute_s) else 0.0
         self.stages.add(
-            input_age_at_start=age_s,  # node clock (sim time in simulation)
+            input_age_at_start=request.observation_age_s,  # node clock (sim time in simulation)
             assemble=assembled - started,
             model_lock_wait=answer.lock_wait_s,
             policy_round_trip=answer.round_trip_s,
-            policy_transfer=transfer_s,
-            publish=published - answered,
+            policy_transfer=max(0.0, answer.round_trip_s - answer.lock_wait_s - compute_s),
+            publish=done - answered,
             observation_to_publish=published_s - observation.stamp_s,  # node clock
         )
         if np.isfinite(answer.server_compute_s):
             self.stages.add(policy_compute=answer.server_compute_s)
         self.chunk_times.append(time.monotonic())
-        self._report(msg, answer, age_s, start_delay_s, 0 if prefix is None else len(prefix), jump, previous is not None)
+        self._report(sent[0], answer, request, published.jump, published.joined)
         self.not_ready = ""
         return True
 
-    def _report(self, msg: ActionChunk, answer: Any, age_s: float, start_delay_s: float, frozen: int, jump: float, joined: bool) -> None:
+    def _report(self, msg: ActionChunk, answer: PolicyAnswer, request: Request, jump: float, joined: bool) -> None:
         """One DiagnosticStatus per chunk on ~/chunk_report: where its time went and how it joined."""
         values = {
             "chunk_id": str(msg.chunk_id),
             "subtask_id": msg.subtask_id,
             "round_trip_ms": f"{answer.round_trip_s * 1e3:.2f}",
             "server_compute_ms": f"{answer.server_compute_s * 1e3:.2f}",
-            "observation_age_ms": f"{age_s * 1e3:.1f}",
-            "start_delay_estimate_ms": f"{start_delay_s * 1e3:.1f}",
-            "frozen_actions": str(frozen),
+            "observation_age_ms": f"{request.observation_age_s * 1e3:.1f}",
+            "start_delay_estimate_ms": f"{request.start_delay_s * 1e3:.1f}",
+            "frozen_actions": str(0 if request.prefix is None else len(request.prefix)),
             "joined": str(joined).lower(),
             "boundary_jump_rad": f"{jump:.5f}",
         }
@@ -547,7 +477,7 @@ class WamInference(LifecycleNode):
         now_wall = time.monotonic()
         while self.chunk_times and self.chunk_times[0] <= now_wall - 10.0:
             self.chunk_times.popleft()
-        backend = self.backend
+        backend, stream = self.backend, self.stream
         values = {
             "lifecycle": self.lifecycle,
             "policy_backend": self.params.policy_backend,
@@ -559,8 +489,8 @@ class WamInference(LifecycleNode):
             "latency_ms_p50": f"{self.latency.percentile_ms(50):.1f}",
             "latency_ms_p99": f"{self.latency.percentile_ms(99):.1f}",
             **{f"stage.{k}": f"{v:.1f}" for k, v in self.stages.summary_ms().items()},
-            "boundary_jump_last": f"{self.jumps[-1]:.4f}" if self.jumps else "nan",
-            "boundary_jump_max": f"{self.jump_max:.4f}" if self.jumps else "nan",
+            "boundary_jump_last": f"{stream.jumps[-1]:.4f}" if stream and stream.jumps else "nan",
+            "boundary_jump_max": f"{stream.jump_max:.4f}" if stream and stream.jumps else "nan",
             "subtask": self.subtask.instruction,
             "not_ready": self.not_ready,
             "fault": self.fault,
