@@ -289,6 +289,9 @@ def test_fresh_frame_window_and_deadline():
     assert not chunks.start_now(due - 0.04, 1.7)
     assert chunks.start_now(due - 0.03, 1.8)  # a fresh frame inside the window
     assert chunks.start_now(due, 1.7)  # the deadline, whatever the frames
+    at_deadline = stream(fresh_frame_trigger=False)  # the rule before 2026-12
+    publish(at_deadline, 1.0, 0.5)
+    assert not at_deadline.start_now(due - 0.05, 1.7) and not at_deadline.start_now(due - 0.03, 1.8) and at_deadline.start_now(due, 1.8)
 
 
 def test_time_going_back_restarts_and_jumps_stay_bounded():

@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     print(f"[serve] loading {args.checkpoint} on {args.device} ...", flush=True)
     started = time.perf_counter()
-    import torch
+    from wam_ros.model import CheckpointError, load_policy  # first: it keeps idle OpenMP threads from spinning
 
-    from wam_ros.model import CheckpointError, load_policy
+    import torch
     from wam_ros.policy.server import PolicyServer
     from wam_ros.policy.wam import ServedWam
 

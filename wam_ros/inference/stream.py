@@ -31,6 +31,7 @@ class StreamSettings:
     blend_s: float = 0.3  # join over this long; 0 = publish the policy's chunk unchanged
     tracking_tolerance_rad: float = 0.3  # without a bridge status: the arm executes a chunk it is this close to
     execute_actions: int = 0  # 0 = the policy's
+    fresh_frame_trigger: bool = True  # start on the first fresh frame in the window (False: at the deadline only)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class ChunkStream:
             due_s = current.stamp_s + self._execute * current.period_s - self.latency.estimate_s()
             if now_s >= due_s:
                 return True
-            if now_s < due_s - self.settings.frame_period_s:
+            if not self.settings.fresh_frame_trigger or now_s < due_s - self.settings.frame_period_s:
                 self._window_anchor_s = None
                 return False
             if self._window_anchor_s is None:

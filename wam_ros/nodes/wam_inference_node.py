@@ -76,6 +76,8 @@ class Parameters:
                                             "(false: the latency alone, as before 2026-12; bench/remote.py's 'before')")
     rtc_tracking_tolerance_rad: float = param(0.3, "without a safety bridge status: keep (freeze, blend) the last chunk only while the arm is within "
                                                    "this of its command at the observation [rad]")
+    fresh_frame_trigger: bool = param(True, "start the next chunk on the first camera frame that arrives in the last camera period before it is due "
+                                            "(false: at the deadline from the newest frame, up to a period plus render time old, as before 2026-12)")
     chunk_blend_s: float = param(0.3, "after a switch, blend from the executing chunk into the new one over this long [s]; 0 = publish the policy's chunk unchanged")
     initial_latency_s: float = param(0.1, "latency assumed before the first measurement [s]")
     sync_tolerance_s: float = param(0.02, "largest stamp difference between paired camera frames [s]")
@@ -192,7 +194,8 @@ class WamInference(LifecycleNode):
         self.stream = ChunkStream(StreamSettings(
             dof=self.robot.arm.dof, frame_period_s=1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras),
             rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s,
-            tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions), self.latency, self.subtask.instruction)
+            tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions, fresh_frame_trigger=p.fresh_frame_trigger),
+            self.latency, self.subtask.instruction)
         self.not_ready = "inactive"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
