@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -121,3 +123,7 @@ def test_openpi_client_gets_chunks_from_wam_ros_serve(openpi_python, processes, 
     run = subprocess.run([str(openpi_python), str(script), "127.0.0.1", str(port), "", str(data)], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "401" in run.stderr
     assert "refused 127.0.0.1: missing or wrong api key" in processes.log("serve")
+    # Ctrl-C stops the server cleanly, with the count of what it served.
+    os.killpg(server.pid, signal.SIGINT)
+    assert server.wait(timeout=30) == 0, processes.log("serve")
+    assert "stopped after 3 answers" in processes.log("serve")  # the keyless client got none
