@@ -151,10 +151,17 @@ class DemoClient:
             time.sleep(0.01)
         return future.result()
 
-    def set_mode(self, mode: int, reason: str) -> None:
-        response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
-        if not response.accepted:
-            raise RuntimeError(f"safety bridge refused mode {mode}: {response.message}")
+    def set_mode(self, mode: int, reason: str, stale_retry_s: float = 2.0) -> None:
+        """Ask the bridge for ``mode``; a refusal because its joint states are momentarily stale
+        (a busy machine delays them) is asked again for up to ``stale_retry_s``."""
+        deadline = time.monotonic() + stale_retry_s
+        while True:
+            response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
+            if response.accepted:
+                return
+            if "no fresh joint states" not in response.message or time.monotonic() > deadline:
+                raise RuntimeError(f"safety bridge refused mode {mode}: {response.message}")
+            time.sleep(0.1)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

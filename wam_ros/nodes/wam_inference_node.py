@@ -98,8 +98,11 @@ class WamInference(LifecycleNode):
         self.params = declare_parameters(self, Parameters)
         if self.params.policy_backend not in BACKENDS:
             raise ValueError(f"policy_backend must be one of {', '.join(BACKENDS)}, got {self.params.policy_backend!r}")
-        if self.params.chunk_blend_s < 0 or self.params.rtc_tracking_tolerance_rad <= 0:
+        p = self.params
+        if p.chunk_blend_s < 0 or p.rtc_tracking_tolerance_rad <= 0:
             raise ValueError("chunk_blend_s must be >= 0 and rtc_tracking_tolerance_rad > 0")
+        if p.connect_timeout_s <= 0 or p.request_timeout_s < 0 or not 0 < p.reconnect_backoff_min_s <= p.reconnect_backoff_max_s:
+            raise ValueError("connect_timeout_s > 0, request_timeout_s >= 0 and 0 < reconnect_backoff_min_s <= reconnect_backoff_max_s are required")
         self.backend: LocalBackend | RemoteBackend | None = None
         self.robot: RobotConfig | None = None
         self.assembler: ObservationAssembler | None = None
