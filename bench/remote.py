@@ -81,7 +81,7 @@ def overhead(url: str, calls: int) -> dict[str, float]:
     instruction = "put the red cube in the bin"
     local = LocalBackend(ModelProcess(CHECKPOINT, device="cpu", cpu_threads=1), None)
     mapping = load_policy_mapping("wam_ros")
-    remote = RemoteBackend(RobotPolicyAdapter(mapping, load_robot_config("panda_sim")), PolicyClient(url), 5.0, 0.5, 5.0, print)
+    remote = RemoteBackend(RobotPolicyAdapter(mapping, load_robot_config("panda_sim")), PolicyClient(url), 5.0, 0.5, 5.0, warn=print, info=print)
     times: dict[str, list[float]] = {"local": [], "remote": []}
     compute: dict[str, list[float]] = {"local": [], "remote": []}
     try:

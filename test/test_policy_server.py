@@ -126,7 +126,7 @@ def remote(url: str, request_timeout_s: float = 0.5, policy: str = "wam_ros", pr
     mapping = load_policy_mapping(policy)
     client = PolicyClient(url, protocol=mapping.protocol, connect_timeout_s=2.0)
     log = protocol_log if protocol_log is not None else []
-    return RemoteBackend(RobotPolicyAdapter(mapping, ROBOT), client, request_timeout_s, 0.2, 0.8, log.append)
+    return RemoteBackend(RobotPolicyAdapter(mapping, ROBOT), client, request_timeout_s, 0.2, 0.8, warn=log.append, info=lambda text: None)
 
 
 def inputs():

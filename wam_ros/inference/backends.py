@@ -56,6 +56,7 @@ class LocalBackend:
         self.cameras = list(config.cameras)
         self.n_obs_frames = config.n_obs_frames
         self.frame_spacing_s = config.obs_frame_stride * config.control_period_s
+        self.horizon: int | None = config.horizon
         self.model_id = process.model_id
         self.device = process.device
         self.description = f"{process.model_id} on {process.device} in model process {process.pid}"
@@ -85,7 +86,7 @@ class RemoteBackend:
     kind = "websocket"
 
     def __init__(self, adapter: RobotPolicyAdapter, client: PolicyClient, request_timeout_s: float,
-                 backoff_min_s: float, backoff_max_s: float, log: Callable[[str], None]) -> None:
+                 backoff_min_s: float, backoff_max_s: float, warn: Callable[[str], None], info: Callable[[str], None]) -> None:
         mapping = adapter.mapping
         if mapping.frames > 1 and mapping.control_period_s is None:
             raise MappingError(f"{mapping.path}: frames > 1 needs control_period_s (the spacing of the history frames)")
@@ -95,7 +96,8 @@ class RemoteBackend:
         self.request_timeout_s = request_timeout_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
-        self.log = log
+        self.warn = warn  # each fault, with why and when the next connection is tried
+        self.info = info  # each connection
         self.cameras = mapping.cameras
         self.n_obs_frames = mapping.frames
         self.frame_spacing_s = mapping.control_period_s or 0.1  # used only with more than one frame
@@ -134,7 +136,7 @@ class RemoteBackend:
         self._retry_at = time.monotonic() + self._backoff_s
         message = f"{self.description}: {error}; no chunk; reconnecting in {self._backoff_s:.1f} s"
         self._backoff_s = min(self._backoff_s * 2.0, self.backoff_max_s)
-        self.log(message)
+        self.warn(message)
         return PolicyFault(message)
 
     def _connect(self) -> None:
@@ -162,7 +164,7 @@ class RemoteBackend:
         arm, gripper = mapping.arm, mapping.gripper
         self.accepts_prefix = bool(metadata.get("accepts_frozen_prefix")) and arm.type == "joint_position" and (
             gripper is None or gripper.encoding == "width_m")
-        self.log(f"connected to {self.description}: {metadata.get('server') or metadata.get('model_id') or 'server'}, "
+        self.info(f"connected to {self.description}: {metadata.get('server') or metadata.get('model_id') or 'server'}, "
                  f"period {self.period_s:g} s, {'accepts' if self.accepts_prefix else 'no'} frozen prefix")
 
     def infer(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str, prefix: np.ndarray | None) -> PolicyAnswer:

@@ -149,7 +149,6 @@ class WamInference(LifecycleNode):
             process = ModelProcess(checkpoint, device=p.device, dtype=p.dtype, cpu_threads=p.cpu_threads)  # loads and warms up
             backend = LocalBackend(process, p.sampling_steps or None)
             config = process.config
-            backend.horizon = config.horizon
             state_dim = robot.arm.dof + (1 if robot.gripper.joint_names else 0)
             try:
                 missing = [c for c in config.cameras if c not in {cam.name for cam in robot.cameras}]
@@ -167,8 +166,9 @@ class WamInference(LifecycleNode):
         mapping = load_policy_mapping(p.policy)
         adapter = RobotPolicyAdapter(mapping, robot)
         client = PolicyClient(p.server_url, p.api_key or os.environ.get(API_KEY_ENV, ""), mapping.protocol, p.connect_timeout_s)
+        logger = self.get_logger()
         backend = RemoteBackend(adapter, client, p.request_timeout_s, p.reconnect_backoff_min_s, p.reconnect_backoff_max_s,
-                                lambda text: self.get_logger().warning(text) if "connected to" not in text else self.get_logger().info(text))
+                                warn=logger.warning, info=logger.info)
         self.get_logger().info(f"remote {backend.description}: cameras {mapping.cameras}; connects when active")
         return backend
 
@@ -179,6 +179,11 @@ class WamInference(LifecycleNode):
         self.device = backend.device
         self.assembler = ObservationAssembler(list(backend.cameras), backend.n_obs_frames, backend.frame_spacing_s,
                                               p.sync_tolerance_s, p.max_input_age_s)
+        self.stream = ChunkStream(StreamSettings(
+            dof=self.robot.arm.dof, frame_period_s=1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras),
+            rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s,
+            tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions, fresh_frame_trigger=p.fresh_frame_trigger),
+            self.latency, self.subtask.instruction)
         for camera in backend.cameras:
             topic = self.robot.camera(camera).image_topic
             self.entities.append(
@@ -193,12 +198,6 @@ class WamInference(LifecycleNode):
         self.entities += [self.chunk_pub, self.report_pub, self.prediction_pub]
         # Reentrant: the executor runs every other callback while an imagination is computed.
         self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=ReentrantCallbackGroup()))
-        p = self.params
-        self.stream = ChunkStream(StreamSettings(
-            dof=self.robot.arm.dof, frame_period_s=1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras),
-            rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s,
-            tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions, fresh_frame_trigger=p.fresh_frame_trigger),
-            self.latency, self.subtask.instruction)
         self.not_ready = "inactive"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
