@@ -143,6 +143,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 seeds per graph run and 60 interleaved calls (about 5-10 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="held-out seeds per graph run (default 20, quick 3)")
     args = parser.parse_args()
+    # A DDS domain of our own: another graph on this machine (another benchmark, a demo) in the
+    # default domain would send its mode requests and chunks to ours.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    print(f"ROS_DOMAIN_ID {os.environ['ROS_DOMAIN_ID']}", flush=True)
     seeds = list(range(SEEDS_FROM, SEEDS_FROM + (args.seeds or (3 if args.quick else 20))))
     port = free_port()
     print(f"starting wam-ros serve on 127.0.0.1:{port} ...", flush=True)

@@ -301,3 +301,14 @@ def test_time_going_back_restarts_and_jumps_stay_bounded():
     assert len(chunks.jumps) == 200
     request = chunks.request(0.5, STATE, 0.51, True, 16)  # sim reset: time went back
     assert request is not None and request.previous is None and request.new_episode
+
+
+def test_a_chunk_that_reaches_the_bridge_late_still_meets_no_step():
+    chunks = stream(delivery_margin_s=0.1)
+    publish(chunks, 1.0, 0.5)
+    request = chunks.request(1.7, STATE, 1.71, True, 16)
+    sent: list[TimedChunk] = []
+    published = chunks.publish(request, answer(1.7, 0.9), 8, 1.75, sent.append)
+    executing = answer(1.0, 0.5)
+    for delay in (0.0, 0.03, 0.08):  # delivered to the bridge this long after publishing
+        assert boundary_jump(executing, published.chunk, 1.75 + delay) < 1e-9

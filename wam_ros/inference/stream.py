@@ -29,6 +29,7 @@ class StreamSettings:
     rtc_enabled: bool = True
     rtc_observation_age: bool = True  # start delay = observation age + latency (False: latency alone)
     blend_s: float = 0.3  # join over this long; 0 = publish the policy's chunk unchanged
+    delivery_margin_s: float = 0.1  # the join keeps the executing chunk this long past the publish time (the way to the bridge)
     tracking_tolerance_rad: float = 0.3  # without a bridge status: the arm executes a chunk it is this close to
     execute_actions: int = 0  # 0 = the policy's
     fresh_frame_trigger: bool = True  # start on the first fresh frame in the window (False: at the deadline only)
@@ -161,7 +162,7 @@ class ChunkStream:
                 return None
             joined = request.previous is not None and self.settings.blend_s > 0
             if joined:
-                chunk = join(request.previous, chunk, now_s, self.settings.blend_s)
+                chunk = join(request.previous, chunk, now_s + self.settings.delivery_margin_s, self.settings.blend_s)
             send(chunk)
             self._current = chunk
             self._execute = self.settings.execute_actions or execute_actions

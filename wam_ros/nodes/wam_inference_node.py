@@ -79,6 +79,8 @@ class Parameters:
     fresh_frame_trigger: bool = param(True, "start the next chunk on the first camera frame that arrives in the last camera period before it is due "
                                             "(false: at the deadline from the newest frame, up to a period plus render time old, as before 2026-12)")
     chunk_blend_s: float = param(0.3, "after a switch, blend from the executing chunk into the new one over this long [s]; 0 = publish the policy's chunk unchanged")
+    chunk_delivery_margin_s: float = param(0.1, "the join keeps the executing chunk's actions this long past the publish time, so a chunk that "
+                                                "reaches the bridge late (a busy machine) still meets no step [s]")
     initial_latency_s: float = param(0.1, "latency assumed before the first measurement [s]")
     sync_tolerance_s: float = param(0.02, "largest stamp difference between paired camera frames [s]")
     max_input_age_s: float = param(0.3, "an input older than this is stale: no chunk is computed [s]")
@@ -99,8 +101,8 @@ class WamInference(LifecycleNode):
         if self.params.policy_backend not in BACKENDS:
             raise ValueError(f"policy_backend must be one of {', '.join(BACKENDS)}, got {self.params.policy_backend!r}")
         p = self.params
-        if p.chunk_blend_s < 0 or p.rtc_tracking_tolerance_rad <= 0:
-            raise ValueError("chunk_blend_s must be >= 0 and rtc_tracking_tolerance_rad > 0")
+        if p.chunk_blend_s < 0 or p.chunk_delivery_margin_s < 0 or p.rtc_tracking_tolerance_rad <= 0:
+            raise ValueError("chunk_blend_s and chunk_delivery_margin_s must be >= 0 and rtc_tracking_tolerance_rad > 0")
         if p.connect_timeout_s <= 0 or p.request_timeout_s < 0 or not 0 < p.reconnect_backoff_min_s <= p.reconnect_backoff_max_s:
             raise ValueError("connect_timeout_s > 0, request_timeout_s >= 0 and 0 < reconnect_backoff_min_s <= reconnect_backoff_max_s are required")
         self.backend: LocalBackend | RemoteBackend | None = None
@@ -181,7 +183,7 @@ class WamInference(LifecycleNode):
                                               p.sync_tolerance_s, p.max_input_age_s)
         self.stream = ChunkStream(StreamSettings(
             dof=self.robot.arm.dof, frame_period_s=1.0 / min(self.robot.camera(c).rate_hz for c in backend.cameras),
-            rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s,
+            rtc_enabled=p.rtc_enabled, rtc_observation_age=p.rtc_observation_age, blend_s=p.chunk_blend_s, delivery_margin_s=p.chunk_delivery_margin_s,
             tracking_tolerance_rad=p.rtc_tracking_tolerance_rad, execute_actions=p.execute_actions, fresh_frame_trigger=p.fresh_frame_trigger),
             self.latency, self.subtask.instruction)
         for camera in backend.cameras:
