@@ -123,6 +123,7 @@ def graph(name: str, seeds: list[int], inference: dict) -> dict[str, float]:
     reports = result.reports
     arrivals = [v for r in reports for v in r.stamp_to_receive_ms]
     jumps = [v for r in reports for v in r.boundary_jumps]
+    delivery = [v for r in reports for v in r.delivery_ms]
     stages = reports[-1].inference_stages_ms
     out = {
         "success": float(np.mean([r.success for r in reports])),
@@ -130,11 +131,12 @@ def graph(name: str, seeds: list[int], inference: dict) -> dict[str, float]:
         "stamp_to_chunk_ms_p99": float(np.percentile(arrivals, 99)),
         "boundary_jump_rad_max": float(max(jumps, default=0.0)),
         "boundary_jump_rad_p50": float(np.median(jumps)) if jumps else 0.0,
+        "delivery_ms_p99": float(np.percentile(delivery, 99)) if delivery else float("nan"),
         "safety_events": float(sum(len(r.safety_events) for r in reports)),
         **{f"stage_{k}": v for k, v in stages.items() if k.startswith(("policy_", "input_age", "observation_to_publish"))},
     }
     print(f"  success {out['success']:.2f}, stamp -> chunk p50/p99 {out['stamp_to_chunk_ms_p50']:.0f}/{out['stamp_to_chunk_ms_p99']:.0f} ms, "
-          f"boundary jump max {out['boundary_jump_rad_max']:.4f} rad", flush=True)
+          f"boundary jump max {out['boundary_jump_rad_max']:.4f} rad; publish -> subscriber p99 {out['delivery_ms_p99']:.0f} ms", flush=True)
     return out
 
 
@@ -179,6 +181,7 @@ def main() -> int:
         stamp_to_chunk_ms_p99=local["stamp_to_chunk_ms_p99"], stamp_to_chunk_ms_p99_remote=remote["stamp_to_chunk_ms_p99"],
         stamp_to_chunk_ms_p99_before_fix=before["stamp_to_chunk_ms_p99"],
         safety_events=local["safety_events"] + remote["safety_events"],
+        delivery_ms_p99_local=local["delivery_ms_p99"], delivery_ms_p99_remote=remote["delivery_ms_p99"],
         **{f"remote_{k}": v for k, v in remote.items() if k.startswith("stage_")},
         **{f"local_{k}": v for k, v in local.items() if k.startswith("stage_")},
     )

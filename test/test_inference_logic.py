@@ -312,3 +312,15 @@ def test_a_chunk_that_reaches_the_bridge_late_still_meets_no_step():
     executing = answer(1.0, 0.5)
     for delay in (0.0, 0.03, 0.08):  # delivered to the bridge this long after publishing
         assert boundary_jump(executing, published.chunk, 1.75 + delay) < 1e-9
+
+
+def test_a_chunk_requested_before_autonomy_joins_the_chunk_the_bridge_took_meanwhile():
+    chunks = stream()
+    chunks.on_bridge_mode(False)
+    publish(chunks, 1.0, 0.5)  # computed in IDLE
+    request = chunks.request(1.1, STATE, 1.11, True, 16)
+    assert request.previous is None  # not executed when asked
+    chunks.on_bridge_mode(True)  # AUTONOMY starts during the request: the bridge runs the chunk at 1.0
+    sent: list[TimedChunk] = []
+    published = chunks.publish(request, answer(1.1, 0.9), 8, 1.2, sent.append)
+    assert published.joined and published.jump < 1e-9

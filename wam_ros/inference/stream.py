@@ -160,15 +160,19 @@ class ChunkStream:
         with self._lock:
             if request.generation != self._generation:
                 return None
-            joined = request.previous is not None and self.settings.blend_s > 0
+            previous = request.previous
+            current = self._current
+            if previous is None and self._bridge_executing and current is not None and current.stamp_s <= now_s <= current.end_s:
+                previous = current  # the bridge started executing it during the request (AUTONOMY's first chunks)
+            joined = previous is not None and self.settings.blend_s > 0
             if joined:
-                chunk = join(request.previous, chunk, now_s + self.settings.delivery_margin_s, self.settings.blend_s)
+                chunk = join(previous, chunk, now_s + self.settings.delivery_margin_s, self.settings.blend_s)
             send(chunk)
             self._current = chunk
             self._execute = self.settings.execute_actions or execute_actions
             self._last_stamp_s = request.stamp_s
             self._window_anchor_s = None
-        jump = boundary_jump(request.previous, chunk, now_s)  # what the arm meets (0 when it executed no chunk)
+        jump = boundary_jump(previous, chunk, now_s)  # what the arm meets (0 when it executed no chunk)
         self.jumps.append(jump)
         self.jump_max = max(self.jump_max, jump)
         self.latency.add(now_s - (request.stamp_s + request.observation_age_s))

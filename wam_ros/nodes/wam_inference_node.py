@@ -387,11 +387,11 @@ class WamInference(LifecycleNode):
         if np.isfinite(answer.server_compute_s):
             self.stages.add(policy_compute=answer.server_compute_s)
         self.chunk_times.append(time.monotonic())
-        self._report(sent[0], answer, request, published.jump, published.joined)
+        self._report(sent[0], answer, request, published_s, published.jump, published.joined)
         self.not_ready = ""
         return True
 
-    def _report(self, msg: ActionChunk, answer: PolicyAnswer, request: Request, jump: float, joined: bool) -> None:
+    def _report(self, msg: ActionChunk, answer: PolicyAnswer, request: Request, published_s: float, jump: float, joined: bool) -> None:
         """One DiagnosticStatus per chunk on ~/chunk_report: where its time went and how it joined."""
         values = {
             "chunk_id": str(msg.chunk_id),
@@ -403,6 +403,7 @@ class WamInference(LifecycleNode):
             "frozen_actions": str(0 if request.prefix is None else len(request.prefix)),
             "joined": str(joined).lower(),
             "boundary_jump_rad": f"{jump:.5f}",
+            "published_s": f"{published_s:.4f}",  # node clock (sim time in simulation)
         }
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: chunk {msg.chunk_id}", message="chunk published",
                                   hardware_id=self.device, values=[KeyValue(key=k, value=v) for k, v in values.items()])
