@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.srv import GetState
 from sensor_msgs.msg import Image, JointState
 
 from ros_harness import wait_until
@@ -75,8 +76,11 @@ def test_missing_then_stale_inputs_give_no_chunk_and_a_diagnostic_naming_the_inp
     start_inference(processes)
     chunks = ros.collect(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
     diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
-    missing = wait_until(lambda: diagnostics_of(diagnostics), MODEL_LOAD_TIMEOUT_S, "diagnostics from wam_inference")[-1]
-    assert missing.level == missing.WARN and "front: no message received yet" in missing.message
+    # Diagnostics start with the node (not configured, inactive), then name the missing input.
+    wait_until(lambda: any("front: no message received yet" in s.message for s in diagnostics_of(diagnostics)), MODEL_LOAD_TIMEOUT_S,
+               "a diagnostic naming the missing camera", detail=lambda: str([s.message for s in diagnostics_of(diagnostics)][-3:]))
+    missing = [s for s in diagnostics_of(diagnostics) if "front: no message" in s.message][-1]
+    assert missing.level == missing.WARN
 
     # Every input arrives, but from two seconds ago: stale.
     image_pubs = {c: ros.node.create_publisher(Image, f"/wam/cameras/{c}/image", qos.SENSORS) for c in ("front", "wrist")}
@@ -157,9 +161,19 @@ def test_closed_loop_episode_through_the_bridge(processes, ros, tmp_path):
     response = ros.call(set_mode, SetMode.Request(mode=SafetyStatus.MODE_HOLD, reason="closed-loop test done"))
     assert response.accepted and response.mode == SafetyStatus.MODE_HOLD
 
-    # The model process dies: ~/imagine refuses with the reason, the node stays up.
+    # The model process dies: the node goes to its error state (unconfigured), says why on
+    # /diagnostics and in its log, publishes no more chunks, and stays up for a lifecycle manager.
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
     pid = int(re.search(r"in model process (\d+)", processes.log("wam_inference")).group(1))
     os.kill(pid, signal.SIGKILL)
-    refused = ros.call(imagine, Imagine.Request(instruction=INSTRUCTION), timeout_s=60.0)
-    assert not refused.success and "model process" in refused.message, refused.message
+    errors = wait_until(lambda: [s for s in diagnostics_of(diagnostics) if s.level == DiagnosticStatus.ERROR], 30.0, "an ERROR diagnostic")
+    values = {kv.key: kv.value for kv in errors[-1].values}
+    assert f"model process {pid} exited with code -9" in errors[-1].message, errors[-1].message
+    assert values["lifecycle"] == "unconfigured (error)", values
+    get_state = ros.node.create_client(GetState, "/wam_inference/get_state")
+    assert ros.call(get_state, GetState.Request()).current_state.label == "unconfigured"
+    count = len(chunks)
+    time.sleep(2.0)  # more than a chunk period: nothing more comes
+    assert len(chunks) == count
+    assert "going to the error state" in processes.log("wam_inference")
     assert inference.poll() is None, processes.log("wam_inference")

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the main job: the learned WAM drives the simulated arm through the safety bridge"),
     "bringup": ("bringup", "start a robot's node set (robot:=<name>) without launch_ros"),
     "task": ("task", "send a long-horizon instruction to the task planner and follow its progress"),
+    "serve": ("serve", "serve a checkpoint as an openpi-protocol websocket policy server (for remote inference)"),
     "cameras": ("cameras", "list, check and record the real cameras without ROS"),
     "sim-demos": ("sim_demos", "scripted expert demonstrations in the MuJoCo tabletop -> an episode dataset"),
     "convert": ("convert", "recorded episode bags -> the episode dataset for training"),

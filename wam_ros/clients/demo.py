@@ -31,7 +31,8 @@ class EpisodeReport:
     chunks: int
     latency_ms: list[float] = field(default_factory=list)  # inference_latency_s of every chunk
     stamp_to_receive_ms: list[float] = field(default_factory=list)  # chunk stamp (camera time) to its arrival here
-    boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch [rad or m]
+    boundary_jumps: list[float] = field(default_factory=list)  # step at each chunk switch in AUTONOMY [rad or m]
+    delivery_ms: list[float] = field(default_factory=list)  # wam_inference's publish -> its chunk report here (sim time)
     safety_events: list[str] = field(default_factory=list)
     video: str = ""
     inference_stages_ms: dict[str, float] = field(default_factory=dict)  # wam_inference's stage.* diagnostics at the episode's end
@@ -69,6 +70,7 @@ class DemoClient:
         self.chunks: list[ActionChunk] = []
         self.arrivals_ms: list[float] = []
         self.jumps: list[float] = []
+        self.delivery_ms: list[float] = []
         self.last_chunk: TimedChunk | None = None
         self.subtask_id = ""  # the current episode's subtask: chunks for others are not measured
         self.events: list[str] = []
@@ -82,6 +84,7 @@ class DemoClient:
         self.node.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED)
         self.node.create_subscription(ActionChunk, "/wam/action_chunk", self._on_chunk, qos.COMMANDS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(DiagnosticArray, "/wam_inference/chunk_report", self._on_chunk_report, 10)
         if camera:
             self.node.create_subscription(Image, f"/wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
         # Single-threaded: every call here is made from the caller's thread; rclpy's
@@ -108,6 +111,13 @@ class DemoClient:
                 with self.lock:
                     self.inference_stages_ms = stages
 
+    def _on_chunk_report(self, msg) -> None:
+        now_s = self.node.get_clock().now().nanoseconds * 1e-9
+        values = {kv.key: kv.value for status in msg.status for kv in status.values}
+        with self.lock:
+            if self.recording and values.get("subtask_id") == self.subtask_id and "published_s" in values:
+                self.delivery_ms.append((now_s - float(values["published_s"])) * 1e3)
+
     def _on_chunk(self, msg) -> None:
         now_s = self.node.get_clock().now().nanoseconds * 1e-9
         stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -123,7 +133,10 @@ class DemoClient:
                 return
             self.chunks.append(msg)
             self.arrivals_ms.append((now_s - stamp_s) * 1e3)
-            if self.last_chunk is not None:
+            # A switch the robot executes: in IDLE or HOLD the chunks plan motion that does not
+            # happen, and the next one starts from where the arm really is.
+            executing = self.safety is not None and self.safety.mode == self.msgs["SafetyStatus"].MODE_AUTONOMY
+            if self.last_chunk is not None and executing:
                 self.jumps.append(boundary_jump(self.last_chunk, chunk, now_s))
             self.last_chunk = chunk
 
@@ -148,10 +161,17 @@ class DemoClient:
             time.sleep(0.01)
         return future.result()
 
-    def set_mode(self, mode: int, reason: str) -> None:
-        response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
-        if not response.accepted:
-            raise RuntimeError(f"safety bridge refused mode {mode}: {response.message}")
+    def set_mode(self, mode: int, reason: str, stale_retry_s: float = 2.0) -> None:
+        """Ask the bridge for ``mode``; a refusal because its joint states are momentarily stale
+        (a busy machine delays them) is asked again for up to ``stale_retry_s``."""
+        deadline = time.monotonic() + stale_retry_s
+        while True:
+            response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
+            if response.accepted:
+                return
+            if "no fresh joint states" not in response.message or time.monotonic() > deadline:
+                raise RuntimeError(f"safety bridge refused mode {mode}: {response.message}")
+            time.sleep(0.1)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -188,7 +208,7 @@ class DemoClient:
         subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=reset.instruction, status=Subtask.STATUS_ACTIVE)
         subtask.header.stamp = self.status.header.stamp
         with self.lock:
-            self.chunks, self.events, self.frames, self.arrivals_ms, self.jumps = [], [], [], [], []
+            self.chunks, self.events, self.frames, self.arrivals_ms, self.jumps, self.delivery_ms = [], [], [], [], [], []
             self.last_chunk, self.recording, self.subtask_id = None, True, subtask.id
         self.subtask_pub.publish(subtask)
         # AUTONOMY only once the model streams chunks for this episode's instruction.
@@ -215,6 +235,7 @@ class DemoClient:
             latency_ms=[c.inference_latency_s * 1e3 for c in self.chunks],
             stamp_to_receive_ms=list(self.arrivals_ms),
             boundary_jumps=list(self.jumps),
+            delivery_ms=list(self.delivery_ms),
             safety_events=list(dict.fromkeys(self.events)) + ([f"stop: {stop_reason}"] if stop_reason else []),
             inference_stages_ms=dict(self.inference_stages_ms),
         )

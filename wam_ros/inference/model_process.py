@@ -158,6 +158,11 @@ class ModelProcess:
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit code (negative: the signal that ended it); None while it runs."""
+        return self._process.poll()
+
     def close(self, timeout_s: float = 5.0) -> None:
         """End the child: close the pipe (it returns), then terminate / kill if it does not."""
         if not self._conn.closed:

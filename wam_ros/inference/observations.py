@@ -6,10 +6,15 @@ rates and with their own stamps; :class:`ObservationAssembler` keeps a short his
 stream, pairs the newest frames across cameras within a tolerance, and refuses (with a reason
 naming the input) when an input is missing or stale. All times are seconds on one clock (the
 node's ROS clock: sim time in simulation).
+
+Thread-safe: the inference node adds samples from its executor thread while its worker thread
+assembles; unguarded, a history could be read between a stamp's append and its frame's,
+pairing a frame with another frame's stamp.
 """
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -84,24 +89,42 @@ class ObservationAssembler:
         self._history_s = (n_frames - 1) * frame_spacing_s + max_input_age_s + 1.0
         self._images = {name: _Stream() for name in self.cameras}
         self._states = _Stream()
+        self._lock = threading.Lock()
 
     def add_image(self, camera: str, stamp_s: float, image: np.ndarray) -> None:
         if camera not in self._images:
             raise KeyError(f"unknown camera {camera!r}; the model uses {self.cameras}")
-        self._images[camera].add(stamp_s, image, self._history_s)
+        with self._lock:
+            self._images[camera].add(stamp_s, image, self._history_s)
 
     def add_state(self, stamp_s: float, state: np.ndarray) -> None:
-        self._states.add(stamp_s, np.asarray(state, dtype=np.float32), self._history_s)
+        state = np.asarray(state, dtype=np.float32)
+        with self._lock:
+            self._states.add(stamp_s, state, self._history_s)
+
+    def newest_frame_s(self) -> float | None:
+        """Stamp of the newest frame every camera has (None before each has one)."""
+        with self._lock:
+            stamps = [stream.stamps[-1] for stream in self._images.values() if stream.stamps]
+            return min(stamps) if len(stamps) == len(self._images) else None
 
     def input_ages_s(self, now_s: float) -> dict[str, float]:
         """Age of the newest sample of every input (inf when none has arrived)."""
+        with self._lock:
+            return self._ages(now_s)
+
+    def _ages(self, now_s: float) -> dict[str, float]:
         ages = {name: now_s - s.stamps[-1] if s.stamps else float("inf") for name, s in self._images.items()}
         ages["joint_states"] = now_s - self._states.stamps[-1] if self._states.stamps else float("inf")
         return ages
 
     def assemble(self, now_s: float) -> Observation | NotReady:
         """The newest observation all inputs agree on, or why there is none."""
-        for name, age in self.input_ages_s(now_s).items():
+        with self._lock:
+            return self._assemble(now_s)
+
+    def _assemble(self, now_s: float) -> Observation | NotReady:
+        for name, age in self._ages(now_s).items():
             if age == float("inf"):
                 return NotReady(name, "no message received yet")
             if age > self.max_input_age_s:
