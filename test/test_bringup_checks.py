@@ -88,3 +88,10 @@ def test_planner_language_model_path_teleop_device_and_camera_frames(tmp_path):
     robot.write_text(yaml.safe_dump(data))
     assert problems(str(robot), "wam_inference.checkpoint:=" + str(REPO / CHECKPOINT)) == [
         f"robot_state (robot_state_node): {robot}: camera 'wrist': parent_frame 'gripper_mount' is not a link of panda.urdf"]
+
+
+def test_websocket_backend_is_checked_by_its_mapping_and_url_not_a_checkpoint(tmp_path):
+    websocket = ["wam_inference.policy_backend:=websocket", "wam_inference.checkpoint:=''"]
+    assert problems("panda_sim", *websocket) == []  # our own server's mapping fits panda_sim; no checkpoint needed
+    found = problems("panda_sim", *websocket, "wam_inference.server_url:=http://gpu-host:8000", f"wam_inference.policy:={tmp_path / 'nope.yaml'}")
+    assert len(found) == 2 and "is not a ws:// or wss:// URL" in found[0] and "policy mapping file not found" in found[1], found

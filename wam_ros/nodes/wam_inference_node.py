@@ -45,7 +45,7 @@ from wam_ros.inference.timing import StageTimes
 from wam_ros_interfaces.msg import ActionChunk, SafetyStatus, Subtask
 from wam_ros.parameters import param
 from wam_ros.policy.client import API_KEY_ENV, PolicyClient
-from wam_ros.policy.mapping import RobotPolicyAdapter, load_policy_mapping
+from wam_ros.policy.mapping import MappingError, RobotPolicyAdapter, load_policy_mapping
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, numpy_to_image, seconds_to_time, time_to_seconds
@@ -522,7 +522,17 @@ class WamInference(LifecycleNode):
 
 
 def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
-    """Settings that would fail configure (for ``wam-ros bringup --check``): the checkpoint's files, without loading it."""
+    """Settings that would fail configure (for ``wam-ros bringup --check``): the backend, the
+    checkpoint's files (local) or the policy mapping and server URL (websocket), without loading or connecting."""
+    if parameters.policy_backend not in BACKENDS:
+        return [f"policy_backend must be one of {', '.join(BACKENDS)}, got {parameters.policy_backend!r}"]
+    if parameters.policy_backend == "websocket":
+        problems = [] if parameters.server_url.startswith(("ws://", "wss://")) else [f"server_url {parameters.server_url!r} is not a ws:// or wss:// URL"]
+        try:
+            load_policy_mapping(parameters.policy).check_robot(robot)
+        except (MappingError, OSError) as error:
+            problems.append(f"policy {parameters.policy!r}: {error}")
+        return problems
     if not parameters.checkpoint:
         return ["checkpoint is empty: give the checkpoint directory (wam_inference.checkpoint:=<dir>)"]
     path = Path(parameters.checkpoint) if Path(parameters.checkpoint).is_absolute() else package_root() / parameters.checkpoint
