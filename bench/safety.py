@@ -2,8 +2,10 @@
 
 1. Fuzz (no ROS): random chunks, teleop twists and joint commands (NaN/inf, huge jumps, wrong
    joint names and lengths, stale and future stamps, out-of-box targets), mode requests and
-   joint-state dropouts go into :class:`SafetyBridgeCore`; every output cycle is checked by
-   :func:`check_output`. ``unsafe_outputs`` must be 0.
+   joint-state dropouts go into :class:`SafetyBridgeCore`; every output cycle is checked by the
+   independent :class:`CommandChecker` (joint limits, workspace box, speed cap, acceleration,
+   jerk, gripper width and speed). ``unsafe_outputs`` must be 0; ``max_acceleration_ratio`` /
+   ``max_jerk_ratio`` are the worst commanded acceleration and jerk as a fraction of the limit.
 2. Output rate: the bridge node as a process streams to the sim backend topic while it runs a
    chunk; intervals between received commands give the rate and the p99 period error
    (transport included).
@@ -35,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore  # noqa: E402
 from wam_ros.control.chunks import ChunkInput  # noqa: E402
+from wam_ros.control.checker import CommandChecker  # noqa: E402
 from wam_ros.control.kinematics import ChainKinematics  # noqa: E402
-from wam_ros.control.limits import Limits, check_output  # noqa: E402
 from wam_ros.control.modes import MemoryLatch, Mode  # noqa: E402
 from wam_ros.robot import load_robot_config, robot_config_path  # noqa: E402
 
@@ -50,12 +52,12 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
     """Feed ``inputs`` fuzzed messages, one output cycle after each; count unsafe outputs."""
     rng = np.random.default_rng(seed)
     kinematics = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
-    limits = Limits.from_robot(ROBOT)
     settings = BridgeSettings(joint_state_timeout_s=0.02, inference_timeout_s=0.1)
     lower, upper = np.array(ROBOT.arm.position_lower_rad), np.array(ROBOT.arm.position_upper_rad)
     unsafe, outputs, clipped_cycles, fed = 0, 0, 0, 0
     examples: list[str] = []
-    core = None
+    core = checker = None
+    worst_acceleration, worst_jerk = 0.0, 0.0
     started = time.perf_counter()
     while fed < inputs:
         if core is None or rng.random() < 0.02 or (core.mode in (Mode.IDLE, Mode.ESTOP) and rng.random() < 0.2):
@@ -64,6 +66,10 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
             now = 100.0
             reference = lower + rng.random(7) * (upper - lower) if rng.random() < 0.5 else \
                 np.array(ROBOT.arm.home_rad) + rng.uniform(-0.3, 0.3, 7)
+            if checker is not None:
+                worst_acceleration = max(worst_acceleration, checker.worst_acceleration_ratio)
+                worst_jerk = max(worst_jerk, checker.worst_jerk_ratio)
+            checker = CommandChecker(ROBOT, core.period_s, reference)
             core.on_joint_state(NAMES, reference, [], now)
             core.request_mode(int(rng.choice([Mode.TELEOP, Mode.AUTONOMY])), "bench", False, now)
         kind = rng.choice(8, p=[0.25, 0.2, 0.15, 0.12, 0.06, 0.06, 0.06, 0.1])  # chunk x2, twist, joints, mode, dropout, gripper, none
@@ -98,22 +104,27 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
         fed += 1
         now += core.period_s
         output = core.step(now)
-        if output is not None:
+        if output is None:
+            problems = checker.check_stop()
+        else:
             outputs += 1
             clipped_cycles += bool(core.active_limits)
-            problems = check_output(limits, kinematics, core.period_s, reference, output.position)
-            if problems:
-                unsafe += 1
-                examples.append("; ".join(problems))
+            problems = checker.check(output.position, output.gripper_width_m, now)
             reference = output.position
+        if problems:
+            unsafe += 1
+            examples.append("; ".join(problems))
         core.on_joint_state(NAMES, reference, [], now)
         if fed % 20000 == 0:
             print(f"  fuzz: {fed} inputs, {outputs} outputs, {unsafe} unsafe ({time.perf_counter() - started:.0f} s)", flush=True)
     elapsed = time.perf_counter() - started
+    worst_acceleration = max(worst_acceleration, checker.worst_acceleration_ratio)
+    worst_jerk = max(worst_jerk, checker.worst_jerk_ratio)
     if examples:
         print(f"  unsafe examples: {examples[:3]}", flush=True)
     return {"fuzz_inputs": fed, "fuzz_outputs_checked": outputs, "unsafe_outputs": unsafe,
-            "fuzz_cycles_with_a_clip": clipped_cycles, "fuzz_us_per_input": elapsed / fed * 1e6}
+            "fuzz_cycles_with_a_clip": clipped_cycles, "fuzz_us_per_input": elapsed / fed * 1e6,
+            "max_acceleration_ratio": worst_acceleration, "max_jerk_ratio": worst_jerk}
 
 
 def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority: int) -> dict:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import ruckig
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput, ChunkRejected, validate_chunk
 from wam_ros.control.kinematics import ChainKinematics, KinematicsError
-from wam_ros.control.limits import Limits, SafetyGuard, check_output
+from wam_ros.control.checker import CommandChecker
+from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import EstopLatch, LatchState, Mode, check_request
 from wam_ros.robot import load_robot_config
 
@@ -19,6 +22,7 @@ NAMES = ROBOT.arm.joint_names
 HOME = np.array(ROBOT.arm.home_rad)
 KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
 LIMITS = Limits.from_robot(ROBOT)
+CHECKER = CommandChecker(ROBOT, 0.004, HOME)  # check_step: one step's geometric invariants
 
 
 def panda_dh(q: np.ndarray) -> np.ndarray:
@@ -103,7 +107,7 @@ def test_guard_clips_steps_limits_box_and_speed():
     guard = SafetyGuard(LIMITS, KINEMATICS, 0.004)
     tcp = KINEMATICS.positions(HOME)
     result = guard.apply(HOME, tcp, HOME + 1.0)
-    assert result.clipped and not check_output(LIMITS, KINEMATICS, 0.004, HOME, result.position)
+    assert result.clipped and not CHECKER.check_step(HOME, result.position)
     assert np.linalg.norm(result.tcp_position_m - tcp) <= LIMITS.ee_speed_max_m_s * 0.004 + 1e-9
     nan = guard.apply(HOME, tcp, np.full(7, np.nan))
     assert nan.clipped == ["non_finite"] and np.array_equal(nan.position, HOME)
@@ -120,7 +124,7 @@ def test_guard_stops_at_the_workspace_wall():
     # Drive joint 2 forward until the TCP would cross the box floor or front (~0.5 m at 1 mm per step); never leaves the box.
     for _ in range(800):
         result = guard.apply(q, KINEMATICS.positions(q), q + np.eye(7)[1] * 0.01)
-        assert not check_output(LIMITS, KINEMATICS, 0.004, q, result.position)
+        assert not CHECKER.check_step(q, result.position)
         q = result.position
     assert LIMITS.box_distance_m(KINEMATICS.positions(q)) == 0.0
     assert "workspace" in result.clipped
@@ -231,12 +235,11 @@ def test_autonomy_follows_a_chunk_within_limits(tmp_path):
     goal = HOME + np.array([0.2, 0.1, 0.0, 0.1, 0.0, -0.1, 0.2])
     targets = HOME + np.linspace(0, 1, 20)[:, None] * (goal - HOME)
     assert core.on_chunk(chunk(10.0, targets, widths=np.linspace(0.04, 0.0, 20)), 10.0, "a", "model")
-    previous, now = HOME, 10.0
+    checker, now = CommandChecker(ROBOT, core.period_s, HOME), 10.0
     for _ in range(700):
         now, (output,) = run(core, now, 1)
-        if now < 11.9:  # the watchdog trips HOLD after the last action at 11.9 s
-            assert not check_output(LIMITS, KINEMATICS, core.period_s, previous, output.position)
-        previous = output.position
+        assert not checker.check(output.position, output.gripper_width_m, now)  # the HOLD at the end included
+    previous = output.position
     assert core.mode == Mode.HOLD and "action_chunk_stale" in core.last_stop_reason
     assert np.allclose(previous, goal, atol=2e-3)
     assert core.deadline_to_hold_s is not None and 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9
@@ -294,10 +297,10 @@ def test_every_switch_starts_from_the_measured_state(tmp_path):
     core.on_joint_state(NAMES, measured, [], now)
     assert core.request_mode(Mode.AUTONOMY, "intervention over", False, now).accepted
     output = core.step(now + core.period_s)
-    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+    assert not CHECKER.check_step(measured, output.position)
     assert core.request_mode(Mode.TELEOP, "intervention", False, now).accepted
     output = core.step(now + core.period_s)
-    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+    assert not CHECKER.check_step(measured, output.position)
 
 
 def test_teleop_twist_moves_the_tcp_and_stops_when_stale(tmp_path):
@@ -347,20 +350,85 @@ def test_non_finite_inputs_hold_and_lose_nothing(tmp_path):
     assert core.status(10.004).violation_count >= 2
 
 
-def test_hold_brakes_smoothly_from_motion(tmp_path):
+def run_checked(core: SafetyBridgeCore, checker: CommandChecker, start_s: float, cycles: int, feed=None) -> float:
+    """Output cycles, each checked by the independent checker; ``feed(now)`` sends inputs before each cycle."""
+    now = start_s
+    for _ in range(cycles):
+        now += core.period_s
+        if feed is not None:
+            feed(now)
+        output = core.step(now)
+        problems = checker.check_stop() if output is None else checker.check(output.position, output.gripper_width_m, now)
+        assert not problems, f"{core.mode.name} at {now:.3f} s: {problems}"
+        core.on_joint_state(NAMES, checker.previous, [], now)  # the arm reaches each command
+    return now
+
+
+WRIST_GOAL = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5])  # wrist roll only: no TCP travel
+
+
+def wrist_spinning(tmp_path: Path) -> tuple[SafetyBridgeCore, CommandChecker, float]:
+    """A core in TELEOP whose wrist turns fast towards WRIST_GOAL (the leader arm sending it every cycle)."""
     core = make_core(tmp_path)
     core.on_joint_state(NAMES, HOME, [], 0.0)
     core.request_mode(Mode.TELEOP, "", False, 0.0)
-    joint_goal = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5])  # wrist roll only: no TCP travel
-    core.on_teleop_joints(NAMES, joint_goal, 0.0, "t", "leader")
-    now, _ = run(core, 0.0, 60)
-    speed_before = abs(core.follower.velocity[6])
-    assert speed_before > 0.5
+    checker = CommandChecker(ROBOT, core.period_s, HOME)
+    now = run_checked(core, checker, 0.0, 60, lambda t: core.on_teleop_joints(NAMES, WRIST_GOAL, t, "t", "leader"))
+    assert abs(core.follower.velocity[6]) > 0.5
+    return core, checker, now
+
+
+def test_hold_brakes_smoothly_from_motion(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)
     core.request_mode(Mode.HOLD, "test", False, now)
-    now, outputs = run(core, now, 100)
-    velocities = np.diff([o.position[6] for o in outputs]) / core.period_s
-    assert np.all(np.abs(np.diff(velocities)) / core.period_s <= ROBOT.arm.acceleration_max_rad_s2[6] * 1.01)
+    run_checked(core, checker, now, 100)  # every command within the acceleration and jerk limits
     assert core.follower.at_rest
+
+
+def test_a_ruckig_failure_mid_motion_brakes_within_the_limits(tmp_path, monkeypatch):
+    core, checker, now = wrist_spinning(tmp_path)
+    speed = abs(core.follower.velocity[6])
+
+    def no_trajectory(*args):
+        raise ruckig.RuckigError("injected failure")
+
+    monkeypatch.setattr(core.follower, "_otg", SimpleNamespace(update=no_trajectory))
+    start = core.follower.position[6]
+    now = run_checked(core, checker, now, 100, lambda t: core.on_teleop_joints(NAMES, WRIST_GOAL, t, "t", "leader"))
+    assert core.follower.at_rest and core.mode == Mode.TELEOP
+    # It braked at the acceleration limit, not instantly: the stop took about v^2 / 2a.
+    braking_rad = abs(core.follower.position[6] - start)
+    assert braking_rad == pytest.approx(speed ** 2 / (2 * ROBOT.arm.acceleration_max_rad_s2[6]), rel=0.2)
+    assert any(v.startswith("motion_generator") for v in core.status(now).violations)
+
+
+def test_switches_while_braking_neither_jump_nor_stop_the_command(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)
+    core.request_mode(Mode.HOLD, "test", False, now)
+    now = run_checked(core, checker, now, 5)
+    assert core.request_mode(Mode.AUTONOMY, "resume", False, now).accepted  # carries on from the braking state
+    now = run_checked(core, checker, now, 5)
+    core.request_mode(Mode.HOLD, "test", False, now)
+    now = run_checked(core, checker, now, 5)
+    assert core.request_mode(Mode.IDLE, "done", False, now).accepted  # commands cease once braked to rest
+    now = run_checked(core, checker, now, 100)
+    assert core.step(now + core.period_s) is None and not core.commanding
+
+
+def test_limit_trips_brake_within_the_limits(tmp_path):
+    """A twist into the workspace wall, and a chunk past a joint limit: the arm stops at them, braking within the limits."""
+    core = make_core(tmp_path, inference_timeout_s=5.0)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    checker = CommandChecker(ROBOT, core.period_s, HOME)
+    now = run_checked(core, checker, 0.0, 500, lambda t: core.on_teleop_twist((-0.25, 0.0, 0.0), (0, 0, 0), "", t, "t", "teleop"))
+    tcp = KINEMATICS.positions(core.follower.position)
+    assert tcp[0] == pytest.approx(ROBOT.safety.workspace_min_m[0], abs=1e-3) and core.follower.at_rest  # at the back wall
+    core.request_mode(Mode.AUTONOMY, "", False, now)
+    beyond = core.follower.position + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0])  # far past joint 7's limit
+    core.on_chunk(chunk(now, np.vstack([core.follower.position] + [beyond] * 9), period_s=0.5), now, "m", "model")
+    run_checked(core, checker, now, 500)
+    assert core.follower.position[6] == pytest.approx(LIMITS.upper_rad[6], abs=1e-3)
 
 
 def test_gripper_commands_are_rate_limited_and_clipped(tmp_path):

@@ -7,8 +7,10 @@ in seconds of the node's clock (sim time in simulation). The policy for each che
 stop) is documented in ``docs/safety.md``.
 
 Pipeline of one cycle: watchdogs -> source target (chunk timeline, teleop twist or joint
-command, or a brake in HOLD/ESTOP) -> target clipped into the joint band and pulled back into
-the workspace box -> ruckig with joint velocity limits that respect the TCP speed cap ->
+command; none in HOLD/ESTOP) -> target clipped into the joint band and pulled back into the
+workspace box -> ruckig's next state, with joint velocity limits that respect the TCP speed cap
+-> taken only when that step and the brake plan from it keep every limit, else the next command
+of the brake plan accepted a cycle earlier (:mod:`wam_ros.control.motion`) ->
 :class:`~wam_ros.control.limits.SafetyGuard` (hard invariants) -> output.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from wam_ros.control.chunks import ActionTimeline, ChunkInput, ChunkRejected, va
 from wam_ros.control.kinematics import ChainKinematics, damped_least_squares
 from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import MOTION_MODES, EstopLatch, LatchState, Mode, Transition, check_request
-from wam_ros.control.motion import JerkLimitedFollower, speed_capped_velocity_limit
+from wam_ros.control.motion import JerkLimitedFollower, MotionStep, speed_capped_velocity_limit
 from wam_ros.robot import RobotConfig
 
 #: SafetyStatus.mode_requester when the bridge changed the mode by itself (a watchdog, a limit).
@@ -395,7 +397,6 @@ class SafetyBridgeCore:
 
     def _enter(self, mode: Mode, now_s: float) -> None:
         """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
-        previous = self.mode
         self.mode = mode
         self.watchdog_holding = False
         self.timeline = None
@@ -406,19 +407,32 @@ class SafetyBridgeCore:
         for lock in self.locks.values():
             lock.release()
         if mode == Mode.IDLE:
-            self.commanding = False
-            return
+            return  # step() stops commanding once a braking arm is at rest
         assert self.measured is not None  # check_request made sure
-        carry = self.follower.velocity if (previous in MOTION_MODES and self.commanding) else None
-        self._start_from_measured(carry)
+        self._start_from_measured(keep_motion=True)
         if mode == Mode.AUTONOMY:
             self.autonomy_since_s = now_s
             self.last_chunk_s = None
 
-    def _start_from_measured(self, velocity: np.ndarray | None) -> None:
+    def _start_from_measured(self, keep_motion: bool) -> None:
+        """Restart the commanded state at the measured joint positions.
+
+        With ``keep_motion`` a moving command keeps its velocity and acceleration (a switch
+        between modes neither stops nor jumps the arm's motion); when the brake from there would
+        break a limit, the commanded state is kept instead (it has a verified brake plan).
+        """
         assert self.measured is not None
-        self.follower.reset(self.limits.clip_positions(self.measured.position, self.measured.position), velocity)
-        self.tcp_m = self.kinematics.positions(self.follower.position)
+        follower, measured = self.follower, self.measured.position
+        if keep_motion and self.commanding and not follower.at_rest:
+            if not np.array_equal(measured, follower.position):
+                kept = (follower.state, follower.history)
+                follower.reset(measured, follower.velocity, follower.acceleration)
+                plan = follower.state.plan_positions
+                if len(plan) and self.guard.path_problems(follower.history, plan):
+                    follower.state, follower.history = kept
+        else:
+            follower.reset(measured)
+        self.tcp_m = self.kinematics.positions(follower.position)
         self._jacobian = None
         self.commanding = True
 
@@ -441,7 +455,7 @@ class SafetyBridgeCore:
         self.twist = None
         self.joint_target = None
         if (at_measured or not self.commanding) and self._joint_states_fresh(now_s):
-            self._start_from_measured(None)
+            self._start_from_measured(keep_motion=False)
 
     def _write_latch(self, state: LatchState, now_s: float) -> None:
         try:
@@ -489,34 +503,44 @@ class SafetyBridgeCore:
         """One output cycle at ``now_s``: the command meant for ``now_s + period``, or None when the arm is not commanded."""
         self.active_limits = []
         self._check_watchdogs(now_s)
-        if self.mode == Mode.IDLE:
-            return None
         if not self.commanding:
             if self.mode == Mode.HOLD and self.measured is not None:
-                self._start_from_measured(None)  # HOLD requested before any joint state: hold the first one
+                self._start_from_measured(keep_motion=False)  # HOLD requested before any joint state: hold the first one
             else:
                 return None
-        if self.mode == Mode.ESTOP and self.follower.at_rest:
-            return None  # category 1: stopped; commands cease (the robot's own brakes / e-stop take over)
+        if self.mode in (Mode.IDLE, Mode.ESTOP) and self.follower.at_rest:
+            # Braked to standstill: commands cease (IDLE: the backend keeps the last target; ESTOP,
+            # category 1: the robot's own brakes / e-stop take over).
+            self.commanding = self.mode == Mode.ESTOP
+            return None
         previous = self.follower.position
+        step: MotionStep | None = None  # None: brake along the plan accepted a cycle ago
         if self.mode == Mode.AUTONOMY and self.timeline is not None:
             target, velocity, width = self.timeline.sample(now_s + self.period_s)
             if width is not None:
                 self.gripper_target_m = width
-            candidate = self._track(target, velocity)
+            step = self._track(target, velocity)
         elif self.mode == Mode.TELEOP and self.joint_target is not None:
-            candidate = self._track(self.joint_target, np.zeros(self.limits.dof))
-        elif self.mode == Mode.TELEOP and self.twist is not None and now_s - self.twist.received_s <= self.settings.teleop_timeout_s:
-            candidate = self._servo(self.twist)
+            step = self._track(self.joint_target, np.zeros(self.limits.dof))
+        elif self.mode == Mode.TELEOP and self.twist is not None and self._teleop_fresh(self.twist.received_s, now_s):
+            step = self._servo(self.twist)
         elif self.mode == Mode.AUTONOMY:
-            candidate = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
-        else:
-            candidate = self.follower.brake()  # HOLD, ESTOP, or a stale / absent teleop twist
+            step = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
         if self.follower.failures != self._motion_failures:
             self._motion_failures = self.follower.failures
-            self.report("motion_generator", f"ruckig found no trajectory; holding for this cycle ({self.follower.last_error})")
-        result = self.guard.apply(previous, self.tcp_m, candidate)
-        self.follower.commit(result.position)
+            self.report("motion_generator", f"ruckig found no trajectory; braking ({self.follower.last_error})")
+        if step is not None:
+            problems = self.guard.path_problems(self.follower.history, np.vstack([step.position, step.plan_positions]))
+            if problems:  # it could not stop from there within the limits: brake now instead
+                self.active_limits.extend(problems)
+                step = None
+        if step is None:
+            step = self.follower.braking_step()
+        result = self.guard.apply(previous, self.tcp_m, step.position)
+        if result.clipped:
+            self.follower.commit_position(result.position)
+        else:
+            self.follower.commit(step)
         self.tcp_m = result.tcp_position_m
         self._jacobian = None if result.jacobian is None else (result.jacobian, result.tcp_rotation)
         self.active_limits.extend(result.clipped)
@@ -524,7 +548,11 @@ class SafetyBridgeCore:
             self._stop(Mode.HOLD, "internal: non-finite command replaced by the previous one", now_s)
         return Output(now_s, result.position.copy(), self.follower.velocity.copy(), self._gripper(now_s))
 
-    def _track(self, target: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    def _teleop_fresh(self, received_s: float, now_s: float) -> bool:
+        """A teleop twist younger than ``teleop_timeout_s``: older ones brake the arm."""
+        return now_s - received_s <= self.settings.teleop_timeout_s
+
+    def _track(self, target: np.ndarray, velocity: np.ndarray) -> MotionStep | None:
         """Ruckig towards a position target clipped into the joint band and the workspace box."""
         clipped = self.limits.clip_positions(target)
         for index in np.flatnonzero(clipped != target):
@@ -560,8 +588,12 @@ class SafetyBridgeCore:
         last_inside = int(np.argmin(inside)) - 1  # the fraction before the first one outside (the full target is outside)
         return start if last_inside < 0 else start + _BOX_PULLBACK_FRACTIONS[last_inside] * (target - start)
 
-    def _servo(self, twist: _Twist) -> np.ndarray:
-        """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion."""
+    def _servo(self, twist: _Twist) -> MotionStep | None:
+        """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion.
+
+        A twist into a joint limit or the workspace wall stops at it: near it, a step's brake plan
+        would cross it, so the bridge brakes instead (:meth:`step`).
+        """
         jac, rotation = self._jacobian_here()
         linear, angular = twist.linear_m_s, twist.angular_rad_s
         if twist.in_tool_frame:
@@ -572,17 +604,6 @@ class SafetyBridgeCore:
             joint_velocity = joint_velocity / peak
             self.active_limits.append("joint_velocity")
         limit = speed_capped_velocity_limit(self.limits, jac[:3], joint_velocity)
-        # Look ahead by one period plus the time to stop, so a twist into a limit stops at it smoothly.
-        stop_s = float(np.max(np.abs(joint_velocity) / self.limits.acceleration_max_rad_s2)
-                       + np.max(self.limits.acceleration_max_rad_s2 / self.limits.jerk_max_rad_s3))
-        position = self.follower.position
-        ahead = position + joint_velocity * (self.period_s + stop_s)
-        if np.any(self.limits.clip_positions(ahead, position) != ahead):
-            self.active_limits.append("joint_position")
-            return self.follower.brake()
-        if self.limits.box_distance_m(self.kinematics.positions(ahead)) > self.limits.box_distance_m(self.tcp_m):
-            self.active_limits.append("workspace")
-            return self.follower.brake()
         return self.follower.track_velocity(joint_velocity, limit)
 
     def _gripper(self, now_s: float) -> float | None:
@@ -593,8 +614,8 @@ class SafetyBridgeCore:
         target = min(max(self.gripper_target_m, gripper.width_min_m), gripper.width_max_m)
         if target != self.gripper_target_m:
             self.active_limits.append("gripper_width")
-        start = self.measured_gripper_m if self.measured_gripper_m is not None else target
-        current = start if self.gripper_command_m is None else self.gripper_command_m
+        # From the last command sent (a grasp stays closed across a mode switch), else the measured width.
+        current = next((w for w in (self.gripper_command_m, self._gripper_sent_m, self.measured_gripper_m) if w is not None), target)
         step = gripper.speed_max_m_s * self.period_s
         self.gripper_command_m = current + min(max(target - current, -step), step)
         changed = self._gripper_sent_m is None or abs(self.gripper_command_m - self._gripper_sent_m) >= 1e-4
