@@ -402,6 +402,13 @@ def test_a_ruckig_failure_mid_motion_brakes_within_the_limits(tmp_path, monkeypa
     assert any(v.startswith("motion_generator") for v in core.status(now).violations)
 
 
+def test_leader_joint_targets_expire_like_twists(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)  # the leader arm goes silent here
+    now = run_checked(core, checker, now, 100)
+    assert core.follower.at_rest and core.mode == Mode.TELEOP
+    assert core.follower.position[6] < WRIST_GOAL[6] - 0.5  # stopped on the way, not at the last target
+
+
 def test_switches_while_braking_neither_jump_nor_stop_the_command(tmp_path):
     core, checker, now = wrist_spinning(tmp_path)
     core.request_mode(Mode.HOLD, "test", False, now)

@@ -200,6 +200,7 @@ class SafetyBridgeCore:
         self.autonomy_since_s = 0.0
         self.twist: _Twist | None = None
         self.joint_target: np.ndarray | None = None
+        self.joint_target_s = 0.0  # when the joint target arrived
         self.last_teleop_s: float | None = None
         self.gripper_target_m: float | None = None
         self.gripper_command_m: float | None = None
@@ -354,6 +355,7 @@ class SafetyBridgeCore:
             return False
         order = [list(names).index(name) for name in self.limits.joint_names]
         self.joint_target = values[order]
+        self.joint_target_s = now_s
         self.twist = None
         self.last_teleop_s = now_s
         return True
@@ -520,7 +522,7 @@ class SafetyBridgeCore:
             if width is not None:
                 self.gripper_target_m = width
             step = self._track(target, velocity)
-        elif self.mode == Mode.TELEOP and self.joint_target is not None:
+        elif self.mode == Mode.TELEOP and self.joint_target is not None and self._teleop_fresh(self.joint_target_s, now_s):
             step = self._track(self.joint_target, np.zeros(self.limits.dof))
         elif self.mode == Mode.TELEOP and self.twist is not None and self._teleop_fresh(self.twist.received_s, now_s):
             step = self._servo(self.twist)
@@ -549,7 +551,7 @@ class SafetyBridgeCore:
         return Output(now_s, result.position.copy(), self.follower.velocity.copy(), self._gripper(now_s))
 
     def _teleop_fresh(self, received_s: float, now_s: float) -> bool:
-        """A teleop twist younger than ``teleop_timeout_s``: older ones brake the arm."""
+        """A teleop command (twist or joint target) younger than ``teleop_timeout_s``: older ones brake the arm."""
         return now_s - received_s <= self.settings.teleop_timeout_s
 
     def _track(self, target: np.ndarray, velocity: np.ndarray) -> MotionStep | None:

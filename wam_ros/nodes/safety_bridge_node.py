@@ -55,7 +55,7 @@ class Parameters:
     joint_state_timeout_s: float = param(0.1, "joint states older than this trip HOLD in TELEOP/AUTONOMY [s]")
     action_chunk_timeout_s: float = param(0.0, "HOLD this long after the last action of the newest chunk [s]")
     inference_timeout_s: float = param(1.0, "HOLD when no chunk arrived for this long in AUTONOMY [s]")
-    teleop_timeout_s: float = param(0.1, "a twist older than this stops the arm (TELEOP stays) [s]")
+    teleop_timeout_s: float = param(0.1, "a teleop twist or leader-arm joint target older than this brakes the arm (TELEOP stays) [s]")
     max_future_stamp_s: float = param(0.05, "chunks stamped further ahead than this are refused [s]")
     teleop_angular_speed_max_rad_s: float = param(0.5, "cap on the teleop twist's angular speed [rad/s]")
     ik_damping: float = param(0.05, "damping of the least-squares twist-to-joint-velocity solve")
