@@ -208,13 +208,24 @@ def test_estop_latched_across_core_restart(tmp_path):
     assert make_core(tmp_path).mode == Mode.IDLE
 
 
-def test_estop_latch_write_failure_is_reported_and_estop_holds(tmp_path):
+def test_an_unwritable_estop_latch_keeps_the_bridge_in_estop(tmp_path):
+    """A latch that cannot be written could not keep an ESTOP across a restart: the bridge stays in ESTOP."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    core = SafetyBridgeCore(ROBOT, BridgeSettings(), EstopLatch(blocker / "estop.json"), KINEMATICS)
+    unwritable = blocker / "estop.json"  # under a regular file: not even root can create it
+    core = SafetyBridgeCore(ROBOT, BridgeSettings(), EstopLatch(unwritable), KINEMATICS)
+    assert core.mode == Mode.ESTOP and "cannot write the ESTOP latch" in core.last_stop_reason
+    assert any(v.startswith("estop_latch") for v in core.status(0.0).violations)
     core.on_joint_state(NAMES, HOME, [], 1.0)
-    assert core.request_mode(Mode.ESTOP, "test", False, 1.0).accepted and core.mode == Mode.ESTOP
-    assert any(v.startswith("estop_latch") for v in core.status(1.0).violations)
+    refused = core.request_mode(Mode.HOLD, "operator reset", True, 1.0)
+    assert not refused.accepted and refused.mode == Mode.ESTOP and "cannot write the ESTOP latch" in refused.message
+    assert core.step(1.004) is None  # not commanded
+    core.latch = EstopLatch(tmp_path / "estop.json")  # writable again: the reset goes through
+    assert core.request_mode(Mode.HOLD, "operator reset", True, 1.0).accepted and core.mode == Mode.HOLD
+    core.latch = EstopLatch(unwritable)  # the disk fails while running: ESTOP is kept, and said to be unsaved
+    assert core.request_mode(Mode.ESTOP, "button", False, 1.1).accepted
+    assert core.mode == Mode.ESTOP and "not persisted" in core.last_stop_reason
+    assert not core.request_mode(Mode.IDLE, "operator reset", True, 1.2).accepted and core.mode == Mode.ESTOP
 
 
 # ---------------------------------------------------------------- core behaviour

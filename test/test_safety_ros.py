@@ -192,6 +192,21 @@ def test_estop_stays_latched_across_a_restart(processes, ros, tmp_path):
     assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
 
 
+def test_an_unwritable_estop_latch_keeps_the_bridge_in_estop(processes, ros, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    start_bridge(processes, tmp_path, estop_latch_file=str(blocker / "estop.json"))  # under a regular file: unwritable, even for root
+    EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    status = wait_until(lambda: next((s for s in list(statuses) if s.header.stamp.sec > 0), None), 30.0, "a status")
+    assert status.mode == SafetyStatus.MODE_ESTOP and "cannot write the ESTOP latch" in status.last_stop_reason, describe(statuses)
+    wait_for_joint_states(statuses)
+    refused = set_mode(ros, client, SafetyStatus.MODE_HOLD, "operator reset", reset_estop=True)
+    assert not refused.accepted and refused.mode == SafetyStatus.MODE_ESTOP and "cannot write the ESTOP latch" in refused.message
+    assert statuses[-1].mode == SafetyStatus.MODE_ESTOP
+
+
 def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, tmp_path):
     start_bridge(processes, tmp_path, inference_timeout_s=5.0)
     arm = EchoArm(ros)

@@ -210,6 +210,10 @@ class SafetyBridgeCore:
         self._motion_failures = 0
         self._jacobian: tuple[np.ndarray, np.ndarray] | None = None  # TCP Jacobian and rotation at the commanded position
         state = latch.read()
+        if not state.latched:
+            problem = self._write_latch(LatchState(False))  # a latch that cannot be written could not keep an ESTOP
+            if problem:
+                state = LatchState(True, f"{problem}; an ESTOP would not survive a restart: make estop_latch_file writable, then reset")
         if state.latched:
             self.mode = Mode.ESTOP
             self.last_stop_reason = state.reason or "ESTOP latched before the bridge started"
@@ -380,12 +384,14 @@ class SafetyBridgeCore:
         target = Mode(requested)
         previous = self.mode
         why = f"{message} ({reason})" if reason else message
+        if self.mode == Mode.ESTOP and target != Mode.ESTOP:
+            problem = self._write_latch(LatchState(False))
+            if problem:  # the file would still say ESTOP, or say nothing: stay in ESTOP until it can be written
+                return Transition(False, self.mode, f"ESTOP reset refused: {problem}")
         if target in (Mode.HOLD, Mode.ESTOP):
             if target != self.mode or self.mode == Mode.ESTOP:
-                self._stop(target, f"requested: {reason or 'no reason given'}", now_s, reset=self.mode == Mode.ESTOP)
+                self._stop(target, f"requested: {reason or 'no reason given'}", now_s)
         else:
-            if self.mode == Mode.ESTOP:
-                self._write_latch(LatchState(False), now_s)
             self._enter(target, now_s)
         if self.mode != previous or target in MOTION_MODES:  # a repeated HOLD or IDLE changes nothing
             self._record_mode(requester or UNNAMED_REQUESTER, reason, now_s)
@@ -438,16 +444,16 @@ class SafetyBridgeCore:
         self._jacobian = None
         self.commanding = True
 
-    def _stop(self, mode: Mode, reason: str, now_s: float, reset: bool = False, at_measured: bool = False) -> None:
+    def _stop(self, mode: Mode, reason: str, now_s: float, at_measured: bool = False) -> None:
         """Enter HOLD or ESTOP: a jerk-limited brake from the commanded state (a controlled stop).
 
         ``at_measured`` holds where the arm is instead (after a tracking error: stop pushing).
         When nothing was commanded yet, the hold starts at the measured state.
         """
         if mode == Mode.ESTOP:
-            self._write_latch(LatchState(True, reason, now_s), now_s)
-        elif reset:
-            self._write_latch(LatchState(False), now_s)
+            problem = self._write_latch(LatchState(True, reason, now_s))
+            if problem:
+                reason = f"{reason} (not persisted: {problem})"
         self.mode = mode
         self.last_stop_reason = reason
         self.last_stop_stamp_s = now_s
@@ -459,11 +465,15 @@ class SafetyBridgeCore:
         if (at_measured or not self.commanding) and self._joint_states_fresh(now_s):
             self._start_from_measured(keep_motion=False)
 
-    def _write_latch(self, state: LatchState, now_s: float) -> None:
+    def _write_latch(self, state: LatchState) -> str:
+        """Persist the ESTOP latch; returns what went wrong (reported as a violation), "" when written."""
         try:
             self.latch.write(state)
         except OSError as error:
-            self.report("estop_latch", f"cannot write {self.latch.path}: {error}")
+            problem = f"cannot write the ESTOP latch {self.latch.path}: {error}"
+            self.report("estop_latch", problem)
+            return problem
+        return ""
 
     def trip(self, name: str, deadline_s: float, now_s: float) -> None:
         """A watchdog passed its deadline: HOLD, recording the deadline-to-HOLD time."""
