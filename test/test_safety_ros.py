@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import TwistStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_harness import wait_until
@@ -52,14 +54,14 @@ def start_bridge(processes, tmp_path: Path, name: str = "safety_bridge", **overr
 class EchoArm:
     """A perfectly tracking arm: /joint_states = the last commanded positions, published at 200 Hz."""
 
-    def __init__(self, ros, start: np.ndarray = HOME) -> None:
+    def __init__(self, ros, start: np.ndarray = HOME, profile: QoSProfile = qos.SENSORS) -> None:
         self.ros = ros
         self.position = start.copy()
         self.frozen = False
         self.commands: list[tuple[float, np.ndarray]] = []  # (receive time, commanded positions)
         self.published: list[tuple[float, np.ndarray]] = []  # (header stamp [s, ROS time], positions)
         self.lock = threading.Lock()
-        self.publisher = ros.node.create_publisher(JointState, "/joint_states", qos.SENSORS)
+        self.publisher = ros.node.create_publisher(JointState, "/joint_states", profile)
         ros.node.create_subscription(JointTrajectory, ROBOT.backend.joint_trajectory_topic, self._on_command, qos.COMMANDS)
         self.timer = ros.node.create_timer(0.005, self._publish)
 
@@ -338,3 +340,27 @@ def test_cartesian_impedance_backend_streams_poses_and_gains(processes, ros, tmp
     assert np.allclose([p.x, p.y, p.z], position, atol=1e-6)
     assert np.allclose(Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix(), rotation, atol=1e-6)
     assert arm.commands == []  # nothing on the joint trajectory topic with this backend
+
+
+BEST_EFFORT = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)  # what many drivers and e-stop button nodes use
+
+
+def test_best_effort_joint_states_reach_the_bridge(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    EchoArm(ros, profile=BEST_EFFORT)
+    statuses = status_listener(ros)
+    wait_for_joint_states(statuses)  # a reliable reader never hears a best-effort writer
+    assert set_mode(ros, ros.node.create_client(SetMode, "/wam/set_mode"), SafetyStatus.MODE_TELEOP).accepted
+
+
+def test_a_best_effort_estop_reaches_the_bridge(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    statuses = status_listener(ros)
+    estop = ros.node.create_publisher(Bool, "/wam/safety/estop", BEST_EFFORT)
+    ros.wait_for_subscribers(estop, timeout_s=30.0)
+
+    def pressed() -> bool:
+        estop.publish(Bool(data=True))  # best effort: a button node repeats it
+        return any(s.mode == SafetyStatus.MODE_ESTOP for s in list(statuses))
+
+    wait_until(pressed, 10.0, "ESTOP from a best-effort publisher", poll_s=0.1, detail=lambda: describe(statuses))

@@ -1,9 +1,9 @@
 """Safety bridge: the only path to the arm. ROS wiring around :class:`wam_ros.control.bridge.SafetyBridgeCore`.
 
-Subscribes: ``/joint_states`` (sensor_msgs/JointState), ``/wam/action_chunk`` (ActionChunk),
-``/wam/teleop/command`` (geometry_msgs/TwistStamped), ``/wam/teleop/joint_command``
-(sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand), ``/wam/safety/estop``
-(std_msgs/Bool: true latches ESTOP).
+Subscribes: ``/joint_states`` (sensor_msgs/JointState, best effort: any driver's QoS),
+``/wam/action_chunk`` (ActionChunk), ``/wam/teleop/command`` (geometry_msgs/TwistStamped),
+``/wam/teleop/joint_command`` (sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand),
+``/wam/safety/estop`` (std_msgs/Bool: true latches ESTOP; reliable and best effort).
 Publishes: the backend's command topics (robot config ``backend:``), ``/wam/safety/status``
 (SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode).
 Policy and behaviour: docs/safety.md.
@@ -20,6 +20,7 @@ from pathlib import Path
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.duration import Duration as RclpyDuration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -111,12 +112,16 @@ class SafetyBridge(Node):
             self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
         self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SAFETY_INPUTS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         self.create_subscription(TwistStamped, TELEOP_TWIST_TOPIC, self._on_twist, qos.COMMANDS)
         self.create_subscription(JointState, TELEOP_JOINT_TOPIC, self._on_teleop_joints, qos.COMMANDS)
         self.create_subscription(GripperCommand, TELEOP_GRIPPER_TOPIC, self._on_teleop_gripper, qos.COMMANDS)
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
+        # Reliable where the publisher is (no ESTOP lost), best effort for the others; a best-effort
+        # publisher is incompatible with the reliable reader only, which is no fault: not logged.
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda event: None))
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.SAFETY_INPUTS)
         self.create_service(SetMode, SET_MODE_SERVICE, self._on_set_mode)
         self.command_topics = {
             ACTION_CHUNK_TOPIC: SafetyBridgeCore.CHUNK_TOPIC, TELEOP_TWIST_TOPIC: SafetyBridgeCore.TWIST_TOPIC,
