@@ -347,6 +347,38 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("2 publishers" in v for v in core.status(10.02).violations)
 
 
+def test_joint_state_ages_come_from_the_header_stamp(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=9.95)  # measured 50 ms before it arrived
+    assert core.status(10.0).joint_state_age_s == pytest.approx(0.05)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=0.0)  # no stamp: its arrival counts
+    assert core.status(10.0).joint_state_age_s == 0.0
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=10.5)  # ahead of this clock: counts as now, and is reported
+    status = core.status(10.0)
+    assert status.joint_state_age_s == 0.0 and any("synchronized" in v for v in status.violations)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=7.0)  # 3 s old when it arrives (a host clock behind)
+    refused = core.request_mode(Mode.TELEOP, "", False, 10.0)
+    assert not refused.accepted and "3.000 s old" in refused.message
+    # A stream that arrives on time but is stamped too long ago trips the joint-state watchdog.
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=10.0)
+    assert core.request_mode(Mode.TELEOP, "", False, 10.0).accepted
+    now = 10.0
+    for _ in range(10):
+        now += core.period_s
+        core.on_joint_state(NAMES, core.follower.position, [], now, stamp_s=now - 0.2)
+        core.step(now)
+    assert core.mode == Mode.HOLD and core.last_watchdog.name == "joint_states"
+
+
+def test_a_chunk_stamped_in_the_future_is_refused_with_the_reason(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    assert not core.on_chunk(chunk(10.3, np.tile(HOME, (5, 1))), 10.0, "m", "model")  # 0.3 s ahead, more than 0.05 s
+    violation = core.status(10.0).violations[-1]
+    assert "future_stamp" in violation and "max_future_stamp_s" in violation and "synchronized" in violation
+
+
 def test_non_finite_inputs_hold_and_lose_nothing(tmp_path):
     core = make_core(tmp_path)
     core.on_joint_state(NAMES, HOME, [], 10.0)

@@ -158,7 +158,7 @@ class _Watchdog:
 class _Measured:
     position: np.ndarray
     velocity: np.ndarray
-    received_s: float
+    stamp_s: float  # when it was measured: the header stamp, else when it arrived
 
 
 class SafetyBridgeCore:
@@ -180,6 +180,7 @@ class SafetyBridgeCore:
         self.follower = JerkLimitedFollower(self.limits, self.period_s)
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
+        self._future_joint_stamp = False  # the last joint state was stamped ahead of the bridge's clock
         self.mode = Mode.IDLE
         self.mode_requester = SELF_REQUESTER
         self.mode_reason = "started"
@@ -241,7 +242,7 @@ class SafetyBridgeCore:
             violations=violations,
             violation_count=self.violation_count,
             action_chunk_age_s=age(self.last_chunk_s),
-            joint_state_age_s=age(self.measured.received_s if self.measured else None),
+            joint_state_age_s=age(self.measured.stamp_s if self.measured else None),
             teleop_command_age_s=age(self.last_teleop_s),
             watchdogs_ok=not self.watchdog_holding,
             last_stop_reason=self.last_stop_reason,
@@ -253,8 +254,13 @@ class SafetyBridgeCore:
         )
 
     # ----------------------------------------------------------------- inputs
-    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float) -> bool:
-        """Take the arm joints out of a JointState; returns False (and reports) when it is unusable."""
+    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float,
+                       stamp_s: float = 0.0) -> bool:
+        """Take the arm joints out of a JointState; returns False (and reports) when it is unusable.
+
+        ``stamp_s`` is the header stamp (0: none, the arrival ``now_s`` counts); a stamp ahead of
+        the clock counts as now.
+        """
         index = {name: i for i, name in enumerate(names)}
         if len(positions) != len(names) or any(name not in index for name in self.limits.joint_names):
             self.report("joint_states", f"message lacks arm joints or has {len(positions)} positions for {len(names)} names")
@@ -265,7 +271,12 @@ class SafetyBridgeCore:
         if not (np.all(np.isfinite(position)) and np.all(np.isfinite(velocity))):
             self.report("joint_states", "non-finite joint positions or velocities")
             return False
-        self.measured = _Measured(position, velocity, now_s)
+        ahead = stamp_s - now_s > self.settings.max_future_stamp_s
+        if ahead and not self._future_joint_stamp:
+            self.report("joint_states", f"stamped {stamp_s - now_s:.3f} s ahead of this clock (more than max_future_stamp_s): "
+                                        "are the clocks synchronized? (docs/real_robot.md)")
+        self._future_joint_stamp = ahead
+        self.measured = _Measured(position, velocity, min(stamp_s, now_s) if stamp_s > 0.0 else now_s)
         fingers = self.robot.gripper.joint_names
         if fingers and all(name in index for name in fingers):
             width = float(sum(positions[index[name]] for name in fingers))
@@ -380,6 +391,8 @@ class SafetyBridgeCore:
         """Handle a SetMode request: refused with a reason, or carried out (``requester`` is recorded)."""
         accepted, message = check_request(self.mode, requested, reset_estop, self._joint_states_fresh(now_s))
         if not accepted:
+            if self.measured is not None and "no fresh joint states" in message:
+                message += f" (the newest is {now_s - self.measured.stamp_s:.3f} s old by its stamp)"
             return Transition(False, self.mode, message)
         target = Mode(requested)
         previous = self.mode
@@ -401,7 +414,7 @@ class SafetyBridgeCore:
         self.mode_requester, self.mode_reason, self.mode_stamp_s = requester, reason, now_s
 
     def _joint_states_fresh(self, now_s: float) -> bool:
-        return self.measured is not None and now_s - self.measured.received_s <= self.settings.joint_state_timeout_s
+        return self.measured is not None and now_s - self.measured.stamp_s <= self.settings.joint_state_timeout_s
 
     def _enter(self, mode: Mode, now_s: float) -> None:
         """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
@@ -486,7 +499,7 @@ class SafetyBridgeCore:
             self.joint_states_late = False
             return
         assert self.measured is not None
-        deadline = self.measured.received_s + self.settings.joint_state_timeout_s
+        deadline = self.measured.stamp_s + self.settings.joint_state_timeout_s
         if now_s > deadline:
             # Confirmed on the next output cycle. A ROS executor runs a ready timer before the
             # subscriptions of the same wait: when a /clock update (sim time) or a stall moves the

@@ -168,7 +168,7 @@ class SafetyBridge(Node):
     def _take_joint_state(self) -> None:
         if self._joint_state is not None:
             (msg, received_s), self._joint_state = self._joint_state, None
-            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s)
+            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s, time_to_seconds(msg.header.stamp))
 
     def _on_chunk(self, msg: ActionChunk, info: dict) -> None:
         chunk = ChunkInput(
