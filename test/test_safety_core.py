@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ruckig
+import yaml
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput, ChunkRejected, validate_chunk
@@ -15,7 +16,7 @@ from wam_ros.control.kinematics import ChainKinematics, KinematicsError
 from wam_ros.control.checker import CommandChecker
 from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import EstopLatch, LatchState, Mode, check_request
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import load_robot_config, parse_robot_config
 
 ROBOT = load_robot_config("panda_sim")
 NAMES = ROBOT.arm.joint_names
@@ -345,6 +346,44 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("multiple_publishers" in v and "/impostor" in v for v in status.violations)
     core.observe_publishers(core.CHUNK_TOPIC, ["/impostor", "/wam_inference"])
     assert any("2 publishers" in v for v in core.status(10.02).violations)
+
+
+def test_joint_states_come_from_one_publisher(tmp_path):
+    core = make_core(tmp_path)
+    assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-arm", "/driver")  # the first publisher holds the lock
+    assert core.request_mode(Mode.TELEOP, "", False, 10.0).accepted
+    rogue = HOME + 0.3
+    assert not core.on_joint_state(NAMES, rogue, [], 10.01, 0.0, "gid-rogue", "/rogue")
+    assert np.array_equal(core.measured.position, HOME)  # its joint states are refused ...
+    assert core.mode == Mode.HOLD and "/rogue" in core.last_stop_reason  # ... and the arm stops
+    assert any("foreign_publisher" in v and "/rogue" in v for v in core.status(10.01).violations)
+    core.on_joint_state(NAMES, HOME, [], 10.02, 0.0, "gid-arm", "/driver")
+    refused = core.request_mode(Mode.TELEOP, "", False, 10.02)
+    assert not refused.accepted and "/rogue" in refused.message
+    core.observe_joint_state_publishers({"gid-arm": "/driver", "gid-rogue": "/rogue"}, 10.5)  # still there
+    assert not core.request_mode(Mode.TELEOP, "", False, 10.02).accepted
+    core.observe_joint_state_publishers({"gid-arm": "/driver"}, 10.5)  # gone
+    core.on_joint_state(NAMES, HOME, [], 10.5, 0.0, "gid-arm", "/driver")
+    assert core.request_mode(Mode.TELEOP, "", False, 10.5).accepted
+    # Publishers of other joints (a gripper) are no second arm.
+    assert not core.on_joint_state(["finger"], [0.01], [], 10.51, 0.0, "gid-hand", "/hand") and core.mode == Mode.TELEOP
+    # The driver restarts (a new GID): the lock is released once the old one has left the graph.
+    core.request_mode(Mode.HOLD, "", False, 10.6)
+    core.observe_joint_state_publishers({"gid-arm-2": "/driver"}, 11.0)
+    assert core.on_joint_state(NAMES, HOME, [], 11.0, 0.0, "gid-arm-2", "/driver") and not core.foreign
+
+
+def test_the_robot_config_names_the_joint_state_publisher(tmp_path):
+    data = yaml.safe_load(ROBOT.path.read_text())
+    data["robot"]["safety"]["joint_state_publisher"] = "driver"  # a node name; the leading slash is implied
+    robot = parse_robot_config(ROBOT.path, data)
+    assert robot.safety.joint_state_publisher == "/driver" and ROBOT.safety.joint_state_publisher == ""
+    core = SafetyBridgeCore(robot, BridgeSettings(), EstopLatch(tmp_path / "estop.json"), KINEMATICS)
+    assert not core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-x", "")  # not identified yet: waits for the graph
+    assert core.measured is None and not core.foreign
+    assert not core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-x", "/early_bird")  # first, but not the one named
+    assert core.measured is None and "/driver" in core.status(10.0).violations[-1]
+    assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-d", "/driver")
 
 
 def test_joint_state_ages_come_from_the_header_stamp(tmp_path):

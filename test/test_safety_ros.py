@@ -364,3 +364,68 @@ def test_a_best_effort_estop_reaches_the_bridge(processes, ros, tmp_path):
         return any(s.mode == SafetyStatus.MODE_ESTOP for s in list(statuses))
 
     wait_until(pressed, 10.0, "ESTOP from a best-effort publisher", poll_s=0.1, detail=lambda: describe(statuses))
+
+
+def with_node(ros, name: str):
+    """Another node in the test process (a second driver, a rogue commander), spun with the probe."""
+    node = rclpy.create_node(name, context=ros.context)
+    ros.executor.add_node(node)
+    return node
+
+
+def drop_node(ros, node) -> None:
+    ros.executor.remove_node(node)
+    node.destroy_node()
+
+
+def motion_accepted_again(ros, client, mode: int) -> bool:
+    return set_mode(ros, client, mode, "the other publisher is gone").accepted
+
+
+def test_another_publisher_on_a_backend_command_topic_holds_and_blocks_motion(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path, inference_timeout_s=5.0)
+    EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_for_joint_states(statuses)
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    rogue = with_node(ros, "rogue_commander")
+    try:
+        rogue.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS)  # bypasses every limit
+        hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0,
+                          "HOLD", detail=lambda: describe(statuses))
+        assert "/rogue_commander" in hold.last_stop_reason and ROBOT.backend.joint_trajectory_topic in hold.last_stop_reason
+        assert any("foreign_publisher" in v and "/rogue_commander" in v for s in list(statuses) for v in s.violations)
+        refused = set_mode(ros, client, SafetyStatus.MODE_AUTONOMY)
+        assert not refused.accepted and "/rogue_commander" in refused.message
+    finally:
+        drop_node(ros, rogue)
+    wait_until(lambda: motion_accepted_again(ros, client, SafetyStatus.MODE_AUTONOMY), 20.0, "AUTONOMY accepted once it is gone", poll_s=0.3)
+
+
+def test_a_second_publisher_of_the_arms_joint_states_holds_and_is_refused(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    arm = EchoArm(ros)  # this process's node is the arm's driver: the first publisher heard
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_for_joint_states(statuses)
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    rogue = with_node(ros, "rogue_driver")
+    try:
+        states = rogue.create_publisher(JointState, "/joint_states", qos.SENSORS)
+        elsewhere = JointState(name=NAMES, position=(HOME + 0.3).tolist())
+
+        def held() -> SafetyStatus | None:
+            states.publish(elsewhere)
+            # Its data can arrive before the graph names its node: the stop reason names it from then on.
+            return next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD and "/rogue_driver" in s.last_stop_reason), None)
+
+        hold = wait_until(held, 10.0, "a HOLD naming the second publisher", poll_s=0.05, detail=lambda: describe(statuses))
+        assert "/joint_states" in hold.last_stop_reason, hold.last_stop_reason
+        time.sleep(0.3)
+        assert np.allclose(arm.commands[-1][1], HOME, atol=1e-6)  # its joint states never became the measured state
+        refused = set_mode(ros, client, SafetyStatus.MODE_TELEOP)
+        assert not refused.accepted and "/rogue_driver" in refused.message
+    finally:
+        drop_node(ros, rogue)
+    wait_until(lambda: motion_accepted_again(ros, client, SafetyStatus.MODE_TELEOP), 20.0, "TELEOP accepted once it is gone", poll_s=0.3)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -161,6 +161,24 @@ class _Measured:
     stamp_s: float  # when it was measured: the header stamp, else when it arrived
 
 
+@dataclass
+class _ForeignPublisher:
+    """Another node publishing on a topic only the bridge (backend commands) or one driver (the arm's joint states) may."""
+
+    topic: str
+    source_id: str
+    name: str
+    rule: str
+    last_heard_s: float
+
+    def describe(self) -> str:
+        return f"{self.name or 'a publisher not identified yet (GID ' + self.source_id + ')'} on {self.topic}"
+
+    @property
+    def reason(self) -> str:
+        return f"foreign publisher: {self.describe()}; {self.rule}"
+
+
 class SafetyBridgeCore:
     """Mode machine, watchdogs, command locks and the guarded motion pipeline of the bridge."""
 
@@ -168,6 +186,7 @@ class SafetyBridgeCore:
     TWIST_TOPIC = "teleop_twist"
     JOINT_TOPIC = "teleop_joints"
     GRIPPER_TOPIC = "teleop_gripper"
+    JOINT_STATES_TOPIC = "/joint_states"
 
     def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None) -> None:
         settings.validate(robot.safety.watchdog_margin_s)
@@ -180,6 +199,9 @@ class SafetyBridgeCore:
         self.follower = JerkLimitedFollower(self.limits, self.period_s)
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
+        self.joint_state_source = CommandLock(self.JOINT_STATES_TOPIC)  # the one publisher of the arm's joint states
+        self.joint_state_source_heard_s = -math.inf
+        self.foreign: dict[tuple[str, str], _ForeignPublisher] = {}  # (topic, source id) -> publisher
         self._future_joint_stamp = False  # the last joint state was stamped ahead of the bridge's clock
         self.mode = Mode.IDLE
         self.mode_requester = SELF_REQUESTER
@@ -255,13 +277,15 @@ class SafetyBridgeCore:
 
     # ----------------------------------------------------------------- inputs
     def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float,
-                       stamp_s: float = 0.0) -> bool:
+                       stamp_s: float = 0.0, source_id: str = "", source_name: str = "") -> bool:
         """Take the arm joints out of a JointState; returns False (and reports) when it is unusable.
 
         ``stamp_s`` is the header stamp (0: none, the arrival ``now_s`` counts); a stamp ahead of
-        the clock counts as now.
+        the clock counts as now. Only one publisher's joint states are taken (:meth:`_admit_joint_state`).
         """
         index = {name: i for i, name in enumerate(names)}
+        if any(name in index for name in self.limits.joint_names) and not self._admit_joint_state(source_id, source_name, now_s):
+            return False
         if len(positions) != len(names) or any(name not in index for name in self.limits.joint_names):
             self.report("joint_states", f"message lacks arm joints or has {len(positions)} positions for {len(names)} names")
             return False
@@ -299,11 +323,70 @@ class SafetyBridgeCore:
                                                f"command lock held by {lock.holder_name or lock.holder}")
         return False
 
+    def _admit_joint_state(self, source_id: str, source_name: str, now_s: float) -> bool:
+        """Whether this publisher's joint states may be the measured state.
+
+        One publisher of the arm's joints: the node the robot config names
+        (``safety.joint_state_publisher``), else the first one heard. Any other publisher of them
+        is foreign (:meth:`_foreign_publisher`). With a configured name, a publisher whose node
+        the graph has not named yet is ignored until it has.
+        """
+        wanted, source = self.robot.safety.joint_state_publisher, self.joint_state_source
+        if wanted and source_name == wanted:
+            source.holder, source.holder_name = source_id, source_name
+        elif wanted and not source_name:
+            return False
+        elif wanted or not source.admit(source_id, source_name):
+            holder = f"{wanted} (robot.safety.joint_state_publisher)" if wanted else "the first publisher heard"
+            self._foreign_publisher(self.JOINT_STATES_TOPIC, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
+            return False
+        self.joint_state_source_heard_s = now_s
+        return True
+
+    def _foreign_publisher(self, topic: str, source_id: str, source_name: str, now_s: float, rule: str) -> None:
+        """Another node on a topic the bridge owns: HOLD when moving the arm, refuse TELEOP and
+        AUTONOMY until it is gone (:meth:`observe_output_topic`, :meth:`observe_joint_state_publishers`)."""
+        key = (topic, source_id)
+        if key in self.foreign:
+            self.foreign[key].last_heard_s = now_s
+            return
+        foreign = self.foreign[key] = _ForeignPublisher(topic, source_id, source_name, rule, now_s)
+        self.report("foreign_publisher", foreign.reason)
+        if self.mode in MOTION_MODES:
+            self._stop(Mode.HOLD, foreign.reason, now_s)
+
+    def observe_output_topic(self, topic: str, publishers: Mapping[str, str], now_s: float) -> None:
+        """The publishers other than the bridge on one of its backend command topics (id -> node name), from the graph."""
+        for source_id, name in publishers.items():
+            self._foreign_publisher(topic, source_id, name, now_s, "only the safety bridge may command the arm")
+        for key in [key for key in self.foreign if key[0] == topic and key[1] not in publishers]:
+            del self.foreign[key]
+
+    def observe_joint_state_publishers(self, publishers: Mapping[str, str], now_s: float) -> None:
+        """The publishers on /joint_states (id -> node name), from the graph: foreign ones that left
+        (and have been silent for ``joint_state_timeout_s``) are gone; the lock of a publisher that
+        left is released, so a restarted driver can take it."""
+        silent_s = self.settings.joint_state_timeout_s
+        for key, foreign in list(self.foreign.items()):
+            if foreign.topic == self.JOINT_STATES_TOPIC and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
+                del self.foreign[key]
+        source = self.joint_state_source
+        if source.holder is not None and source.holder not in publishers and now_s - self.joint_state_source_heard_s > silent_s:
+            source.release()
+
     def name_source(self, source_id: str, source_name: str) -> None:
-        """Give a lock holder known only by its id (publisher GID) its node name, once the graph knows it."""
-        for lock in self.locks.values():
+        """Give a source known only by its id (publisher GID) its node name, once the graph knows it."""
+        for lock in (*self.locks.values(), self.joint_state_source):
             if lock.holder == source_id:
                 lock.holder_name = source_name
+        for foreign in self.foreign.values():
+            if foreign.source_id == source_id and not foreign.name:
+                unnamed, foreign.name = foreign.reason, source_name
+                self.report("foreign_publisher", f"{foreign.describe()} (publisher GID {source_id})")
+                if self.last_stop_reason == unnamed:  # the stop it caused names it now
+                    self.last_stop_reason = foreign.reason
+                if self.mode_reason == unnamed:
+                    self.mode_reason = foreign.reason
 
     def observe_publishers(self, topic: str, publisher_names: Sequence[str]) -> None:
         """Report a command topic with more than one publisher (called by the node on graph changes)."""
@@ -395,6 +478,9 @@ class SafetyBridgeCore:
                 message += f" (the newest is {now_s - self.measured.stamp_s:.3f} s old by its stamp)"
             return Transition(False, self.mode, message)
         target = Mode(requested)
+        if target in MOTION_MODES and self.foreign:
+            return Transition(False, self.mode, f"cannot enter {target.name}: foreign publisher "
+                                                + "; ".join(foreign.describe() for foreign in self.foreign.values()))
         previous = self.mode
         why = f"{message} ({reason})" if reason else message
         if self.mode == Mode.ESTOP and target != Mode.ESTOP:

@@ -5,8 +5,9 @@ Subscribes: ``/joint_states`` (sensor_msgs/JointState, best effort: any driver's
 ``/wam/teleop/joint_command`` (sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand),
 ``/wam/safety/estop`` (std_msgs/Bool: true latches ESTOP; reliable and best effort).
 Publishes: the backend's command topics (robot config ``backend:``), ``/wam/safety/status``
-(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode).
-Policy and behaviour: docs/safety.md.
+(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode). Watches the graph: extra publishers
+on the command inputs, any other publisher on the backend command topics, the publishers of
+``/joint_states``. Policy and behaviour: docs/safety.md.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.duration import Duration as RclpyDuration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.topic_endpoint_info import TopicEndpointInfo
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -43,6 +45,7 @@ TELEOP_TWIST_TOPIC = "/wam/teleop/command"
 TELEOP_JOINT_TOPIC = "/wam/teleop/joint_command"
 TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
 ESTOP_TOPIC = "/wam/safety/estop"
+JOINT_STATES_TOPIC = "/joint_states"
 STATUS_TOPIC = "/wam/safety/status"
 SET_MODE_SERVICE = "/wam/set_mode"
 #: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
@@ -65,12 +68,16 @@ class Parameters:
     gripper_force_n: float = param(20.0, "grasp force sent with gripper commands [N], capped at the gripper's force_max_n")
     estop_latch_file: str = param("", "file that keeps ESTOP latched across restarts; empty: $ROS_HOME/wam_ros/estop_<robot>.json")
     status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
-    graph_check_period_s: float = param(0.5, "how often command topics are checked for extra publishers [s]")
+    graph_check_period_s: float = param(0.2, "how often the command inputs, the backend command topics and /joint_states are checked for other publishers [s]")
     realtime_priority: int = param(0, "SCHED_FIFO priority 1..99 of the output loop's thread (needs CAP_SYS_NICE); 0: normal scheduling")
     shutdown_brake_timeout_s: float = param(3.0, "on SIGINT/SIGTERM, wait at most this long for the braked arm to stand still before exiting [s, wall]")
 
 
 UNKNOWN_NODE_NAME = "_NODE_NAME_UNKNOWN_"  # rmw's name for an endpoint whose node is not known yet
+
+
+def _node_name(endpoint: TopicEndpointInfo) -> str:
+    return f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
 
 
 def _gid(info: dict | None) -> str:
@@ -111,8 +118,11 @@ class SafetyBridge(Node):
             point = JointTrajectoryPoint(time_from_start=Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000))
             self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
+        # Only this node may publish here: any other publisher bypasses every limit.
+        self.output_topics = [publisher.topic_name for publisher in (
+            (self.pose_pub, self.gains_pub) if self.cartesian else (self.trajectory_pub,)) + (self.gripper_pub,)]
         self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SAFETY_INPUTS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_states, qos.SAFETY_INPUTS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         self.create_subscription(TwistStamped, TELEOP_TWIST_TOPIC, self._on_twist, qos.COMMANDS)
         self.create_subscription(JointState, TELEOP_JOINT_TOPIC, self._on_teleop_joints, qos.COMMANDS)
@@ -129,7 +139,7 @@ class SafetyBridge(Node):
         }
         self._publishers_seen: dict[str, tuple[str, ...]] = {}
         self._publisher_names: dict[str, str] = {}
-        self._joint_state: tuple[JointState, float] | None = None
+        self._joint_states: dict[str, tuple[JointState, float]] = {}  # publisher GID -> newest message, arrival time
         self._unnamed_sources: dict[str, str] = {}  # publisher GID -> topic, for GIDs the graph did not list yet
         self._last_mode = self.core.mode
         self._shutdown_requested = threading.Event()
@@ -161,35 +171,37 @@ class SafetyBridge(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------ inputs
-    def _on_joint_states(self, msg: JointState) -> None:
-        # Kept raw: the output cycle converts only the newest one (joint states come at up to 1 kHz).
-        self._joint_state = (msg, self.now_s())
+    def _on_joint_states(self, msg: JointState, info: dict) -> None:
+        # Kept raw: the output cycle converts only the newest one of each publisher (joint states
+        # come at up to 1 kHz; a second publisher of the arm's joints must not go unseen).
+        self._joint_states[_gid(info)] = (msg, self.now_s())
 
     def _take_joint_state(self) -> None:
-        if self._joint_state is not None:
-            (msg, received_s), self._joint_state = self._joint_state, None
-            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s, time_to_seconds(msg.header.stamp))
+        for gid, (msg, received_s) in self._joint_states.items():
+            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s, time_to_seconds(msg.header.stamp),
+                                     gid, self._publisher_name(JOINT_STATES_TOPIC, gid))
+        self._joint_states.clear()
 
     def _on_chunk(self, msg: ActionChunk, info: dict) -> None:
         chunk = ChunkInput(
             stamp_s=time_to_seconds(msg.header.stamp), joint_names=msg.joint_names, control_period_s=msg.control_period_s,
             horizon=msg.horizon, joint_positions=msg.joint_positions, gripper_widths=msg.gripper_widths, chunk_id=msg.chunk_id,
         )
-        self.core.on_chunk(chunk, self.now_s(), _gid(info), self._publisher_name(ACTION_CHUNK_TOPIC, info))
+        self.core.on_chunk(chunk, self.now_s(), _gid(info), self._publisher_name(ACTION_CHUNK_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_twist(self, msg: TwistStamped, info: dict) -> None:
         linear, angular = msg.twist.linear, msg.twist.angular
         self.core.on_teleop_twist((linear.x, linear.y, linear.z), (angular.x, angular.y, angular.z), msg.header.frame_id,
-                                  self.now_s(), _gid(info), self._publisher_name(TELEOP_TWIST_TOPIC, info))
+                                  self.now_s(), _gid(info), self._publisher_name(TELEOP_TWIST_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_teleop_joints(self, msg: JointState, info: dict) -> None:
-        self.core.on_teleop_joints(msg.name, msg.position, self.now_s(), _gid(info), self._publisher_name(TELEOP_JOINT_TOPIC, info))
+        self.core.on_teleop_joints(msg.name, msg.position, self.now_s(), _gid(info), self._publisher_name(TELEOP_JOINT_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_teleop_gripper(self, msg: GripperCommand, info: dict) -> None:
-        self.core.on_teleop_gripper(msg.width_m, self.now_s(), _gid(info), self._publisher_name(TELEOP_GRIPPER_TOPIC, info))
+        self.core.on_teleop_gripper(msg.width_m, self.now_s(), _gid(info), self._publisher_name(TELEOP_GRIPPER_TOPIC, _gid(info)))
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and self.core.mode != Mode.ESTOP:
@@ -208,38 +220,50 @@ class SafetyBridge(Node):
         self._publish_status()
         return response
 
-    def _publisher_name(self, topic: str, info: dict) -> str:
+    def _publisher_name(self, topic: str, gid: str) -> str:
         """Node name of the publisher that sent a message (looked up by GID in the graph, cached).
 
-        Data can arrive before the graph lists its publisher: then the GID stands in for the name
-        until :meth:`_check_publishers` finds it.
+        Data can arrive before the graph lists its publisher: the name is then "" until
+        :meth:`_check_publishers` finds it and names the source in the core.
         """
-        gid = _gid(info)
         if gid not in self._publisher_names:
             self._refresh_publisher_names(topic)
         if gid not in self._publisher_names:
             self._unnamed_sources[gid] = topic
-            return gid
+            return ""
         return self._publisher_names[gid]
 
-    def _refresh_publisher_names(self, topic: str) -> None:
+    def _refresh_publisher_names(self, topic: str) -> dict[str, str]:
+        """Publishers on ``topic`` (GID -> node name) as the graph lists them; named ones are cached."""
+        publishers = {}
         for endpoint in self.get_publishers_info_by_topic(topic):
+            gid = bytes(endpoint.endpoint_gid).hex()
             # The graph can list an endpoint before its node's name arrives (DDS discovery and
             # ROS discovery info are separate): such a name is not cached, so it is looked up again.
-            if endpoint.node_name != UNKNOWN_NODE_NAME:
-                self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+            publishers[gid] = "" if endpoint.node_name == UNKNOWN_NODE_NAME else _node_name(endpoint)
+            if publishers[gid]:
+                self._publisher_names[gid] = publishers[gid]
+        return publishers
 
     def _check_publishers(self) -> None:
+        now = self.now_s()
         for gid, topic in list(self._unnamed_sources.items()):
             self._refresh_publisher_names(topic)
             if gid in self._publisher_names:
                 self.core.name_source(gid, self._publisher_names[gid])
                 del self._unnamed_sources[gid]
         for topic, name in self.command_topics.items():
-            publishers = tuple(sorted(f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in self.get_publishers_info_by_topic(topic)))
+            publishers = tuple(sorted(_node_name(e) for e in self.get_publishers_info_by_topic(topic)))
             if publishers != self._publishers_seen.get(topic, ()):
                 self._publishers_seen[topic] = publishers
                 self.core.observe_publishers(name, publishers)
+        me = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
+        for topic in self.output_topics:
+            publishers = self._refresh_publisher_names(topic)
+            ours = [gid for gid, name in publishers.items() if name == me][:1]  # a second one is another node of this name
+            self.core.observe_output_topic(topic, {gid: name for gid, name in publishers.items() if gid not in ours}, now)
+        self.core.observe_joint_state_publishers(self._refresh_publisher_names(JOINT_STATES_TOPIC), now)
+        self._publish_if_mode_changed()
 
     # ------------------------------------------------------------------ outputs
     def _on_output_timer(self) -> None:
