@@ -166,7 +166,8 @@ class SafetyGuard:
         if np.any(np.abs(np.diff(commands, 3, axis=0)) > self.third_difference_max):
             problems.append("jerk")
         tcps = self.kinematics.positions(np.vstack([history[-1], path]))
-        if not self._box_ok(tcps[:-1], tcps[1:]).all():
+        box_distance = self.limits.box_distance_m(tcps)
+        if np.any(box_distance[1:] > box_distance[:-1] + TOLERANCE):
             problems.append("workspace")
         if not self._speed_ok(tcps[:-1], tcps[1:]).all():
             problems.append("ee_speed")
