@@ -462,9 +462,10 @@ def wrist_spinning(tmp_path: Path) -> tuple[SafetyBridgeCore, CommandChecker, fl
 
 def test_hold_brakes_smoothly_from_motion(tmp_path):
     core, checker, now = wrist_spinning(tmp_path)
+    assert not core.at_standstill  # what a shutdown waits for: an arm moving in TELEOP is not at standstill
     core.request_mode(Mode.HOLD, "test", False, now)
     run_checked(core, checker, now, 100)  # every command within the acceleration and jerk limits
-    assert core.follower.at_rest
+    assert core.follower.at_rest and core.at_standstill
 
 
 def test_a_ruckig_failure_mid_motion_brakes_within_the_limits(tmp_path, monkeypatch):

@@ -742,8 +742,8 @@ class SafetyBridgeCore:
 
     @property
     def at_standstill(self) -> bool:
-        """No commanded motion: not commanding, or the brake has brought the commanded state to rest."""
-        return not self.commanding or self.mode not in (Mode.HOLD, Mode.ESTOP) or self.follower.at_rest
+        """No commanded motion: not commanding, or the commanded state is at rest."""
+        return not self.commanding or self.follower.at_rest
 
     @property
     def deadline_to_hold_s(self) -> float | None:

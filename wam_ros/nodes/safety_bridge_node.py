@@ -269,13 +269,15 @@ class SafetyBridge(Node):
     def _on_output_timer(self) -> None:
         self._take_joint_state()
         now = self.now_s()
-        if self._shutdown_requested.is_set() and not self._standstill.is_set():
+        # Read once: controlled_stop() sets it from another thread, possibly halfway through this cycle.
+        stopping = self._shutdown_requested.is_set() and not self._standstill.is_set()
+        if stopping:
             self.core.stop_for_shutdown("shutdown: the bridge is exiting", now)
         output = self.core.step(now)
         if output is not None:
             self._send(output)
         self._publish_if_mode_changed()
-        if self._shutdown_requested.is_set() and not self._standstill.is_set() and self.core.at_standstill:
+        if stopping and self.core.at_standstill:
             self._publish_status()
             self._standstill.set()
 
