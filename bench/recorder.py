@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,8 +127,27 @@ class Control:
         import rclpy
 
         self.executor.shutdown(timeout_sec=2.0)
+        # shutdown() returns while spin() may still be inside its wait: let the thread leave before
+        # its node and context are destroyed under it (ros2/rclpy#968). Bounded: it is a daemon.
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def stop(process: subprocess.Popen | None, name: str, grace_s: float = 20.0) -> None:
+    """SIGINT to the process group, then SIGKILL; every wait has a timeout, so cleanup cannot hang."""
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    print(f"{name} (pid {process.pid}) still running after SIGKILL; not waiting for it", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -156,18 +176,24 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         episode = Path(control.call(control.start_client, StartEpisode.Request(task="bench", operator_name="bench")).episode_path)
         publisher = subprocess.Popen([sys.executable, __file__, "--role", "pub", "--duration", str(args.duration), "--width", str(args.width),
                                       "--height", str(args.height), "--image-rate-hz", str(args.image_rate_hz),
-                                      "--joint-rate-hz", str(args.joint_rate_hz)], stdout=subprocess.PIPE, text=True)
+                                      "--joint-rate-hz", str(args.joint_rate_hz)], start_new_session=True,
+                                     # A file, not a pipe: a pipe nobody reads until the end fills up with
+                                     # middleware log lines, and the publisher then blocks writing them.
+                                     stdout=open(workdir / "publisher.log", "w"))
         control.wait(lambda: control.values.get("topics_recorded") == "3", 30.0, "the recorder to subscribe to the 3 streams")
         process = psutil.Process(recorder.pid)
         cpu_start, wall_start = process.cpu_times(), time.monotonic()
         peak_queue_mb = 0.0
+        deadline = time.monotonic() + args.duration + 60.0  # it waits up to 30 s for its messages to be acknowledged
         while publisher.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the publisher is still running {args.duration + 60.0:g} s after it started")
             time.sleep(1.0)
             peak_queue_mb = max(peak_queue_mb, float(control.values.get("queue_peak_mb", "0")))
             print(f"  {time.monotonic() - wall_start:5.1f} s: written {control.values.get('messages_written', '?')}, "
                   f"dropped {control.values.get('messages_dropped', '?')}, lost in transport {control.values.get('messages_lost', '?')}, "
                   f"queue {control.values.get('queue_mb', '?')} MiB", flush=True)
-        published = json.loads(publisher.stdout.read().strip().splitlines()[-1])  # type: ignore[union-attr]
+        published = json.loads((workdir / "publisher.log").read_text().strip().splitlines()[-1])
         expected = published["images"] + published["joint_states"]
         taken = lambda: int(control.values.get("messages_written", "0")) + int(control.values.get("messages_dropped", "0"))  # noqa: E731
         last, last_change = taken(), time.monotonic()
@@ -214,15 +240,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "load_average_1min": round(os.getloadavg()[0], 2),
         }
     finally:
+        stop(publisher, "publisher")
+        stop(recorder, "recorder")
         control.close()
-        for process in (publisher, recorder):
-            if process is not None and process.poll() is None:
-                process.send_signal(2)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

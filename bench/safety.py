@@ -2,14 +2,21 @@
 
 1. Fuzz (no ROS): random chunks, teleop twists and joint commands (NaN/inf, huge jumps, wrong
    joint names and lengths, stale and future stamps, out-of-box targets), mode requests and
-   joint-state dropouts go into :class:`SafetyBridgeCore`; every output cycle is checked by
-   :func:`check_output`. ``unsafe_outputs`` must be 0.
+   joint-state dropouts go into :class:`SafetyBridgeCore`; every output cycle is checked by the
+   independent :class:`CommandChecker` (joint limits, workspace box, speed cap, acceleration,
+   jerk, gripper width and speed). ``unsafe_outputs`` must be 0; ``max_acceleration_ratio`` /
+   ``max_jerk_ratio`` are the worst commanded acceleration and jerk as a fraction of the limit.
 2. Output rate: the bridge node as a process streams to the sim backend topic while it runs a
    chunk; intervals between received commands give the rate and the p99 period error
    (transport included).
 3. Deadline-to-HOLD: repeated short chunks in AUTONOMY; the stale-chunk watchdog's HOLD stamp
    minus the chunk's deadline (bridge clock), and the HOLD status's arrival here minus the
    deadline (transport included).
+4. Braking (no ROS): the core jogs the TCP at the speed cap, then HOLD; ``braking_time_s`` and
+   ``braking_distance_m`` (TCP path) until the command is at rest.
+5. Shutdown to standstill: the bridge process jogs the arm (this process echoes the commands
+   as joint states) at the speed cap in TELEOP and gets SIGINT; ``shutdown_to_standstill_s`` is
+   the time from the signal to the first command with zero velocity received here.
 
 Usage: ``bench/safety.py [--quick]``; the last line is one JSON object.
 """
@@ -35,13 +42,14 @@ sys.path.insert(0, str(REPO))
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore  # noqa: E402
 from wam_ros.control.chunks import ChunkInput  # noqa: E402
+from wam_ros.control.checker import CommandChecker  # noqa: E402
 from wam_ros.control.kinematics import ChainKinematics  # noqa: E402
-from wam_ros.control.limits import Limits, check_output  # noqa: E402
 from wam_ros.control.modes import MemoryLatch, Mode  # noqa: E402
 from wam_ros.robot import load_robot_config, robot_config_path  # noqa: E402
 
 ROBOT = load_robot_config("panda_sim")
 NAMES = list(ROBOT.arm.joint_names)
+KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
 NASTY = (math.nan, math.inf, -math.inf, 1e6, -1e6, 1e300)
 
 
@@ -49,13 +57,13 @@ NASTY = (math.nan, math.inf, -math.inf, 1e6, -1e6, 1e300)
 def fuzz(inputs: int, seed: int = 0) -> dict:
     """Feed ``inputs`` fuzzed messages, one output cycle after each; count unsafe outputs."""
     rng = np.random.default_rng(seed)
-    kinematics = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
-    limits = Limits.from_robot(ROBOT)
+    kinematics = KINEMATICS
     settings = BridgeSettings(joint_state_timeout_s=0.02, inference_timeout_s=0.1)
     lower, upper = np.array(ROBOT.arm.position_lower_rad), np.array(ROBOT.arm.position_upper_rad)
     unsafe, outputs, clipped_cycles, fed = 0, 0, 0, 0
     examples: list[str] = []
-    core = None
+    core = checker = None
+    worst_acceleration, worst_jerk = 0.0, 0.0
     started = time.perf_counter()
     while fed < inputs:
         if core is None or rng.random() < 0.02 or (core.mode in (Mode.IDLE, Mode.ESTOP) and rng.random() < 0.2):
@@ -64,6 +72,10 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
             now = 100.0
             reference = lower + rng.random(7) * (upper - lower) if rng.random() < 0.5 else \
                 np.array(ROBOT.arm.home_rad) + rng.uniform(-0.3, 0.3, 7)
+            if checker is not None:
+                worst_acceleration = max(worst_acceleration, checker.worst_acceleration_ratio)
+                worst_jerk = max(worst_jerk, checker.worst_jerk_ratio)
+            checker = CommandChecker(ROBOT, core.period_s, reference)
             core.on_joint_state(NAMES, reference, [], now)
             core.request_mode(int(rng.choice([Mode.TELEOP, Mode.AUTONOMY])), "bench", False, now)
         kind = rng.choice(8, p=[0.25, 0.2, 0.15, 0.12, 0.06, 0.06, 0.06, 0.1])  # chunk x2, twist, joints, mode, dropout, gripper, none
@@ -98,28 +110,66 @@ def fuzz(inputs: int, seed: int = 0) -> dict:
         fed += 1
         now += core.period_s
         output = core.step(now)
-        if output is not None:
+        if output is None:
+            problems = checker.check_stop()
+        else:
             outputs += 1
             clipped_cycles += bool(core.active_limits)
-            problems = check_output(limits, kinematics, core.period_s, reference, output.position)
-            if problems:
-                unsafe += 1
-                examples.append("; ".join(problems))
+            problems = checker.check(output.position, output.gripper_width_m, now)
             reference = output.position
+        if problems:
+            unsafe += 1
+            examples.append("; ".join(problems))
         core.on_joint_state(NAMES, reference, [], now)
         if fed % 20000 == 0:
             print(f"  fuzz: {fed} inputs, {outputs} outputs, {unsafe} unsafe ({time.perf_counter() - started:.0f} s)", flush=True)
     elapsed = time.perf_counter() - started
+    worst_acceleration = max(worst_acceleration, checker.worst_acceleration_ratio)
+    worst_jerk = max(worst_jerk, checker.worst_jerk_ratio)
     if examples:
         print(f"  unsafe examples: {examples[:3]}", flush=True)
     return {"fuzz_inputs": fed, "fuzz_outputs_checked": outputs, "unsafe_outputs": unsafe,
-            "fuzz_cycles_with_a_clip": clipped_cycles, "fuzz_us_per_input": elapsed / fed * 1e6}
+            "fuzz_cycles_with_a_clip": clipped_cycles, "fuzz_us_per_input": elapsed / fed * 1e6,
+            "max_acceleration_ratio": worst_acceleration, "max_jerk_ratio": worst_jerk}
+
+
+def braking_from_the_speed_cap() -> dict:
+    """Jog the TCP at the speed cap in TELEOP (the core, no ROS), then HOLD: time and TCP distance to rest."""
+    kinematics = KINEMATICS
+    core = SafetyBridgeCore(ROBOT, BridgeSettings(), MemoryLatch(), kinematics)
+    home = np.array(ROBOT.arm.home_rad)
+    checker = CommandChecker(ROBOT, core.period_s, home)
+    core.on_joint_state(NAMES, home, [], 0.0)
+    core.request_mode(Mode.TELEOP, "bench", False, 0.0)
+    now, tcp, problems = 0.0, [kinematics.positions(home)], []
+
+    def cycle() -> None:
+        nonlocal now
+        now += core.period_s
+        output = core.step(now)
+        problems.extend(checker.check(output.position))
+        core.on_joint_state(NAMES, output.position, [], now)
+        tcp.append(kinematics.positions(output.position))
+
+    for _ in range(int(0.6 / core.period_s)):  # +y at the cap, 0.6 s: at full speed, still far from the wall
+        core.on_teleop_twist((0.0, ROBOT.safety.ee_speed_max_m_s, 0.0), (0, 0, 0), "", now, "bench", "/bench")
+        cycle()
+    speed = float(np.linalg.norm(tcp[-1] - tcp[-2]) / core.period_s)
+    core.request_mode(Mode.HOLD, "bench", False, now)
+    stop = len(tcp) - 1
+    while not core.follower.at_rest:
+        cycle()
+    path = np.asarray(tcp[stop:])
+    return {"braking_from_tcp_speed_m_s": speed, "braking_time_s": (len(path) - 1) * core.period_s,
+            "braking_distance_m": float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1))),
+            "braking_unsafe_outputs": len(problems), "ee_speed_max_m_s": ROBOT.safety.ee_speed_max_m_s}
 
 
 def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority: int) -> dict:
     """Output rate / period error and deadline-to-HOLD against the bridge node as a real process."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from geometry_msgs.msg import TwistStamped
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
@@ -149,19 +199,23 @@ def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority
     spinner.start()
     try:
         home = np.array(ROBOT.arm.home_rad)
-        arm = {"position": home.copy()}
+        arm = {"position": home.copy(), "velocity": np.zeros(len(NAMES))}
         arrivals: list[float] = []
         statuses: list[tuple[float, SafetyStatus]] = []
+        standstill: list[float] = []  # arrival of the first command at rest, once asked for
 
         def on_command(msg: JointTrajectory) -> None:
             arrivals.append(time.monotonic())
-            arm["position"] = np.array(msg.points[0].positions)
+            arm["position"], arm["velocity"] = np.array(msg.points[0].positions), np.array(msg.points[0].velocities)
+            if standstill == [0.0] and not np.any(np.array(msg.points[0].velocities)):
+                standstill[0] = arrivals[-1]
 
         node.create_subscription(JointTrajectory, ROBOT.backend.joint_trajectory_topic, on_command, qos.COMMANDS)
         node.create_subscription(SafetyStatus, "/wam/safety/status", lambda m: statuses.append((time.time(), m)), qos.LATCHED)
         states = node.create_publisher(JointState, "/joint_states", qos.SENSORS)
         node.create_timer(0.005, lambda: states.publish(JointState(name=NAMES, position=arm["position"].tolist())))
         chunks = node.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+        twists = node.create_publisher(TwistStamped, "/wam/teleop/command", qos.COMMANDS)
         client = node.create_client(SetMode, "/wam/set_mode")
 
         def wait(predicate, timeout_s: float, what: str):
@@ -241,9 +295,32 @@ def run_node_benchmarks(rate_seconds: float, hold_trials: int, realtime_priority
             "hold_trials": len(bridge_latency),
             "hold_trials_skipped_chunk_late": skipped,
         })
+        # Shutdown to standstill: jog at the speed cap, SIGINT, first command at rest.
+        set_mode(SafetyStatus.MODE_HOLD)
+        time.sleep(0.5)  # the chunk trials' last HOLD brakes to rest
+        set_mode(SafetyStatus.MODE_TELEOP)
+        wait(lambda: twists.get_subscription_count() > 0, 30.0, "the bridge's twist subscription")
+        direction = 1.0 if KINEMATICS.positions(arm["position"])[1] < 0 else -1.0  # along y, towards the middle
+        jog = TwistStamped()
+        jog.twist.linear.y = direction * ROBOT.safety.ee_speed_max_m_s
+        started = time.monotonic()
+        while time.monotonic() - started < 0.6:
+            twists.publish(jog)
+            time.sleep(0.01)
+        results["shutdown_from_tcp_speed_m_s"] = float(np.linalg.norm(KINEMATICS.jacobian(arm["position"])[0][:3] @ arm["velocity"]))
+        standstill.append(0.0)
+        signalled = time.monotonic()
+        os.killpg(bridge.pid, signal.SIGINT)
+        while time.monotonic() - signalled < 1.0:  # the operator's device keeps sending during the stop
+            twists.publish(jog)
+            time.sleep(0.01)
+        wait(lambda: standstill[0] > 0.0, 10.0, "a command at rest after SIGINT")
+        results["shutdown_to_standstill_s"] = standstill[0] - signalled
+        results["bridge_exit_code"] = bridge.wait(timeout=10.0)
         return results
     finally:
         executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)  # out of spin() before its node goes (ros2/rclpy#968); bounded: a daemon thread
         node.destroy_node()
         rclpy.try_shutdown()
         for sig, grace_s in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
@@ -265,15 +342,20 @@ def main() -> int:
     print(f"fuzzing {inputs} inputs through the bridge core ...", flush=True)
     results = fuzz(inputs)
     print(f"  {results['unsafe_outputs']} unsafe of {results['fuzz_outputs_checked']} outputs, "
-          f"{results['fuzz_us_per_input']:.0f} us per input", flush=True)
+          f"{results['fuzz_us_per_input']:.0f} us per input; worst acceleration {results['max_acceleration_ratio']:.3f}, "
+          f"jerk {results['max_jerk_ratio']:.3f} of the limits", flush=True)
+    results.update(braking_from_the_speed_cap())
+    print(f"  braking from {results['braking_from_tcp_speed_m_s']:.3f} m/s: {results['braking_time_s'] * 1e3:.0f} ms, "
+          f"{results['braking_distance_m'] * 1e3:.1f} mm", flush=True)
     print(f"bridge node: output rate for {rate_seconds:.0f} s, then {trials} deadline-to-HOLD trials ...", flush=True)
     results.update(run_node_benchmarks(rate_seconds, trials, args.realtime_priority))
     results["realtime_priority"] = args.realtime_priority
     print(f"  {results['output_rate_hz']:.1f} Hz, period error p99 {results['output_period_error_ms_p99']:.2f} ms; "
           f"deadline-to-HOLD p50 {results['deadline_to_hold_ms_p50']:.1f} ms, p99 {results['deadline_to_hold_ms_p99']:.1f} ms "
-          f"(observed here p99 {results['deadline_to_hold_observed_ms_p99']:.1f} ms)", flush=True)
-    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}))
-    return 1 if results["unsafe_outputs"] else 0
+          f"(observed here p99 {results['deadline_to_hold_observed_ms_p99']:.1f} ms); SIGINT at "
+          f"{results['shutdown_from_tcp_speed_m_s']:.3f} m/s to standstill {results['shutdown_to_standstill_s'] * 1e3:.0f} ms", flush=True)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}))
+    return 1 if results["unsafe_outputs"] or results["braking_unsafe_outputs"] else 0
 
 
 if __name__ == "__main__":

@@ -3,22 +3,27 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import ruckig
+import yaml
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput, ChunkRejected, validate_chunk
 from wam_ros.control.kinematics import ChainKinematics, KinematicsError
-from wam_ros.control.limits import Limits, SafetyGuard, check_output
+from wam_ros.control.checker import CommandChecker
+from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import EstopLatch, LatchState, Mode, check_request
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import load_robot_config, parse_robot_config
 
 ROBOT = load_robot_config("panda_sim")
 NAMES = ROBOT.arm.joint_names
 HOME = np.array(ROBOT.arm.home_rad)
 KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
 LIMITS = Limits.from_robot(ROBOT)
+CHECKER = CommandChecker(ROBOT, 0.004, HOME)  # check_step: one step's geometric invariants
 
 
 def panda_dh(q: np.ndarray) -> np.ndarray:
@@ -103,7 +108,7 @@ def test_guard_clips_steps_limits_box_and_speed():
     guard = SafetyGuard(LIMITS, KINEMATICS, 0.004)
     tcp = KINEMATICS.positions(HOME)
     result = guard.apply(HOME, tcp, HOME + 1.0)
-    assert result.clipped and not check_output(LIMITS, KINEMATICS, 0.004, HOME, result.position)
+    assert result.clipped and not CHECKER.check_step(HOME, result.position)
     assert np.linalg.norm(result.tcp_position_m - tcp) <= LIMITS.ee_speed_max_m_s * 0.004 + 1e-9
     nan = guard.apply(HOME, tcp, np.full(7, np.nan))
     assert nan.clipped == ["non_finite"] and np.array_equal(nan.position, HOME)
@@ -120,7 +125,7 @@ def test_guard_stops_at_the_workspace_wall():
     # Drive joint 2 forward until the TCP would cross the box floor or front (~0.5 m at 1 mm per step); never leaves the box.
     for _ in range(800):
         result = guard.apply(q, KINEMATICS.positions(q), q + np.eye(7)[1] * 0.01)
-        assert not check_output(LIMITS, KINEMATICS, 0.004, q, result.position)
+        assert not CHECKER.check_step(q, result.position)
         q = result.position
     assert LIMITS.box_distance_m(KINEMATICS.positions(q)) == 0.0
     assert "workspace" in result.clipped
@@ -204,13 +209,24 @@ def test_estop_latched_across_core_restart(tmp_path):
     assert make_core(tmp_path).mode == Mode.IDLE
 
 
-def test_estop_latch_write_failure_is_reported_and_estop_holds(tmp_path):
+def test_an_unwritable_estop_latch_keeps_the_bridge_in_estop(tmp_path):
+    """A latch that cannot be written could not keep an ESTOP across a restart: the bridge stays in ESTOP."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    core = SafetyBridgeCore(ROBOT, BridgeSettings(), EstopLatch(blocker / "estop.json"), KINEMATICS)
+    unwritable = blocker / "estop.json"  # under a regular file: not even root can create it
+    core = SafetyBridgeCore(ROBOT, BridgeSettings(), EstopLatch(unwritable), KINEMATICS)
+    assert core.mode == Mode.ESTOP and "cannot write the ESTOP latch" in core.last_stop_reason
+    assert any(v.startswith("estop_latch") for v in core.status(0.0).violations)
     core.on_joint_state(NAMES, HOME, [], 1.0)
-    assert core.request_mode(Mode.ESTOP, "test", False, 1.0).accepted and core.mode == Mode.ESTOP
-    assert any(v.startswith("estop_latch") for v in core.status(1.0).violations)
+    refused = core.request_mode(Mode.HOLD, "operator reset", True, 1.0)
+    assert not refused.accepted and refused.mode == Mode.ESTOP and "cannot write the ESTOP latch" in refused.message
+    assert core.step(1.004) is None  # not commanded
+    core.latch = EstopLatch(tmp_path / "estop.json")  # writable again: the reset goes through
+    assert core.request_mode(Mode.HOLD, "operator reset", True, 1.0).accepted and core.mode == Mode.HOLD
+    core.latch = EstopLatch(unwritable)  # the disk fails while running: ESTOP is kept, and said to be unsaved
+    assert core.request_mode(Mode.ESTOP, "button", False, 1.1).accepted
+    assert core.mode == Mode.ESTOP and "not persisted" in core.last_stop_reason
+    assert not core.request_mode(Mode.IDLE, "operator reset", True, 1.2).accepted and core.mode == Mode.ESTOP
 
 
 # ---------------------------------------------------------------- core behaviour
@@ -231,12 +247,11 @@ def test_autonomy_follows_a_chunk_within_limits(tmp_path):
     goal = HOME + np.array([0.2, 0.1, 0.0, 0.1, 0.0, -0.1, 0.2])
     targets = HOME + np.linspace(0, 1, 20)[:, None] * (goal - HOME)
     assert core.on_chunk(chunk(10.0, targets, widths=np.linspace(0.04, 0.0, 20)), 10.0, "a", "model")
-    previous, now = HOME, 10.0
+    checker, now = CommandChecker(ROBOT, core.period_s, HOME), 10.0
     for _ in range(700):
         now, (output,) = run(core, now, 1)
-        if now < 11.9:  # the watchdog trips HOLD after the last action at 11.9 s
-            assert not check_output(LIMITS, KINEMATICS, core.period_s, previous, output.position)
-        previous = output.position
+        assert not checker.check(output.position, output.gripper_width_m, now)  # the HOLD at the end included
+    previous = output.position
     assert core.mode == Mode.HOLD and "action_chunk_stale" in core.last_stop_reason
     assert np.allclose(previous, goal, atol=2e-3)
     assert core.deadline_to_hold_s is not None and 0 <= core.deadline_to_hold_s <= core.period_s + 1e-9
@@ -294,10 +309,10 @@ def test_every_switch_starts_from_the_measured_state(tmp_path):
     core.on_joint_state(NAMES, measured, [], now)
     assert core.request_mode(Mode.AUTONOMY, "intervention over", False, now).accepted
     output = core.step(now + core.period_s)
-    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+    assert not CHECKER.check_step(measured, output.position)
     assert core.request_mode(Mode.TELEOP, "intervention", False, now).accepted
     output = core.step(now + core.period_s)
-    assert not check_output(LIMITS, KINEMATICS, core.period_s, measured, output.position)
+    assert not CHECKER.check_step(measured, output.position)
 
 
 def test_teleop_twist_moves_the_tcp_and_stops_when_stale(tmp_path):
@@ -333,6 +348,76 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("2 publishers" in v for v in core.status(10.02).violations)
 
 
+def test_joint_states_come_from_one_publisher(tmp_path):
+    core = make_core(tmp_path)
+    assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-arm", "/driver")  # the first publisher holds the lock
+    assert core.request_mode(Mode.TELEOP, "", False, 10.0).accepted
+    rogue = HOME + 0.3
+    assert not core.on_joint_state(NAMES, rogue, [], 10.01, 0.0, "gid-rogue", "/rogue")
+    assert np.array_equal(core.measured.position, HOME)  # its joint states are refused ...
+    assert core.mode == Mode.HOLD and "/rogue" in core.last_stop_reason  # ... and the arm stops
+    assert any("foreign_publisher" in v and "/rogue" in v for v in core.status(10.01).violations)
+    core.on_joint_state(NAMES, HOME, [], 10.02, 0.0, "gid-arm", "/driver")
+    refused = core.request_mode(Mode.TELEOP, "", False, 10.02)
+    assert not refused.accepted and "/rogue" in refused.message
+    core.observe_joint_state_publishers({"gid-arm": "/driver", "gid-rogue": "/rogue"}, 10.5)  # still there
+    assert not core.request_mode(Mode.TELEOP, "", False, 10.02).accepted
+    core.observe_joint_state_publishers({"gid-arm": "/driver"}, 10.5)  # gone
+    core.on_joint_state(NAMES, HOME, [], 10.5, 0.0, "gid-arm", "/driver")
+    assert core.request_mode(Mode.TELEOP, "", False, 10.5).accepted
+    # Publishers of other joints (a gripper) are no second arm.
+    assert not core.on_joint_state(["finger"], [0.01], [], 10.51, 0.0, "gid-hand", "/hand") and core.mode == Mode.TELEOP
+    # The driver restarts (a new GID): the lock is released once the old one has left the graph.
+    core.request_mode(Mode.HOLD, "", False, 10.6)
+    core.observe_joint_state_publishers({"gid-arm-2": "/driver"}, 11.0)
+    assert core.on_joint_state(NAMES, HOME, [], 11.0, 0.0, "gid-arm-2", "/driver") and not core.foreign
+
+
+def test_the_robot_config_names_the_joint_state_publisher(tmp_path):
+    data = yaml.safe_load(ROBOT.path.read_text())
+    data["robot"]["safety"]["joint_state_publisher"] = "driver"  # a node name; the leading slash is implied
+    robot = parse_robot_config(ROBOT.path, data)
+    assert robot.safety.joint_state_publisher == "/driver" and ROBOT.safety.joint_state_publisher == ""
+    core = SafetyBridgeCore(robot, BridgeSettings(), EstopLatch(tmp_path / "estop.json"), KINEMATICS)
+    assert not core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-x", "")  # not identified yet: waits for the graph
+    assert core.measured is None and not core.foreign
+    assert not core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-x", "/early_bird")  # first, but not the one named
+    assert core.measured is None and "/driver" in core.status(10.0).violations[-1]
+    assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-d", "/driver")
+
+
+def test_joint_state_ages_come_from_the_header_stamp(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=9.95)  # measured 50 ms before it arrived
+    assert core.status(10.0).joint_state_age_s == pytest.approx(0.05)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=0.0)  # no stamp: its arrival counts
+    assert core.status(10.0).joint_state_age_s == 0.0
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=10.5)  # ahead of this clock: counts as now, and is reported
+    status = core.status(10.0)
+    assert status.joint_state_age_s == 0.0 and any("synchronized" in v for v in status.violations)
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=7.0)  # 3 s old when it arrives (a host clock behind)
+    refused = core.request_mode(Mode.TELEOP, "", False, 10.0)
+    assert not refused.accepted and "3.000 s old" in refused.message
+    # A stream that arrives on time but is stamped too long ago trips the joint-state watchdog.
+    core.on_joint_state(NAMES, HOME, [], 10.0, stamp_s=10.0)
+    assert core.request_mode(Mode.TELEOP, "", False, 10.0).accepted
+    now = 10.0
+    for _ in range(10):
+        now += core.period_s
+        core.on_joint_state(NAMES, core.follower.position, [], now, stamp_s=now - 0.2)
+        core.step(now)
+    assert core.mode == Mode.HOLD and core.last_watchdog.name == "joint_states"
+
+
+def test_a_chunk_stamped_in_the_future_is_refused_with_the_reason(tmp_path):
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    assert not core.on_chunk(chunk(10.3, np.tile(HOME, (5, 1))), 10.0, "m", "model")  # 0.3 s ahead, more than 0.05 s
+    violation = core.status(10.0).violations[-1]
+    assert "future_stamp" in violation and "max_future_stamp_s" in violation and "synchronized" in violation
+
+
 def test_non_finite_inputs_hold_and_lose_nothing(tmp_path):
     core = make_core(tmp_path)
     core.on_joint_state(NAMES, HOME, [], 10.0)
@@ -347,20 +432,93 @@ def test_non_finite_inputs_hold_and_lose_nothing(tmp_path):
     assert core.status(10.004).violation_count >= 2
 
 
-def test_hold_brakes_smoothly_from_motion(tmp_path):
+def run_checked(core: SafetyBridgeCore, checker: CommandChecker, start_s: float, cycles: int, feed=None) -> float:
+    """Output cycles, each checked by the independent checker; ``feed(now)`` sends inputs before each cycle."""
+    now = start_s
+    for _ in range(cycles):
+        now += core.period_s
+        if feed is not None:
+            feed(now)
+        output = core.step(now)
+        problems = checker.check_stop() if output is None else checker.check(output.position, output.gripper_width_m, now)
+        assert not problems, f"{core.mode.name} at {now:.3f} s: {problems}"
+        core.on_joint_state(NAMES, checker.previous, [], now)  # the arm reaches each command
+    return now
+
+
+WRIST_GOAL = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5])  # wrist roll only: no TCP travel
+
+
+def wrist_spinning(tmp_path: Path) -> tuple[SafetyBridgeCore, CommandChecker, float]:
+    """A core in TELEOP whose wrist turns fast towards WRIST_GOAL (the leader arm sending it every cycle)."""
     core = make_core(tmp_path)
     core.on_joint_state(NAMES, HOME, [], 0.0)
     core.request_mode(Mode.TELEOP, "", False, 0.0)
-    joint_goal = HOME + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5])  # wrist roll only: no TCP travel
-    core.on_teleop_joints(NAMES, joint_goal, 0.0, "t", "leader")
-    now, _ = run(core, 0.0, 60)
-    speed_before = abs(core.follower.velocity[6])
-    assert speed_before > 0.5
+    checker = CommandChecker(ROBOT, core.period_s, HOME)
+    now = run_checked(core, checker, 0.0, 60, lambda t: core.on_teleop_joints(NAMES, WRIST_GOAL, t, "t", "leader"))
+    assert abs(core.follower.velocity[6]) > 0.5
+    return core, checker, now
+
+
+def test_hold_brakes_smoothly_from_motion(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)
+    assert not core.at_standstill  # what a shutdown waits for: an arm moving in TELEOP is not at standstill
     core.request_mode(Mode.HOLD, "test", False, now)
-    now, outputs = run(core, now, 100)
-    velocities = np.diff([o.position[6] for o in outputs]) / core.period_s
-    assert np.all(np.abs(np.diff(velocities)) / core.period_s <= ROBOT.arm.acceleration_max_rad_s2[6] * 1.01)
-    assert core.follower.at_rest
+    run_checked(core, checker, now, 100)  # every command within the acceleration and jerk limits
+    assert core.follower.at_rest and core.at_standstill
+
+
+def test_a_ruckig_failure_mid_motion_brakes_within_the_limits(tmp_path, monkeypatch):
+    core, checker, now = wrist_spinning(tmp_path)
+    speed = abs(core.follower.velocity[6])
+
+    def no_trajectory(*args):
+        raise ruckig.RuckigError("injected failure")
+
+    monkeypatch.setattr(core.follower, "_otg", SimpleNamespace(update=no_trajectory))
+    start = core.follower.position[6]
+    now = run_checked(core, checker, now, 100, lambda t: core.on_teleop_joints(NAMES, WRIST_GOAL, t, "t", "leader"))
+    assert core.follower.at_rest and core.mode == Mode.TELEOP
+    # It braked at the acceleration limit, not instantly: the stop took about v^2 / 2a.
+    braking_rad = abs(core.follower.position[6] - start)
+    assert braking_rad == pytest.approx(speed ** 2 / (2 * ROBOT.arm.acceleration_max_rad_s2[6]), rel=0.2)
+    assert any(v.startswith("motion_generator") for v in core.status(now).violations)
+
+
+def test_leader_joint_targets_expire_like_twists(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)  # the leader arm goes silent here
+    now = run_checked(core, checker, now, 100)
+    assert core.follower.at_rest and core.mode == Mode.TELEOP
+    assert core.follower.position[6] < WRIST_GOAL[6] - 0.5  # stopped on the way, not at the last target
+
+
+def test_switches_while_braking_neither_jump_nor_stop_the_command(tmp_path):
+    core, checker, now = wrist_spinning(tmp_path)
+    core.request_mode(Mode.HOLD, "test", False, now)
+    now = run_checked(core, checker, now, 5)
+    assert core.request_mode(Mode.AUTONOMY, "resume", False, now).accepted  # carries on from the braking state
+    now = run_checked(core, checker, now, 5)
+    core.request_mode(Mode.HOLD, "test", False, now)
+    now = run_checked(core, checker, now, 5)
+    assert core.request_mode(Mode.IDLE, "done", False, now).accepted  # commands cease once braked to rest
+    now = run_checked(core, checker, now, 100)
+    assert core.step(now + core.period_s) is None and not core.commanding
+
+
+def test_limit_trips_brake_within_the_limits(tmp_path):
+    """A twist into the workspace wall, and a chunk past a joint limit: the arm stops at them, braking within the limits."""
+    core = make_core(tmp_path, inference_timeout_s=5.0)
+    core.on_joint_state(NAMES, HOME, [], 0.0)
+    core.request_mode(Mode.TELEOP, "", False, 0.0)
+    checker = CommandChecker(ROBOT, core.period_s, HOME)
+    now = run_checked(core, checker, 0.0, 500, lambda t: core.on_teleop_twist((-0.25, 0.0, 0.0), (0, 0, 0), "", t, "t", "teleop"))
+    tcp = KINEMATICS.positions(core.follower.position)
+    assert tcp[0] == pytest.approx(ROBOT.safety.workspace_min_m[0], abs=1e-3) and core.follower.at_rest  # at the back wall
+    core.request_mode(Mode.AUTONOMY, "", False, now)
+    beyond = core.follower.position + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0])  # far past joint 7's limit
+    core.on_chunk(chunk(now, np.vstack([core.follower.position] + [beyond] * 9), period_s=0.5), now, "m", "model")
+    run_checked(core, checker, now, 500)
+    assert core.follower.position[6] == pytest.approx(LIMITS.upper_rad[6], abs=1e-3)
 
 
 def test_gripper_commands_are_rate_limited_and_clipped(tmp_path):

@@ -4,7 +4,8 @@ Each case starts a bridge core at a random arm pose (often beyond the joint marg
 TCP outside the workspace box), enters TELEOP or AUTONOMY and feeds a random sequence of inputs:
 chunks with NaN/inf, huge jumps, wrong joint names and lengths, stale and future stamps,
 out-of-box targets; teleop twists and joint commands; mode requests; joint states that stop.
-After every output cycle the independent checker (:class:`wam_ros.control.limits.OutputChecker`) must find nothing.
+After every output cycle the independent checker (:class:`wam_ros.control.checker.CommandChecker`:
+limits, workspace, speed cap, acceleration, jerk, gripper width and speed) must find nothing.
 """
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ from hypothesis import strategies as st
 
 from wam_ros.control.bridge import BridgeSettings, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput
+from wam_ros.control.checker import CommandChecker
 from wam_ros.control.kinematics import ChainKinematics
-from wam_ros.control.limits import Limits, OutputChecker
 from wam_ros.control.modes import MemoryLatch, Mode
 from wam_ros.robot import load_robot_config
 
 ROBOT = load_robot_config("panda_sim")
 NAMES = list(ROBOT.arm.joint_names)
 KINEMATICS = ChainKinematics.from_urdf(ROBOT.urdf_path, ROBOT.base_frame, ROBOT.tcp_frame, NAMES)
-LIMITS = Limits.from_robot(ROBOT)
 HARD_LOWER = np.array(ROBOT.arm.position_lower_rad)
 HARD_UPPER = np.array(ROBOT.arm.position_upper_rad)
 # Short timeouts: the watchdogs trip within the few cycles of a case.
@@ -83,7 +83,7 @@ def _run_scenario(seed: int, near_home: bool, events: list[str], teleop: bool) -
     now = 100.0
     core.on_joint_state(NAMES, start, [], now)
     core.request_mode(Mode.TELEOP if teleop else Mode.AUTONOMY, "fuzz", False, now)
-    checker = OutputChecker(LIMITS, KINEMATICS, core.period_s, start)  # each output against the one before
+    checker = CommandChecker(ROBOT, core.period_s, start)  # each output against those before
     feeding = True
 
     def cycle(count: int) -> None:
@@ -93,11 +93,10 @@ def _run_scenario(seed: int, near_home: bool, events: list[str], teleop: bool) -
             output = core.step(now)
             if output is None:
                 assert core.mode in (Mode.IDLE, Mode.ESTOP)
+                problems = checker.check_stop()
             else:
-                problems = checker.check(output.position)
-                assert not problems, f"unsafe output in {core.mode.name}: {problems}"
-                if output.gripper_width_m is not None:
-                    assert ROBOT.gripper.width_min_m <= output.gripper_width_m <= ROBOT.gripper.width_max_m
+                problems = checker.check(output.position, output.gripper_width_m, now)
+            assert not problems, f"unsafe output in {core.mode.name}: {problems}"
             if feeding:  # the arm reaches each command: the measured state is the last output
                 core.on_joint_state(NAMES, checker.previous, [], now)
 

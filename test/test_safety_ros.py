@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import TwistStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_harness import wait_until
@@ -52,14 +54,14 @@ def start_bridge(processes, tmp_path: Path, name: str = "safety_bridge", **overr
 class EchoArm:
     """A perfectly tracking arm: /joint_states = the last commanded positions, published at 200 Hz."""
 
-    def __init__(self, ros, start: np.ndarray = HOME) -> None:
+    def __init__(self, ros, start: np.ndarray = HOME, profile: QoSProfile = qos.SENSORS) -> None:
         self.ros = ros
         self.position = start.copy()
         self.frozen = False
         self.commands: list[tuple[float, np.ndarray]] = []  # (receive time, commanded positions)
         self.published: list[tuple[float, np.ndarray]] = []  # (header stamp [s, ROS time], positions)
         self.lock = threading.Lock()
-        self.publisher = ros.node.create_publisher(JointState, "/joint_states", qos.SENSORS)
+        self.publisher = ros.node.create_publisher(JointState, "/joint_states", profile)
         ros.node.create_subscription(JointTrajectory, ROBOT.backend.joint_trajectory_topic, self._on_command, qos.COMMANDS)
         self.timer = ros.node.create_timer(0.005, self._publish)
 
@@ -190,6 +192,21 @@ def test_estop_stays_latched_across_a_restart(processes, ros, tmp_path):
     reset = set_mode(ros, client, SafetyStatus.MODE_IDLE, "operator reset", reset_estop=True)
     assert reset.accepted and reset.mode == SafetyStatus.MODE_IDLE
     assert set_mode(ros, client, SafetyStatus.MODE_AUTONOMY).accepted
+
+
+def test_an_unwritable_estop_latch_keeps_the_bridge_in_estop(processes, ros, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    start_bridge(processes, tmp_path, estop_latch_file=str(blocker / "estop.json"))  # under a regular file: unwritable, even for root
+    EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    status = wait_until(lambda: next((s for s in list(statuses) if s.header.stamp.sec > 0), None), 30.0, "a status")
+    assert status.mode == SafetyStatus.MODE_ESTOP and "cannot write the ESTOP latch" in status.last_stop_reason, describe(statuses)
+    wait_for_joint_states(statuses)
+    refused = set_mode(ros, client, SafetyStatus.MODE_HOLD, "operator reset", reset_estop=True)
+    assert not refused.accepted and refused.mode == SafetyStatus.MODE_ESTOP and "cannot write the ESTOP latch" in refused.message
+    assert statuses[-1].mode == SafetyStatus.MODE_ESTOP
 
 
 def test_teleop_autonomy_switches_start_from_the_measured_state(processes, ros, tmp_path):
@@ -323,3 +340,92 @@ def test_cartesian_impedance_backend_streams_poses_and_gains(processes, ros, tmp
     assert np.allclose([p.x, p.y, p.z], position, atol=1e-6)
     assert np.allclose(Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix(), rotation, atol=1e-6)
     assert arm.commands == []  # nothing on the joint trajectory topic with this backend
+
+
+BEST_EFFORT = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)  # what many drivers and e-stop button nodes use
+
+
+def test_best_effort_joint_states_reach_the_bridge(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    EchoArm(ros, profile=BEST_EFFORT)
+    statuses = status_listener(ros)
+    wait_for_joint_states(statuses)  # a reliable reader never hears a best-effort writer
+    assert set_mode(ros, ros.node.create_client(SetMode, "/wam/set_mode"), SafetyStatus.MODE_TELEOP).accepted
+
+
+def test_a_best_effort_estop_reaches_the_bridge(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    statuses = status_listener(ros)
+    estop = ros.node.create_publisher(Bool, "/wam/safety/estop", BEST_EFFORT)
+    ros.wait_for_subscribers(estop, timeout_s=30.0)
+
+    def pressed() -> bool:
+        estop.publish(Bool(data=True))  # best effort: a button node repeats it
+        return any(s.mode == SafetyStatus.MODE_ESTOP for s in list(statuses))
+
+    wait_until(pressed, 10.0, "ESTOP from a best-effort publisher", poll_s=0.1, detail=lambda: describe(statuses))
+
+
+def with_node(ros, name: str):
+    """Another node in the test process (a second driver, a rogue commander), spun with the probe."""
+    node = rclpy.create_node(name, context=ros.context)
+    ros.executor.add_node(node)
+    return node
+
+
+def drop_node(ros, node) -> None:
+    ros.executor.remove_node(node)
+    node.destroy_node()
+
+
+def motion_accepted_again(ros, client, mode: int) -> bool:
+    return set_mode(ros, client, mode, "the other publisher is gone").accepted
+
+
+def test_another_publisher_on_a_backend_command_topic_holds_and_blocks_motion(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path, inference_timeout_s=5.0)
+    EchoArm(ros)
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_for_joint_states(statuses)
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    rogue = with_node(ros, "rogue_commander")
+    try:
+        rogue.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS)  # bypasses every limit
+        hold = wait_until(lambda: next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD), None), 10.0,
+                          "HOLD", detail=lambda: describe(statuses))
+        assert "/rogue_commander" in hold.last_stop_reason and ROBOT.backend.joint_trajectory_topic in hold.last_stop_reason
+        assert any("foreign_publisher" in v and "/rogue_commander" in v for s in list(statuses) for v in s.violations)
+        refused = set_mode(ros, client, SafetyStatus.MODE_AUTONOMY)
+        assert not refused.accepted and "/rogue_commander" in refused.message
+    finally:
+        drop_node(ros, rogue)
+    wait_until(lambda: motion_accepted_again(ros, client, SafetyStatus.MODE_AUTONOMY), 20.0, "AUTONOMY accepted once it is gone", poll_s=0.3)
+
+
+def test_a_second_publisher_of_the_arms_joint_states_holds_and_is_refused(processes, ros, tmp_path):
+    start_bridge(processes, tmp_path)
+    arm = EchoArm(ros)  # this process's node is the arm's driver: the first publisher heard
+    statuses = status_listener(ros)
+    client = ros.node.create_client(SetMode, "/wam/set_mode")
+    wait_for_joint_states(statuses)
+    assert set_mode(ros, client, SafetyStatus.MODE_TELEOP).accepted
+    rogue = with_node(ros, "rogue_driver")
+    try:
+        states = rogue.create_publisher(JointState, "/joint_states", qos.SENSORS)
+        elsewhere = JointState(name=NAMES, position=(HOME + 0.3).tolist())
+
+        def held() -> SafetyStatus | None:
+            states.publish(elsewhere)
+            # Its data can arrive before the graph names its node: the stop reason names it from then on.
+            return next((s for s in list(statuses) if s.mode == SafetyStatus.MODE_HOLD and "/rogue_driver" in s.last_stop_reason), None)
+
+        hold = wait_until(held, 10.0, "a HOLD naming the second publisher", poll_s=0.05, detail=lambda: describe(statuses))
+        assert "/joint_states" in hold.last_stop_reason, hold.last_stop_reason
+        time.sleep(0.3)
+        assert np.allclose(arm.commands[-1][1], HOME, atol=1e-6)  # its joint states never became the measured state
+        refused = set_mode(ros, client, SafetyStatus.MODE_TELEOP)
+        assert not refused.accepted and "/rogue_driver" in refused.message
+    finally:
+        drop_node(ros, rogue)
+    wait_until(lambda: motion_accepted_again(ros, client, SafetyStatus.MODE_TELEOP), 20.0, "TELEOP accepted once it is gone", poll_s=0.3)

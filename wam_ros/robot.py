@@ -178,6 +178,7 @@ class SafetyConfig:
     ee_speed_max_m_s: float
     max_joint_step_rad: float
     watchdog_margin_s: float
+    joint_state_publisher: str = ""  # node ("/namespace/name") whose /joint_states the bridge takes; "" = the first one heard
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def _gripper(reader: _Reader) -> GripperConfig:
 def _safety(reader: _Reader) -> SafetyConfig:
     low = reader.floats("workspace_min_m", 3)
     high = reader.floats("workspace_max_m", 3)
+    publisher = reader.get("joint_state_publisher", str, "")  # a node name; "sim" means "/sim"
     if any(a >= b for a, b in zip(low, high)):
         raise reader.error("workspace_min_m", f"box {low} .. {high} is empty")
     safety = SafetyConfig(
@@ -313,6 +315,7 @@ def _safety(reader: _Reader) -> SafetyConfig:
         ee_speed_max_m_s=reader.get("ee_speed_max_m_s", float, 0.25),
         max_joint_step_rad=reader.get("max_joint_step_rad", float),
         watchdog_margin_s=reader.get("watchdog_margin_s", float, 0.05),
+        joint_state_publisher="/" + publisher.lstrip("/") if publisher else "",
     )
     for key in ("ee_speed_max_m_s", "max_joint_step_rad", "watchdog_margin_s"):
         if getattr(safety, key) <= 0:

@@ -7,15 +7,17 @@ in seconds of the node's clock (sim time in simulation). The policy for each che
 stop) is documented in ``docs/safety.md``.
 
 Pipeline of one cycle: watchdogs -> source target (chunk timeline, teleop twist or joint
-command, or a brake in HOLD/ESTOP) -> target clipped into the joint band and pulled back into
-the workspace box -> ruckig with joint velocity limits that respect the TCP speed cap ->
+command; none in HOLD/ESTOP) -> target clipped into the joint band and pulled back into the
+workspace box -> ruckig's next state, with joint velocity limits that respect the TCP speed cap
+-> taken only when that step and the brake plan from it keep every limit, else the next command
+of the brake plan accepted a cycle earlier (:mod:`wam_ros.control.motion`) ->
 :class:`~wam_ros.control.limits.SafetyGuard` (hard invariants) -> output.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from wam_ros.control.chunks import ActionTimeline, ChunkInput, ChunkRejected, va
 from wam_ros.control.kinematics import ChainKinematics, damped_least_squares
 from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import MOTION_MODES, EstopLatch, LatchState, Mode, Transition, check_request
-from wam_ros.control.motion import JerkLimitedFollower, speed_capped_velocity_limit
+from wam_ros.control.motion import JerkLimitedFollower, MotionStep, speed_capped_velocity_limit
 from wam_ros.robot import RobotConfig
 
 #: SafetyStatus.mode_requester when the bridge changed the mode by itself (a watchdog, a limit).
@@ -156,7 +158,25 @@ class _Watchdog:
 class _Measured:
     position: np.ndarray
     velocity: np.ndarray
-    received_s: float
+    stamp_s: float  # when it was measured: the header stamp, else when it arrived
+
+
+@dataclass
+class _ForeignPublisher:
+    """Another node publishing on a topic only the bridge (backend commands) or one driver (the arm's joint states) may."""
+
+    topic: str
+    source_id: str
+    name: str
+    rule: str
+    last_heard_s: float
+
+    def describe(self) -> str:
+        return f"{self.name or 'a publisher not identified yet (GID ' + self.source_id + ')'} on {self.topic}"
+
+    @property
+    def reason(self) -> str:
+        return f"foreign publisher: {self.describe()}; {self.rule}"
 
 
 class SafetyBridgeCore:
@@ -166,6 +186,7 @@ class SafetyBridgeCore:
     TWIST_TOPIC = "teleop_twist"
     JOINT_TOPIC = "teleop_joints"
     GRIPPER_TOPIC = "teleop_gripper"
+    JOINT_STATES_TOPIC = "/joint_states"
 
     def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None) -> None:
         settings.validate(robot.safety.watchdog_margin_s)
@@ -178,6 +199,10 @@ class SafetyBridgeCore:
         self.follower = JerkLimitedFollower(self.limits, self.period_s)
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
+        self.joint_state_source = CommandLock(self.JOINT_STATES_TOPIC)  # the one publisher of the arm's joint states
+        self.joint_state_source_heard_s = -math.inf
+        self.foreign: dict[tuple[str, str], _ForeignPublisher] = {}  # (topic, source id) -> publisher
+        self._future_joint_stamp = False  # the last joint state was stamped ahead of the bridge's clock
         self.mode = Mode.IDLE
         self.mode_requester = SELF_REQUESTER
         self.mode_reason = "started"
@@ -198,6 +223,7 @@ class SafetyBridgeCore:
         self.autonomy_since_s = 0.0
         self.twist: _Twist | None = None
         self.joint_target: np.ndarray | None = None
+        self.joint_target_s = 0.0  # when the joint target arrived
         self.last_teleop_s: float | None = None
         self.gripper_target_m: float | None = None
         self.gripper_command_m: float | None = None
@@ -207,6 +233,10 @@ class SafetyBridgeCore:
         self._motion_failures = 0
         self._jacobian: tuple[np.ndarray, np.ndarray] | None = None  # TCP Jacobian and rotation at the commanded position
         state = latch.read()
+        if not state.latched:
+            problem = self._write_latch(LatchState(False))  # a latch that cannot be written could not keep an ESTOP
+            if problem:
+                state = LatchState(True, f"{problem}; an ESTOP would not survive a restart: make estop_latch_file writable, then reset")
         if state.latched:
             self.mode = Mode.ESTOP
             self.last_stop_reason = state.reason or "ESTOP latched before the bridge started"
@@ -234,7 +264,7 @@ class SafetyBridgeCore:
             violations=violations,
             violation_count=self.violation_count,
             action_chunk_age_s=age(self.last_chunk_s),
-            joint_state_age_s=age(self.measured.received_s if self.measured else None),
+            joint_state_age_s=age(self.measured.stamp_s if self.measured else None),
             teleop_command_age_s=age(self.last_teleop_s),
             watchdogs_ok=not self.watchdog_holding,
             last_stop_reason=self.last_stop_reason,
@@ -246,9 +276,16 @@ class SafetyBridgeCore:
         )
 
     # ----------------------------------------------------------------- inputs
-    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float) -> bool:
-        """Take the arm joints out of a JointState; returns False (and reports) when it is unusable."""
+    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float], now_s: float,
+                       stamp_s: float = 0.0, source_id: str = "", source_name: str = "") -> bool:
+        """Take the arm joints out of a JointState; returns False (and reports) when it is unusable.
+
+        ``stamp_s`` is the header stamp (0: none, the arrival ``now_s`` counts); a stamp ahead of
+        the clock counts as now. Only one publisher's joint states are taken (:meth:`_admit_joint_state`).
+        """
         index = {name: i for i, name in enumerate(names)}
+        if any(name in index for name in self.limits.joint_names) and not self._admit_joint_state(source_id, source_name, now_s):
+            return False
         if len(positions) != len(names) or any(name not in index for name in self.limits.joint_names):
             self.report("joint_states", f"message lacks arm joints or has {len(positions)} positions for {len(names)} names")
             return False
@@ -258,7 +295,12 @@ class SafetyBridgeCore:
         if not (np.all(np.isfinite(position)) and np.all(np.isfinite(velocity))):
             self.report("joint_states", "non-finite joint positions or velocities")
             return False
-        self.measured = _Measured(position, velocity, now_s)
+        ahead = stamp_s - now_s > self.settings.max_future_stamp_s
+        if ahead and not self._future_joint_stamp:
+            self.report("joint_states", f"stamped {stamp_s - now_s:.3f} s ahead of this clock (more than max_future_stamp_s): "
+                                        "are the clocks synchronized? (docs/real_robot.md)")
+        self._future_joint_stamp = ahead
+        self.measured = _Measured(position, velocity, min(stamp_s, now_s) if stamp_s > 0.0 else now_s)
         fingers = self.robot.gripper.joint_names
         if fingers and all(name in index for name in fingers):
             width = float(sum(positions[index[name]] for name in fingers))
@@ -281,11 +323,70 @@ class SafetyBridgeCore:
                                                f"command lock held by {lock.holder_name or lock.holder}")
         return False
 
+    def _admit_joint_state(self, source_id: str, source_name: str, now_s: float) -> bool:
+        """Whether this publisher's joint states may be the measured state.
+
+        One publisher of the arm's joints: the node the robot config names
+        (``safety.joint_state_publisher``), else the first one heard. Any other publisher of them
+        is foreign (:meth:`_foreign_publisher`). With a configured name, a publisher whose node
+        the graph has not named yet is ignored until it has.
+        """
+        wanted, source = self.robot.safety.joint_state_publisher, self.joint_state_source
+        if wanted and source_name == wanted:
+            source.holder, source.holder_name = source_id, source_name
+        elif wanted and not source_name:
+            return False
+        elif wanted or not source.admit(source_id, source_name):
+            holder = f"{wanted} (robot.safety.joint_state_publisher)" if wanted else "the first publisher heard"
+            self._foreign_publisher(self.JOINT_STATES_TOPIC, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
+            return False
+        self.joint_state_source_heard_s = now_s
+        return True
+
+    def _foreign_publisher(self, topic: str, source_id: str, source_name: str, now_s: float, rule: str) -> None:
+        """Another node on a topic the bridge owns: HOLD when moving the arm, refuse TELEOP and
+        AUTONOMY until it is gone (:meth:`observe_output_topic`, :meth:`observe_joint_state_publishers`)."""
+        key = (topic, source_id)
+        if key in self.foreign:
+            self.foreign[key].last_heard_s = now_s
+            return
+        foreign = self.foreign[key] = _ForeignPublisher(topic, source_id, source_name, rule, now_s)
+        self.report("foreign_publisher", foreign.reason)
+        if self.mode in MOTION_MODES:
+            self._stop(Mode.HOLD, foreign.reason, now_s)
+
+    def observe_output_topic(self, topic: str, publishers: Mapping[str, str], now_s: float) -> None:
+        """The publishers other than the bridge on one of its backend command topics (id -> node name), from the graph."""
+        for source_id, name in publishers.items():
+            self._foreign_publisher(topic, source_id, name, now_s, "only the safety bridge may command the arm")
+        for key in [key for key in self.foreign if key[0] == topic and key[1] not in publishers]:
+            del self.foreign[key]
+
+    def observe_joint_state_publishers(self, publishers: Mapping[str, str], now_s: float) -> None:
+        """The publishers on /joint_states (id -> node name), from the graph: foreign ones that left
+        (and have been silent for ``joint_state_timeout_s``) are gone; the lock of a publisher that
+        left is released, so a restarted driver can take it."""
+        silent_s = self.settings.joint_state_timeout_s
+        for key, foreign in list(self.foreign.items()):
+            if foreign.topic == self.JOINT_STATES_TOPIC and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
+                del self.foreign[key]
+        source = self.joint_state_source
+        if source.holder is not None and source.holder not in publishers and now_s - self.joint_state_source_heard_s > silent_s:
+            source.release()
+
     def name_source(self, source_id: str, source_name: str) -> None:
-        """Give a lock holder known only by its id (publisher GID) its node name, once the graph knows it."""
-        for lock in self.locks.values():
+        """Give a source known only by its id (publisher GID) its node name, once the graph knows it."""
+        for lock in (*self.locks.values(), self.joint_state_source):
             if lock.holder == source_id:
                 lock.holder_name = source_name
+        for foreign in self.foreign.values():
+            if foreign.source_id == source_id and not foreign.name:
+                unnamed, foreign.name = foreign.reason, source_name
+                self.report("foreign_publisher", f"{foreign.describe()} (publisher GID {source_id})")
+                if self.last_stop_reason == unnamed:  # the stop it caused names it now
+                    self.last_stop_reason = foreign.reason
+                if self.mode_reason == unnamed:
+                    self.mode_reason = foreign.reason
 
     def observe_publishers(self, topic: str, publisher_names: Sequence[str]) -> None:
         """Report a command topic with more than one publisher (called by the node on graph changes)."""
@@ -352,6 +453,7 @@ class SafetyBridgeCore:
             return False
         order = [list(names).index(name) for name in self.limits.joint_names]
         self.joint_target = values[order]
+        self.joint_target_s = now_s
         self.twist = None
         self.last_teleop_s = now_s
         return True
@@ -372,16 +474,23 @@ class SafetyBridgeCore:
         """Handle a SetMode request: refused with a reason, or carried out (``requester`` is recorded)."""
         accepted, message = check_request(self.mode, requested, reset_estop, self._joint_states_fresh(now_s))
         if not accepted:
+            if self.measured is not None and "no fresh joint states" in message:
+                message += f" (the newest is {now_s - self.measured.stamp_s:.3f} s old by its stamp)"
             return Transition(False, self.mode, message)
         target = Mode(requested)
+        if target in MOTION_MODES and self.foreign:
+            return Transition(False, self.mode, f"cannot enter {target.name}: foreign publisher "
+                                                + "; ".join(foreign.describe() for foreign in self.foreign.values()))
         previous = self.mode
         why = f"{message} ({reason})" if reason else message
+        if self.mode == Mode.ESTOP and target != Mode.ESTOP:
+            problem = self._write_latch(LatchState(False))
+            if problem:  # the file would still say ESTOP, or say nothing: stay in ESTOP until it can be written
+                return Transition(False, self.mode, f"ESTOP reset refused: {problem}")
         if target in (Mode.HOLD, Mode.ESTOP):
             if target != self.mode or self.mode == Mode.ESTOP:
-                self._stop(target, f"requested: {reason or 'no reason given'}", now_s, reset=self.mode == Mode.ESTOP)
+                self._stop(target, f"requested: {reason or 'no reason given'}", now_s)
         else:
-            if self.mode == Mode.ESTOP:
-                self._write_latch(LatchState(False), now_s)
             self._enter(target, now_s)
         if self.mode != previous or target in MOTION_MODES:  # a repeated HOLD or IDLE changes nothing
             self._record_mode(requester or UNNAMED_REQUESTER, reason, now_s)
@@ -391,11 +500,10 @@ class SafetyBridgeCore:
         self.mode_requester, self.mode_reason, self.mode_stamp_s = requester, reason, now_s
 
     def _joint_states_fresh(self, now_s: float) -> bool:
-        return self.measured is not None and now_s - self.measured.received_s <= self.settings.joint_state_timeout_s
+        return self.measured is not None and now_s - self.measured.stamp_s <= self.settings.joint_state_timeout_s
 
     def _enter(self, mode: Mode, now_s: float) -> None:
         """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
-        previous = self.mode
         self.mode = mode
         self.watchdog_holding = False
         self.timeline = None
@@ -406,32 +514,45 @@ class SafetyBridgeCore:
         for lock in self.locks.values():
             lock.release()
         if mode == Mode.IDLE:
-            self.commanding = False
-            return
+            return  # step() stops commanding once a braking arm is at rest
         assert self.measured is not None  # check_request made sure
-        carry = self.follower.velocity if (previous in MOTION_MODES and self.commanding) else None
-        self._start_from_measured(carry)
+        self._start_from_measured(keep_motion=True)
         if mode == Mode.AUTONOMY:
             self.autonomy_since_s = now_s
             self.last_chunk_s = None
 
-    def _start_from_measured(self, velocity: np.ndarray | None) -> None:
+    def _start_from_measured(self, keep_motion: bool) -> None:
+        """Restart the commanded state at the measured joint positions.
+
+        With ``keep_motion`` a moving command keeps its velocity and acceleration (a switch
+        between modes neither stops nor jumps the arm's motion); when the brake from there would
+        break a limit, the commanded state is kept instead (it has a verified brake plan).
+        """
         assert self.measured is not None
-        self.follower.reset(self.limits.clip_positions(self.measured.position, self.measured.position), velocity)
-        self.tcp_m = self.kinematics.positions(self.follower.position)
+        follower, measured = self.follower, self.measured.position
+        if keep_motion and self.commanding and not follower.at_rest:
+            if not np.array_equal(measured, follower.position):
+                kept = (follower.state, follower.history)
+                follower.reset(measured, follower.velocity, follower.acceleration)
+                plan = follower.state.plan_positions
+                if len(plan) and self.guard.path_problems(follower.history, plan):
+                    follower.state, follower.history = kept
+        else:
+            follower.reset(measured)
+        self.tcp_m = self.kinematics.positions(follower.position)
         self._jacobian = None
         self.commanding = True
 
-    def _stop(self, mode: Mode, reason: str, now_s: float, reset: bool = False, at_measured: bool = False) -> None:
+    def _stop(self, mode: Mode, reason: str, now_s: float, at_measured: bool = False) -> None:
         """Enter HOLD or ESTOP: a jerk-limited brake from the commanded state (a controlled stop).
 
         ``at_measured`` holds where the arm is instead (after a tracking error: stop pushing).
         When nothing was commanded yet, the hold starts at the measured state.
         """
         if mode == Mode.ESTOP:
-            self._write_latch(LatchState(True, reason, now_s), now_s)
-        elif reset:
-            self._write_latch(LatchState(False), now_s)
+            problem = self._write_latch(LatchState(True, reason, now_s))
+            if problem:
+                reason = f"{reason} (not persisted: {problem})"
         self.mode = mode
         self.last_stop_reason = reason
         self.last_stop_stamp_s = now_s
@@ -441,13 +562,17 @@ class SafetyBridgeCore:
         self.twist = None
         self.joint_target = None
         if (at_measured or not self.commanding) and self._joint_states_fresh(now_s):
-            self._start_from_measured(None)
+            self._start_from_measured(keep_motion=False)
 
-    def _write_latch(self, state: LatchState, now_s: float) -> None:
+    def _write_latch(self, state: LatchState) -> str:
+        """Persist the ESTOP latch; returns what went wrong (reported as a violation), "" when written."""
         try:
             self.latch.write(state)
         except OSError as error:
-            self.report("estop_latch", f"cannot write {self.latch.path}: {error}")
+            problem = f"cannot write the ESTOP latch {self.latch.path}: {error}"
+            self.report("estop_latch", problem)
+            return problem
+        return ""
 
     def trip(self, name: str, deadline_s: float, now_s: float) -> None:
         """A watchdog passed its deadline: HOLD, recording the deadline-to-HOLD time."""
@@ -460,7 +585,7 @@ class SafetyBridgeCore:
             self.joint_states_late = False
             return
         assert self.measured is not None
-        deadline = self.measured.received_s + self.settings.joint_state_timeout_s
+        deadline = self.measured.stamp_s + self.settings.joint_state_timeout_s
         if now_s > deadline:
             # Confirmed on the next output cycle. A ROS executor runs a ready timer before the
             # subscriptions of the same wait: when a /clock update (sim time) or a stall moves the
@@ -489,34 +614,44 @@ class SafetyBridgeCore:
         """One output cycle at ``now_s``: the command meant for ``now_s + period``, or None when the arm is not commanded."""
         self.active_limits = []
         self._check_watchdogs(now_s)
-        if self.mode == Mode.IDLE:
-            return None
         if not self.commanding:
             if self.mode == Mode.HOLD and self.measured is not None:
-                self._start_from_measured(None)  # HOLD requested before any joint state: hold the first one
+                self._start_from_measured(keep_motion=False)  # HOLD requested before any joint state: hold the first one
             else:
                 return None
-        if self.mode == Mode.ESTOP and self.follower.at_rest:
-            return None  # category 1: stopped; commands cease (the robot's own brakes / e-stop take over)
+        if self.mode in (Mode.IDLE, Mode.ESTOP) and self.follower.at_rest:
+            # Braked to standstill: commands cease (IDLE: the backend keeps the last target; ESTOP,
+            # category 1: the robot's own brakes / e-stop take over).
+            self.commanding = self.mode == Mode.ESTOP
+            return None
         previous = self.follower.position
+        step: MotionStep | None = None  # None: brake along the plan accepted a cycle ago
         if self.mode == Mode.AUTONOMY and self.timeline is not None:
             target, velocity, width = self.timeline.sample(now_s + self.period_s)
             if width is not None:
                 self.gripper_target_m = width
-            candidate = self._track(target, velocity)
-        elif self.mode == Mode.TELEOP and self.joint_target is not None:
-            candidate = self._track(self.joint_target, np.zeros(self.limits.dof))
-        elif self.mode == Mode.TELEOP and self.twist is not None and now_s - self.twist.received_s <= self.settings.teleop_timeout_s:
-            candidate = self._servo(self.twist)
+            step = self._track(target, velocity)
+        elif self.mode == Mode.TELEOP and self.joint_target is not None and self._teleop_fresh(self.joint_target_s, now_s):
+            step = self._track(self.joint_target, np.zeros(self.limits.dof))
+        elif self.mode == Mode.TELEOP and self.twist is not None and self._teleop_fresh(self.twist.received_s, now_s):
+            step = self._servo(self.twist)
         elif self.mode == Mode.AUTONOMY:
-            candidate = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
-        else:
-            candidate = self.follower.brake()  # HOLD, ESTOP, or a stale / absent teleop twist
+            step = self._track(previous, np.zeros(self.limits.dof))  # no plan yet: hold
         if self.follower.failures != self._motion_failures:
             self._motion_failures = self.follower.failures
-            self.report("motion_generator", f"ruckig found no trajectory; holding for this cycle ({self.follower.last_error})")
-        result = self.guard.apply(previous, self.tcp_m, candidate)
-        self.follower.commit(result.position)
+            self.report("motion_generator", f"ruckig found no trajectory; braking ({self.follower.last_error})")
+        if step is not None:
+            problems = self.guard.path_problems(self.follower.history, np.vstack([step.position, step.plan_positions]))
+            if problems:  # it could not stop from there within the limits: brake now instead
+                self.active_limits.extend(problems)
+                step = None
+        if step is None:
+            step = self.follower.braking_step()
+        result = self.guard.apply(previous, self.tcp_m, step.position)
+        if result.clipped:
+            self.follower.commit_position(result.position)
+        else:
+            self.follower.commit(step)
         self.tcp_m = result.tcp_position_m
         self._jacobian = None if result.jacobian is None else (result.jacobian, result.tcp_rotation)
         self.active_limits.extend(result.clipped)
@@ -524,7 +659,11 @@ class SafetyBridgeCore:
             self._stop(Mode.HOLD, "internal: non-finite command replaced by the previous one", now_s)
         return Output(now_s, result.position.copy(), self.follower.velocity.copy(), self._gripper(now_s))
 
-    def _track(self, target: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    def _teleop_fresh(self, received_s: float, now_s: float) -> bool:
+        """A teleop command (twist or joint target) younger than ``teleop_timeout_s``: older ones brake the arm."""
+        return now_s - received_s <= self.settings.teleop_timeout_s
+
+    def _track(self, target: np.ndarray, velocity: np.ndarray) -> MotionStep | None:
         """Ruckig towards a position target clipped into the joint band and the workspace box."""
         clipped = self.limits.clip_positions(target)
         for index in np.flatnonzero(clipped != target):
@@ -560,8 +699,12 @@ class SafetyBridgeCore:
         last_inside = int(np.argmin(inside)) - 1  # the fraction before the first one outside (the full target is outside)
         return start if last_inside < 0 else start + _BOX_PULLBACK_FRACTIONS[last_inside] * (target - start)
 
-    def _servo(self, twist: _Twist) -> np.ndarray:
-        """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion."""
+    def _servo(self, twist: _Twist) -> MotionStep | None:
+        """Joint velocities for a Cartesian twist (damped least squares), reached with jerk-limited motion.
+
+        A twist into a joint limit or the workspace wall stops at it: near it, a step's brake plan
+        would cross it, so the bridge brakes instead (:meth:`step`).
+        """
         jac, rotation = self._jacobian_here()
         linear, angular = twist.linear_m_s, twist.angular_rad_s
         if twist.in_tool_frame:
@@ -572,17 +715,6 @@ class SafetyBridgeCore:
             joint_velocity = joint_velocity / peak
             self.active_limits.append("joint_velocity")
         limit = speed_capped_velocity_limit(self.limits, jac[:3], joint_velocity)
-        # Look ahead by one period plus the time to stop, so a twist into a limit stops at it smoothly.
-        stop_s = float(np.max(np.abs(joint_velocity) / self.limits.acceleration_max_rad_s2)
-                       + np.max(self.limits.acceleration_max_rad_s2 / self.limits.jerk_max_rad_s3))
-        position = self.follower.position
-        ahead = position + joint_velocity * (self.period_s + stop_s)
-        if np.any(self.limits.clip_positions(ahead, position) != ahead):
-            self.active_limits.append("joint_position")
-            return self.follower.brake()
-        if self.limits.box_distance_m(self.kinematics.positions(ahead)) > self.limits.box_distance_m(self.tcp_m):
-            self.active_limits.append("workspace")
-            return self.follower.brake()
         return self.follower.track_velocity(joint_velocity, limit)
 
     def _gripper(self, now_s: float) -> float | None:
@@ -593,8 +725,8 @@ class SafetyBridgeCore:
         target = min(max(self.gripper_target_m, gripper.width_min_m), gripper.width_max_m)
         if target != self.gripper_target_m:
             self.active_limits.append("gripper_width")
-        start = self.measured_gripper_m if self.measured_gripper_m is not None else target
-        current = start if self.gripper_command_m is None else self.gripper_command_m
+        # From the last command sent (a grasp stays closed across a mode switch), else the measured width.
+        current = next((w for w in (self.gripper_command_m, self._gripper_sent_m, self.measured_gripper_m) if w is not None), target)
         step = gripper.speed_max_m_s * self.period_s
         self.gripper_command_m = current + min(max(target - current, -step), step)
         changed = self._gripper_sent_m is None or abs(self.gripper_command_m - self._gripper_sent_m) >= 1e-4
@@ -610,8 +742,8 @@ class SafetyBridgeCore:
 
     @property
     def at_standstill(self) -> bool:
-        """No commanded motion: not commanding, or the brake has brought the commanded state to rest."""
-        return not self.commanding or self.mode not in (Mode.HOLD, Mode.ESTOP) or self.follower.at_rest
+        """No commanded motion: not commanding, or the commanded state is at rest."""
+        return not self.commanding or self.follower.at_rest
 
     @property
     def deadline_to_hold_s(self) -> float | None:

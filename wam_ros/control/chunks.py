@@ -102,7 +102,8 @@ def validate_chunk(chunk: ChunkInput, arm_joint_names: Sequence[str], has_grippe
     if not math.isfinite(chunk.stamp_s):
         raise ChunkRejected("stamp", f"stamp is not finite: {chunk.stamp_s}")
     if chunk.stamp_s > now_s + max_future_s:
-        raise ChunkRejected("future_stamp", f"stamp lies {chunk.stamp_s - now_s:.3f} s in the future (allowed {max_future_s} s)")
+        raise ChunkRejected("future_stamp", f"stamp lies {chunk.stamp_s - now_s:.3f} s in the future (max_future_stamp_s {max_future_s} s): "
+                                            "are the clocks of the model's host and the bridge's synchronized? (docs/real_robot.md)")
     times = chunk.stamp_s + period * np.arange(horizon)
     if times[-1] < now_s:
         raise ChunkRejected("stale", f"all {horizon} actions lie in the past (last {now_s - times[-1]:.3f} s ago)")

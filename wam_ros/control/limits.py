@@ -11,12 +11,15 @@ its output keeps these invariants relative to the previous output (``previous``)
   box than ``previous``;
 - the TCP step at most ``ee_speed_max_m_s * period``.
 
-:func:`check_output` verifies these invariants without using the guard; tests and the
-benchmark count its findings as unsafe outputs.
+:meth:`SafetyGuard.path_problems` applies the same invariants, plus the acceleration and jerk
+limits, to a proposed step and the brake plan behind it (:mod:`wam_ros.control.motion`): the
+bridge takes a step only when it could still stop from there within every limit.
+:class:`wam_ros.control.checker.CommandChecker` verifies the output stream independently.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -27,6 +30,8 @@ from wam_ros.robot import RobotConfig
 _FRACTIONS = np.linspace(0.0, 1.0, 17)[1:]
 #: Numerical slack of the invariants (rounding of FK and of the clipping arithmetic).
 TOLERANCE = 1e-9
+#: Relative slack of the acceleration and jerk limits (rounding of the differences of commands).
+DYNAMIC_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class SafetyGuard:
         self.period_s = period_s
         self.step_max = limits.step_max_rad(period_s)
         self.tcp_step_max_m = limits.ee_speed_max_m_s * period_s
+        self.second_difference_max = limits.acceleration_max_rad_s2 * period_s ** 2 * (1 + DYNAMIC_TOLERANCE)
+        self.third_difference_max = limits.jerk_max_rad_s3 * period_s ** 3 * (1 + DYNAMIC_TOLERANCE)
 
     def apply(self, previous: np.ndarray, previous_tcp_m: np.ndarray, candidate: np.ndarray) -> GuardResult:
         """Guard ``candidate`` (the next command) given the ``previous`` command and its TCP position."""
@@ -120,9 +127,9 @@ class SafetyGuard:
         excess = np.abs(delta) / self.step_max
         worst = int(np.argmax(excess))
         if excess[worst] > 1.0:
-            delta = delta / excess[worst]
             clipped.append(f"joint_step:{limits.joint_names[worst]}")
-        target = previous + delta
+            delta = delta / excess[worst]
+            target = previous + delta
         jacobian, tcp, rotation = self.kinematics.jacobian(target)  # the Jacobian serves the next cycle
         if self._cartesian_ok(previous_tcp_m, tcp[None, :]).all():
             return GuardResult(target, tcp, clipped, jacobian, rotation)
@@ -137,6 +144,35 @@ class SafetyGuard:
             return GuardResult(previous.copy(), previous_tcp_m.copy(), clipped)
         return GuardResult(candidates[good - 1], tcps[good - 1], clipped)
 
+    def path_problems(self, history: Sequence[np.ndarray], path: np.ndarray) -> list[str]:
+        """The limits a path of commands (n, dof) would break after the commands in ``history``
+        (at least three, newest last); the path ends at rest and is then held.
+
+        Every step must pass :meth:`apply` unchanged, and the second and third differences of the
+        commands, held position included, must stay within the acceleration and jerk limits.
+        """
+        limits = self.limits
+        previous = np.vstack([history[-1], path[:-1]])
+        problems = []
+        if not np.all(np.isfinite(path)):
+            return ["non_finite"]
+        if np.any(path < np.minimum(limits.lower_rad, previous)) or np.any(path > np.maximum(limits.upper_rad, previous)):
+            problems.append("joint_position")
+        if np.any(np.abs(path - previous) > self.step_max):
+            problems.append("joint_step")
+        commands = np.vstack([np.asarray(history)[-3:], path, path[-1], path[-1]])
+        if np.any(np.abs(np.diff(commands, 2, axis=0)) > self.second_difference_max):
+            problems.append("acceleration")
+        if np.any(np.abs(np.diff(commands, 3, axis=0)) > self.third_difference_max):
+            problems.append("jerk")
+        tcps = self.kinematics.positions(np.vstack([history[-1], path]))
+        box_distance = self.limits.box_distance_m(tcps)
+        if np.any(box_distance[1:] > box_distance[:-1] + TOLERANCE):
+            problems.append("workspace")
+        if not self._speed_ok(tcps[:-1], tcps[1:]).all():
+            problems.append("ee_speed")
+        return problems
+
     def _cartesian_ok(self, previous_tcp_m: np.ndarray, tcps: np.ndarray) -> np.ndarray:
         """Per candidate TCP (N,3): inside the box (or no farther out) and within the speed cap."""
         return self._box_ok(previous_tcp_m, tcps) & self._speed_ok(previous_tcp_m, tcps)
@@ -147,44 +183,3 @@ class SafetyGuard:
     def _speed_ok(self, previous_tcp_m: np.ndarray, tcps: np.ndarray) -> np.ndarray:
         step = tcps - previous_tcp_m
         return np.einsum("...i,...i->...", step, step) <= (self.tcp_step_max_m - TOLERANCE) ** 2
-
-
-def check_output(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, output: np.ndarray) -> list[str]:
-    """Every invariant ``output`` breaks relative to ``previous`` (empty list: safe). Independent of the guard."""
-    return _check(limits, kinematics, period_s, previous, kinematics.positions(previous), output)[0]
-
-
-def _check(limits: Limits, kinematics: ChainKinematics, period_s: float, previous: np.ndarray, previous_tcp_m: np.ndarray,
-           output: np.ndarray) -> tuple[list[str], np.ndarray | None]:
-    """Problems of ``output`` and its TCP position (None when it is not even finite)."""
-    if output.shape != previous.shape or not np.all(np.isfinite(output)):
-        return ["non-finite or misshaped output"], None
-    problems: list[str] = []
-    lower = np.minimum(limits.lower_rad, previous) - TOLERANCE
-    upper = np.maximum(limits.upper_rad, previous) + TOLERANCE
-    if np.any(output < lower) or np.any(output > upper):
-        problems.append("joint position outside the limits")
-    if np.any(np.abs(output - previous) > limits.step_max_rad(period_s) + TOLERANCE):
-        problems.append("joint step above the velocity or step limit")
-    tcp = kinematics.positions(output)
-    if limits.box_distance_m(tcp) > limits.box_distance_m(previous_tcp_m) + 1e-7:
-        problems.append("TCP left the workspace box")
-    if np.linalg.norm(tcp - previous_tcp_m) > limits.ee_speed_max_m_s * period_s + 1e-7:
-        problems.append("TCP faster than the speed cap")
-    return problems, tcp
-
-
-class OutputChecker:
-    """:func:`check_output` over a stream of outputs, each against the one before (one FK per output)."""
-
-    def __init__(self, limits: Limits, kinematics: ChainKinematics, period_s: float, start: np.ndarray) -> None:
-        self.limits, self.kinematics, self.period_s = limits, kinematics, period_s
-        self.previous = np.array(start, dtype=float)
-        self.previous_tcp_m = kinematics.positions(self.previous)
-
-    def check(self, output: np.ndarray) -> list[str]:
-        """Problems of ``output``; it then becomes the reference for the next one."""
-        problems, tcp = _check(self.limits, self.kinematics, self.period_s, self.previous, self.previous_tcp_m, output)
-        if tcp is not None:
-            self.previous, self.previous_tcp_m = np.array(output, dtype=float), tcp
-        return problems

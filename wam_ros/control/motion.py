@@ -1,14 +1,21 @@
-"""Jerk-limited motion at the output rate (ruckig), and the TCP speed cap as joint velocity limits.
+"""Jerk-limited motion at the output rate (ruckig), braking plans, and the TCP speed cap as joint velocity limits.
 
-The follower keeps the commanded state (position, velocity, acceleration). Every output cycle
-it moves one period along a time-optimal, jerk-limited trajectory towards the current target
-(:meth:`JerkLimitedFollower.track`) or brakes to rest (:meth:`JerkLimitedFollower.brake`).
-:meth:`commit` takes what the :class:`~wam_ros.control.limits.SafetyGuard` let through as the
-new state, so the next cycle continues from what was really sent.
+The follower keeps the commanded state (position, velocity, acceleration) and, with it, a
+*brake plan*: the commands of a jerk-limited stop from that state (:func:`brake_profile`, our
+own closed-form profile, no ruckig). Every output cycle ruckig proposes the next state towards
+the current target (:meth:`JerkLimitedFollower.track`, :meth:`~JerkLimitedFollower.track_velocity`),
+each proposal with the brake plan from it. The bridge accepts a proposal only when the step and
+its whole brake plan keep every limit (``SafetyGuard.path_problems``); otherwise, and whenever it
+stops (HOLD, ESTOP, a watchdog, a stale teleop command, ruckig finding no trajectory), it takes
+the next command of the plan it accepted a cycle earlier (:meth:`~JerkLimitedFollower.braking_step`).
+So a stop always decelerates within the acceleration and jerk limits, and it never has to
+cut a motion short at a joint limit, the workspace box or the speed cap.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import ruckig
@@ -18,10 +25,86 @@ from wam_ros.control.limits import Limits
 #: Lowest per-joint velocity limit handed to ruckig [fraction of the joint's maximum]: a joint
 #: the motion direction barely uses still gets room to correct small errors.
 VELOCITY_LIMIT_FLOOR = 0.01
+#: Longest brake plan [s]: far more than any stop from within the velocity limits takes.
+MAX_BRAKE_S = 5.0
+
+
+@dataclass(frozen=True)
+class MotionStep:
+    """One commanded state and the brake plan from it (the commands of a stop, one per period, ending at rest)."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    plan_positions: np.ndarray  # (n, dof)
+    plan_velocities: np.ndarray
+    plan_accelerations: np.ndarray
+
+
+def _stop_segments(velocity: float, acceleration: float, acceleration_max: float, jerk_max: float) -> list[tuple[float, float]]:
+    """Constant-jerk segments (duration [s], jerk) that bring one joint from (velocity, acceleration) to rest.
+
+    Decelerate with jerk ``-jerk_max`` to ``-m``, hold ``-m`` (``m = acceleration_max`` when
+    there is room for it), release with ``+jerk_max`` so that velocity and acceleration reach
+    zero together. A joint already decelerating harder than that needs (``a^2 / 2j > v``) first
+    releases, passes zero velocity and then stops from the other side. (Plain floats: for a
+    handful of joints this is several times faster than numpy.)
+    """
+    segments: list[tuple[float, float]] = []
+    v, a, j = velocity, acceleration, jerk_max
+    for _ in range(2):
+        if v == 0.0 and a == 0.0:
+            break
+        sign = math.copysign(1.0, v) if v != 0.0 else math.copysign(1.0, a)
+        vn, an = sign * v, sign * a  # moving forward (or about to)
+        if an < 0.0 and an * an / (2.0 * j) >= vn:  # release now: passes zero velocity
+            segments.append((-an / j, sign * j))
+            v, a = sign * (vn - an * an / (2.0 * j)), 0.0
+            continue
+        peak = math.sqrt(j * vn + an * an / 2.0)
+        hold_s = 0.0
+        if peak > acceleration_max:
+            peak = acceleration_max
+            hold_s = max((vn + an * an / (2.0 * j) - peak * peak / j) / peak, 0.0)
+        segments += [(max((an + peak) / j, 0.0), -sign * j), (hold_s, 0.0), (peak / j, sign * j)]
+        break
+    return segments
+
+
+def brake_profile(velocity: np.ndarray, acceleration: np.ndarray, acceleration_max: np.ndarray, jerk_max: np.ndarray,
+                  period_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Displacements, velocities and accelerations (n, dof) at ``period_s, 2 period_s, ...`` of a stop.
+
+    Each joint follows its own jerk-limited stop (:func:`_stop_segments`), so the acceleration
+    stays within ``acceleration_max`` and changes no faster than ``jerk_max``, continuing the
+    given acceleration; the last sample is at rest (n = 0 when already at rest).
+    """
+    dof = len(velocity)
+    width = 5  # at most four segments, then at rest
+    starts, jerks = np.zeros((dof, width)), np.zeros((dof, width))
+    p0, v0, a0 = np.zeros((dof, width)), np.zeros((dof, width)), np.zeros((dof, width))
+    for joint in range(dof):
+        p, v, a, start = 0.0, float(velocity[joint]), float(acceleration[joint]), 0.0
+        segments = _stop_segments(v, a, float(acceleration_max[joint]), float(jerk_max[joint]))
+        for index, (d, jerk) in enumerate(segments):
+            starts[joint, index], jerks[joint, index] = start, jerk
+            p0[joint, index], v0[joint, index], a0[joint, index] = p, v, a
+            p, v, a, start = p + v * d + a * d * d / 2 + jerk * d ** 3 / 6, v + a * d + jerk * d * d / 2, a + jerk * d, start + d
+        starts[joint, len(segments):], p0[joint, len(segments):] = start, p  # at rest from here on
+    end = float(starts[:, -1].max(initial=0.0))
+    count = min(int(math.ceil(end / period_s - 1e-9)), int(MAX_BRAKE_S / period_s))
+    times = period_s * np.arange(1, count + 1)
+    # Segment of each (sample, joint): the last one that started before the sample.
+    index = np.sum(times[:, None, None] > starts[None, :, 1:], axis=2)
+    joints = np.arange(dof)[None, :]
+    tau = times[:, None] - starts[joints, index]
+    jerk, a, v = jerks[joints, index], a0[joints, index], v0[joints, index]
+    positions = p0[joints, index] + v * tau + a * tau ** 2 / 2 + jerk * tau ** 3 / 6
+    return positions, v + a * tau + jerk * tau ** 2 / 2, a + jerk * tau
 
 
 class JerkLimitedFollower:
-    """Commanded joint state advanced one output period at a time with ruckig."""
+    """Commanded joint state advanced one output period at a time: ruckig proposes, a brake plan backs each proposal."""
 
     def __init__(self, limits: Limits, period_s: float) -> None:
         self.limits = limits
@@ -32,23 +115,51 @@ class JerkLimitedFollower:
         self._output = ruckig.OutputParameter(dof)
         self._input.max_acceleration = limits.acceleration_max_rad_s2.tolist()
         self._input.max_jerk = limits.jerk_max_rad_s3.tolist()
-        self.position = np.zeros(dof)
-        self.velocity = np.zeros(dof)
-        self.acceleration = np.zeros(dof)
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.failures = 0  # cycles in which ruckig found no trajectory
         self.last_error = ""
+        self.state: MotionStep
+        self.history: deque[np.ndarray]
+        self.reset(np.zeros(dof))
 
-    def reset(self, position: np.ndarray, velocity: np.ndarray | None = None) -> None:
-        """Start from ``position`` (the measured state on a mode switch), at rest unless ``velocity`` is given."""
-        self.position = np.array(position, dtype=float)
-        velocity = np.zeros_like(self.position) if velocity is None else np.asarray(velocity, dtype=float)
-        self.velocity = np.clip(velocity, -self.limits.velocity_max_rad_s, self.limits.velocity_max_rad_s)
-        self.acceleration = np.zeros_like(self.position)
-        self._pending = None
+    def reset(self, position: np.ndarray, velocity: np.ndarray | None = None, acceleration: np.ndarray | None = None) -> None:
+        """Start from ``position`` (the measured state on a mode switch), at rest unless a motion is given.
 
-    def track(self, target_position: np.ndarray, target_velocity: np.ndarray, velocity_limit: np.ndarray) -> np.ndarray:
-        """Next commanded position towards ``target_position`` arriving with ``target_velocity``."""
+        ``history`` (the last three commands, newest last) is the constant-acceleration past of that state.
+        """
+        position = np.array(position, dtype=float)
+        velocity = np.zeros_like(position) if velocity is None else np.clip(velocity, -self.limits.velocity_max_rad_s, self.limits.velocity_max_rad_s)
+        acceleration = np.zeros_like(position) if acceleration is None else np.asarray(acceleration, dtype=float)
+        dt = self.period_s
+        self.history = deque(
+            [position - 2 * velocity * dt + 2 * acceleration * dt ** 2, position - velocity * dt + acceleration * dt ** 2 / 2, position],
+            maxlen=3)
+        self.state = self.step_to(position, velocity, acceleration)
+
+    @property
+    def position(self) -> np.ndarray:
+        return self.state.position
+
+    @property
+    def velocity(self) -> np.ndarray:
+        return self.state.velocity
+
+    @property
+    def acceleration(self) -> np.ndarray:
+        return self.state.acceleration
+
+    @property
+    def at_rest(self) -> bool:
+        return bool(np.all(np.abs(self.velocity) < 1e-6) and np.all(np.abs(self.acceleration) < 1e-6))
+
+    def step_to(self, position: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray) -> MotionStep:
+        """The state (position, velocity, acceleration) with its brake plan."""
+        limits = self.limits
+        offsets, velocities, accelerations = brake_profile(velocity, acceleration, limits.acceleration_max_rad_s2,
+                                                           limits.jerk_max_rad_s3, self.period_s)
+        return MotionStep(position, velocity, acceleration, position + offsets, velocities, accelerations)
+
+    def track(self, target_position: np.ndarray, target_velocity: np.ndarray, velocity_limit: np.ndarray) -> MotionStep | None:
+        """Ruckig's next state towards ``target_position`` arriving with ``target_velocity`` (None: no trajectory)."""
         inp = self._input
         inp.control_interface = ruckig.ControlInterface.Position
         limit = np.maximum(velocity_limit, VELOCITY_LIMIT_FLOOR * self.limits.velocity_max_rad_s)
@@ -58,8 +169,8 @@ class JerkLimitedFollower:
         inp.target_acceleration = [0.0] * self.limits.dof
         return self._update()
 
-    def track_velocity(self, target_velocity: np.ndarray, velocity_limit: np.ndarray) -> np.ndarray:
-        """Next commanded position on the way to moving at ``target_velocity`` (servoing, e.g. a teleop twist)."""
+    def track_velocity(self, target_velocity: np.ndarray, velocity_limit: np.ndarray) -> MotionStep | None:
+        """Ruckig's next state on the way to moving at ``target_velocity`` (servoing, e.g. a teleop twist)."""
         inp = self._input
         inp.control_interface = ruckig.ControlInterface.Velocity
         limit = np.maximum(velocity_limit, VELOCITY_LIMIT_FLOOR * self.limits.velocity_max_rad_s)
@@ -68,15 +179,16 @@ class JerkLimitedFollower:
         inp.target_acceleration = [0.0] * self.limits.dof
         return self._update()
 
-    def brake(self) -> np.ndarray:
-        """Next commanded position of a jerk-limited stop at the acceleration limits."""
-        return self.track_velocity(np.zeros(self.limits.dof), self.limits.velocity_max_rad_s)
+    def braking_step(self) -> MotionStep:
+        """The next command of the current brake plan (the position itself once at rest)."""
+        state = self.state
+        if len(state.plan_positions) == 0:
+            zero = np.zeros_like(state.position)
+            return MotionStep(state.position.copy(), zero, zero, state.plan_positions, state.plan_velocities, state.plan_accelerations)
+        return MotionStep(state.plan_positions[0], state.plan_velocities[0], state.plan_accelerations[0],
+                          state.plan_positions[1:], state.plan_velocities[1:], state.plan_accelerations[1:])
 
-    @property
-    def at_rest(self) -> bool:
-        return bool(np.all(np.abs(self.velocity) < 1e-6) and np.all(np.abs(self.acceleration) < 1e-6))
-
-    def _update(self) -> np.ndarray:
+    def _update(self) -> MotionStep | None:
         inp, out = self._input, self._output
         inp.current_position = self.position.tolist()
         # Rounding dust (1e-17 rad/s) can make ruckig's profile search fail: treat it as zero.
@@ -87,29 +199,26 @@ class JerkLimitedFollower:
         except ruckig.RuckigError as error:
             result, self.last_error = None, str(error).strip().splitlines()[0]
         if result not in (ruckig.Result.Working, ruckig.Result.Finished):
-            # No trajectory this cycle: stay where we are (the guard still bounds the step) and say so.
-            self.failures += 1
-            self._pending = None
-            return self.position.copy()
-        self._pending = (np.array(out.new_position), np.array(out.new_velocity), np.array(out.new_acceleration))
-        return self._pending[0]
+            if result is not None:
+                self.last_error = f"result {result.name}"
+            self.failures += 1  # the caller brakes along the current plan
+            return None
+        return self.step_to(np.array(out.new_position), np.array(out.new_velocity), np.array(out.new_acceleration))
 
-    def commit(self, position: np.ndarray) -> None:
-        """Make ``position`` (what the guard let through) the commanded state.
+    def commit(self, step: MotionStep) -> None:
+        """Make ``step`` (what the guard let through unchanged) the commanded state."""
+        self.history.append(step.position)
+        self.state = step
 
-        When it is ruckig's own step, ruckig's velocity and acceleration are kept; otherwise they
-        follow from the step actually taken.
-        """
-        pending, self._pending = self._pending, None
-        if pending is not None and np.array_equal(position, pending[0]):
-            self.position, self.velocity, self.acceleration = pending
-            return
-        velocity = (position - self.position) / self.period_s
-        acceleration = (velocity - self.velocity) / self.period_s
+    def commit_position(self, position: np.ndarray) -> None:
+        """Make ``position`` (a step the guard had to change) the commanded state; its velocity and
+        acceleration follow from the steps actually taken."""
+        dt = self.period_s
+        velocity = (position - self.position) / dt
         amax = self.limits.acceleration_max_rad_s2
-        self.position = position.copy()
-        self.velocity = velocity
-        self.acceleration = np.clip(acceleration, -amax, amax)
+        acceleration = np.clip((velocity - self.velocity) / dt, -amax, amax)
+        self.history.append(position.copy())
+        self.state = self.step_to(position.copy(), velocity, acceleration)
 
 
 def speed_capped_velocity_limit(limits: Limits, jacobian_linear: np.ndarray, direction: np.ndarray, safety_factor: float = 0.9) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Safety bridge: the only path to the arm. ROS wiring around :class:`wam_ros.control.bridge.SafetyBridgeCore`.
 
-Subscribes: ``/joint_states`` (sensor_msgs/JointState), ``/wam/action_chunk`` (ActionChunk),
-``/wam/teleop/command`` (geometry_msgs/TwistStamped), ``/wam/teleop/joint_command``
-(sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand), ``/wam/safety/estop``
-(std_msgs/Bool: true latches ESTOP).
+Subscribes: ``/joint_states`` (sensor_msgs/JointState, best effort: any driver's QoS),
+``/wam/action_chunk`` (ActionChunk), ``/wam/teleop/command`` (geometry_msgs/TwistStamped),
+``/wam/teleop/joint_command`` (sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand),
+``/wam/safety/estop`` (std_msgs/Bool: true latches ESTOP; reliable and best effort).
 Publishes: the backend's command topics (robot config ``backend:``), ``/wam/safety/status``
-(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode).
-Policy and behaviour: docs/safety.md.
+(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode). Watches the graph: extra publishers
+on the command inputs, any other publisher on the backend command topics, the publishers of
+``/joint_states``. Policy and behaviour: docs/safety.md.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.duration import Duration as RclpyDuration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.topic_endpoint_info import TopicEndpointInfo
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -42,6 +45,7 @@ TELEOP_TWIST_TOPIC = "/wam/teleop/command"
 TELEOP_JOINT_TOPIC = "/wam/teleop/joint_command"
 TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
 ESTOP_TOPIC = "/wam/safety/estop"
+JOINT_STATES_TOPIC = "/joint_states"
 STATUS_TOPIC = "/wam/safety/status"
 SET_MODE_SERVICE = "/wam/set_mode"
 #: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
@@ -55,7 +59,7 @@ class Parameters:
     joint_state_timeout_s: float = param(0.1, "joint states older than this trip HOLD in TELEOP/AUTONOMY [s]")
     action_chunk_timeout_s: float = param(0.0, "HOLD this long after the last action of the newest chunk [s]")
     inference_timeout_s: float = param(1.0, "HOLD when no chunk arrived for this long in AUTONOMY [s]")
-    teleop_timeout_s: float = param(0.1, "a twist older than this stops the arm (TELEOP stays) [s]")
+    teleop_timeout_s: float = param(0.1, "a teleop twist or leader-arm joint target older than this brakes the arm (TELEOP stays) [s]")
     max_future_stamp_s: float = param(0.05, "chunks stamped further ahead than this are refused [s]")
     teleop_angular_speed_max_rad_s: float = param(0.5, "cap on the teleop twist's angular speed [rad/s]")
     ik_damping: float = param(0.05, "damping of the least-squares twist-to-joint-velocity solve")
@@ -64,12 +68,16 @@ class Parameters:
     gripper_force_n: float = param(20.0, "grasp force sent with gripper commands [N], capped at the gripper's force_max_n")
     estop_latch_file: str = param("", "file that keeps ESTOP latched across restarts; empty: $ROS_HOME/wam_ros/estop_<robot>.json")
     status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
-    graph_check_period_s: float = param(0.5, "how often command topics are checked for extra publishers [s]")
+    graph_check_period_s: float = param(0.2, "how often the command inputs, the backend command topics and /joint_states are checked for other publishers [s]")
     realtime_priority: int = param(0, "SCHED_FIFO priority 1..99 of the output loop's thread (needs CAP_SYS_NICE); 0: normal scheduling")
     shutdown_brake_timeout_s: float = param(3.0, "on SIGINT/SIGTERM, wait at most this long for the braked arm to stand still before exiting [s, wall]")
 
 
 UNKNOWN_NODE_NAME = "_NODE_NAME_UNKNOWN_"  # rmw's name for an endpoint whose node is not known yet
+
+
+def _node_name(endpoint: TopicEndpointInfo) -> str:
+    return f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
 
 
 def _gid(info: dict | None) -> str:
@@ -110,13 +118,20 @@ class SafetyBridge(Node):
             point = JointTrajectoryPoint(time_from_start=Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000))
             self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
+        # Only this node may publish here: any other publisher bypasses every limit.
+        self.output_topics = [publisher.topic_name for publisher in (
+            (self.pose_pub, self.gains_pub) if self.cartesian else (self.trajectory_pub,)) + (self.gripper_pub,)]
         self.status_pub = self.create_publisher(SafetyStatus, STATUS_TOPIC, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_states, qos.SAFETY_INPUTS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         self.create_subscription(TwistStamped, TELEOP_TWIST_TOPIC, self._on_twist, qos.COMMANDS)
         self.create_subscription(JointState, TELEOP_JOINT_TOPIC, self._on_teleop_joints, qos.COMMANDS)
         self.create_subscription(GripperCommand, TELEOP_GRIPPER_TOPIC, self._on_teleop_gripper, qos.COMMANDS)
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
+        # Reliable where the publisher is (no ESTOP lost), best effort for the others; a best-effort
+        # publisher is incompatible with the reliable reader only, which is no fault: not logged.
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda event: None))
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.SAFETY_INPUTS)
         self.create_service(SetMode, SET_MODE_SERVICE, self._on_set_mode)
         self.command_topics = {
             ACTION_CHUNK_TOPIC: SafetyBridgeCore.CHUNK_TOPIC, TELEOP_TWIST_TOPIC: SafetyBridgeCore.TWIST_TOPIC,
@@ -124,7 +139,7 @@ class SafetyBridge(Node):
         }
         self._publishers_seen: dict[str, tuple[str, ...]] = {}
         self._publisher_names: dict[str, str] = {}
-        self._joint_state: tuple[JointState, float] | None = None
+        self._joint_states: dict[str, tuple[JointState, float]] = {}  # publisher GID -> newest message, arrival time
         self._unnamed_sources: dict[str, str] = {}  # publisher GID -> topic, for GIDs the graph did not list yet
         self._last_mode = self.core.mode
         self._shutdown_requested = threading.Event()
@@ -156,35 +171,37 @@ class SafetyBridge(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------ inputs
-    def _on_joint_states(self, msg: JointState) -> None:
-        # Kept raw: the output cycle converts only the newest one (joint states come at up to 1 kHz).
-        self._joint_state = (msg, self.now_s())
+    def _on_joint_states(self, msg: JointState, info: dict) -> None:
+        # Kept raw: the output cycle converts only the newest one of each publisher (joint states
+        # come at up to 1 kHz; a second publisher of the arm's joints must not go unseen).
+        self._joint_states[_gid(info)] = (msg, self.now_s())
 
     def _take_joint_state(self) -> None:
-        if self._joint_state is not None:
-            (msg, received_s), self._joint_state = self._joint_state, None
-            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s)
+        for gid, (msg, received_s) in self._joint_states.items():
+            self.core.on_joint_state(msg.name, msg.position, msg.velocity, received_s, time_to_seconds(msg.header.stamp),
+                                     gid, self._publisher_name(JOINT_STATES_TOPIC, gid))
+        self._joint_states.clear()
 
     def _on_chunk(self, msg: ActionChunk, info: dict) -> None:
         chunk = ChunkInput(
             stamp_s=time_to_seconds(msg.header.stamp), joint_names=msg.joint_names, control_period_s=msg.control_period_s,
             horizon=msg.horizon, joint_positions=msg.joint_positions, gripper_widths=msg.gripper_widths, chunk_id=msg.chunk_id,
         )
-        self.core.on_chunk(chunk, self.now_s(), _gid(info), self._publisher_name(ACTION_CHUNK_TOPIC, info))
+        self.core.on_chunk(chunk, self.now_s(), _gid(info), self._publisher_name(ACTION_CHUNK_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_twist(self, msg: TwistStamped, info: dict) -> None:
         linear, angular = msg.twist.linear, msg.twist.angular
         self.core.on_teleop_twist((linear.x, linear.y, linear.z), (angular.x, angular.y, angular.z), msg.header.frame_id,
-                                  self.now_s(), _gid(info), self._publisher_name(TELEOP_TWIST_TOPIC, info))
+                                  self.now_s(), _gid(info), self._publisher_name(TELEOP_TWIST_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_teleop_joints(self, msg: JointState, info: dict) -> None:
-        self.core.on_teleop_joints(msg.name, msg.position, self.now_s(), _gid(info), self._publisher_name(TELEOP_JOINT_TOPIC, info))
+        self.core.on_teleop_joints(msg.name, msg.position, self.now_s(), _gid(info), self._publisher_name(TELEOP_JOINT_TOPIC, _gid(info)))
         self._publish_if_mode_changed()
 
     def _on_teleop_gripper(self, msg: GripperCommand, info: dict) -> None:
-        self.core.on_teleop_gripper(msg.width_m, self.now_s(), _gid(info), self._publisher_name(TELEOP_GRIPPER_TOPIC, info))
+        self.core.on_teleop_gripper(msg.width_m, self.now_s(), _gid(info), self._publisher_name(TELEOP_GRIPPER_TOPIC, _gid(info)))
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and self.core.mode != Mode.ESTOP:
@@ -203,50 +220,64 @@ class SafetyBridge(Node):
         self._publish_status()
         return response
 
-    def _publisher_name(self, topic: str, info: dict) -> str:
+    def _publisher_name(self, topic: str, gid: str) -> str:
         """Node name of the publisher that sent a message (looked up by GID in the graph, cached).
 
-        Data can arrive before the graph lists its publisher: then the GID stands in for the name
-        until :meth:`_check_publishers` finds it.
+        Data can arrive before the graph lists its publisher: the name is then "" until
+        :meth:`_check_publishers` finds it and names the source in the core.
         """
-        gid = _gid(info)
         if gid not in self._publisher_names:
             self._refresh_publisher_names(topic)
         if gid not in self._publisher_names:
             self._unnamed_sources[gid] = topic
-            return gid
+            return ""
         return self._publisher_names[gid]
 
-    def _refresh_publisher_names(self, topic: str) -> None:
+    def _refresh_publisher_names(self, topic: str) -> dict[str, str]:
+        """Publishers on ``topic`` (GID -> node name) as the graph lists them; named ones are cached."""
+        publishers = {}
         for endpoint in self.get_publishers_info_by_topic(topic):
+            gid = bytes(endpoint.endpoint_gid).hex()
             # The graph can list an endpoint before its node's name arrives (DDS discovery and
             # ROS discovery info are separate): such a name is not cached, so it is looked up again.
-            if endpoint.node_name != UNKNOWN_NODE_NAME:
-                self._publisher_names[bytes(endpoint.endpoint_gid).hex()] = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+            publishers[gid] = "" if endpoint.node_name == UNKNOWN_NODE_NAME else _node_name(endpoint)
+            if publishers[gid]:
+                self._publisher_names[gid] = publishers[gid]
+        return publishers
 
     def _check_publishers(self) -> None:
+        now = self.now_s()
         for gid, topic in list(self._unnamed_sources.items()):
             self._refresh_publisher_names(topic)
             if gid in self._publisher_names:
                 self.core.name_source(gid, self._publisher_names[gid])
                 del self._unnamed_sources[gid]
         for topic, name in self.command_topics.items():
-            publishers = tuple(sorted(f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in self.get_publishers_info_by_topic(topic)))
+            publishers = tuple(sorted(_node_name(e) for e in self.get_publishers_info_by_topic(topic)))
             if publishers != self._publishers_seen.get(topic, ()):
                 self._publishers_seen[topic] = publishers
                 self.core.observe_publishers(name, publishers)
+        me = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
+        for topic in self.output_topics:
+            publishers = self._refresh_publisher_names(topic)
+            ours = [gid for gid, name in publishers.items() if name == me][:1]  # a second one is another node of this name
+            self.core.observe_output_topic(topic, {gid: name for gid, name in publishers.items() if gid not in ours}, now)
+        self.core.observe_joint_state_publishers(self._refresh_publisher_names(JOINT_STATES_TOPIC), now)
+        self._publish_if_mode_changed()
 
     # ------------------------------------------------------------------ outputs
     def _on_output_timer(self) -> None:
         self._take_joint_state()
         now = self.now_s()
-        if self._shutdown_requested.is_set() and not self._standstill.is_set():
+        # Read once: controlled_stop() sets it from another thread, possibly halfway through this cycle.
+        stopping = self._shutdown_requested.is_set() and not self._standstill.is_set()
+        if stopping:
             self.core.stop_for_shutdown("shutdown: the bridge is exiting", now)
         output = self.core.step(now)
         if output is not None:
             self._send(output)
         self._publish_if_mode_changed()
-        if self._shutdown_requested.is_set() and not self._standstill.is_set() and self.core.at_standstill:
+        if stopping and self.core.at_standstill:
             self._publish_status()
             self._standstill.set()
 

@@ -11,9 +11,10 @@ import typing
 from typing import Any, Callable, TypeVar
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 
@@ -27,7 +28,9 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
     """Declare every field of the ``Parameters`` dataclass ``cls`` on ``node`` and return the values.
 
     Values come from ``--params-file`` / ``-p`` overrides, else the dataclass defaults, and are
-    checked with the same rules bringup uses (:func:`wam_ros.parameters.coerce`).
+    checked with the same rules bringup uses (:func:`wam_ros.parameters.coerce`). They are read
+    once, so they are read-only from then on: ``ros2 param set`` on one of them fails with the
+    reason (it used to report success and change nothing). ``use_sim_time`` stays settable.
     """
     values: dict[str, Any] = {}
     hints = typing.get_type_hints(cls)
@@ -36,8 +39,6 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
         descriptor = ParameterDescriptor(description=field.metadata.get("description", ""))
         if isinstance(default, list) and not default:
             # An empty list has no type for ROS to infer: declare it by its annotation.
-            from rclpy.parameter import Parameter
-
             item = typing.get_args(hints[field.name])[0]
             ptype = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                      str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}[item]
@@ -48,6 +49,15 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
         if isinstance(value, (tuple, list)) or type(value).__name__ == "array":
             value = list(value)
         values[field.name] = parameters.coerce(value, hints[field.name], f"{node.get_name()}.{field.name}")
+    read_only = set(values) - {"use_sim_time"}
+
+    def refuse_changes(changes: list[Parameter]) -> SetParametersResult:
+        names = sorted(change.name for change in changes if change.name in read_only)
+        if names:
+            return SetParametersResult(successful=False, reason=f"read-only: restart the node with the new value ({', '.join(names)})")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(refuse_changes)
     return cls(**values)
 
 

@@ -28,3 +28,10 @@ STATUS = QoSProfile(
 #: default transports best-effort images arrive split or not at all, and the loopback + shared
 #: memory profile makes reliable delivery cheap. Depth small so a slow reader sees fresh data.
 SENSORS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+#: The safety bridge's safety inputs (joint states, the ESTOP topic). A best-effort reader
+#: matches best-effort and reliable writers alike; a reliable reader never hears a best-effort
+#: writer (many robot drivers and e-stop button nodes publish best effort), and the bridge would
+#: sit on a stale state. The ESTOP topic also gets a reliable reader (a reliable writer's ESTOP
+#: is then delivered reliably; the duplicate is harmless).
+SAFETY_INPUTS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
