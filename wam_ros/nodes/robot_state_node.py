@@ -94,7 +94,7 @@ class RobotState(Node):
             self.description_pub = self.create_publisher(String, "/robot_description", qos.LATCHED)
             self.description_pub.publish(String(data=self.frames.urdf_text))
             self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
-            self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+            self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
             rate = "every joint state" if p.publish_rate_hz == 0 else f"at most {p.publish_rate_hz:g} Hz"
             summary += (f", {robot.urdf_path.name} on /robot_description, {len(self.frames.movable_joints)} joint frames "
                         f"on /tf from /joint_states ({rate})")

@@ -96,7 +96,7 @@ class Teleop(Node):
         self.estop_pub = self.create_publisher(Bool, ESTOP_TOPIC, qos.COMMANDS)
         self.mode_client = self.create_client(SetMode, SET_MODE_SERVICE)
         self.create_subscription(SafetyStatus, STATUS_TOPIC, self._on_status, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.SENSORS)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
         self.keyboard: KeyboardReader | None = None
         self.spacemouse: SpaceMouseReader | None = None
         self.joy: Joy | None = None

@@ -191,7 +191,7 @@ class WamInference(LifecycleNode):
             self.entities.append(
                 self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS)
             )
-        self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.SENSORS))
+        self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.JOINT_STATES_IN))
         self.entities.append(self.create_subscription(Subtask, "/wam/task/subtask", self._on_subtask, qos.LATCHED))
         self.entities.append(self.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED))
         self.chunk_pub = self.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)

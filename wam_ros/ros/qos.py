@@ -35,3 +35,7 @@ SENSORS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=Hi
 #: sit on a stale state. The ESTOP topic also gets a reliable reader (a reliable writer's ESTOP
 #: is then delivered reliably; the duplicate is harmless).
 SAFETY_INPUTS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+
+#: Every other reader of a robot driver's /joint_states (inference, teleop, robot_state): best
+#: effort for the same reason, so a best-effort driver is heard by every node, not the bridge alone.
+JOINT_STATES_IN = SAFETY_INPUTS
