@@ -135,7 +135,7 @@ def test_the_core_sends_goals_keeps_the_record_stream_and_holds_on_failure(tmp_p
 
 def test_a_goal_without_an_answer_holds_after_the_timeout(tmp_path):
     core = make_core(tmp_path)
-    now, output = step_until_goal(core, 0.0)
+    now, _ = step_until_goal(core, 0.0)
     sent = now
     while now < sent + GRIPPER.command_timeout_s - 0.01:
         now += core.period_s
