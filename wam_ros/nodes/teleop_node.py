@@ -136,7 +136,7 @@ class Teleop(Node):
     def _on_joint_states(self, msg: JointState) -> None:
         fingers = self.robot.gripper.joint_names
         if self.gripper_width_m is None and fingers and all(name in msg.name for name in fingers):
-            self.gripper_width_m = float(sum(msg.position[msg.name.index(name)] for name in fingers))
+            self.gripper_width_m = float(self.robot.gripper.width_from_joint_positions(msg.position[msg.name.index(name)] for name in fingers))
 
     def _input_arrived(self) -> None:
         line = self.input_watch.arrived(time.monotonic())

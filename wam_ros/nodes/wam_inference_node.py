@@ -298,7 +298,7 @@ class WamInference(LifecycleNode):
         except (KeyError, IndexError):
             self._joint_index = None
             return  # another publisher's joint set (e.g. a leader arm): not ours
-        state = np.asarray(arm + ([sum(fingers)] if fingers else []), dtype=np.float32)
+        state = np.asarray(arm + ([robot.gripper.width_from_joint_positions(fingers)] if fingers else []), dtype=np.float32)
         self.assembler.add_state(time_to_seconds(msg.header.stamp), state)
 
     def _on_safety(self, msg: SafetyStatus) -> None:
