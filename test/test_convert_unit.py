@@ -35,6 +35,8 @@ from wam_ros.data.convert import (
 from wam_ros.robot import load_robot_config
 
 ROBOT = load_robot_config("panda_sim")
+# The bridge's command topics as a stack in the root namespace records them (the config names are relative).
+TRAJECTORY_TOPIC, GRIPPER_TOPIC = (f"/{name}" for name in (ROBOT.backend.joint_trajectory_topic, ROBOT.backend.gripper_command_topic))
 ARM = list(ROBOT.arm.joint_names)
 FINGERS = list(ROBOT.gripper.joint_names)
 T0 = 1_000_000_000_000  # ns
@@ -108,15 +110,16 @@ def commanded(t_ns: int) -> list[float]:
     return [0.5 + (t_ns - T0) / 1e9] * 7
 
 
-def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True) -> Path:
-    """3 s of a synthetic episode; see each stream's comment for its rate and content."""
+def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True, namespace: str = "") -> Path:
+    """3 s of a synthetic episode; see each stream's comment for its rate and content. ``namespace``:
+    recorded as a stack under it (``/left``) records its topics."""
     writer = BagWriter(path)
     topics = {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
               "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros_interfaces/msg/SafetyStatus",
-              "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
-              ROBOT.backend.gripper_command_topic: "wam_ros_interfaces/msg/GripperCommand"}
+              "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", TRAJECTORY_TOPIC: "trajectory_msgs/msg/JointTrajectory",
+              GRIPPER_TOPIC: "wam_ros_interfaces/msg/GripperCommand"}
     for topic, msgtype in topics.items():
-        writer.add_topic(m.definitions.topic(topic, msgtype))
+        writer.add_topic(m.definitions.topic(namespace + topic, msgtype))
     out: list[tuple[int, str, bytes]] = []
     for i in range(300):  # joint states at 100 Hz from T0
         t = T0 + i * 10 * MS
@@ -132,14 +135,14 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
     if commands:
         for i in range(59):  # arm commands at 20 Hz from T0 + 50 ms
             t = T0 + 50 * MS + i * 50 * MS
-            out.append((t, ROBOT.backend.joint_trajectory_topic, m.trajectory(t, commanded(t))))
-        out.append((T0 + 1000 * MS, ROBOT.backend.gripper_command_topic, m.gripper(T0 + 1000 * MS, 0.01)))
+            out.append((t, TRAJECTORY_TOPIC, m.trajectory(t, commanded(t))))
+        out.append((T0 + 1000 * MS, GRIPPER_TOPIC, m.gripper(T0 + 1000 * MS, 0.01)))
     out += [(T0, "/wam/safety/status", m.safety(MODE_AUTONOMY)), (T0 + 1000 * MS, "/wam/safety/status", m.safety(MODE_TELEOP)),
             (T0 + 1500 * MS, "/wam/safety/status", m.safety(MODE_AUTONOMY)),
             (T0, "/wam/task/subtask", m.subtask("0", "reach the cube")), (T0 + 2000 * MS, "/wam/task/subtask", m.subtask("1", "grasp it"))]
     flushed_ns = T0
     for t, topic, data in sorted(out, key=lambda item: item[0]):
-        writer.write(topic, t, data)
+        writer.write(namespace + topic, t, data)
         if t - flushed_ns >= 100 * MS:  # a chunk per 100 ms, as the recorder's chunk_interval_s would
             writer.flush()
             flushed_ns = t
@@ -148,6 +151,20 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
         write_labels(path, EpisodeLabels(robot="panda_sim", task="pick", instruction="pick the cube", operator_name="alice",
                                          outcome="success", state="closed", start_ns=T0, stop_ns=T0 + DURATION_NS))
     return path
+
+
+def test_a_stack_recorded_in_a_namespace_converts_like_one_in_the_root(tmp_path, messages):
+    episodes = []
+    for namespace in ("", "/left"):
+        bag = write_bag(tmp_path / f"bag{namespace.replace('/', '_')}", messages, namespace=namespace)
+        with BagReader(bag) as reader:
+            episodes.append(bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag)))
+    (root, root_report), (left, left_report) = episodes
+    np.testing.assert_array_equal(left.states, root.states)
+    np.testing.assert_array_equal(left.actions, root.actions)
+    np.testing.assert_array_equal(left.images["front"], root.images["front"])
+    np.testing.assert_array_equal(left.intervention, root.intervention)
+    assert set(left_report.estimated_drops) == {"/left/joint_states", "/left/wam/cameras/front/image", "/left/wam/cameras/wrist/image"}
 
 
 def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):

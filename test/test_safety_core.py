@@ -348,6 +348,18 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("2 publishers" in v for v in core.status(10.02).violations)
 
 
+def test_a_refused_chunk_does_not_take_the_command_lock(tmp_path):
+    """A stray node's stale chunk arriving first (another stack's inference node, a replayed bag)
+    used to take the free lock and lock out the policy that followed it."""
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    assert not core.on_chunk(chunk(0.0, HOME), 10.0, "gid-stray", "/right/wam_inference")  # stamped 10 s ago: stale
+    assert any("/right/wam_inference refused: stale" in v for v in core.status(10.0).violations)
+    assert core.on_chunk(chunk(10.0, np.tile(HOME, (10, 1))), 10.01, "gid-a", "/left/wam_inference")
+    assert core.status(10.01).command_source == "/left/wam_inference"
+
+
 def test_joint_states_come_from_one_publisher(tmp_path):
     core = make_core(tmp_path)
     assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-arm", "/driver")  # the first publisher holds the lock
@@ -375,7 +387,7 @@ def test_joint_states_come_from_one_publisher(tmp_path):
 
 def test_the_robot_config_names_the_joint_state_publisher(tmp_path):
     data = yaml.safe_load(ROBOT.path.read_text())
-    data["robot"]["safety"]["joint_state_publisher"] = "driver"  # a node name; the leading slash is implied
+    data["robot"]["safety"]["joint_state_publisher"] = "/driver"  # a fully qualified node name (the node resolves relative ones)
     robot = parse_robot_config(ROBOT.path, data)
     assert robot.safety.joint_state_publisher == "/driver" and ROBOT.safety.joint_state_publisher == ""
     core = SafetyBridgeCore(robot, BridgeSettings(), EstopLatch(tmp_path / "estop.json"), KINEMATICS)

@@ -210,7 +210,7 @@ class SafetyConfig:
     ee_speed_max_m_s: float
     max_joint_step_rad: float
     watchdog_margin_s: float
-    joint_state_publisher: str = ""  # node ("/namespace/name") whose /joint_states the bridge takes; "" = the first one heard
+    joint_state_publisher: str = ""  # node whose joint_states the bridge takes ("name": in the bridge's namespace, "/ns/name"); "" = the first one heard
 
 
 @dataclass(frozen=True)
@@ -254,15 +254,15 @@ class CameraConfig:
 
     @property
     def image_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/image"
+        return f"wam/cameras/{self.name}/image"
 
     @property
     def depth_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/depth"
+        return f"wam/cameras/{self.name}/depth"
 
     @property
     def camera_info_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/camera_info"
+        return f"wam/cameras/{self.name}/camera_info"
 
 
 @dataclass(frozen=True)
@@ -360,7 +360,7 @@ def _gripper(reader: _Reader) -> GripperConfig:
 def _safety(reader: _Reader) -> SafetyConfig:
     low = reader.floats("workspace_min_m", 3)
     high = reader.floats("workspace_max_m", 3)
-    publisher = reader.get("joint_state_publisher", str, "")  # a node name; "sim" means "/sim"
+    publisher = reader.get("joint_state_publisher", str, "")  # a node name, relative to the bridge's namespace unless it starts with /
     if any(a >= b for a, b in zip(low, high)):
         raise reader.error("workspace_min_m", f"box {low} .. {high} is empty")
     safety = SafetyConfig(
@@ -370,7 +370,7 @@ def _safety(reader: _Reader) -> SafetyConfig:
         ee_speed_max_m_s=reader.get("ee_speed_max_m_s", float, 0.25),
         max_joint_step_rad=reader.get("max_joint_step_rad", float),
         watchdog_margin_s=reader.get("watchdog_margin_s", float, 0.05),
-        joint_state_publisher="/" + publisher.lstrip("/") if publisher else "",
+        joint_state_publisher=publisher,
     )
     for key in ("ee_speed_max_m_s", "max_joint_step_rad", "watchdog_margin_s"):
         if getattr(safety, key) <= 0:
@@ -393,10 +393,10 @@ def _gains(reader: _Reader, dof: int) -> GainsConfig:
 def _backend(reader: _Reader) -> BackendConfig:
     backend = BackendConfig(
         type=reader.get("type", str),
-        joint_trajectory_topic=reader.get("joint_trajectory_topic", str, "/joint_trajectory_controller/joint_trajectory"),
-        target_pose_topic=reader.get("target_pose_topic", str, "/target_pose"),
-        gains_topic=reader.get("gains_topic", str, "/target_impedance_gains"),
-        gripper_command_topic=reader.get("gripper_command_topic", str, "/wam/gripper/command"),
+        joint_trajectory_topic=reader.get("joint_trajectory_topic", str, "joint_trajectory_controller/joint_trajectory"),
+        target_pose_topic=reader.get("target_pose_topic", str, "target_pose"),
+        gains_topic=reader.get("gains_topic", str, "target_impedance_gains"),
+        gripper_command_topic=reader.get("gripper_command_topic", str, "wam/gripper/command"),
     )
     if backend.type not in BACKEND_TYPES:
         raise reader.error("type", f"unknown backend {backend.type!r}; expected one of {', '.join(BACKEND_TYPES)}")

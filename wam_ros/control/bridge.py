@@ -194,9 +194,11 @@ class SafetyBridgeCore:
     TWIST_TOPIC = "teleop_twist"
     JOINT_TOPIC = "teleop_joints"
     GRIPPER_TOPIC = "teleop_gripper"
-    JOINT_STATES_TOPIC = "/joint_states"
 
-    def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None) -> None:
+    def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None,
+                 joint_states_topic: str = "joint_states") -> None:
+        """``joint_states_topic``: the measured state's topic as reports name it (the node passes its resolved name)."""
+        self.joint_states_topic = joint_states_topic
         settings.validate(robot.safety.watchdog_margin_s)
         self.robot = robot
         self.settings = settings
@@ -207,7 +209,7 @@ class SafetyBridgeCore:
         self.follower = JerkLimitedFollower(self.limits, self.period_s)
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
-        self.joint_state_source = CommandLock(self.JOINT_STATES_TOPIC)  # the one publisher of the arm's joint states
+        self.joint_state_source = CommandLock(self.joint_states_topic)  # the one publisher of the arm's joint states
         self.joint_state_source_heard_s = -math.inf
         self.foreign: dict[tuple[str, str], _ForeignPublisher] = {}  # (topic, source id) -> publisher
         self._future_joint_stamp = False  # the last joint state was stamped ahead of the bridge's clock
@@ -349,7 +351,7 @@ class SafetyBridgeCore:
             return False
         elif wanted or not source.admit(source_id, source_name):
             holder = f"{wanted} (robot.safety.joint_state_publisher)" if wanted else "the first publisher heard"
-            self._foreign_publisher(self.JOINT_STATES_TOPIC, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
+            self._foreign_publisher(self.joint_states_topic, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
             return False
         self.joint_state_source_heard_s = now_s
         return True
@@ -379,7 +381,7 @@ class SafetyBridgeCore:
         left is released, so a restarted driver can take it."""
         silent_s = self.settings.joint_state_timeout_s
         for key, foreign in list(self.foreign.items()):
-            if foreign.topic == self.JOINT_STATES_TOPIC and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
+            if foreign.topic == self.joint_states_topic and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
                 del self.foreign[key]
         source = self.joint_state_source
         if source.holder is not None and source.holder not in publishers and now_s - self.joint_state_source_heard_s > silent_s:
@@ -407,17 +409,23 @@ class SafetyBridgeCore:
             self.report("multiple_publishers", f"{topic} has {len(publisher_names)} publishers ({', '.join(publisher_names)}){holder}")
 
     def on_chunk(self, chunk: ChunkInput, now_s: float, source_id: str = "", source_name: str = "") -> bool:
-        """Accept an ActionChunk in AUTONOMY; returns whether it now drives the arm."""
+        """Accept an ActionChunk in AUTONOMY; returns whether it now drives the arm.
+
+        Only a valid chunk takes a free command lock: a stale or malformed chunk from another
+        publisher (a stray node of another stack) must not lock out the policy that follows it.
+        """
         if self.mode != Mode.AUTONOMY:
             return False
-        if not self._admit(self.CHUNK_TOPIC, source_id, source_name):
+        if self.locks[self.CHUNK_TOPIC].holder is not None and not self._admit(self.CHUNK_TOPIC, source_id, source_name):
             return False
         try:
             timeline = validate_chunk(chunk, self.limits.joint_names, bool(self.robot.gripper.joint_names), now_s, self.settings.max_future_stamp_s)
         except ChunkRejected as error:
-            self.report("action_chunk", f"chunk {chunk.chunk_id} refused: {error}")
+            self.report("action_chunk", f"chunk {chunk.chunk_id} from {source_name or source_id or 'an unknown publisher'} refused: {error}")
             if error.check == "non_finite":
                 self._stop(Mode.HOLD, f"action chunk {chunk.chunk_id} with non-finite values", now_s)
+            return False
+        if not self._admit(self.CHUNK_TOPIC, source_id, source_name):
             return False
         self.timeline = timeline
         self.last_chunk_s = now_s

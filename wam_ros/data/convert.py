@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +44,10 @@ from wam_ros.data.episodes import DatasetError, DatasetInfo, DatasetWriter, Epis
 from wam_ros.robot import RobotConfig
 
 SUBTASK_TERMINAL = (2, 3, 4)  # Subtask.STATUS_SUCCEEDED, STATUS_FAILED, STATUS_SKIPPED
-JOINT_STATES_TOPIC = "/joint_states"
-SAFETY_STATUS_TOPIC = "/wam/safety/status"
-SUBTASK_TOPIC = "/wam/task/subtask"
-TASK_STATUS_TOPIC = "/wam/sim/task_status"
+JOINT_STATES_TOPIC = "joint_states"
+SAFETY_STATUS_TOPIC = "wam/safety/status"
+SUBTASK_TOPIC = "wam/task/subtask"
+TASK_STATUS_TOPIC = "wam/sim/task_status"
 GRIPPER_STATE_NAME = "gripper_width"
 CLOCK_MISMATCH_NS = 1_000_000_000  # header stamps this far from receive times are on another clock
 FRAME_TOLERANCE_NS = 1_000_000  # a frame stamped up to 1 ms after a frame time still counts for it
@@ -180,19 +180,44 @@ class BagStreams:
     problems: list[str]
 
 
+def bag_namespace(topics: Iterable[str]) -> str:
+    """The namespace the stack was recorded under: ``/left`` for ``/left/joint_states``, "" for ``/joint_states``."""
+    suffix = "/" + JOINT_STATES_TOPIC
+    found = sorted(topic[: -len(suffix)] for topic in topics if topic.endswith(suffix))
+    return found[0] if found else ""
+
+
+def relative_topic(topic: str, namespace: str) -> str:
+    """A recorded (fully qualified) name, or a config name, relative to ``namespace`` when it lies inside it."""
+    if topic.startswith(namespace + "/"):
+        return topic[len(namespace) + 1:]
+    return topic
+
+
+def recorded_topic(name: str, namespace: str) -> str:
+    """A config's (relative or absolute) name as a stack under ``namespace`` records it."""
+    return name if name.startswith("/") else f"{namespace}/{name}"
+
+
 def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, tuple[int, int]], resize_mode: str,
                  on_message: Callable[[], None] | None = None) -> BagStreams:
-    """Decode what an episode needs from an open bag (images are resized as they are read)."""
-    camera_topics = {robot.camera(name).image_topic: name for name in image_sizes}
+    """Decode what an episode needs from an open bag (images are resized as they are read).
+
+    Topic names are compared relative to the namespace the bag was recorded under
+    (:func:`bag_namespace`), so a stack recorded under ``/left`` converts like one in the root.
+    """
+    namespace = bag_namespace(reader.topics)
+    recorded = {relative_topic(topic, namespace): topic for topic in reader.topics}
+    trajectory_topic, gripper_topic = (relative_topic(t, namespace) for t in (robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic))
+    camera_topics = {relative_topic(robot.camera(name).image_topic, namespace): name for name in image_sizes}
     wanted_joints = list(robot.arm.joint_names) + list(robot.gripper.joint_names)
     streams = BagStreams({j: _Series() for j in wanted_joints}, {name: _Series() for name in image_sizes}, _Series(), _Series(),
                          [], [], [], list(reader.problems))
-    topics = [JOINT_STATES_TOPIC, robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic,
-              SAFETY_STATUS_TOPIC, SUBTASK_TOPIC, TASK_STATUS_TOPIC, *camera_topics]
-    for message in reader.messages([t for t in topics if t in reader.topics]):
+    topics = [JOINT_STATES_TOPIC, trajectory_topic, gripper_topic, SAFETY_STATUS_TOPIC, SUBTASK_TOPIC, TASK_STATUS_TOPIC, *camera_topics]
+    for message in reader.messages([recorded[t] for t in topics if t in recorded]):
         msg = reader.deserialize(message)
         received = message.timestamp_ns
-        topic = message.topic
+        topic = relative_topic(message.topic, namespace)
         if topic == JOINT_STATES_TOPIC:
             stamp = _stamp_ns(msg.header)
             for name, position in zip(msg.name, msg.position):
@@ -203,11 +228,11 @@ def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, t
             height, width = image_sizes[camera]
             rgb = image_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
             streams.cameras[camera].add(_stamp_ns(msg.header), received, resize_image(rgb, height, width, resize_mode))
-        elif topic == robot.backend.joint_trajectory_topic:
+        elif topic == trajectory_topic:
             points = [(int(p.time_from_start.sec) * 1_000_000_000 + int(p.time_from_start.nanosec), np.asarray(p.positions, float))
                       for p in msg.points]
             streams.trajectories.add(_stamp_ns(msg.header), received, (list(msg.joint_names), points))
-        elif topic == robot.backend.gripper_command_topic:
+        elif topic == gripper_topic:
             streams.gripper_commands.add(_stamp_ns(msg.header), received, float(msg.width_m))
         elif topic == SAFETY_STATUS_TOPIC:
             streams.modes.append((received, int(msg.mode)))
@@ -324,6 +349,7 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     where = str(reader.path)
     report = EpisodeReport(reader.path)
     streams = read_streams(reader, robot, image_sizes, resize_mode, on_message)
+    namespace = bag_namespace(reader.topics)
     notes = streams.problems
     if labels is None:
         notes.append("no wam_episode.yaml: task, instruction and outcome come from the sim's TaskStatus if recorded")
@@ -333,19 +359,19 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     joint_times: dict[str, np.ndarray] = {}
     for name, series in streams.joints.items():
         if not series.values:
-            raise ConvertError(f"{where}: no {JOINT_STATES_TOPIC} samples for joint {name}")
-        joint_times[name] = series.times(f"{JOINT_STATES_TOPIC}[{name}]", notes)
+            raise ConvertError(f"{where}: no {recorded_topic(JOINT_STATES_TOPIC, namespace)} samples for joint {name}")
+        joint_times[name] = series.times(f"{recorded_topic(JOINT_STATES_TOPIC, namespace)}[{name}]", notes)
     camera_times: dict[str, np.ndarray] = {}
     for name, series in streams.cameras.items():
         if not series.values:
-            raise ConvertError(f"{where}: no frames on {robot.camera(name).image_topic}")
-        camera_times[name] = series.times(robot.camera(name).image_topic, notes)
+            raise ConvertError(f"{where}: no frames on {recorded_topic(robot.camera(name).image_topic, namespace)}")
+        camera_times[name] = series.times(recorded_topic(robot.camera(name).image_topic, namespace), notes)
     has_actions = bool(streams.trajectories.values)
     if has_actions:
         command_times, command_targets = trajectory_samples(
-            streams.trajectories.times(robot.backend.joint_trajectory_topic, notes), streams.trajectories.values,
+            streams.trajectories.times(recorded_topic(robot.backend.joint_trajectory_topic, namespace), notes), streams.trajectories.values,
             robot.arm.joint_names, where)
-        gripper_times = streams.gripper_commands.times(robot.backend.gripper_command_topic, notes)
+        gripper_times = streams.gripper_commands.times(recorded_topic(robot.backend.gripper_command_topic, namespace), notes)
 
     starts = [t[0] for t in (*joint_times.values(), *camera_times.values())] + ([command_times[0]] if has_actions else [])
     ends = [t[-1] for t in (*joint_times.values(), *camera_times.values())]
@@ -370,8 +396,8 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
         index = np.searchsorted(times, frame_times + FRAME_TOLERANCE_NS, side="right") - 1
         frames = streams.cameras[name].values
         images[name] = np.stack([frames[i] for i in index.tolist()]).astype(np.uint8)
-        report.estimated_drops[robot.camera(name).image_topic] = estimated_drops(times)
-    report.estimated_drops[JOINT_STATES_TOPIC] = estimated_drops(joint_times[robot.arm.joint_names[0]])
+        report.estimated_drops[recorded_topic(robot.camera(name).image_topic, namespace)] = estimated_drops(times)
+    report.estimated_drops[recorded_topic(JOINT_STATES_TOPIC, namespace)] = estimated_drops(joint_times[robot.arm.joint_names[0]])
 
     actions = None
     if has_actions:

@@ -13,6 +13,7 @@ the publishers of ``/joint_states``. Policy and behaviour: docs/safety.md.
 from __future__ import annotations
 
 import array
+import dataclasses
 import os
 import threading
 import time
@@ -39,20 +40,20 @@ from wam_ros.control.gripper import GripperGoal, GripperResult
 from wam_ros.control.modes import EstopLatch, Mode
 from wam_ros_interfaces.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
 from wam_ros.parameters import param
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 
-ACTION_CHUNK_TOPIC = "/wam/action_chunk"
-TELEOP_TWIST_TOPIC = "/wam/teleop/command"
-TELEOP_JOINT_TOPIC = "/wam/teleop/joint_command"
-TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
-ESTOP_TOPIC = "/wam/safety/estop"
-JOINT_STATES_TOPIC = "/joint_states"
-STATUS_TOPIC = "/wam/safety/status"
-SET_MODE_SERVICE = "/wam/set_mode"
+ACTION_CHUNK_TOPIC = "wam/action_chunk"
+TELEOP_TWIST_TOPIC = "wam/teleop/command"
+TELEOP_JOINT_TOPIC = "wam/teleop/joint_command"
+TELEOP_GRIPPER_TOPIC = "wam/teleop/gripper"
+ESTOP_TOPIC = "wam/safety/estop"
+JOINT_STATES_TOPIC = "joint_states"
+STATUS_TOPIC = "wam/safety/status"
+SET_MODE_SERVICE = "wam/set_mode"
 #: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
 SIM_CLOCK_STOPPED_S = 0.5
 
@@ -110,7 +111,8 @@ class SafetyBridge(Node):
             gripper_force_n=p.gripper_force_n,
         )
         latch_path = Path(p.estop_latch_file).expanduser() if p.estop_latch_file else EstopLatch.default_path(self.robot.name)
-        self.core = SafetyBridgeCore(self.robot, settings, EstopLatch(latch_path))
+        self.core = SafetyBridgeCore(self._in_namespace(self.robot), settings, EstopLatch(latch_path),
+                                     joint_states_topic=self.resolve_topic_name(JOINT_STATES_TOPIC))
         backend = self.robot.backend
         self.cartesian = backend.type == "cartesian_impedance"
         if self.cartesian:
@@ -162,6 +164,14 @@ class SafetyBridge(Node):
             self.get_logger().warning(f"starting in ESTOP (latched in {latch_path}): {self.core.last_stop_reason}")
         self.get_logger().info(
             f"safety bridge for {self.robot.name}: backend {backend.type}, {p.output_rate_hz:g} Hz, mode {self.core.mode.name}")
+
+    def _in_namespace(self, robot: RobotConfig) -> RobotConfig:
+        """The robot config with a relative ``safety.joint_state_publisher`` resolved in this node's namespace."""
+        wanted = robot.safety.joint_state_publisher
+        if not wanted or wanted.startswith("/"):
+            return robot
+        resolved = f"{self.get_namespace().rstrip('/')}/{wanted}"
+        return dataclasses.replace(robot, safety=dataclasses.replace(robot.safety, joint_state_publisher=resolved))
 
     def _set_realtime_priority(self, priority: int) -> None:
         """Run this thread (the executor: output loop and watchdogs) under SCHED_FIFO, as ros2_control does."""

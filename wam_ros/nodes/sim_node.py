@@ -115,9 +115,9 @@ class SimNode(LifecycleNode):
         status = self.runner.reset(p.task, p.seed)
         self.joint_names = [*self.robot.arm.joint_names, *self.robot.gripper.joint_names]
         backend = self.robot.backend
-        self.clock_pub = self._publisher(Clock, "/clock", qos.SENSORS)
-        self.joint_pub = self._publisher(JointState, "/joint_states", qos.SENSORS)
-        self.status_pub = self._publisher(TaskStatus, "/wam/sim/task_status", qos.STATUS)
+        self.clock_pub = self._publisher(Clock, "clock", qos.SENSORS)
+        self.joint_pub = self._publisher(JointState, "joint_states", qos.SENSORS)
+        self.status_pub = self._publisher(TaskStatus, "wam/sim/task_status", qos.STATUS)
         self.image_pubs, self.info_pubs, self.depth_pubs, self.infos = {}, {}, {}, {}
         for camera in cameras:
             self.image_pubs[camera.name] = self._publisher(Image, camera.image_topic, qos.SENSORS)
@@ -140,7 +140,7 @@ class SimNode(LifecycleNode):
                                   goal_callback=self._on_gripper_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
                                   callback_group=ReentrantCallbackGroup())
             self.entities.append((lambda entity: entity.destroy(), server))
-        self.entities.append((self.destroy_service, self.create_service(ResetSim, "/wam/sim/reset", self._on_reset)))
+        self.entities.append((self.destroy_service, self.create_service(ResetSim, "wam/sim/reset", self._on_reset)))
         self.get_logger().info(
             f"{self.robot.name}: task {status.task} seed {status.seed} ({status.instruction!r}); real-time factor "
             f"{p.real_time_factor:g}, joint states every {self.runner.tick_s * 1000:g} ms of sim time, /clock every "

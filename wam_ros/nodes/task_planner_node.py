@@ -49,9 +49,9 @@ from wam_ros_interfaces.srv import Imagine, SetMode
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
 GRANT_STAMP_TOLERANCE_S = 1.0  # the bridge's stamp of our AUTONOMY grant may precede our request time by this much [s]
 
-ACTION_NAME = "/wam/execute_task"
-SUBTASK_TOPIC = "/wam/task/subtask"
-PLAN_TOPIC = "/wam/task/plan"
+ACTION_NAME = "wam/execute_task"
+SUBTASK_TOPIC = "wam/task/subtask"
+PLAN_TOPIC = "wam/task/plan"
 MAX_INSTRUCTION_CHARS = 500
 
 
@@ -72,9 +72,9 @@ class Parameters:
     seed: int = param(0, "seed of sampling and search (plans repeat for the same inputs)")
     imagination_weight: float = param(0.25, "weight of the world model's imagined progress in plan values")
     use_imagination: bool = param(True, "score subtasks with the inference node's imagine service when it is available")
-    imagine_service: str = param("/wam_inference/imagine", "the world model's Imagine service")
+    imagine_service: str = param("wam_inference/imagine", "the world model's Imagine service")
     imagine_timeout_s: float = param(5.0, "wait at most this long for one Imagine answer [s, wall]")
-    task_status_topic: str = param("/wam/sim/task_status", "TaskStatus from the sim or a scene monitor (symbolic state); none on plain hardware")
+    task_status_topic: str = param("wam/sim/task_status", "TaskStatus from the sim or a scene monitor (symbolic state); none on plain hardware")
     subtask_timeout_s: float = param(60.0, "a subtask not finished after this long is a failure [s]")
     task_timeout_s: float = param(300.0, "default whole-task time limit when the goal gives none [s]")
     max_replans: int = param(2, "default bound on replanning when the goal gives none")
@@ -83,8 +83,8 @@ class Parameters:
     progress_period_s: float = param(1.0, "how often to read the progress head on the live observation when no task status arrives [s]; 0: never")
     monitor_period_s: float = param(0.1, "execution monitoring period [s, wall]")
     feedback_period_s: float = param(0.5, "action feedback period while executing [s, wall]")
-    set_mode_service: str = param("/wam/set_mode", "the safety bridge's SetMode service")
-    safety_status_topic: str = param("/wam/safety/status", "the bridge's SafetyStatus: a stop it makes on its own fails the subtask at once")
+    set_mode_service: str = param("wam/set_mode", "the safety bridge's SetMode service")
+    safety_status_topic: str = param("wam/safety/status", "the bridge's SafetyStatus: a stop it makes on its own fails the subtask at once")
     require_safety_bridge: bool = param(True, "abort a goal when the bridge does not grant AUTONOMY")
     service_timeout_s: float = param(5.0, "wait at most this long for a service [s, wall]")
     autostart: bool = param(True, "configure and activate at start-up")
@@ -146,7 +146,7 @@ class TaskPlannerNode(LifecycleNode):
         self.planner = TaskPlanner(self.domain, model, planner_config(p), self._imagine if p.use_imagination else None)
         self.plan_pub = self.create_publisher(TaskPlan, PLAN_TOPIC, qos.LATCHED)
         self.subtask_pub = self.create_publisher(Subtask, SUBTASK_TOPIC, qos.LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self.imagine_client = self.create_client(Imagine, p.imagine_service, callback_group=self.group)
         self.set_mode_client = self.create_client(SetMode, p.set_mode_service, callback_group=self.group)
         status_sub = self.create_subscription(TaskStatus, p.task_status_topic, self._on_task_status, qos.LATCHED, callback_group=self.group)
