@@ -15,7 +15,9 @@ For each bag (:func:`bag_to_episode`):
   points (a new trajectory replaces the rest of the previous one, as in ros2_control),
   linearly interpolated, and the last GripperCommand width (the measured width before the
   first one). A bag without arm commands gives a video-only episode (``actions`` None).
-- Intervention: SafetyStatus mode TELEOP after AUTONOMY was seen in the episode.
+- Source of every frame (policy / operator / hold) from the SafetyStatus mode in effect, timed
+  by the bridge's own ``mode_stamp``; intervention = TELEOP after AUTONOMY was seen in the
+  episode. The takeovers (who, why, how long, how they ended) go into the episode's metadata.
 - Subtasks: runs of the active ``/wam/task/subtask``; without those, the sim's TaskStatus
   (``subtask_instructions[subtasks_done]``).
 - Task, instruction, success, seed: the recorder's labels (``wam_episode.yaml``), else the sim's
@@ -39,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from wam_ros.data.bags import BagError, BagReader, EpisodeLabels, intervention_mask, read_labels, repair_bag, unclosed_reason
-from wam_ros.data.episodes import DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
+from wam_ros.data.bags import (BagError, BagReader, EpisodeLabels, frame_sources, intervention_mask, mode_changes, read_labels,
+                               repair_bag, takeover_spans, unclosed_reason)
+from wam_ros.data.episodes import SOURCE_OPERATOR, DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
 from wam_ros.robot import RobotConfig
 
 SUBTASK_TERMINAL = (2, 3, 4)  # Subtask.STATUS_SUCCEEDED, STATUS_FAILED, STATUS_SKIPPED
@@ -120,8 +123,12 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: str = "crop")
 # Reading a bag into time series
 
 
+def _time_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return _time_ns(header.stamp)
 
 
 @dataclass
@@ -174,7 +181,7 @@ class BagStreams:
     cameras: dict[str, _Series]  # values: resized RGB frames
     trajectories: _Series  # values: (joint_names, [(time_from_start_ns, positions)])
     gripper_commands: _Series  # values: width [m]
-    modes: list[tuple[int, int]]  # (receive time, mode)
+    modes: list[tuple[int, int, int, str, str]]  # (receive time, mode_stamp [ns], mode, requester, reason)
     subtasks: list[tuple[int, str, str, int]]  # (receive time, id, instruction, status)
     task_statuses: list[tuple[int, Any]]  # (receive time, TaskStatus)
     problems: list[str]
@@ -210,7 +217,8 @@ def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, t
         elif topic == robot.backend.gripper_command_topic:
             streams.gripper_commands.add(_stamp_ns(msg.header), received, float(msg.width_m))
         elif topic == SAFETY_STATUS_TOPIC:
-            streams.modes.append((received, int(msg.mode)))
+            streams.modes.append((received, _time_ns(msg.mode_stamp), int(msg.mode),
+                                  str(msg.mode_requester), str(msg.mode_reason)))
         elif topic == SUBTASK_TOPIC:
             streams.subtasks.append((received, msg.id, msg.instruction, int(msg.status)))
         elif topic == TASK_STATUS_TOPIC:
@@ -283,6 +291,8 @@ class EpisodeReport:
     duration_s: float = 0.0
     has_actions: bool = False
     intervention_frames: int = 0
+    operator_frames: int = 0
+    takeovers: int = 0
     estimated_drops: dict[str, int] = field(default_factory=dict)  # per stream, from gaps in the stamps
     recorder_drops: dict[str, int] = field(default_factory=dict)  # per topic, counted by the recorder
     problems: list[str] = field(default_factory=list)  # warnings: recovered bag, clock, missing labels
@@ -388,7 +398,10 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     if labels is not None and labels.sim_episode >= 0:
         statuses = [s for s in statuses if int(s[1].episode) == labels.sim_episode]
     last_status = statuses[-1][1] if statuses else None
-    intervention = intervention_mask(streams.modes, frame_times)
+    changes = mode_changes(streams.modes)
+    intervention = intervention_mask([(c.stamp_ns, c.mode) for c in changes], frame_times)
+    sources = frame_sources(changes, frame_times)
+    takeovers = takeover_spans(changes, int(frame_times[-1]))
     success = None
     if labels is not None and labels.outcome != "unknown":
         success = labels.outcome == "success"
@@ -404,17 +417,24 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     report.duration_s = (count - 1) / fps
     report.has_actions = has_actions
     report.intervention_frames = int(intervention.sum())
+    report.operator_frames = int(np.sum(sources == SOURCE_OPERATOR))
+    report.takeovers = len(takeovers)
     report.recorder_drops = dict(labels.dropped_counts) if labels else {}
     report.problems = notes
     episode = Episode(
         task=task, instruction=instruction, states=states.astype(np.float32), images=images,
         actions=None if actions is None else actions.astype(np.float32),
         timestamps=(frame_times - t_start) / 1e9, subtasks=_subtask_spans(streams, statuses, frame_times),
-        intervention=intervention, success=success, seed=seed, source=f"rosbag:{reader.path.resolve()}",
+        intervention=intervention, frame_sources=sources, success=success, seed=seed, source=f"rosbag:{reader.path.resolve()}",
         extra={"bag": str(reader.path.resolve()), "start_ns": int(t_start),
                "operator": labels.operator_name if labels else "", "notes": labels.notes if labels else "",
                "start_reason": labels.start_reason if labels else "", "stop_reason": labels.stop_reason if labels else "",
-               "problems": list(notes), "estimated_drops": report.estimated_drops, "recorder_drops": report.recorder_drops})
+               "problems": list(notes), "estimated_drops": report.estimated_drops, "recorder_drops": report.recorder_drops,
+               "takeover_count": len(takeovers), "takeover_seconds": round(sum(t.duration_s for t in takeovers), 3),
+               "operator_share": round(report.operator_frames / count, 4),
+               "takeovers": [{"start_s": round((t.start_ns - int(t_start)) / 1e9, 3), "duration_s": round(t.duration_s, 3),
+                              "requester": t.requester, "reason": t.reason, "ended_by": t.ended_by, "end_reason": t.end_reason,
+                              "handed_back": t.handed_back} for t in takeovers]})
     return episode, report
 
 
@@ -518,5 +538,8 @@ def summarize(reports: Sequence[EpisodeReport]) -> dict[str, Any]:
         "estimated_drops": sum(sum(r.estimated_drops.values()) for r in done),
         "recorder_drops": sum(sum(r.recorder_drops.values()) for r in done),
         "intervention_share": round(sum(r.intervention_frames for r in done) / frames, 4) if frames else 0.0,
+        "operator_share": round(sum(r.operator_frames for r in done) / frames, 4) if frames else 0.0,
+        "takeovers": sum(r.takeovers for r in done),
+        "episodes_with_takeovers": sum(1 for r in done if r.takeovers),
         "episodes_with_problems": sum(1 for r in done if r.problems),
     }
