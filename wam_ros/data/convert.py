@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from wam_ros.data.bags import (BagError, BagReader, EpisodeLabels, frame_sources, intervention_mask, mode_changes, read_labels,
-                               repair_bag, takeover_spans, unclosed_reason)
+from wam_ros.data.bags import (BagError, BagReader, EpisodeLabels, ModeChange, frame_sources, intervention_mask, mode_changes,
+                               read_labels, repair_bag, takeover_spans, unclosed_reason)
 from wam_ros.data.episodes import SOURCE_OPERATOR, DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
 from wam_ros.robot import RobotConfig
 
@@ -401,7 +401,7 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     changes = mode_changes(streams.modes)
     intervention = intervention_mask([(c.stamp_ns, c.mode) for c in changes], frame_times)
     sources = frame_sources(changes, frame_times)
-    takeovers = takeover_spans(changes, int(frame_times[-1]))
+    takeovers = takeover_spans(changes, int(max(ends)))  # to the end of the recording: a hand-back after the last frame counts
     success = None
     if labels is not None and labels.outcome != "unknown":
         success = labels.outcome == "success"
@@ -436,6 +436,56 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
                               "requester": t.requester, "reason": t.reason, "ended_by": t.ended_by, "end_reason": t.end_reason,
                               "handed_back": t.handed_back} for t in takeovers]})
     return episode, report
+
+
+# --------------------------------------------------------------------------------------------
+# Handovers
+
+
+@dataclass(frozen=True)
+class HandoverStep:
+    """The bridge's output around one mode switch: the largest joint step between consecutive commands."""
+
+    stamp_ns: int
+    from_mode: int
+    to_mode: int
+    step_rad: float  # max over joints and over the output pairs within the window around the switch
+
+
+def handover_steps(times_ns: np.ndarray, targets: np.ndarray, changes: Sequence[ModeChange], window_ns: int) -> list[HandoverStep]:
+    """For every switch between modes (after the first), the largest commanded joint step among the
+    bridge's outputs (``times_ns`` (N,), ``targets`` (N, dof), one per output cycle) within
+    ``window_ns`` of the switch: what "jump-free" is measured by (compare with the bridge's max step)."""
+    steps: list[HandoverStep] = []
+    times_ns = np.asarray(times_ns, dtype=np.int64)
+    for previous, change in zip(changes, changes[1:]):
+        inside = np.flatnonzero(np.abs(times_ns - change.stamp_ns) <= window_ns)
+        if len(inside) < 2:
+            continue
+        step = float(np.max(np.abs(np.diff(targets[inside[0] : inside[-1] + 1], axis=0))))
+        steps.append(HandoverStep(change.stamp_ns, previous.mode, change.mode, step))
+    return steps
+
+
+def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 0.05) -> tuple[list[HandoverStep], np.ndarray]:
+    """:func:`handover_steps` of a recorded episode (the bridge's JointTrajectory outputs and its
+    SafetyStatus), and every step between consecutive outputs for comparison."""
+    topic = robot.backend.joint_trajectory_topic
+    times, targets, statuses = [], [], []
+    for message in reader.messages([t for t in (topic, SAFETY_STATUS_TOPIC) if t in reader.topics]):
+        msg = reader.deserialize(message)
+        if message.topic == topic and msg.points:
+            index = [list(msg.joint_names).index(j) for j in robot.arm.joint_names]
+            times.append(message.timestamp_ns)
+            targets.append(np.asarray(msg.points[0].positions, float)[index])
+        elif message.topic == SAFETY_STATUS_TOPIC:
+            statuses.append((message.timestamp_ns, _time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
+    if not targets:
+        return [], np.zeros(0)
+    order = np.argsort(times, kind="stable")
+    times_ns, values = np.asarray(times, np.int64)[order], np.asarray(targets)[order]
+    all_steps = np.max(np.abs(np.diff(values, axis=0)), axis=1) if len(values) > 1 else np.zeros(0)
+    return handover_steps(times_ns, values, mode_changes(statuses), int(window_s * 1e9)), all_steps
 
 
 # --------------------------------------------------------------------------------------------
