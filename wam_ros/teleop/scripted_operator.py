@@ -105,9 +105,14 @@ class OperatorView:
 
 
 class UrdfArmIK:
-    """:class:`wam_ros.sim.expert.ArmIK` on the robot's URDF (what the operator knows of the arm)."""
+    """:class:`wam_ros.sim.expert.ArmIK` on the robot's URDF (what the operator knows of the arm).
 
-    def __init__(self, robot: RobotConfig, margin_rad: float = 0.05) -> None:
+    A pose is reached when the TCP is within ``tolerance_m`` and ``tolerance_rad``: a person
+    guiding a leader arm is not more exact than that, and the null-space pull towards the home
+    posture can hold the orientation a few milliradians off."""
+
+    def __init__(self, robot: RobotConfig, margin_rad: float = 0.05, tolerance_m: float = 0.002, tolerance_rad: float = 0.05) -> None:
+        self.tolerance_m, self.tolerance_rad = tolerance_m, tolerance_rad
         self.chain = ChainKinematics.from_urdf(robot.urdf_path, robot.base_frame, robot.tcp_frame, robot.arm.joint_names)
         self.lower = np.asarray(robot.arm.position_lower_rad) + margin_rad
         self.upper = np.asarray(robot.arm.position_upper_rad) - margin_rad
@@ -117,9 +122,10 @@ class UrdfArmIK:
 
     def inverse(self, position: np.ndarray, rotation: np.ndarray, q_init: np.ndarray, q_rest: np.ndarray) -> np.ndarray:
         q, position_error_m, rotation_error_rad = inverse_kinematics(self.chain, position, rotation, q_init, q_rest, self.lower,
-                                                                     self.upper, max_iterations=100)
-        if position_error_m > 1e-3 or rotation_error_rad > 1e-2:
-            raise ValueError(f"no IK solution for {np.round(position, 3).tolist()} ({position_error_m * 1000:.1f} mm off)")
+                                                                     self.upper, max_iterations=200)
+        if position_error_m > self.tolerance_m or rotation_error_rad > self.tolerance_rad:
+            raise ValueError(f"no IK solution for {np.round(position, 3).tolist()} "
+                             f"({position_error_m * 1000:.1f} mm, {rotation_error_rad * 1000:.0f} mrad off)")
         return q
 
 
