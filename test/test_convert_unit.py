@@ -50,7 +50,8 @@ class Messages:
 
     def __init__(self) -> None:
         self.definitions = MessageDefinitions([Path(sys.prefix) / "share"])
-        for msgtype in ("wam_ros_interfaces/msg/SafetyStatus", "wam_ros_interfaces/msg/Subtask", "wam_ros_interfaces/msg/GripperCommand", "wam_ros_interfaces/msg/TaskStatus"):
+        for msgtype in ("wam_ros_interfaces/msg/SafetyStatus", "wam_ros_interfaces/msg/Subtask", "wam_ros_interfaces/msg/GripperCommand", "wam_ros_interfaces/msg/TaskStatus",
+                        "wam_ros_interfaces/msg/ActionChunk"):
             self.definitions.lookup(msgtype)
         self.ts = self.definitions.typestore
         self.T = self.ts.types
@@ -82,14 +83,23 @@ class Messages:
     def gripper(self, t_ns: int, width_m: float) -> bytes:
         return self.serialize(self.T["wam_ros_interfaces/msg/GripperCommand"](header=self.header(t_ns), width_m=width_m, force_n=20.0), "wam_ros_interfaces/msg/GripperCommand")
 
-    def safety(self, mode: int, stamp_ns: int = 0, requester: str = "test", reason: str = "") -> bytes:
+    def safety(self, mode: int, stamp_ns: int = 0, requester: str = "test", reason: str = "", violations: tuple[str, ...] = (),
+               stop_reason: str = "") -> bytes:
         T = self.T
         msg = T["wam_ros_interfaces/msg/SafetyStatus"](
             header=self.header(0), mode=mode, mode_name="", mode_requester=requester, mode_reason=reason,
-            mode_stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), backend="sim", active_limits=[], violations=[], violation_count=0,
-            action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
-            last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
+            mode_stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), backend="sim", active_limits=[],
+            violations=list(violations), violation_count=len(violations), action_chunk_age_s=-1.0, joint_state_age_s=-1.0,
+            teleop_command_age_s=-1.0, watchdogs_ok=not stop_reason, last_stop_reason=stop_reason,
+            last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9 if stop_reason else 0, nanosec=stamp_ns % 10**9 if stop_reason else 0),
+            command_source="")
         return self.serialize(msg, "wam_ros_interfaces/msg/SafetyStatus")
+
+    def chunk(self, t_ns: int, targets: np.ndarray) -> bytes:
+        msg = self.T["wam_ros_interfaces/msg/ActionChunk"](
+            header=self.header(t_ns), joint_names=ARM, control_period_s=0.1, horizon=len(targets), joint_positions=np.asarray(targets, float).ravel(),
+            gripper_widths=np.full(len(targets), 0.04), chunk_id=0, model_id="test", subtask_id="0", inference_latency_s=0.01)
+        return self.serialize(msg, "wam_ros_interfaces/msg/ActionChunk")
 
     def subtask(self, subtask_id: str, instruction: str, status: int = 1) -> bytes:
         msg = self.T["wam_ros_interfaces/msg/Subtask"](header=self.header(0), id=subtask_id, index=0, skill="pick", arguments=[],
@@ -111,10 +121,12 @@ def commanded(t_ns: int) -> list[float]:
     return [0.5 + (t_ns - T0) / 1e9] * 7
 
 
-def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True, statuses: list[tuple[int, bytes]] | None = None) -> Path:
+def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True, statuses: list[tuple[int, bytes]] | None = None,
+              chunks: list[tuple[int, bytes]] = ()) -> Path:
     """3 s of a synthetic episode; see each stream's comment for its rate and content."""
     writer = BagWriter(path)
-    topics = {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
+    topics = {"/wam/action_chunk": "wam_ros_interfaces/msg/ActionChunk"} if chunks else {}
+    topics |= {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
               "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros_interfaces/msg/SafetyStatus",
               "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
               ROBOT.backend.gripper_command_topic: "wam_ros_interfaces/msg/GripperCommand"}
@@ -139,7 +151,7 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
         out.append((T0 + 1000 * MS, ROBOT.backend.gripper_command_topic, m.gripper(T0 + 1000 * MS, 0.01)))
     if statuses is None:
         statuses = [(T0, m.safety(MODE_AUTONOMY)), (T0 + 1000 * MS, m.safety(MODE_TELEOP)), (T0 + 1500 * MS, m.safety(MODE_AUTONOMY))]
-    out += [(t, "/wam/safety/status", data) for t, data in statuses]
+    out += [(t, "/wam/safety/status", data) for t, data in statuses] + [(t, "/wam/action_chunk", data) for t, data in chunks]
     out += [(T0, "/wam/task/subtask", m.subtask("0", "reach the cube")), (T0 + 2000 * MS, "/wam/task/subtask", m.subtask("1", "grasp it"))]
     flushed_ns = T0
     for t, topic, data in sorted(out, key=lambda item: item[0]):
