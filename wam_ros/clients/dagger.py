@@ -70,8 +70,12 @@ class DaggerClient(DemoClient):
 
     def run_recorded_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> CollectedEpisode:
         SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
-        if self.safety.mode not in (SafetyStatus.MODE_IDLE, SafetyStatus.MODE_HOLD):
+        # IDLE before the reset: a bridge in HOLD would keep commanding where the last episode ended and
+        # pull the arm away from the home pose the reset puts it in (IDLE is reached from HOLD only).
+        if self.safety.mode in (SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_TELEOP):
             self.request_mode(SafetyStatus.MODE_HOLD, "dagger: next episode")
+        if self.safety.mode != SafetyStatus.MODE_IDLE and not self.request_mode(SafetyStatus.MODE_IDLE, "dagger: next episode"):
+            raise RuntimeError(f"the bridge refused IDLE before the reset ({self.safety.mode_reason})")
         episode = self.status.episode
         reset = self.call(self.reset_client, self.msgs["ResetSim"].Request(task=task, seed=seed), 30.0)
         if not reset.success:
