@@ -57,8 +57,9 @@ def test_failure_rules_on_constructed_scenes():
     assert reason.startswith("gripper closed on nothing"), reason
 
     monitor.restart(20.0)
-    s = scene(21.0, width_m=0.045, green=(0.5, 0.2, 0.15))
+    s = scene(21.0, width_m=0.045, green=(0.5, 0.2, 0.12))  # its last reported pose 3 cm below the TCP: still in the hand
     assert monitor.check(s, view(s, [0.5, 0.2, 0.15]), "red_cube") == "holding green_cube instead of red_cube"
+    assert not view(scene(21.0, width_m=0.002, green=(0.5, 0.2, 0.15)), [0.5, 0.2, 0.15]).held("green_cube")  # closed on nothing
 
     monitor.restart(30.0)
     s = scene(31.0)

@@ -39,6 +39,7 @@ from wam_ros.sim.tasks import BIN_SLOT_PHRASES, COLOURS, EpisodeSpec, cube_name
 from wam_ros.teleop.mapping import MODE_AUTONOMY, MODE_TELEOP
 
 BIN = "bin"
+EMPTY_GRIPPER_M = 0.01  # fingers closer than this hold nothing
 
 
 @dataclass
@@ -51,7 +52,7 @@ class OperatorConfig:
     empty_grasp_s: float = 0.5  # ... for this long -> take over
     task_region_margin_m: float = 0.15  # TCP this far outside the objects' bounding box (x, y) -> take over
     max_tcp_height_m: float = 0.55  # TCP above this -> take over (home is at 0.49 m)
-    held_distance_m: float = 0.04  # a cube's centre this close to the TCP, fingers closed on it: in the hand
+    held_distance_m: float = 0.04  # a cube's centre this close under the TCP (x, y), fingers closed on it: in the hand
     handback_grace_s: float = 1.0  # after AUTONOMY (re)starts, the policy gets this long before any rule fires
     max_takeovers: int = 3  # per episode; the last one finishes the subtask
     speed_m_s: float = 0.2  # TCP speed of the recovery moves (the bridge caps it at the robot's ee_speed_max_m_s)
@@ -99,9 +100,13 @@ class OperatorView:
         return position.copy(), quat.copy()
 
     def held(self, cube: str) -> bool:
+        """The fingers closed on something (the joints are fresh) with the cube between them: under the
+        TCP within ``held_distance_m``, and within 8 cm of its height, because the poses arrive at
+        5 Hz and a cube being lifted at 0.15 m/s is centimetres higher than its last reported pose."""
         position = self.scene.objects[cube][0]
-        closed_on_it = self.scene.gripper_width_m < self.cube_size_m + 0.01
-        return bool(closed_on_it and np.linalg.norm(position - self.tcp_m) < self.held_distance_m)
+        closed_on_something = EMPTY_GRIPPER_M < self.scene.gripper_width_m < self.cube_size_m + 0.01
+        under = np.linalg.norm(position[:2] - self.tcp_m[:2]) < self.held_distance_m and abs(position[2] - self.tcp_m[2]) < 0.08
+        return bool(closed_on_something and under)
 
 
 class UrdfArmIK:
@@ -121,12 +126,13 @@ class UrdfArmIK:
         return self.chain.forward(q)
 
     def inverse(self, position: np.ndarray, rotation: np.ndarray, q_init: np.ndarray, q_rest: np.ndarray) -> np.ndarray:
-        q, position_error_m, rotation_error_rad = inverse_kinematics(self.chain, position, rotation, q_init, q_rest, self.lower,
-                                                                     self.upper, max_iterations=200)
-        if position_error_m > self.tolerance_m or rotation_error_rad > self.tolerance_rad:
-            raise ValueError(f"no IK solution for {np.round(position, 3).tolist()} "
-                             f"({position_error_m * 1000:.1f} mm, {rotation_error_rad * 1000:.0f} mrad off)")
-        return q
+        for posture_gain in (0.1, 0.0):  # without the pull to the home posture when it holds the pose off (a policy's odd posture)
+            q, position_error_m, rotation_error_rad = inverse_kinematics(self.chain, position, rotation, q_init, q_rest, self.lower,
+                                                                         self.upper, max_iterations=200, posture_gain=posture_gain)
+            if position_error_m <= self.tolerance_m and rotation_error_rad <= self.tolerance_rad:
+                return q
+        raise ValueError(f"no IK solution for {np.round(position, 3).tolist()} "
+                         f"({position_error_m * 1000:.1f} mm, {rotation_error_rad * 1000:.0f} mrad off)")
 
 
 class FailureMonitor:
