@@ -22,7 +22,7 @@ from ros_harness import wait_until
 from wam_ros.cli import main as wam_ros
 from wam_ros.data import EpisodeDataset
 from wam_ros.data.bags import ModeChange, read_labels
-from wam_ros.data.convert import handover_steps
+from wam_ros.data.convert import handover_steps, time_ns
 from wam_ros.data.episodes import SOURCE_HOLD, SOURCE_OPERATOR, SOURCE_POLICY
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
@@ -34,10 +34,6 @@ pytestmark = pytest.mark.ros
 ROBOT = load_robot_config("panda_sim")
 ARM = list(ROBOT.arm.joint_names)
 OPERATOR = "scripted_operator"
-
-
-def _time_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class StalledPolicy:
@@ -132,7 +128,7 @@ def test_scripted_operator_takes_over_hands_back_and_the_bag_says_where(processe
     assert takeover_count >= 2, seen  # a stalled policy needs the pick and the place done for it
     changes = []
     for status in statuses:
-        change = ModeChange(_time_ns(status.mode_stamp), int(status.mode), status.mode_requester, status.mode_reason)
+        change = ModeChange(time_ns(status.mode_stamp), int(status.mode), status.mode_requester, status.mode_reason)
         if not changes or (changes[-1].stamp_ns, changes[-1].mode) != (change.stamp_ns, change.mode):
             changes.append(change)
     reasons = [c.reason for c in changes if c.requester == OPERATOR]

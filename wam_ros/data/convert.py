@@ -123,12 +123,13 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: str = "crop")
 # Reading a bag into time series
 
 
-def _time_ns(stamp: Any) -> int:
+def time_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _stamp_ns(header: Any) -> int:
-    return _time_ns(header.stamp)
+    return time_ns(header.stamp)
 
 
 @dataclass
@@ -217,7 +218,7 @@ def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, t
         elif topic == robot.backend.gripper_command_topic:
             streams.gripper_commands.add(_stamp_ns(msg.header), received, float(msg.width_m))
         elif topic == SAFETY_STATUS_TOPIC:
-            streams.modes.append((received, _time_ns(msg.mode_stamp), int(msg.mode),
+            streams.modes.append((received, time_ns(msg.mode_stamp), int(msg.mode),
                                   str(msg.mode_requester), str(msg.mode_reason)))
         elif topic == SUBTASK_TOPIC:
             streams.subtasks.append((received, msg.id, msg.instruction, int(msg.status)))
@@ -479,7 +480,7 @@ def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 
             times.append(message.timestamp_ns)
             targets.append(np.asarray(msg.points[0].positions, float)[index])
         elif message.topic == SAFETY_STATUS_TOPIC:
-            statuses.append((message.timestamp_ns, _time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
+            statuses.append((message.timestamp_ns, time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
     if not targets:
         return [], np.zeros(0)
     order = np.argsort(times, kind="stable")

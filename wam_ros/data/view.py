@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wam_ros.data.bags import MODE_NAMES, BagReader, mode_changes, read_labels
-from wam_ros.data.convert import SAFETY_STATUS_TOPIC, _time_ns, bag_to_episode, default_image_sizes
+from wam_ros.data.convert import SAFETY_STATUS_TOPIC, time_ns, bag_to_episode, default_image_sizes
 from wam_ros.data.episodes import SOURCES, Episode, EpisodeDataset
 from wam_ros.robot import RobotConfig
 
@@ -62,12 +62,12 @@ def read_bag(path: Path, robot: RobotConfig) -> tuple[Episode, BagEvents]:
             if message.topic == ACTION_CHUNK_TOPIC:
                 targets = np.asarray(msg.joint_positions, float).reshape(int(msg.horizon), len(msg.joint_names))
                 order = [list(msg.joint_names).index(j) for j in robot.arm.joint_names]
-                events.chunks.append((_time_ns(msg.header.stamp), targets[:, order]))
+                events.chunks.append((time_ns(msg.header.stamp), targets[:, order]))
             else:
-                events.statuses.append((message.timestamp_ns, _time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
+                events.statuses.append((message.timestamp_ns, time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
                 events.safety += [(message.timestamp_ns, f"violation: {v}") for v in msg.violations]
                 if msg.last_stop_reason and msg.last_stop_reason != last_stop:
-                    events.safety.append((_time_ns(msg.last_stop_stamp) or message.timestamp_ns, f"stop: {msg.last_stop_reason}"))
+                    events.safety.append((time_ns(msg.last_stop_stamp) or message.timestamp_ns, f"stop: {msg.last_stop_reason}"))
                     last_stop = msg.last_stop_reason
     return episode, events
 
