@@ -13,7 +13,7 @@ def test_a_bad_condition_is_refused_before_anything_starts(tmp_path, capsys):
 
 
 def test_round_table_row():
-    report = RoundReport(2, "runs/round1/checkpoint", 10, 9, 4, 6, 8, 0.25, 0.0042, 0.0061, validation_condition=0.7,
+    report = RoundReport(2, "runs/round1/checkpoint", 10, 9, 4, 6, 8, 0.25, 0.0042, 0.0087, validation_condition=0.7,
                          validation_nominal=1.0, cpu_minutes={"collect": 20.5, "train": 9.0, "validate": 3.2})
     row = table_row(report)
     assert report.takeovers_per_episode == 0.8

@@ -197,7 +197,7 @@ class RoundReport:
     takeovers: int
     operator_share: float  # of the recorded frames
     handover_step_max_rad: float
-    motion_step_p99_rad: float
+    motion_step_max_rad: float  # the largest step per output cycle anywhere in the round's episodes
     finetuned: str = ""
     validation_condition: float | None = None
     validation_nominal: float | None = None
@@ -220,7 +220,7 @@ def table_row(r: RoundReport) -> str:
     cpu = r.cpu_minutes
     return (f"{r.round:5d}  {Path(r.checkpoint_used).name[:20]:20s}  {r.episodes:8d}  {r.collected_success:16d}  {r.autonomous_success:20d}  "
             f"{r.takeover_episodes:12d}  {r.takeovers_per_episode:12.2f}  {r.operator_share:14.1%}  "
-            f"{r.handover_step_max_rad:9.4f} (p99 {r.motion_step_p99_rad:.4f})  {rate(r.validation_condition):>8s}  "
+            f"{r.handover_step_max_rad:9.4f} (max {r.motion_step_max_rad:.4f})  {rate(r.validation_condition):>8s}  "
             f"{rate(r.validation_nominal):>11s}  {cpu.get('collect', 0):.1f}/{cpu.get('train', 0):.1f}/{cpu.get('validate', 0):.1f}")
 
 
@@ -235,7 +235,7 @@ def success_rate(checkpoint: Path, task: str, seeds: list[int], sim_overrides: d
 
 
 def _bag_stats(bags: list[str], robot: Any) -> tuple[float, np.ndarray]:
-    """The largest commanded joint step at a TELEOP <-> AUTONOMY switch, and every step, over the bags.
+    """The largest commanded joint step per output cycle at a TELEOP <-> AUTONOMY switch, and every step, over the bags.
 
     Other switches do not count: after a sim reset the arm stands at home while the bridge, in
     HOLD, still commands where it was, and entering AUTONOMY starts from the measured state."""
@@ -297,7 +297,7 @@ def run_dagger(options: DaggerOptions, say: Callable[[str], None] = print) -> li
             sum(1 for r in records if r["success"] and r["extra"].get("takeover_count", 0) == 0), len(with_takeovers),
             sum(r["extra"].get("takeover_count", 0) for r in records),
             sum(r["extra"].get("operator_share", 0.0) * r["length"] for r in records) / frames if frames else 0.0,
-            handover_max, float(np.percentile(motion, 99)) if len(motion) else 0.0, failure=failure or "; ".join(c.error for c in converted if c.error))
+            handover_max, float(motion.max()) if len(motion) else 0.0, failure=failure or "; ".join(c.error for c in converted if c.error))
         report.cpu_minutes["collect"] = cpu_collect
         takeover_episodes += len(with_takeovers)
         if failure or not records:

@@ -445,7 +445,7 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
 
 @dataclass(frozen=True)
 class HandoverStep:
-    """The bridge's output around one mode switch: the largest joint step between consecutive commands."""
+    """The bridge's output around one mode switch: the largest joint step per output cycle."""
 
     stamp_ns: int
     from_mode: int
@@ -453,24 +453,36 @@ class HandoverStep:
     step_rad: float  # max over joints and over the output pairs within the window around the switch
 
 
+def cycle_steps(times_ns: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Largest joint change between consecutive outputs, per output cycle: a pair whose times lie k
+    median periods apart (outputs lost by a starved recorder, or cycles a starved bridge skipped)
+    counts as k cycles."""
+    if len(times_ns) < 2:
+        return np.zeros(0)
+    gaps = np.diff(np.asarray(times_ns, dtype=np.int64)).astype(float)
+    cycles = np.maximum(np.round(gaps / max(float(np.median(gaps)), 1.0)), 1.0)
+    return np.max(np.abs(np.diff(targets, axis=0)), axis=1) / cycles
+
+
 def handover_steps(times_ns: np.ndarray, targets: np.ndarray, changes: Sequence[ModeChange], window_ns: int) -> list[HandoverStep]:
-    """For every switch between modes (after the first), the largest commanded joint step among the
-    bridge's outputs (``times_ns`` (N,), ``targets`` (N, dof), one per output cycle) within
-    ``window_ns`` of the switch: what "jump-free" is measured by (compare with the bridge's max step)."""
-    steps: list[HandoverStep] = []
+    """For every switch between modes (after the first), the largest commanded joint step per output
+    cycle (:func:`cycle_steps`) among the bridge's outputs (``times_ns`` (N,), ``targets`` (N, dof))
+    within ``window_ns`` of the switch: what "jump-free" is measured by (compare with the bridge's
+    step limit and its steps while moving)."""
     times_ns = np.asarray(times_ns, dtype=np.int64)
+    steps_per_cycle = cycle_steps(times_ns, targets)
+    result: list[HandoverStep] = []
     for previous, change in zip(changes, changes[1:]):
         inside = np.flatnonzero(np.abs(times_ns - change.stamp_ns) <= window_ns)
         if len(inside) < 2:
             continue
-        step = float(np.max(np.abs(np.diff(targets[inside[0] : inside[-1] + 1], axis=0))))
-        steps.append(HandoverStep(change.stamp_ns, previous.mode, change.mode, step))
-    return steps
+        result.append(HandoverStep(change.stamp_ns, previous.mode, change.mode, float(np.max(steps_per_cycle[inside[0] : inside[-1]]))))
+    return result
 
 
 def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 0.05) -> tuple[list[HandoverStep], np.ndarray]:
     """:func:`handover_steps` of a recorded episode (the bridge's JointTrajectory outputs and its
-    SafetyStatus), and every step between consecutive outputs for comparison."""
+    SafetyStatus), and every step per output cycle (:func:`cycle_steps`) for comparison."""
     topic = robot.backend.joint_trajectory_topic
     times, targets, statuses = [], [], []
     for message in reader.messages([t for t in (topic, SAFETY_STATUS_TOPIC) if t in reader.topics]):
@@ -485,8 +497,7 @@ def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 
         return [], np.zeros(0)
     order = np.argsort(times, kind="stable")
     times_ns, values = np.asarray(times, np.int64)[order], np.asarray(targets)[order]
-    all_steps = np.max(np.abs(np.diff(values, axis=0)), axis=1) if len(values) > 1 else np.zeros(0)
-    return handover_steps(times_ns, values, mode_changes(statuses), int(window_s * 1e9)), all_steps
+    return handover_steps(times_ns, values, mode_changes(statuses), int(window_s * 1e9)), cycle_steps(times_ns, values)
 
 
 # --------------------------------------------------------------------------------------------
