@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --whole-instruction: the task's own wording or one of five held-out ones (bin_three only; default template)")
     parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
                         help="closed loop: change the scene (a SimConfig field and a YAML value, repeatable), e.g. "
-                             "--sim 'cube_region_min_xy_m=[0.36, 0.26]' --sim 'cube_region_max_xy_m=[0.62, 0.38]'")
+                             "--sim 'cube_region_min_xy_m=[0.40, 0.30]' --sim 'cube_region_max_xy_m=[0.62, 0.44]' (cubes beyond the demos' region)")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
