@@ -177,8 +177,10 @@ def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):
     assert episode.length == count == report.frames and report.has_actions
     np.testing.assert_allclose(episode.timestamps, np.arange(count) * 0.1, atol=1e-9)
     np.testing.assert_allclose(episode.states, np.array([arm_state(t)[:7] + [sum(arm_state(t)[7:])] for t in times]), atol=1e-5)
-    expected_gripper = np.where(times >= T0 + 1000 * MS, 0.01, [sum(arm_state(t)[7:]) for t in times])
-    np.testing.assert_allclose(episode.actions, np.column_stack([[commanded(t) for t in times], expected_gripper]), atol=1e-5)
+    # Row t: what was commanded for the next frame, t + 100 ms (the sim demos' convention), held after the last command.
+    targets = np.minimum(times + 100 * MS, T0 + 50 * MS + 58 * 50 * MS)
+    expected_gripper = np.where(targets >= T0 + 1000 * MS, 0.01, [sum(arm_state(t)[7:]) for t in times])
+    np.testing.assert_allclose(episode.actions, np.column_stack([[commanded(t) for t in targets], expected_gripper]), atol=1e-5)
     assert episode.images["front"].shape == (count, 96, 96, 3) and episode.images["wrist"].shape == (count, 96, 96, 3)
     front_index = np.floor((times - T0 - 10 * MS) * 30 / 1e9 + 1e-6).astype(int)  # newest frame at or before t
     np.testing.assert_array_equal(episode.images["front"][:, 0, 0, 0], front_index)

@@ -11,7 +11,9 @@ For each bag (:func:`bag_to_episode`):
   linearly interpolated between joint-state samples.
 - Images: per camera the newest frame at or before t (what the policy would have seen), centre
   cropped to the target aspect ratio and resized to the size the model wants.
-- Action at t: what the safety bridge commanded for time t: the backend's JointTrajectory
+- Action at t: what the safety bridge commanded for time t + 1/fps, the next frame (as in the sim
+  demos, where the arm reaches action t at the next frame; the command for t itself is about where
+  the arm already is, one frame behind the demos' convention): the backend's JointTrajectory
   points (a new trajectory replaces the rest of the previous one, as in ros2_control),
   linearly interpolated, and the last GripperCommand width (the measured width before the
   first one). A bag without arm commands gives a video-only episode (``actions`` None).
@@ -386,11 +388,12 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
 
     actions = None
     if has_actions:
-        actions = _interp_columns(frame_times, command_times, command_targets)
+        target_times = frame_times + int(round(period_ns))  # the command for the next frame (module docstring)
+        actions = _interp_columns(target_times, command_times, command_targets)
         if gripper_width is not None:
             gripper_action = np.asarray(gripper_width, dtype=np.float64).copy()
             if len(gripper_times):
-                index = np.searchsorted(gripper_times, frame_times, side="right") - 1
+                index = np.searchsorted(gripper_times, target_times, side="right") - 1
                 widths = np.array(streams.gripper_commands.values, dtype=np.float64)
                 gripper_action = np.where(index >= 0, widths[np.clip(index, 0, None)], gripper_action)
             actions = np.concatenate([actions, gripper_action[:, None]], axis=1)
