@@ -69,7 +69,7 @@ def main() -> int:
                         "--action-noise-rad", "0.02", "--out", str(original)], check=True)
     options = DaggerOptions(init=CHECKPOINT, original=[original], out=args.out / "rounds", scene_overrides=DEFAULT_CONDITION,
                             rounds=args.rounds or (1 if quick else 2), episodes_per_round=args.episodes or (2 if quick else 10),
-                            validation_episodes=2 if quick else 10, steps=args.steps or (20 if quick else 600), goal_steps=5 if quick else 300)
+                            validation_episodes=2 if quick else 10, steps=args.steps or (20 if quick else 600))
     reports = run_dagger(options, lambda line: print(line, flush=True))
     if not reports or not reports[-1].finetuned:
         print(f"the loop stopped: {reports[-1].failure if reports else 'no round ran'}", file=sys.stderr)

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-episodes", type=int, default=10, help="per round, on the condition and nominally; 0: none")
     parser.add_argument("--episode-timeout", type=float, default=30.0, metavar="S", help="sim seconds per episode")
     parser.add_argument("--steps", type=int, default=600, help="transformer steps per finetune")
-    parser.add_argument("--goal-steps", type=int, default=300, help="goal-localiser steps per finetune (0: keep the checkpoint's)")
+    parser.add_argument("--goal-steps", type=int, default=0,
+                        help="goal-localiser steps per finetune (default 0: keep the checkpoint's; trained on ~20 takeover "
+                             "episodes it lost nominal accuracy, docs/experiments/2026-12-07-intervention-loop.md)")
     parser.add_argument("--operator-weight", type=float, default=4.0, help="weight of intervention frames in policy samples")
     parser.add_argument("--policy-weight", type=float, default=0.0, help="weight of the policy's own frames (HG-DAgger: 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and validation")

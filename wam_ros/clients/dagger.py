@@ -179,7 +179,7 @@ class DaggerOptions:
     episode_timeout_s: float = 30.0  # sim seconds
     startup_timeout_s: float = 300.0
     steps: int = 600  # transformer steps per finetune
-    goal_steps: int = 300  # the localiser trains on too (0: kept as it is)
+    goal_steps: int = 0  # > 0: the localiser trains on too (kept as it is by default: see wam-ros dagger --goal-steps)
     operator_weight: float = 4.0
     policy_weight: float = 0.0
     threads: int = 1
