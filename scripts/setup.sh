@@ -61,6 +61,7 @@ make_venv() {
 python_packages() {
   "$PY" -m pip install -r requirements.txt -c constraints.txt
   "$PY" -m pip install --no-deps -r requirements-nodeps.txt
+  "$PY" -m pip install -r requirements-view.txt -c constraints.txt   # optional extra (wam-ros view); the tests use it
 }
 
 purelib() {
@@ -135,11 +136,11 @@ importable() (  # importable <module>: true when the venv imports it (outside th
 
 step system-deps system_packages
 step venv make_venv
-if fresh requirements requirements.txt requirements-nodeps.txt constraints.txt; then
+if fresh requirements requirements.txt requirements-nodeps.txt requirements-view.txt constraints.txt; then
   echo "[setup] dependencies  ... up to date"
 else
   step dependencies python_packages
-  stamp requirements requirements.txt requirements-nodeps.txt constraints.txt
+  stamp requirements requirements.txt requirements-nodeps.txt requirements-view.txt constraints.txt
 fi
 INTERFACE_FILES=(wam_ros_interfaces/CMakeLists.txt wam_ros_interfaces/cmake/*.cmake wam_ros_interfaces/package.xml wam_ros_interfaces/msg/*.msg wam_ros_interfaces/srv/*.srv wam_ros_interfaces/action/*.action)
 if fresh interfaces "${INTERFACE_FILES[@]}" && importable "wam_ros_interfaces.msg, wam_ros_interfaces.srv, wam_ros_interfaces.action"; then

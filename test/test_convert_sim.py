@@ -119,9 +119,9 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
     # Frames before the first gripper command in the bag take the measured width (the fingers
     # already hold 0.03 m to within 1e-7 m), so compare to the micrometre, not bit for bit.
     np.testing.assert_allclose(episode.actions[:, 7], 0.03, rtol=0, atol=1e-6)
-    # The arm tracks its targets: states and actions are on one time base (a 100 ms offset
-    # would show as 0.05 rad at the swing's speed).
-    tracking = np.abs(episode.states[:, :7] - episode.actions[:, :7]).max(axis=1)
+    # Row t is the target for the next frame, where the arm then is: states and actions are on one
+    # time base (a 100 ms offset either way would show as 0.05 rad at the swing's speed).
+    tracking = np.abs(episode.states[1:, :7] - episode.actions[:-1, :7]).max(axis=1)
     assert np.median(tracking) < 0.02 and tracking.max() < 0.1
     assert (episode.task, episode.instruction, episode.seed, episode.success) == ("pick_place", started.instruction, 5, False)
     assert episode.subtasks and episode.subtasks[0].start == 0 and episode.subtasks[0].instruction == started.subtask_instructions[0]

@@ -34,7 +34,7 @@ DDS_PROFILE = Path("config") / "dds" / "fastdds_localhost.xml"
 #: The order in which ``wam-ros bringup`` stops nodes on Ctrl-C: command sources first, then the
 #: safety bridge (it brakes the arm to standstill and publishes HOLD), then everything that
 #: observes or simulates the arm (the recorder keeps recording the brake). Other kinds: last stage.
-STOP_STAGES = {"wam_inference": 0, "task_planner": 0, "teleop": 0, "safety_bridge": 1}
+STOP_STAGES = {"wam_inference": 0, "task_planner": 0, "teleop": 0, "scripted_operator": 0, "safety_bridge": 1}
 LAST_STOP_STAGE = 2
 #: Absolute names used by programs we do not write, remapped into a stack's namespace.
 GLOBAL_NAMES = ("/clock", "/tf", "/tf_static")

@@ -52,11 +52,10 @@ from wam_ros_interfaces.msg import SafetyStatus, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import SAFETY_STATUS_TOPIC, TASK_STATUS_TOPIC
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import LabelEpisode, StartEpisode, StopEpisode
 
-SAFETY_STATUS_TOPIC = "wam/safety/status"
-TASK_STATUS_TOPIC = "wam/sim/task_status"
 
 
 @dataclass

@@ -42,18 +42,13 @@ from wam_ros_interfaces.msg import ActionChunk, GripperCommand, ImpedanceGains, 
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import (ACTION_CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATES_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
+                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 
-ACTION_CHUNK_TOPIC = "wam/action_chunk"
-TELEOP_TWIST_TOPIC = "wam/teleop/command"
-TELEOP_JOINT_TOPIC = "wam/teleop/joint_command"
-TELEOP_GRIPPER_TOPIC = "wam/teleop/gripper"
-ESTOP_TOPIC = "wam/safety/estop"
-JOINT_STATES_TOPIC = "joint_states"
-STATUS_TOPIC = "wam/safety/status"
-SET_MODE_SERVICE = "wam/set_mode"
+STATUS_TOPIC = SAFETY_STATUS_TOPIC
 #: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
 SIM_CLOCK_STOPPED_S = 0.5
 

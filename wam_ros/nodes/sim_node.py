@@ -52,6 +52,7 @@ class Parameters:
 
     robot_config: str = param("", "path of the robot YAML (filled in by bringup)")
     task: str = param("pick_place", "task of the first episode: reach, push, pick_place, stack, bin_three")
+    scene_overrides: list[str] = param([], "SimConfig changes as KEY=VALUE (YAML value), e.g. 'cube_region_min_xy_m=[0.40, 0.30]': an evaluation condition")
     seed: int = param(0, "seed of the first episode")
     real_time_factor: float = param(1.0, "sim seconds per wall second; 0 runs as fast as possible")
     joint_state_rate_hz: float = param(500.0, "rate of /joint_states [Hz of sim time]")
@@ -99,12 +100,13 @@ class SimNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
+        from wam_ros.sim.config import SimConfig, parse_overrides
         from wam_ros.sim.env import TabletopEnv
         from wam_ros.sim.runner import SimRunner
 
         p = self.params
         self.robot = load_robot_config(p.robot_config or "panda_sim")
-        env = TabletopEnv(self.robot)
+        env = TabletopEnv(self.robot, SimConfig.from_robot(self.robot, parse_overrides(p.scene_overrides)))
         cameras = [c for c in self.robot.cameras if c.source == "sim"]
         rates = {c.name: p.camera_rate_hz for c in cameras} if p.camera_rate_hz > 0 else None
         self.runner = SimRunner(env, p.real_time_factor, p.joint_state_rate_hz, p.task_status_rate_hz, rates, p.camera_lockstep)

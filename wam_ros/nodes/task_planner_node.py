@@ -42,6 +42,7 @@ from wam_ros.planning.proposer import ProposalConfig
 from wam_ros.planning.value import ValueWeights
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import SUBTASK_TOPIC
 from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine, SetMode
@@ -50,7 +51,6 @@ IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or 
 GRANT_STAMP_TOLERANCE_S = 1.0  # the bridge's stamp of our AUTONOMY grant may precede our request time by this much [s]
 
 ACTION_NAME = "wam/execute_task"
-SUBTASK_TOPIC = "wam/task/subtask"
 PLAN_TOPIC = "wam/task/plan"
 MAX_INSTRUCTION_CHARS = 500
 

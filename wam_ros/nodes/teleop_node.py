@@ -23,11 +23,11 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
 from wam_ros_interfaces.msg import GripperCommand, SafetyStatus
-from wam_ros.nodes.safety_bridge_node import (ESTOP_TOPIC, SET_MODE_SERVICE, STATUS_TOPIC, TELEOP_GRIPPER_TOPIC,
-                                              TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import (ESTOP_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
+                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 from wam_ros.teleop.devices import KeyboardReader, SpaceMouseReader
@@ -95,7 +95,7 @@ class Teleop(Node):
         self.gripper_pub = self.create_publisher(GripperCommand, TELEOP_GRIPPER_TOPIC, qos.COMMANDS)
         self.estop_pub = self.create_publisher(Bool, ESTOP_TOPIC, qos.COMMANDS)
         self.mode_client = self.create_client(SetMode, SET_MODE_SERVICE)
-        self.create_subscription(SafetyStatus, STATUS_TOPIC, self._on_status, qos.LATCHED)
+        self.create_subscription(SafetyStatus, SAFETY_STATUS_TOPIC, self._on_status, qos.LATCHED)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
         self.keyboard: KeyboardReader | None = None
         self.spacemouse: SpaceMouseReader | None = None
