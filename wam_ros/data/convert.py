@@ -7,7 +7,8 @@ For each bag (:func:`bag_to_episode`):
   Frames are taken at ``fps`` from the first instant every camera, the joint states and (when
   there are any) the arm commands have started, to the last instant every camera and the joint
   states still cover.
-- State at frame time t: arm joint positions and the gripper width (sum of the finger joints),
+- State at frame time t: arm joint positions and the gripper width (from the finger joints through
+  the robot config's map: their sum for the Panda, the knuckle angle for a Robotiq),
   linearly interpolated between joint-state samples.
 - Images: per camera the newest frame at or before t (what the policy would have seen), centre
   cropped to the target aspect ratio and resized to the size the model wants.
@@ -397,8 +398,10 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     states = arm
     gripper_width = None
     if robot.gripper.joint_names:
-        gripper_width = sum(np.interp((frame_times - t_start).astype(float), (joint_times[j] - t_start).astype(float),
-                                      streams.joints[j].values) for j in robot.gripper.joint_names)
+        # The robot config's joint map: the sum of the Panda's finger joints, the Robotiq's knuckle angle.
+        gripper_width = robot.gripper.width_from_joint_positions(
+            np.interp((frame_times - t_start).astype(float), (joint_times[j] - t_start).astype(float), streams.joints[j].values)
+            for j in robot.gripper.joint_names)
         states = np.concatenate([arm, np.asarray(gripper_width)[:, None]], axis=1)
 
     images = {}
