@@ -42,6 +42,8 @@ class PlanScore:
 class PlanEvaluator:
     """Scores complete plans from one starting state; deterministic, so search results repeat."""
 
+    goal_directed = True
+
     def __init__(
         self,
         domain: Domain,
@@ -115,6 +117,66 @@ class PlanEvaluator:
                 break
             leading, last = leading + 1, achieved_at[fact]
         return leading / len(facts)
+
+    def __call__(self, steps: Sequence[Step]) -> float:
+        return self.score(steps).value
+
+
+class LikelihoodEvaluator:
+    """Plan values when the instruction's goal comes from the language model, not the rules.
+
+    ``value(plan) = (w_goal * P(plan) + w_imagine * imagined - w_wasted * wasted) / norm`` where
+    ``P(plan)`` is the language model's probability of the plan's lines and its ``done`` line
+    after the prompt (``plan_log_likelihood``): the search then looks for the most likely plan
+    among those the skill vocabulary allows (constrained decoding by search), still weighed by
+    the world model's imagination. Without a symbolic goal nothing is missing
+    (``remaining_goal`` is empty) and no bound is known, so the search runs until the tree is
+    explored or its budget is spent.
+    """
+
+    goal_directed = False
+
+    def __init__(
+        self,
+        domain: Domain,
+        initial_state: State,
+        plan_log_likelihood: Callable[[Sequence[Step]], float],
+        imagined_progress: Mapping[Step, float | None] | None = None,
+        weights: ValueWeights = ValueWeights(),
+    ) -> None:
+        self.domain = domain
+        self.goal = Goal()
+        self.initial_state = initial_state
+        self.plan_log_likelihood = plan_log_likelihood
+        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
+        self.weights = weights
+
+    def remaining_goal(self, state: State) -> tuple[Fact, ...]:
+        return ()
+
+    def score(self, steps: Sequence[Step]) -> PlanScore:
+        w = self.weights
+        state, wasted, first_useful = self.initial_state, 0, None
+        for step in steps:
+            outcome = self.domain.apply(state, step)
+            if not (outcome.applicable and outcome.useful):
+                wasted += 1
+            elif first_useful is None:
+                first_useful = step
+            state = outcome.state
+        probability = math.exp(min(0.0, self.plan_log_likelihood(tuple(steps))))
+        raw, norm = w.goal * probability - w.wasted_step_cost * wasted, w.goal
+        imagined = None
+        if self.imagined_progress is not None:
+            norm += w.imagination
+            known = self.imagined_progress.get(first_useful) if first_useful is not None else None
+            imagined = 0.5 if known is None else float(known)
+            raw += w.imagination * imagined
+        value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
+        return PlanScore(value, probability, wasted, imagined, state)
+
+    def upper_bound(self) -> float:
+        return 1.0
 
     def __call__(self, steps: Sequence[Step]) -> float:
         return self.score(steps).value
