@@ -31,7 +31,7 @@ from wam_ros.planning.proposals import ProposalStats
 from wam_ros.planning.language_model import LanguageModel
 from wam_ros.planning.mcts import ProposalSource, SearchConfig, SearchResult, TreeSearch
 from wam_ros.planning.proposer import LanguageModelProposals, ProposalConfig, RunningTask
-from wam_ros.planning.value import ImagineFn, LikelihoodEvaluator, PlanEvaluator, ValueWeights
+from wam_ros.planning.value import ImagineFn, ImaginePlanFn, LikelihoodEvaluator, PlanEvaluator, ValueWeights
 
 GOAL_SOURCES = ("rules", "auto", "language_model")
 LANGUAGE_MODEL_MODES = ("search", "vote")
@@ -96,11 +96,13 @@ class TaskPlanner:
         model: LanguageModel,
         config: PlannerConfig = PlannerConfig(),
         imagine: ImagineFn | None = None,
+        imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
         self.domain = domain
         self.model = model
         self.config = config
         self.imagine = imagine
+        self.imagine_plan = imagine_plan  # world-model rollouts of plan prefixes (imagination.py); values use them when set
 
     def proposals(self, instruction: str, scene: Scene, max_time_s: float | None = None, words: Mapping[str, Sequence[str]] | None = None,
                   running: RunningTask | None = None) -> ProposalSource:
@@ -144,7 +146,7 @@ class TaskPlanner:
             for step, progress in imagined.items():
                 if progress is not None and progress >= self.config.imagined_done_progress:
                     initial = self.domain.apply(initial, step).state
-        evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights)
+        evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights, self.imagine_plan)
         if not evaluator.remaining_goal(initial):
             return self._finish(instruction, (), 1.0, goal, True, "goal already reached", started, evaluator=evaluator, imagined_in=imagined_in)
         # The time budget covers the whole call: at most half of it for sampling proposals.
@@ -187,7 +189,7 @@ class TaskPlanner:
                 return self._finish(instruction, (), 0.0, Goal(), False, f"no valid proposal from the language model ({reason})", started, stats,
                                     goal_from="language model (vote)", route_reason=reason)
             goal = self._goal_of(goal_plan, initial)
-            evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights)
+            evaluator = PlanEvaluator(self.domain, goal, initial, imagined, self.config.weights, self.imagine_plan)
             if not evaluator.remaining_goal(initial):
                 return self._finish(instruction, (), 1.0, goal, True, "goal already reached", started, stats, evaluator=evaluator,
                                     imagined_in=imagined_in, goal_from="language model (vote)", route_reason=reason)
@@ -205,7 +207,7 @@ class TaskPlanner:
             return [s for s in grounded if s not in prefix and (o := self.domain.apply(state_now, s)).applicable and o.useful] + [None]
 
         evaluator = LikelihoodEvaluator(self.domain, initial, lambda steps: source.plan_log_likelihood(steps, alternatives), imagined,
-                                        self.config.weights)
+                                        self.config.weights, self.imagine_plan)
         config = replace(self.config.search, time_budget_s=remaining_s, stop_at_optimum=False)
         search = TreeSearch(self.domain, scene, evaluator, source, config).run(should_stop)
         goal = self._goal_of(search.steps, initial)

@@ -7,6 +7,9 @@
   order") only the leading goal facts that became true in the order named count;
 - ``imagined``: progress the world model predicts (``Imagine``, video prediction from the
   live observation) for the plan's first useful step: the only step whose start is observed now;
+  or, with ``imagine_plan`` (:mod:`wam_ros.planning.imagination`), the mean imagined success of
+  the plan's useful steps, each rolled forward by the world model from where the previous one
+  left the imagined scene;
 - ``wasted``: steps whose preconditions fail or that change nothing;
 - ``norm`` = ``w_goal + w_imagine`` (``w_goal`` alone without imagination), so values lie in [0, 1].
 """
@@ -20,6 +23,22 @@ from wam_ros.planning.domain import Domain, Fact, Goal, State, Step
 
 #: instruction -> progress in [0, 1], or None when the world model could not answer.
 ImagineFn = Callable[[str], "float | None"]
+#: the instructions of a plan, in order -> imagined success of each (None: not imagined).
+ImaginePlanFn = Callable[[tuple[str, ...]], "list[float | None]"]
+
+
+def _imagined_plan_term(domain: Domain, initial: State, steps: Sequence[Step], imagine_plan: ImaginePlanFn) -> float | None:
+    """Mean imagined success of the useful steps of ``steps`` (each worded for the state it starts in)."""
+    state, texts = initial, []
+    for step in steps:
+        outcome = domain.apply(state, step)
+        if outcome.applicable and outcome.useful:
+            texts.append(domain.instruction(step, state))
+        state = outcome.state
+    if not texts:
+        return None
+    values = [0.5 if v is None else float(v) for v in imagine_plan(tuple(texts))]
+    return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
@@ -51,12 +70,14 @@ class PlanEvaluator:
         initial_state: State,
         imagined_progress: Mapping[Step, float | None] | None = None,
         weights: ValueWeights = ValueWeights(),
+        imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
         self.domain = domain
         self.goal = goal
         self.initial_state = initial_state
         self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
         self.weights = weights
+        self.imagine_plan = imagine_plan
 
     def remaining_goal(self, state: State) -> tuple[Fact, ...]:
         return tuple(fact for fact in self.goal.facts if fact not in state)
@@ -81,7 +102,11 @@ class PlanEvaluator:
         raw = w.goal * goal_fraction - w.step_cost * len(steps) - w.wasted_step_cost * wasted
         norm = w.goal
         imagined = None
-        if self.imagined_progress is not None:
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
+            raw += w.imagination * (0.0 if imagined is None else imagined)
+        elif self.imagined_progress is not None:
             norm += w.imagination
             if first_useful is not None:
                 known = self.imagined_progress.get(first_useful)
@@ -99,7 +124,10 @@ class PlanEvaluator:
         per_step = max(sum(not t.negated for t in skill.effects) for skill in self.domain.skills.values())
         raw = (w.goal if self.goal else 0.0) - w.step_cost * math.ceil(missing / max(per_step, 1))
         norm = w.goal
-        if self.imagined_progress is not None:
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            raw += w.imagination  # imagined success is not known before it is imagined
+        elif self.imagined_progress is not None:
             norm += w.imagination
             known = [0.5 if p is None else float(p) for p in self.imagined_progress.values()]
             raw += w.imagination * max(known, default=0.0)
@@ -143,9 +171,11 @@ class LikelihoodEvaluator:
         plan_log_likelihood: Callable[[Sequence[Step]], float],
         imagined_progress: Mapping[Step, float | None] | None = None,
         weights: ValueWeights = ValueWeights(),
+        imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
         self.domain = domain
         self.goal = Goal()
+        self.imagine_plan = imagine_plan
         self.initial_state = initial_state
         self.plan_log_likelihood = plan_log_likelihood
         self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
@@ -167,7 +197,11 @@ class LikelihoodEvaluator:
         probability = math.exp(min(0.0, self.plan_log_likelihood(tuple(steps))))
         raw, norm = w.goal * probability - w.wasted_step_cost * wasted, w.goal
         imagined = None
-        if self.imagined_progress is not None:
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
+            raw += w.imagination * (0.5 if imagined is None else imagined)
+        elif self.imagined_progress is not None:
             norm += w.imagination
             known = self.imagined_progress.get(first_useful) if first_useful is not None else None
             imagined = 0.5 if known is None else float(known)
