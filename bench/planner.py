@@ -325,7 +325,7 @@ def subtask_starts(bench: Bench, seed: int, done: int):
     return observation, remaining
 
 
-def part_correlation(bench: Bench, seeds: list[int]) -> dict:
+def part_correlation(bench: Bench, seeds: list[int], max_starts: int | None = None) -> dict:
     from wam_ros.planning.domain import Step
     from wam_ros.planning.imagination import WorldModelRollouts
 
@@ -341,6 +341,8 @@ def part_correlation(bench: Bench, seeds: list[int]) -> dict:
                 wordings = [bench.domain.instruction(Step("pick_place", (cube, "bin")), in_bin)]  # the planner's wording
                 wordings += [p.format(c=colour) for p in PARAPHRASES]
                 for kind, text in zip(("planner", "paraphrase", "paraphrase"), wordings):
+                    if max_starts is not None and len(real) >= max_starts:
+                        break
                     observation, _ = subtask_starts(bench, seed, done)
                     images = {c: observation.images[c][None] for c in runtime.config.cameras}
                     started = time.perf_counter()
@@ -428,8 +430,13 @@ def part_graph(bringup, seeds: list[int], timeout_s: float) -> dict:
     from wam_ros.clients.task_commander import TaskCommander
     from wam_ros_interfaces.msg import SafetyStatus
 
+    from dataclasses import replace
+
     Path("outputs").mkdir(exist_ok=True)
-    log_file = open(Path("outputs/bench_planner_nodes.log"), "w")
+    log_path = Path("outputs/bench_planner_nodes.log")
+    log_file = open(log_path, "w")
+    # The planner is required here: if it ends (a configure failure), the bench stops at once and says why.
+    bringup.nodes = [replace(s, required=True) if s.kind == "task_planner" else s for s in bringup.nodes]
     supervisor = Supervisor(bringup, output=log_file)
     done, stopping = threading.Event(), threading.Event()
     result: dict = {}
@@ -475,6 +482,11 @@ def part_graph(bringup, seeds: list[int], timeout_s: float) -> dict:
             done.set()
 
     def supervisor_alive() -> bool:
+        planner = [c for c in supervisor.children if c.spec.kind == "task_planner"]
+        if planner and planner[0].process.poll() is not None:
+            log_file.flush()
+            reasons = [line for line in log_path.read_text(errors="replace").splitlines() if "configure failed" in line or "fatal" in line]
+            raise RuntimeError(f"the task planner exited with code {planner[0].process.returncode}: " + (reasons[-1] if reasons else f"see {log_path}"))
         return not done.is_set()
 
     try:
@@ -536,7 +548,7 @@ def main() -> int:
         summary.update(part_perturbation(bench, seeds[:1] if args.quick else seeds))
     if "correlation" in parts:
         count = 1 if args.quick else args.correlation_seeds
-        summary.update(part_correlation(bench, list(range(args.seed_start + 500, args.seed_start + 500 + count))))
+        summary.update(part_correlation(bench, list(range(args.seed_start + 500, args.seed_start + 500 + count)), 4 if args.quick else None))
     if "fidelity" in parts:
         summary.update(part_fidelity(bench, list(range(args.seed_start + 900, args.seed_start + 900 + (2 if args.quick else 10))),
                                      16 if args.quick else 64))

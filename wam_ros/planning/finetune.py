@@ -269,6 +269,9 @@ def save_adapter(directory: Path, tensors: dict[str, Any], config: AdapterConfig
         save_file({k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, str(staging / "adapter.safetensors"))
         data = {"format": ADAPTER_FORMAT, "version": 1, "adapter": asdict(config), "base": base, **record}
         (staging / "adapter.json").write_text(json.dumps(data, indent=2) + "\n")
+        from wam_ros.planning.success import _readable
+
+        _readable(staging)
 
 
 def training_kinds_summary(examples: Sequence[Example]) -> dict[str, int]:

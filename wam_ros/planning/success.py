@@ -57,6 +57,7 @@ class DetectorConfig:
     image_size: int = 96
     channels: tuple[int, ...] = (12, 24, 32)
     hidden: int = 64
+    layout_channels: int = 0  # > 0: the static camera's feature map, reduced to this many channels, enters the fact head unpooled
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,9 +219,13 @@ def _build_net(config: DetectorConfig):
             super().__init__()
             self.trunks = nn.ModuleList([Trunk() for _ in config.cameras])
             c = config.channels
-            features = 2 * c[2] * len(config.cameras)
+            self.position_camera = config.cameras.index(config.position_camera) if config.position_camera in config.cameras else -1
+            # The static camera keeps its layout (where a cube is relative to the bin matters);
+            # cameras that move with the arm are pooled.
+            grid = (config.image_size + 7) // 8
+            self.layout = nn.Conv2d(c[2], config.layout_channels, 1) if self.position_camera >= 0 and config.layout_channels else None
+            features = 2 * c[2] * len(config.cameras) + (config.layout_channels * grid * grid if self.layout is not None else 0)
             self.facts = nn.Sequential(nn.Linear(features, config.hidden), nn.ReLU(), nn.Linear(config.hidden, len(config.facts)))
-            self.position_camera = config.cameras.index(config.position_camera) if config.objects else -1
             self.keypoints = nn.Conv2d(c[1], max(len(config.objects), 1), 3, padding=1)
             self.plane = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
             self.register_buffer("position_mean", torch.zeros(2))
@@ -231,14 +236,16 @@ def _build_net(config: DetectorConfig):
             for index, trunk in enumerate(self.trunks):
                 mid, deep = trunk(images[:, index])
                 pooled += [deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))]
-                if index == self.position_camera:
+                if index == self.position_camera and self.layout is not None:
+                    pooled.append(torch.relu(self.layout(deep)).flatten(1))
+                if index == self.position_camera and config.objects:
                     maps = self.keypoints(mid)
                     b, o, h, w = maps.shape
                     weights = torch.softmax(maps.reshape(b, o, h * w), dim=-1).reshape(b, o, h, w)
                     ys = torch.linspace(-1.0, 1.0, h, device=images.device)
                     xs = torch.linspace(-1.0, 1.0, w, device=images.device)
                     keypoints = torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
-            logits = self.facts(torch.cat(pooled, dim=1))
+            logits = self.facts(nn.functional.dropout(torch.cat(pooled, dim=1), 0.1, self.training))
             if keypoints is None:
                 return logits, images.new_zeros(images.shape[0], 0, 2)
             return logits, self.plane(keypoints) * self.position_scale + self.position_mean
@@ -313,6 +320,7 @@ class SceneDetector:
             save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(staging / "model.safetensors"))
             record = {"format": FORMAT, "version": VERSION, "detector": self.config.to_json(), **dict(extra or {})}
             (staging / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+            _readable(staging)
 
     def predict_batch(self, images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """{camera: (B, H, W, 3)} -> fact probabilities (B, F), positions (B, O, 2)."""
@@ -381,6 +389,15 @@ class FactBelief:
         return frozenset(f for f, true in self.true.items() if true)
 
 
+def _readable(directory: Path) -> None:
+    """Weights others may read (a checkpoint directory is shipped in the repository)."""
+    import os
+
+    os.chmod(directory, 0o755)
+    for path in directory.iterdir():
+        os.chmod(path, 0o644)
+
+
 # -- training and evaluation -----------------------------------------------------------------------------
 @dataclass
 class _Frames:
@@ -391,9 +408,11 @@ class _Frames:
 
 
 def collect(datasets: Sequence[Any], labeller: Labeller, stride: int = 1, log: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """Every ``stride``-th frame of every episode with its labels; episodes (start, length) in the arrays."""
+    """Every ``stride``-th frame of every episode with its labels; episodes (start, length) in the arrays.
+
+    The frame numbers within their episodes are kept in ``collect.frame_index`` (the last call's)."""
     images: dict[str, list[np.ndarray]] = {c: [] for c in labeller.config.cameras}
-    facts, positions, valid, ranges = [], [], [], []
+    facts, positions, valid, ranges, frame_index = [], [], [], [], []
     total = 0
     for dataset in datasets:
         for index in range(len(dataset)):
@@ -407,9 +426,11 @@ def collect(datasets: Sequence[Any], labeller: Labeller, stride: int = 1, log: C
             facts.append(labels.facts[frames])
             positions.append(labels.positions[frames])
             valid.append(labels.position_valid[frames])
+            frame_index.append(frames)
             ranges.append((total, len(frames)))
             total += len(frames)
     log(f"scene detector data: {len(ranges)} episodes, {total} frames")
+    collect.frame_index = np.concatenate(frame_index) if frame_index else np.zeros(0, int)  # type: ignore[attr-defined]
     return ({c: np.concatenate(v) for c, v in images.items()}, np.concatenate(facts), np.concatenate(positions),
             np.concatenate(valid), ranges)
 
@@ -498,14 +519,62 @@ def train(
     return TrainResult(SceneDetector(net, config), step, time.process_time() - cpu_started, time.perf_counter() - started, losses)
 
 
+def position_errors(detector: SceneDetector, images: Mapping[str, np.ndarray], positions: np.ndarray, valid: np.ndarray,
+                    rows: np.ndarray) -> np.ndarray:
+    """Mean error [m] per object over ``rows`` where its position label is valid (nan: none)."""
+    _, predicted = detector.predict_batch({c: images[c][rows] for c in detector.config.cameras})
+    errors = np.linalg.norm(predicted - positions[rows], axis=-1)
+    return np.array([errors[valid[rows, o], o].mean() if valid[rows, o].any() else np.nan for o in range(positions.shape[1])])
+
+
+def retrain_positions(detector: SceneDetector, images: Mapping[str, np.ndarray], positions: np.ndarray, valid: np.ndarray,
+                      early: np.ndarray, objects: Sequence[int], steps: int = 400, batch_size: int = 48, seed: int = 1,
+                      learning_rate: float = 3e-3) -> None:
+    """Train the keypoint maps of ``objects`` again from a fresh start, the cameras' features frozen,
+    on early frames (the arm at rest, nothing occluded; ``early`` marks them), as the WAM's goal
+    localiser's curriculum does: a spatial-softmax keypoint that settled on the wrong thing does not
+    move off it by itself."""
+    import torch
+
+    net = detector.net
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    fresh = torch.nn.Conv2d(net.keypoints.in_channels, net.keypoints.out_channels, 3, padding=1)
+    with torch.no_grad():
+        for o in objects:
+            net.keypoints.weight[o] = fresh.weight[o]
+            net.keypoints.bias[o] = fresh.bias[o]
+    parameters = [net.keypoints.weight, net.keypoints.bias, *net.plane.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    rows = np.flatnonzero(early & valid.any(1))
+    net.train()
+    for _ in range(steps):
+        index = np.sort(rng.choice(rows, size=min(batch_size, len(rows)), replace=False))
+        batch = augment(images_to_input({c: images[c][index] for c in detector.config.cameras}, detector.config), rng)
+        with torch.no_grad():
+            features = [trunk.stem(batch[:, i]) for i, trunk in enumerate(net.trunks)]
+        maps = net.keypoints(features[net.position_camera])
+        b, o, h, w = maps.shape
+        weights = torch.softmax(maps.reshape(b, o, h * w), dim=-1).reshape(b, o, h, w)
+        xs, ys = torch.linspace(-1.0, 1.0, w), torch.linspace(-1.0, 1.0, h)
+        keypoints = torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
+        predicted = net.plane(keypoints) * net.position_scale + net.position_mean
+        v = torch.from_numpy(valid[index].astype(np.float32))
+        error = ((predicted - torch.from_numpy(positions[index])) / net.position_scale).pow(2).sum(-1)
+        loss = (error * v).sum() / v.sum().clamp_min(1.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    net.eval()
+
+
 def evaluate(detector: SceneDetector, images: Mapping[str, np.ndarray], facts: np.ndarray, positions: np.ndarray,
              valid: np.ndarray, ranges: Sequence[tuple[int, int]], belief: BeliefConfig = BeliefConfig(),
-             fps: float = 10.0, batch_size: int = 128) -> dict[str, Any]:
+             fps: float = 10.0, batch_size: int = 128, every: int = 1) -> dict[str, Any]:
     """Held-out metrics: per-frame precision and recall of each fact at ``belief.done_threshold``
     (labelled frames only), the position error, and event-level numbers of the belief filter run
-    over each episode in time order (as the planner runs it): a completion is detected when the
-    belief turns true within 3 s after the label does, a false alarm when it turns true while the
-    label is false."""
+    over each episode in time order, reading every ``every``-th frame (the planner reads
+    ``detector_period_s``: 5 frames at 10 fps): see below."""
     probabilities, predicted = [], []
     for start in range(0, len(facts), batch_size):
         p, q = detector.predict_batch({c: images[c][start:start + batch_size] for c in detector.config.cameras})
@@ -536,33 +605,42 @@ def evaluate(detector: SceneDetector, images: Mapping[str, np.ndarray], facts: n
         errors = np.linalg.norm(predicted - positions, axis=-1)[valid]
         report["position_error_cm_mean"] = float(100 * errors.mean())
         report["position_error_cm_p90"] = float(100 * np.quantile(errors, 0.9))
-    # Event level, through the belief filter, episode by episode.
+    # Event level, through the belief filter, episode by episode, as the planner runs it. A
+    # completion is detected when the belief turns true within [-1 s, +3 s] of the label's onset
+    # (labels of a last subtask are themselves a release-time estimate); turning true earlier, or
+    # for a fact that never holds, is a false alarm; turning false while the label still holds
+    # (an occlusion) is a false loss: each would make the planner replan.
     detected = missed = false_alarms = false_losses = 0
     delays = []
+    early = int(round(1.0 * fps))
     for start, length in ranges:
         filt = FactBelief(detector.facts, belief)
-        turned: dict[int, int] = {}
-        for t in range(length):
+        events: dict[int, list[tuple[str, int]]] = {c: [] for c in range(len(detector.facts))}
+        for t in range(0, length, every):
             before = filt.state
             after = filt.update({fact: float(probabilities[start + t, c]) for c, fact in enumerate(detector.facts)})
             for c, fact in enumerate(detector.facts):
-                if fact in after and fact not in before and c not in turned:
-                    turned[c] = t
-                if fact in before and fact not in after and facts[start + t, c] != 0:
-                    false_losses += 1  # believed true, then lost while still true (an occlusion): a needless replan
+                if fact in after and fact not in before:
+                    events[c].append(("on", t))
+                elif fact in before and fact not in after:
+                    events[c].append(("off", t))
         for c in range(len(detector.facts)):
             column = facts[start:start + length, c]
             onset = np.flatnonzero(column == 1)
             first_true = int(onset[0]) if len(onset) else None
-            if c in turned:
-                label_then = column[turned[c]]
-                if first_true is None or (label_then == 0 and turned[c] < first_true):
-                    false_alarms += 1
-                    continue
+            found = None
+            for kind, t in events[c]:
+                if kind == "on":
+                    if first_true is None or t < first_true - early:
+                        false_alarms += 1
+                    elif found is None and t <= first_true + 3 * fps + every:
+                        found = t
+                elif first_true is not None and t > first_true and column[t] != 0:
+                    false_losses += 1
             if first_true is not None:
-                if c in turned and turned[c] - first_true <= 3 * fps:
+                if found is not None:
                     detected += 1
-                    delays.append((turned[c] - first_true) / fps)
+                    delays.append((found - first_true) / fps)
                 else:
                     missed += 1
     report.update({
