@@ -330,7 +330,7 @@ def part_correlation(bench: Bench, seeds: list[int], max_starts: int | None = No
     from wam_ros.planning.imagination import WorldModelRollouts
 
     runtime = bench.runtime
-    imagined, real, kinds = [], [], []
+    imagined, real, kinds, detected = [], [], [], []
     imagine_s = []
     for seed in seeds:
         for done in range(3):
@@ -346,20 +346,47 @@ def part_correlation(bench: Bench, seeds: list[int], max_starts: int | None = No
                     observation, _ = subtask_starts(bench, seed, done)
                     images = {c: observation.images[c][None] for c in runtime.config.cameras}
                     started = time.perf_counter()
-                    rollouts = WorldModelRollouts(runtime, images, observation.state[None], chunks_per_subtask=bench.args.rollout_chunks)
-                    score = rollouts.success([text])[0]
+                    rollouts = WorldModelRollouts(runtime, images, observation.state[None], chunks_per_subtask=bench.args.rollout_chunks,
+                                                  scorer=detector_scorer(bench, cube))
+                    result = rollouts.rollout([text])[0]
+                    score = result.success
+                    detected.append(result.scored if result.scored is not None else float("nan"))
                     imagine_s.append(time.perf_counter() - started)
                     success = run_subtask(bench, observation, text, cube)
                     imagined.append(score)
                     real.append(float(success))
                     kinds.append(kind)
-                    log(f"[correlation] seed {seed}, {done} done, {text!r}: imagined {score:.2f}, real {'success' if success else 'failure'}")
-    r = float(np.corrcoef(imagined, real)[0, 1]) if len(set(real)) > 1 and np.std(imagined) > 0 else float("nan")
+                    log(f"[correlation] seed {seed}, {done} done, {text!r}: imagined progress {score:.2f}, scene detector on the "
+                        f"imagined frames {detected[-1]:.2f}, real {'success' if success else 'failure'}")
+    r = pearson(imagined, real)
+    r_detector = pearson(detected, real)
     planner_only = [(i, s) for i, s, k in zip(imagined, real, kinds) if k == "planner"]
     timing = planning_time_with_rollouts(bench, seeds[:2])
-    return {"correlation_starts": len(real), "imagined_real_correlation": r, "real_subtask_success_share": float(np.mean(real)),
+    return {"correlation_starts": len(real), "imagined_real_correlation": r, "imagined_detector_real_correlation": r_detector,
+            "real_subtask_success_share": float(np.mean(real)),
             "real_success_planner_wording": float(np.mean([s for _, s in planner_only])) if planner_only else float("nan"),
             "imagined_rollout_s_p50": statistics.median(imagine_s), **timing}
+
+
+def pearson(a: list[float], b: list[float]) -> float:
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def detector_scorer(bench: Bench, cube: str):
+    """The scene detector's probability that ``cube`` is in the bin, on imagined frames."""
+    if bench.detector is None:
+        return None
+    fact = ("in", cube, "bin")
+
+    def score(frames, instruction: str) -> float:
+        return bench.detector.predict({c: frames[c] for c in bench.detector.config.cameras}).facts.get(fact, float("nan"))
+
+    return score
 
 
 def run_subtask(bench: Bench, observation, instruction: str, cube: str, limit_steps: int = 250) -> bool:

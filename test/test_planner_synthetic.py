@@ -81,3 +81,18 @@ def test_the_router_sends_what_the_rules_cannot_read_to_the_language_model(domai
     scene = domain.scene()
     reason = domain.rules_cannot_resolve(instruction, scene, domain.ground_goal(instruction, scene))
     assert (why in reason) if why else reason == "", reason
+
+
+def test_every_template_means_what_it_says():
+    """Each wording's meaning is read from its words: 'only'/'then the rest' for relations, dropping or
+    moving a cube for corrections; spot-check one example of each against hand-written meanings."""
+    rng = random.Random(1)
+    for template in synthetic.TRAIN["relation"] + synthetic.HELD_OUT["relation"]:
+        example = synthetic.make_example(rng, "relation", {"relation": (template,)}, synthetic.RELATIONS_TRAIN, CUBES, "bin", POSITIONS)
+        rest = any(w in template for w in ("then", "others", "rest", "remaining", "every other", "other ones", "afterwards"))
+        assert len(example.targets) == (3 if rest else 1), template
+    for template in synthetic.TRAIN["correction"] + synthetic.HELD_OUT["correction"]:
+        example = synthetic.make_example(rng, "correction", {"correction": (template,)}, synthetic.RELATIONS_TRAIN, CUBES, "bin", POSITIONS,
+                                         running_order=CUBES, done_count=0)
+        dropped = any(w in template for w in ("skip", "leave", "forget", "do not move", "scratch"))
+        assert len(example.targets) == (2 if dropped else 3), template

@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.items() if k != "per_fact"}, indent=1))
         print(json.dumps(report["per_fact"], indent=1))
     if args.evaluate_only:
+        if held_sets:  # keep the evaluation with the detector
+            metadata = {k: v for k, v in detector.metadata.items() if k not in ("format", "version", "detector")}
+            metadata.setdefault("evaluations", []).append(record["held_out"])
+            detector.save(args.out, metadata)
         return 0
     detector.save(args.out, record)
     print(f"wrote {args.out}")

@@ -31,13 +31,18 @@ class Imagined:
     images: dict[str, np.ndarray]  # the last imagined observation, {camera: (1, H, W, 3)}
     state: np.ndarray  # (1, state_dim)
     chunks: int
+    scored: float | None = None  # ``scorer`` on the last imagined frames (e.g. the scene detector), when given
 
 
 class WorldModelRollouts:
     """Imagined plan execution from one real observation (see the module docstring)."""
 
     def __init__(self, runtime: Any, images: dict[str, np.ndarray], state: np.ndarray, chunks_per_subtask: int = 8,
-                 done_progress: float = 0.9, video_steps: int | None = None, max_depth: int = 3) -> None:
+                 done_progress: float = 0.9, video_steps: int | None = None, max_depth: int = 3,
+                 scorer: Any = None) -> None:
+        """``scorer(frames: {camera: (H, W, 3)}, instruction) -> float``: a second judge of the
+        imagined frames (the benchmark tries the scene detector), reported beside the progress head."""
+        self.scorer = scorer
         self.runtime = runtime
         self.root_images = {c: np.asarray(images[c]) for c in runtime.config.cameras}
         self.root_state = np.asarray(state, np.float32)
@@ -64,7 +69,8 @@ class WorldModelRollouts:
             state = chunk[step][None].astype(np.float32)
             if progress >= self.done_progress:
                 break
-        return Imagined(max(progresses) if progresses else 0.0, progresses, images, state, len(progresses))
+        scored = self.scorer({c: images[c][0] for c in images}, instruction) if self.scorer is not None else None
+        return Imagined(max(progresses) if progresses else 0.0, progresses, images, state, len(progresses), scored)
 
     def rollout(self, instructions: Sequence[str]) -> list[Imagined]:
         """Each subtask of ``instructions`` imagined after the ones before it (at most ``max_depth``)."""

@@ -609,8 +609,10 @@ def evaluate(detector: SceneDetector, images: Mapping[str, np.ndarray], facts: n
     # completion is detected when the belief turns true within [-1 s, +3 s] of the label's onset
     # (labels of a last subtask are themselves a release-time estimate); turning true earlier, or
     # for a fact that never holds, is a false alarm; turning false while the label still holds
-    # (an occlusion) is a false loss: each would make the planner replan.
-    detected = missed = false_alarms = false_losses = 0
+    # (an occlusion) is a false loss: each would make the planner replan. A completion whose label
+    # turns true too close to the end of its recorded episode for the filter to confirm it (demos
+    # stop half a second after the last release) is counted apart as unobservable, not as missed.
+    detected = missed = false_alarms = false_losses = unobservable = 0
     delays = []
     early = int(round(1.0 * fps))
     for start, length in ranges:
@@ -637,7 +639,9 @@ def evaluate(detector: SceneDetector, images: Mapping[str, np.ndarray], facts: n
                         found = t
                 elif first_true is not None and t > first_true and column[t] != 0:
                     false_losses += 1
-            if first_true is not None:
+            if first_true is not None and found is None and length - first_true <= belief.confirmations * every + early:
+                unobservable += 1
+            elif first_true is not None:
                 if found is not None:
                     detected += 1
                     delays.append((found - first_true) / fps)
@@ -645,6 +649,7 @@ def evaluate(detector: SceneDetector, images: Mapping[str, np.ndarray], facts: n
                     missed += 1
     report.update({
         "completions": detected + missed,
+        "completions_unobservable": unobservable,
         "completion_recall": detected / max(detected + missed, 1),
         "completion_precision": detected / max(detected + false_alarms, 1),
         "false_alarms": false_alarms,

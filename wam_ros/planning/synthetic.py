@@ -39,6 +39,17 @@ TRAIN: dict[str, tuple[str, ...]] = {
         "leave the {x} cube out and put the rest in the {c}",
         "all cubes go in the {c}, not the {x} one",
         "except for the {x} cube, put the cubes in the {c}",
+        "put the cubes in the {c}, all but the {x} one",
+        "don't touch the {x} cube; move the others to the {c}",
+        "load the {c} with every cube except the {x} cube",
+        "move everything but the {x} cube into the {c}",
+        "the {c} gets all the cubes apart from {x}",
+        "take all of the cubes to the {c}, skipping the {x} one",
+        "without the {x} cube, put the cubes in the {c}",
+        "put the remaining cubes in the {c} and leave {x} alone",
+        "every cube goes into the {c} with the exception of the {x} one",
+        "ignore the {x} cube and put all the other cubes in the {c}",
+        "drop all the cubes in the {c}, excluding the {x} cube",
     ),
     "quantifier": (
         "put all the cubes in the {c}",
@@ -46,6 +57,11 @@ TRAIN: dict[str, tuple[str, ...]] = {
         "fill the {c} with all the cubes",
         "put each cube in the {c}",
         "move all cubes to the {c}",
+        "put every single cube into the {c}",
+        "all of the cubes belong in the {c}",
+        "collect all the cubes in the {c}",
+        "put each and every cube in the {c}",
+        "move every cube on the table into the {c}",
     ),
     "relation": (
         "put the cube {rel} in the {c}",
@@ -53,6 +69,12 @@ TRAIN: dict[str, tuple[str, ...]] = {
         "start with the cube {rel}, then put the others in the {c}",
         "first the cube {rel}, then the rest, all in the {c}",
         "pick the cube {rel} and drop it in the {c}",
+        "move just the cube {rel} to the {c}",
+        "the cube {rel} goes in the {c} first, then the other ones",
+        "put the cube {rel} in the {c}, then the remaining cubes",
+        "take the cube {rel} and place it in the {c}",
+        "put only the cube {rel} into the {c}",
+        "first move the cube {rel} into the {c}, after it every other cube",
     ),
     "correction": (
         "no, do the {x} cube first",
@@ -61,6 +83,12 @@ TRAIN: dict[str, tuple[str, ...]] = {
         "actually, leave the {x} cube out",
         "wait, put the {x} cube in before the {y} cube",
         "no, the {x} cube before the {y} one",
+        "sorry, start with the {x} cube",
+        "do not move the {x} cube after all",
+        "actually the {x} one should go before the {y} one",
+        "put the {x} cube in next",
+        "scratch the {x} cube, leave it on the table",
+        "first {x}, then the rest",
     ),
 }
 HELD_OUT: dict[str, tuple[str, ...]] = {
@@ -91,12 +119,18 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
 RELATIONS_TRAIN: dict[str, str] = {
     "nearest to the {c}": "nearest to the {c}",
     "closest to the {c}": "nearest to the {c}",
+    "next to the {c}": "nearest to the {c}",
     "farthest from the {c}": "farthest from the {c}",
+    "farthest away from the {c}": "farthest from the {c}",
+    "most distant from the {c}": "farthest from the {c}",
     "nearest to the robot": "nearest to the robot",
+    "closest to you": "nearest to the robot",
     "farthest from the robot": "farthest from the robot",
     "furthest from the robot": "farthest from the robot",
     "on the far left": "leftmost",
+    "furthest to the left": "leftmost",
     "on the far right": "rightmost",
+    "furthest to the right": "rightmost",
 }
 RELATIONS_HELD_OUT: dict[str, str] = {
     "nearest the {c}": "nearest to the {c}",
@@ -211,7 +245,8 @@ def make_example(rng: random.Random, kind: str, wordings: Mapping[str, Sequence[
         if referred is None:
             return make_example(rng, kind, wordings, relations, movables, container, positions)
         text = template.format(rel=phrase.format(c=noun), c=noun)
-        only = any(w in template for w in ("only", "nothing else")) or not any(w in template for w in ("then", "others", "rest", "remaining", "other cubes"))
+        only = any(w in template for w in ("only", "nothing else", "just")) or not any(
+            w in template for w in ("then", "others", "rest", "remaining", "other cube", "other ones", "afterwards"))
         targets = (referred,) if only else (referred, *[m for m in movables if m != referred])
         return Example(kind, text, movables, container, positions, targets, first=(referred,), template=template)
     if kind == "correction":
@@ -229,7 +264,7 @@ def make_example(rng: random.Random, kind: str, wordings: Mapping[str, Sequence[
             new.insert(new.index(y), x)
             text = template.format(x=_colour(x), y=_colour(y))
             targets = tuple(new)
-        elif any(w in template for w in ("skip", "leave", "forget")):
+        elif any(w in template for w in _DROP_WORDS):
             x = rng.choice(planned)
             text = template.format(x=_colour(x))
             targets = tuple(p for p in planned if p != x)
@@ -239,6 +274,9 @@ def make_example(rng: random.Random, kind: str, wordings: Mapping[str, Sequence[
         running = Running(instruction, tuple(order[:done]), tuple(planned))
         return Example(kind, text, movables, container, positions, targets, ordered=True, running=running, template=template)
     raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+_DROP_WORDS = ("skip", "leave", "forget", "do not move", "scratch")  # a correction that takes a cube out of the plan
 
 
 def _running_instruction(order: Sequence[str], noun: str) -> str:
