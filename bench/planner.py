@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import threading
@@ -134,7 +133,8 @@ class Bench:
                                     progress_done_threshold=p.progress_done_threshold, progress_confirmations=p.progress_confirmations)
         belief = BeliefConfig(p.detector_done_threshold, p.detector_lost_threshold, p.detector_confirmations)
         every = max(1, int(round(p.detector_period_s / self.env.config.control_period_s)))
-        return PlannerEpisodes(self.env, self.runtime, planner, self.detector, execution, belief, every, imagine=p.use_imagination)
+        return PlannerEpisodes(self.env, self.runtime, planner, self.detector, execution, belief, every, imagine=p.use_imagination,
+                               log=lambda text: log(f"    {text}"))
 
     def first_frame_positions(self, seed: int) -> dict:
         """The scene detector's position estimates on the first frame (what the planner's words come from)."""

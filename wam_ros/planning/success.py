@@ -296,7 +296,6 @@ class SceneDetector:
 
     @classmethod
     def load(cls, directory: Path | str) -> "SceneDetector":
-        import torch
         from safetensors.torch import load_file
 
         directory = Path(directory)
