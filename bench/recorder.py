@@ -212,12 +212,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             raise RuntimeError(f"stop_episode failed: {stopped.message}")
         with BagReader(episode) as reader:
             counts = {topic: count for topic, (_, count) in reader.topics.items()}
-        images = sum(counts.get(robot.camera(name).image_topic, 0) for name in CAMERAS)
+        images = sum(counts.get("/" + robot.camera(name).image_topic, 0) for name in CAMERAS)
         joint_states = counts.get("/joint_states", 0)
         labels = read_labels(episode)
         bag_mb = sum(f.stat().st_size for f in episode.iterdir()) / 2**20
         for name in CAMERAS:
-            print(f"  {robot.camera(name).image_topic}: {counts.get(robot.camera(name).image_topic, 0)} of {published['images'] // len(CAMERAS)}")
+            print(f"  /{robot.camera(name).image_topic}: {counts.get('/' + robot.camera(name).image_topic, 0)} of {published['images'] // len(CAMERAS)}")
         print(f"  /joint_states: {joint_states} of {published['joint_states']}", flush=True)
         return {
             "duration_s": round(published["duration_s"], 2),

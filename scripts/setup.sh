@@ -61,6 +61,7 @@ make_venv() {
 python_packages() {
   "$PY" -m pip install -r requirements.txt -c constraints.txt
   "$PY" -m pip install --no-deps -r requirements-nodeps.txt
+  "$PY" -m pip install -r requirements-view.txt -c constraints.txt   # optional extra (wam-ros view); the tests use it
 }
 
 purelib() {
@@ -106,12 +107,27 @@ build_tf2_msgs() {
   ament_install tf2_msgs "$src" "$ROOT/build/tf2_msgs/build"
 }
 
+build_control_msgs() {
+  # The bridge commands grippers through control_msgs/action/GripperCommand (franka_gripper,
+  # ros2_controllers' gripper_action_controller), and no wheel ships control_msgs. Built like
+  # tf2_msgs above: GripperCommand.msg and GripperCommand.action from their documented
+  # definitions (cmake/control_msgs/), under build/, only where control_msgs is not importable.
+  local src=$ROOT/build/control_msgs/src
+  rm -rf "$src"
+  mkdir -p "$src/msg" "$src/action"
+  cp cmake/control_msgs/package.xml.in "$src/package.xml"
+  cp cmake/control_msgs/CMakeLists.txt.in "$src/CMakeLists.txt"
+  cp cmake/control_msgs/msg/GripperCommand.msg "$src/msg/"
+  cp cmake/control_msgs/action/GripperCommand.action "$src/action/"
+  ament_install control_msgs "$src" "$ROOT/build/control_msgs/build"
+}
+
 install_wam_ros() {
   "$PY" -m pip install --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 }
 
 check() (
-  cd /tmp && "$PY" -c 'from wam_ros_interfaces.msg import ActionChunk; from wam_ros_interfaces.srv import SetMode; from wam_ros_interfaces.action import ExecuteTask; from tf2_msgs.msg import TFMessage; import wam_ros.bringup; print("interfaces, tf2_msgs and wam_ros import")'
+  cd /tmp && "$PY" -c 'from wam_ros_interfaces.msg import ActionChunk; from wam_ros_interfaces.srv import SetMode; from wam_ros_interfaces.action import ExecuteTask; from tf2_msgs.msg import TFMessage; from control_msgs.action import GripperCommand; import wam_ros.bringup; print("interfaces, tf2_msgs, control_msgs and wam_ros import")'
 )
 
 importable() (  # importable <module>: true when the venv imports it (outside the checkout)
@@ -120,11 +136,11 @@ importable() (  # importable <module>: true when the venv imports it (outside th
 
 step system-deps system_packages
 step venv make_venv
-if fresh requirements requirements.txt requirements-nodeps.txt constraints.txt; then
+if fresh requirements requirements.txt requirements-nodeps.txt requirements-view.txt constraints.txt; then
   echo "[setup] dependencies  ... up to date"
 else
   step dependencies python_packages
-  stamp requirements requirements.txt requirements-nodeps.txt constraints.txt
+  stamp requirements requirements.txt requirements-nodeps.txt requirements-view.txt constraints.txt
 fi
 INTERFACE_FILES=(wam_ros_interfaces/CMakeLists.txt wam_ros_interfaces/cmake/*.cmake wam_ros_interfaces/package.xml wam_ros_interfaces/msg/*.msg wam_ros_interfaces/srv/*.srv wam_ros_interfaces/action/*.action)
 if fresh interfaces "${INTERFACE_FILES[@]}" && importable "wam_ros_interfaces.msg, wam_ros_interfaces.srv, wam_ros_interfaces.action"; then
@@ -141,6 +157,15 @@ elif fresh tf2_msgs "${TF2_MSGS_FILES[@]}" && importable tf2_msgs.msg; then
 else
   step tf2_msgs build_tf2_msgs
   stamp tf2_msgs "${TF2_MSGS_FILES[@]}"
+fi
+CONTROL_MSGS_FILES=(cmake/control_msgs/*.in cmake/control_msgs/msg/*.msg cmake/control_msgs/action/*.action wam_ros_interfaces/cmake/*.cmake)
+if [ ! -f "$STAMPS/control_msgs" ] && importable control_msgs.action; then
+  echo "[setup] control_msgs  ... installed (not built here)"
+elif fresh control_msgs "${CONTROL_MSGS_FILES[@]}" && importable control_msgs.action; then
+  echo "[setup] control_msgs  ... up to date"
+else
+  step control_msgs build_control_msgs
+  stamp control_msgs "${CONTROL_MSGS_FILES[@]}"
 fi
 if fresh wam_ros setup.py; then
   echo "[setup] wam_ros       ... up to date"

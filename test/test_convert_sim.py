@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
+from control_msgs.action import GripperCommand as GripperAction
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.action import ActionClient
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import wait_until
@@ -67,7 +69,8 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
 
     ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     trajectory = ros.node.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS)
-    gripper = ros.node.create_publisher(GripperCommand, ROBOT.backend.gripper_command_topic, qos.COMMANDS)
+    gripper = ros.node.create_publisher(GripperCommand, ROBOT.backend.gripper_command_topic, qos.COMMANDS)  # the bridge's record
+    gripper_action = ActionClient(ros.node, GripperAction, ROBOT.gripper.action_name)  # what moves the sim's fingers
     reset = ros.node.create_client(ResetSim, "/wam/sim/reset")
     # joint states, 2 x (image + camera info), task status, arm and gripper commands
     wait_until(lambda: status.get("topics_recorded") == "8", 60.0, f"the recorder to find 8 topics ({status})")
@@ -77,6 +80,10 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
     wait_until(lambda: list(episodes.glob("*/wam_episode.yaml")), 15.0, "the episode begun by the reset")
     point = JointTrajectoryPoint(time_from_start=Duration(nanosec=int(COMMAND_PERIOD_S * 1e9)))
     gripper.publish(GripperCommand(width_m=0.03, force_n=20.0))
+    assert gripper_action.wait_for_server(timeout_sec=10.0)
+    goal = GripperAction.Goal()
+    goal.command.position, goal.command.max_effort = ROBOT.gripper.position_from_width(0.03), 20.0
+    gripper_action.send_goal_async(goal)
     sent = []
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < EPISODE_S:
@@ -112,9 +119,9 @@ def test_sim_episode_recorded_and_converted(processes, ros, tmp_path):
     # Frames before the first gripper command in the bag take the measured width (the fingers
     # already hold 0.03 m to within 1e-7 m), so compare to the micrometre, not bit for bit.
     np.testing.assert_allclose(episode.actions[:, 7], 0.03, rtol=0, atol=1e-6)
-    # The arm tracks its targets: states and actions are on one time base (a 100 ms offset
-    # would show as 0.05 rad at the swing's speed).
-    tracking = np.abs(episode.states[:, :7] - episode.actions[:, :7]).max(axis=1)
+    # Row t is the target for the next frame, where the arm then is: states and actions are on one
+    # time base (a 100 ms offset either way would show as 0.05 rad at the swing's speed).
+    tracking = np.abs(episode.states[1:, :7] - episode.actions[:-1, :7]).max(axis=1)
     assert np.median(tracking) < 0.02 and tracking.max() < 0.1
     assert (episode.task, episode.instruction, episode.seed, episode.success) == ("pick_place", started.instruction, 5, False)
     assert episode.subtasks and episode.subtasks[0].start == 0 and episode.subtasks[0].instruction == started.subtask_instructions[0]

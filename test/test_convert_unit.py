@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from wam_ros.cli import main as wam_ros
-from wam_ros.data import EpisodeDataset
+from wam_ros.data import DatasetWriter, EpisodeDataset
 from wam_ros.data.bags import (
     MODE_AUTONOMY,
+    MODE_HOLD,
     MODE_TELEOP,
     BagError,
     BagReader,
@@ -25,16 +26,21 @@ from wam_ros.data.bags import (
 )
 from wam_ros.data.convert import (
     ConvertError,
+    bag_handover_steps,
     bag_to_episode,
     default_image_sizes,
     estimated_drops,
     image_rgb,
     resize_image,
+    robot_dataset_info,
     trajectory_samples,
 )
+from wam_ros.data.episodes import SOURCE_HOLD, SOURCE_OPERATOR, SOURCE_POLICY
 from wam_ros.robot import load_robot_config
 
 ROBOT = load_robot_config("panda_sim")
+# The bridge's command topics as a stack in the root namespace records them (the config names are relative).
+TRAJECTORY_TOPIC, GRIPPER_TOPIC = (f"/{name}" for name in (ROBOT.backend.joint_trajectory_topic, ROBOT.backend.gripper_command_topic))
 ARM = list(ROBOT.arm.joint_names)
 FINGERS = list(ROBOT.gripper.joint_names)
 T0 = 1_000_000_000_000  # ns
@@ -47,7 +53,8 @@ class Messages:
 
     def __init__(self) -> None:
         self.definitions = MessageDefinitions([Path(sys.prefix) / "share"])
-        for msgtype in ("wam_ros_interfaces/msg/SafetyStatus", "wam_ros_interfaces/msg/Subtask", "wam_ros_interfaces/msg/GripperCommand", "wam_ros_interfaces/msg/TaskStatus"):
+        for msgtype in ("wam_ros_interfaces/msg/SafetyStatus", "wam_ros_interfaces/msg/Subtask", "wam_ros_interfaces/msg/GripperCommand", "wam_ros_interfaces/msg/TaskStatus",
+                        "wam_ros_interfaces/msg/ActionChunk"):
             self.definitions.lookup(msgtype)
         self.ts = self.definitions.typestore
         self.T = self.ts.types
@@ -79,14 +86,23 @@ class Messages:
     def gripper(self, t_ns: int, width_m: float) -> bytes:
         return self.serialize(self.T["wam_ros_interfaces/msg/GripperCommand"](header=self.header(t_ns), width_m=width_m, force_n=20.0), "wam_ros_interfaces/msg/GripperCommand")
 
-    def safety(self, mode: int) -> bytes:
+    def safety(self, mode: int, stamp_ns: int = 0, requester: str = "test", reason: str = "", violations: tuple[str, ...] = (),
+               stop_reason: str = "") -> bytes:
         T = self.T
         msg = T["wam_ros_interfaces/msg/SafetyStatus"](
-            header=self.header(0), mode=mode, mode_name="", mode_requester="test", mode_reason="",
-            mode_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), backend="sim", active_limits=[], violations=[], violation_count=0,
-            action_chunk_age_s=-1.0, joint_state_age_s=-1.0, teleop_command_age_s=-1.0, watchdogs_ok=True, last_stop_reason="",
-            last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=0, nanosec=0), command_source="")
+            header=self.header(0), mode=mode, mode_name="", mode_requester=requester, mode_reason=reason,
+            mode_stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), backend="sim", active_limits=[],
+            violations=list(violations), violation_count=len(violations), action_chunk_age_s=-1.0, joint_state_age_s=-1.0,
+            teleop_command_age_s=-1.0, watchdogs_ok=not stop_reason, last_stop_reason=stop_reason,
+            last_stop_stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9 if stop_reason else 0, nanosec=stamp_ns % 10**9 if stop_reason else 0),
+            command_source="")
         return self.serialize(msg, "wam_ros_interfaces/msg/SafetyStatus")
+
+    def chunk(self, t_ns: int, targets: np.ndarray) -> bytes:
+        msg = self.T["wam_ros_interfaces/msg/ActionChunk"](
+            header=self.header(t_ns), joint_names=ARM, control_period_s=0.1, horizon=len(targets), joint_positions=np.asarray(targets, float).ravel(),
+            gripper_widths=np.full(len(targets), 0.04), chunk_id=0, model_id="test", subtask_id="0", inference_latency_s=0.01)
+        return self.serialize(msg, "wam_ros_interfaces/msg/ActionChunk")
 
     def subtask(self, subtask_id: str, instruction: str, status: int = 1) -> bytes:
         msg = self.T["wam_ros_interfaces/msg/Subtask"](header=self.header(0), id=subtask_id, index=0, skill="pick", arguments=[],
@@ -108,15 +124,18 @@ def commanded(t_ns: int) -> list[float]:
     return [0.5 + (t_ns - T0) / 1e9] * 7
 
 
-def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True) -> Path:
-    """3 s of a synthetic episode; see each stream's comment for its rate and content."""
+def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = True, statuses: list[tuple[int, bytes]] | None = None,
+              chunks: list[tuple[int, bytes]] = (), namespace: str = "") -> Path:
+    """3 s of a synthetic episode; see each stream's comment for its rate and content. ``namespace``:
+    recorded as a stack under it (``/left``) records its topics."""
     writer = BagWriter(path)
-    topics = {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
+    topics = {"/wam/action_chunk": "wam_ros_interfaces/msg/ActionChunk"} if chunks else {}
+    topics |= {"/joint_states": "sensor_msgs/msg/JointState", "/wam/cameras/front/image": "sensor_msgs/msg/Image",
               "/wam/cameras/wrist/image": "sensor_msgs/msg/Image", "/wam/safety/status": "wam_ros_interfaces/msg/SafetyStatus",
-              "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", ROBOT.backend.joint_trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
-              ROBOT.backend.gripper_command_topic: "wam_ros_interfaces/msg/GripperCommand"}
+              "/wam/task/subtask": "wam_ros_interfaces/msg/Subtask", TRAJECTORY_TOPIC: "trajectory_msgs/msg/JointTrajectory",
+              GRIPPER_TOPIC: "wam_ros_interfaces/msg/GripperCommand"}
     for topic, msgtype in topics.items():
-        writer.add_topic(m.definitions.topic(topic, msgtype))
+        writer.add_topic(m.definitions.topic(namespace + topic, msgtype))
     out: list[tuple[int, str, bytes]] = []
     for i in range(300):  # joint states at 100 Hz from T0
         t = T0 + i * 10 * MS
@@ -132,14 +151,15 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
     if commands:
         for i in range(59):  # arm commands at 20 Hz from T0 + 50 ms
             t = T0 + 50 * MS + i * 50 * MS
-            out.append((t, ROBOT.backend.joint_trajectory_topic, m.trajectory(t, commanded(t))))
-        out.append((T0 + 1000 * MS, ROBOT.backend.gripper_command_topic, m.gripper(T0 + 1000 * MS, 0.01)))
-    out += [(T0, "/wam/safety/status", m.safety(MODE_AUTONOMY)), (T0 + 1000 * MS, "/wam/safety/status", m.safety(MODE_TELEOP)),
-            (T0 + 1500 * MS, "/wam/safety/status", m.safety(MODE_AUTONOMY)),
-            (T0, "/wam/task/subtask", m.subtask("0", "reach the cube")), (T0 + 2000 * MS, "/wam/task/subtask", m.subtask("1", "grasp it"))]
+            out.append((t, TRAJECTORY_TOPIC, m.trajectory(t, commanded(t))))
+        out.append((T0 + 1000 * MS, GRIPPER_TOPIC, m.gripper(T0 + 1000 * MS, 0.01)))
+    if statuses is None:
+        statuses = [(T0, m.safety(MODE_AUTONOMY)), (T0 + 1000 * MS, m.safety(MODE_TELEOP)), (T0 + 1500 * MS, m.safety(MODE_AUTONOMY))]
+    out += [(t, "/wam/safety/status", data) for t, data in statuses] + [(t, "/wam/action_chunk", data) for t, data in chunks]
+    out += [(T0, "/wam/task/subtask", m.subtask("0", "reach the cube")), (T0 + 2000 * MS, "/wam/task/subtask", m.subtask("1", "grasp it"))]
     flushed_ns = T0
     for t, topic, data in sorted(out, key=lambda item: item[0]):
-        writer.write(topic, t, data)
+        writer.write(namespace + topic, t, data)
         if t - flushed_ns >= 100 * MS:  # a chunk per 100 ms, as the recorder's chunk_interval_s would
             writer.flush()
             flushed_ns = t
@@ -148,6 +168,34 @@ def write_bag(path: Path, m: Messages, commands: bool = True, labels: bool = Tru
         write_labels(path, EpisodeLabels(robot="panda_sim", task="pick", instruction="pick the cube", operator_name="alice",
                                          outcome="success", state="closed", start_ns=T0, stop_ns=T0 + DURATION_NS))
     return path
+
+
+def test_a_stack_recorded_in_a_namespace_converts_like_one_in_the_root(tmp_path, messages):
+    episodes = []
+    for namespace in ("", "/left"):
+        bag = write_bag(tmp_path / f"bag{namespace.replace('/', '_')}", messages, namespace=namespace)
+        with BagReader(bag) as reader:
+            episodes.append(bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag)))
+    (root, root_report), (left, left_report) = episodes
+    np.testing.assert_array_equal(left.states, root.states)
+    np.testing.assert_array_equal(left.actions, root.actions)
+    np.testing.assert_array_equal(left.images["front"], root.images["front"])
+    np.testing.assert_array_equal(left.intervention, root.intervention)
+    assert set(left_report.estimated_drops) == {"/left/joint_states", "/left/wam/cameras/front/image", "/left/wam/cameras/wrist/image"}
+
+
+def test_handover_steps_are_read_under_the_namespace_the_bag_was_recorded_in(tmp_path, messages):
+    """The arm commands ramp 0.05 rad per 50 ms output; the operator takes over at 1.0 s and hands back at 1.5 s."""
+    m = messages
+    statuses = [(T0, m.safety(MODE_AUTONOMY, T0)), (T0 + 1000 * MS, m.safety(MODE_TELEOP, T0 + 1000 * MS)),
+                (T0 + 1500 * MS, m.safety(MODE_AUTONOMY, T0 + 1500 * MS))]
+    for namespace in ("", "/left"):
+        bag = write_bag(tmp_path / f"bag{namespace.replace('/', '_')}", m, statuses=statuses, namespace=namespace)
+        with BagReader(bag) as reader:
+            steps, all_steps = bag_handover_steps(reader, ROBOT)
+        assert [(s.stamp_ns, s.from_mode, s.to_mode) for s in steps] == [(T0 + 1000 * MS, MODE_AUTONOMY, MODE_TELEOP),
+                                                                          (T0 + 1500 * MS, MODE_TELEOP, MODE_AUTONOMY)], namespace
+        assert [s.step_rad for s in steps] == pytest.approx([0.05, 0.05]) and len(all_steps) == 58
 
 
 def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):
@@ -161,19 +209,57 @@ def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):
     assert episode.length == count == report.frames and report.has_actions
     np.testing.assert_allclose(episode.timestamps, np.arange(count) * 0.1, atol=1e-9)
     np.testing.assert_allclose(episode.states, np.array([arm_state(t)[:7] + [sum(arm_state(t)[7:])] for t in times]), atol=1e-5)
-    expected_gripper = np.where(times >= T0 + 1000 * MS, 0.01, [sum(arm_state(t)[7:]) for t in times])
-    np.testing.assert_allclose(episode.actions, np.column_stack([[commanded(t) for t in times], expected_gripper]), atol=1e-5)
+    # Row t: what was commanded for the next frame, t + 100 ms (the sim demos' convention), held after the last command.
+    targets = np.minimum(times + 100 * MS, T0 + 50 * MS + 58 * 50 * MS)
+    expected_gripper = np.where(targets >= T0 + 1000 * MS, 0.01, [sum(arm_state(t)[7:]) for t in times])
+    np.testing.assert_allclose(episode.actions, np.column_stack([[commanded(t) for t in targets], expected_gripper]), atol=1e-5)
     assert episode.images["front"].shape == (count, 96, 96, 3) and episode.images["wrist"].shape == (count, 96, 96, 3)
     front_index = np.floor((times - T0 - 10 * MS) * 30 / 1e9 + 1e-6).astype(int)  # newest frame at or before t
     np.testing.assert_array_equal(episode.images["front"][:, 0, 0, 0], front_index)
     wrist_index = np.floor((times - T0 - 20 * MS) * 30 / 1e9 + 1e-6).astype(int)
     np.testing.assert_array_equal(episode.images["wrist"][:, 0, 0], np.column_stack([np.full(count, 255), np.zeros(count), wrist_index]))
     np.testing.assert_array_equal(episode.intervention, (times >= T0 + 1000 * MS) & (times < T0 + 1500 * MS))
+    np.testing.assert_array_equal(episode.frame_sources, np.where(episode.intervention, SOURCE_OPERATOR, SOURCE_POLICY))
     split = int(np.searchsorted(times, T0 + 2000 * MS))
     assert [(s.instruction, s.start, s.end) for s in episode.subtasks] == [("reach the cube", 0, split), ("grasp it", split, count)]
     assert (episode.task, episode.instruction, episode.success, episode.extra["operator"]) == ("pick", "pick the cube", True, "alice")
     assert report.estimated_drops == {"/wam/cameras/front/image": 0, "/wam/cameras/wrist/image": 0, "/joint_states": 0}
     assert report.problems == []
+
+
+def test_sources_and_takeovers_follow_the_bridges_mode_stamps(tmp_path, messages):
+    """The bridge's mode_stamp times each change (the status arrives later); HOLD frames are "hold";
+    the takeovers, with who took over, why and how it ended, are in the episode's metadata."""
+    m = messages
+    late = 30 * MS  # statuses arrive this long after the change they report
+    changes = [(T0 - 5 * MS, MODE_AUTONOMY, "dagger", "go"), (T0 + 722 * MS, MODE_TELEOP, "alice", "take over: stuck"),
+               (T0 + 1234 * MS, MODE_AUTONOMY, "alice", "hand back"), (T0 + 1811 * MS, MODE_TELEOP, "alice", "take over: wrong cube"),
+               (T0 + 2333 * MS, MODE_HOLD, "safety_bridge", "watchdog")]
+    statuses = []
+    for stamp, mode, requester, reason in changes:
+        for repeat in range(3):  # the bridge repeats its status every 100 ms with the same mode_stamp
+            statuses.append((max(stamp, T0) + late + repeat * 100 * MS, m.safety(mode, stamp, requester, reason)))
+    bag = write_bag(tmp_path / "bag", m, statuses=statuses)
+    with BagReader(bag) as reader:
+        episode, report = bag_to_episode(reader, ROBOT, 10.0, default_image_sizes(ROBOT), labels=read_labels(bag))
+    times = T0 + 50 * MS + np.arange(episode.length) * 100 * MS
+    mode_at = np.searchsorted([c[0] for c in changes], times, side="right") - 1
+    expected = np.array([(SOURCE_POLICY, SOURCE_OPERATOR, SOURCE_POLICY, SOURCE_OPERATOR, SOURCE_HOLD)[i] for i in mode_at])
+    np.testing.assert_array_equal(episode.frame_sources, expected)
+    np.testing.assert_array_equal(episode.intervention, expected == SOURCE_OPERATOR)
+    assert report.takeovers == 2 and report.operator_frames == int(np.sum(expected == SOURCE_OPERATOR))
+    extra = episode.extra
+    assert extra["takeover_count"] == 2 and extra["operator_share"] == round(report.operator_frames / episode.length, 4)
+    first, second = extra["takeovers"]
+    assert (first["requester"], first["reason"], first["ended_by"], first["handed_back"]) == ("alice", "take over: stuck", "alice", True)
+    assert first["duration_s"] == pytest.approx(0.512) and first["start_s"] == pytest.approx(0.672)
+    assert (second["ended_by"], second["end_reason"], second["handed_back"]) == ("safety_bridge", "watchdog", False)
+    assert extra["takeover_seconds"] == pytest.approx(0.512 + 0.522)
+
+    dataset = tmp_path / "dataset"
+    writer = DatasetWriter(dataset, robot_dataset_info(ROBOT, 10.0, default_image_sizes(ROBOT)))
+    writer.add(episode)
+    np.testing.assert_array_equal(EpisodeDataset(dataset).episode(0).frame_sources, expected)
 
 
 def test_cli_converts_skips_known_bags_and_reports_bad_ones(tmp_path, messages, capsys):

@@ -101,9 +101,23 @@ def test_urdf_holds_the_frames_joints_and_limits_of_the_config(robot):
         assert float(limit.get("upper")) == pytest.approx(arm.position_upper_rad[i], abs=1e-4)
         assert float(limit.get("velocity")) == pytest.approx(arm.velocity_max_rad_s[i], abs=1e-4)
         assert float(limit.get("effort")) == pytest.approx(arm.effort_max_nm[i])
-    for name in robot.gripper.joint_names:
-        upper = float(joints[name].find("limit").get("upper"))
-        assert upper * len(robot.gripper.joint_names) == pytest.approx(robot.gripper.width_max_m)  # width = sum of fingers
+    fingers = [name for name in robot.gripper.joint_names if name in joints]  # a gripper without URDF joints (Robotiq on the UR5e) is the driver's
+    if fingers:
+        uppers = [float(joints[name].find("limit").get("upper")) for name in fingers]
+        assert robot.gripper.width_from_joint_positions(uppers) == pytest.approx(robot.gripper.width_max_m)
+
+
+def test_the_gripper_is_commanded_through_its_drivers_action(robot):
+    """franka_gripper takes one finger's travel (width / 2); the Robotiq driver its knuckle joint, 0.7929 rad closed, 0 open."""
+    gripper = robot.gripper
+    # relative, like every name in a robot config: it resolves under the stack's namespace
+    assert gripper.interface == "action" and gripper.action_name and not gripper.action_name.startswith("/")
+    closed, opened = gripper.position_from_width(gripper.width_min_m), gripper.position_from_width(gripper.width_max_m)
+    expected = {"fr3_link0": (0.0, 0.04), "base_link": (0.7929, 0.0)}[robot.base_frame]
+    assert (closed, opened) == pytest.approx(expected, abs=1e-4)
+    # Each of the joints in /joint_states reads like the action's position: a Franka finger's travel, the Robotiq's knuckle.
+    assert gripper.width_from_joint_positions([opened] * len(gripper.joint_names)) == pytest.approx(gripper.width_max_m, abs=1e-4)
+    assert 0 <= gripper.force_min_n <= BridgeSettings().gripper_force_n <= gripper.force_max_n
 
 
 def test_camera_frames_hang_off_urdf_links(robot):

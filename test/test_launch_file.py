@@ -65,7 +65,8 @@ def ament_prefix(tmp_path: Path, monkeypatch, packages: tuple[str, ...]) -> None
 
 def launch(module, **configurations: str) -> list[Action]:
     (opaque,) = [entity for entity in module.generate_launch_description() if type(entity).__name__ == "OpaqueFunction"]
-    context = SimpleNamespace(launch_configurations={"robot": "panda_sim", **configurations})
+    # launch fills in declared arguments' defaults; the stand-in context does it here
+    context = SimpleNamespace(launch_configurations={"robot": "panda_sim", "namespace": "", **configurations})
     return opaque.kwargs["function"](context)
 
 
@@ -126,3 +127,13 @@ def test_a_required_nodes_problem_stops_the_launch_an_optional_one_is_logged(lau
     (log,) = [a for a in actions if type(a).__name__ == "LogInfo"]
     assert "task_planner (task_planner_node): language_model_path" in log.kwargs["msg"] and "starting the rest" in log.kwargs["msg"]
     assert "task_planner" in nodes(actions)
+
+
+def test_a_namespace_puts_every_node_under_it_with_the_global_names_remapped(launch_file, tmp_path, monkeypatch):
+    ament_prefix(tmp_path, monkeypatch, ("robot_state_publisher", "tf2_ros"))
+    started = nodes(launch(launch_file, namespace="left"))
+    assert {n.kwargs["namespace"] for n in started.values()} == {"/left"}
+    assert all(n.kwargs["remappings"] == [("/clock", "clock"), ("/tf", "tf"), ("/tf_static", "tf_static")] for n in started.values())
+    assert {n.kwargs["namespace"] for n in nodes(launch(launch_file)).values()} == {None}
+    with pytest.raises(ValueError, match="namespace 'left arm'"):
+        launch(launch_file, namespace="left arm")

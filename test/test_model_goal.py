@@ -136,6 +136,28 @@ def test_an_opening_followed_by_a_regrasp_is_a_retry_not_the_release(sim_demo):
     assert release > grasp + 5
 
 
+def test_a_grasp_that_closed_on_nothing_is_a_miss_not_the_pick(sim_demo):
+    """A policy closing beside the cube before an operator's grasp (a recorded takeover): the
+    early frames' pick label is the operator's grasp, the miss's opening no release."""
+    episode, _, info, _ = sim_demo
+    names = info.state_names
+    config = tiny_config()
+    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
+    labeller = HindsightGoals(info, config)
+    clean, clean_valid = labeller.episode(episode.states, episode.actions)
+    (grasp, *_), _ = gripper_events(episode.actions[:, 7], 0.04)
+    states, actions = episode.states.copy(), episode.actions.copy()
+    actions[2:6, 7] = 0.0  # closes early, somewhere on the way ...
+    states[3:6, 7] = 0.0  # ... on nothing: the fingers meet
+    actions[2:6, 0] += 0.3  # and not where the cube is
+    assert len(gripper_events(actions[:, 7], 0.04)[0]) == 2
+    labels, valid = labeller.episode(states, actions)
+    np.testing.assert_allclose(labels[0, PICK], clean[0, PICK])
+    np.testing.assert_allclose(labels[0, PLACE], clean[0, PLACE])
+    np.testing.assert_array_equal(valid, clean_valid)
+    assert grasp > 6
+
+
 def test_labels_need_the_robots_kinematics_and_a_gripper(sim_demo):
     _, _, info, _ = sim_demo
     config = tiny_config()

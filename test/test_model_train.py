@@ -111,6 +111,62 @@ def test_init_finetunes_and_keeps_the_autoencoder(trained, sim_dataset, preset, 
     assert _training(out)["init"] == str(trained)
 
 
+@pytest.fixture(scope="module")
+def takeover_dataset(sim_dataset, tmp_path_factory) -> Path:
+    """One expert episode dressed as a recorded takeover: the policy drove the first third, an
+    operator took over (TELEOP after AUTONOMY) for the second, the bridge held the arm in the last."""
+    from wam_ros.data import EpisodeDataset
+    from wam_ros.data.episodes import SOURCE_HOLD, SOURCE_OPERATOR, SOURCE_POLICY
+
+    dataset = EpisodeDataset(sim_dataset)
+    episode = dataset.episode(0)
+    third = episode.length // 3
+    episode.frame_sources = np.repeat(np.array([SOURCE_POLICY, SOURCE_OPERATOR, SOURCE_HOLD], np.int8), [third, third, episode.length - 2 * third])
+    episode.intervention = episode.frame_sources == SOURCE_OPERATOR
+    episode.source = "rosbag:takeover"
+    root = tmp_path_factory.mktemp("takeovers") / "data"
+    DatasetWriter(root, dataset.info).add(episode)
+    return root
+
+
+def test_operator_frames_are_drawn_by_their_weight(sim_dataset, takeover_dataset, preset):
+    from wam_ros.data import EpisodeDataset
+    from wam_ros.data.episodes import SOURCE_HOLD, SOURCE_POLICY
+    from wam_ros.model.config import load_preset
+    from wam_ros.model.data import TrainingFrames
+
+    config, _ = load_preset(str(preset))
+    info = EpisodeDataset(sim_dataset).info
+    config.bind_dataset(list(info.cameras), (96, 96), info.state_names, info.action_names, info.fps, info.robot)
+    frames = TrainingFrames([EpisodeDataset(sim_dataset), EpisodeDataset(takeover_dataset)], config)
+    assert frames.policy_weights(1.0, 1.0) is not None  # HOLD frames never anchor a policy sample
+    weights = frames.policy_weights(4.0, 0.0)
+    assert np.all(weights[frames.intervention] == 4.0) and frames.intervention.sum() > 0
+    assert np.all(weights[(frames.sources == SOURCE_POLICY) | (frames.sources == SOURCE_HOLD)] == 0.0)
+    assert np.all(weights[~frames.has_actions] == 0.0) and np.all(weights[frames.has_actions & (frames.sources == 0)] == 1.0)
+    draws = np.random.default_rng(0).choice(frames.num_frames, 20000, p=weights / weights.sum())
+    share = np.mean(frames.intervention[draws])
+    expected = weights[frames.intervention].sum() / weights.sum()
+    assert abs(share - expected) < 0.02 and expected > 2 * frames.intervention.sum() / weights.astype(bool).sum()
+    with pytest.raises(Exception, match="weight 0"):
+        TrainingFrames([EpisodeDataset(takeover_dataset)], config).policy_weights(0.0, 0.0)
+
+
+def test_finetune_on_weighted_takeovers_changes_the_weights(trained, sim_dataset, takeover_dataset, tmp_path, capsys):
+    out = tmp_path / "dagger"
+    assert wam_ros(["train", "--init", str(trained), "--data", str(sim_dataset), "--data", str(takeover_dataset), "--out", str(out),
+                    "--steps", "3", "--operator-weight", "4", "--policy-weight", "0"]) == 0
+    assert "interventions x4" in capsys.readouterr().out
+    record = _training(out)
+    assert record["frame_weights"]["operator"] == 4.0 and record["frame_weights"]["policy"] == 0.0
+    assert 0 < record["frame_weights"]["intervention_sample_share"] < 1 and len(record["dataset"]["datasets"]) == 2
+    before, after = load_checkpoint(trained).model, load_checkpoint(out).model
+    assert not all(torch.equal(a, b) for a, b in zip(before.transformer.state_dict().values(), after.transformer.state_dict().values()))
+    # A resumed run draws as it began, whatever the command line says now.
+    assert wam_ros(["train", "--data", str(sim_dataset), "--data", str(takeover_dataset), "--out", str(out), "--resume", "--steps", "4"]) == 0
+    assert _training(out)["frame_weights"]["operator"] == 4.0 and _training(out)["transformer_step"] == 4
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(sim_dataset, preset, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_loss = train_module.training_loss
@@ -168,6 +224,9 @@ def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, 
     assert sheet.shape[1] == 2 * 4 * 96 and sheet.shape[0] == 24 + 2 * 2 * 2 * 96
     closed = evaluate_closed_loop(runtime, "pick_place", [7], max_steps=8, quiet=True)
     assert closed.steps == [8] and closed.successes == [False] and closed.policy_calls == 2
+    elsewhere = evaluate_closed_loop(runtime, "pick_place", [7], max_steps=1, quiet=True,
+                                     sim_overrides={"cube_region_min_xy_m": [0.4, 0.3], "cube_region_max_xy_m": [0.62, 0.44]})
+    assert elsewhere.steps == [1]
     assert closed.subtasks_done == [0] and closed.subtask_count == 1
     whole = evaluate_closed_loop(runtime, "bin_three", [7], max_steps=4, use_subtasks=False, quiet=True)
     assert whole.subtasks_done == [0] and whole.subtask_count == 3 and whole.steps == [4]

@@ -96,6 +96,6 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     response = wait_until(lambda: result_future.done() and result_future.result(), 30.0, "the canceled result")
     assert response.status == GoalStatus.STATUS_CANCELED and response.result.message == "canceled"
     held = wait_until(lambda: safety[-1] if safety[-1].mode == SafetyStatus.MODE_HOLD else None, 10.0, "HOLD after the cancel")
-    assert held.mode_requester == "task_planner" and "task canceled" in held.last_stop_reason  # the bridge names the requester in mode_requester
+    assert held.mode_requester == "task_planner" and "task canceled" in held.last_stop_reason  # who asked: SafetyStatus.mode_requester
     assert "Traceback" not in processes.log("task_planner")
     client.destroy()

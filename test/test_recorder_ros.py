@@ -75,11 +75,14 @@ def bag_messages(path: Path, types: dict[str, type]) -> dict[str, list]:
 def test_records_identical_messages_labels_and_closes_on_sigterm(processes, ros, tmp_path):
     status = RecorderStatus(ros)
     node = ros.node
+    # The robot config's names are relative; in the root namespace they resolve to "/<name>", as the bag stores them.
+    image_topic, trajectory_topic, gripper_topic = (f"/{name}" for name in (
+        ROBOT.camera("front").image_topic, ROBOT.backend.joint_trajectory_topic, ROBOT.backend.gripper_command_topic))
     pubs = {
         "/joint_states": node.create_publisher(JointState, "/joint_states", qos.SENSORS),
-        ROBOT.camera("front").image_topic: node.create_publisher(Image, ROBOT.camera("front").image_topic, qos.SENSORS),
-        ROBOT.backend.joint_trajectory_topic: node.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS),
-        ROBOT.backend.gripper_command_topic: node.create_publisher(GripperCommand, ROBOT.backend.gripper_command_topic, qos.COMMANDS),
+        image_topic: node.create_publisher(Image, image_topic, qos.SENSORS),
+        trajectory_topic: node.create_publisher(JointTrajectory, trajectory_topic, qos.COMMANDS),
+        gripper_topic: node.create_publisher(GripperCommand, gripper_topic, qos.COMMANDS),
     }
     safety = node.create_publisher(SafetyStatus, "/wam/safety/status", qos.LATCHED)
     latched = SafetyStatus(mode=SafetyStatus.MODE_AUTONOMY, mode_name="AUTONOMY", backend="sim")
@@ -99,9 +102,9 @@ def test_records_identical_messages_labels_and_closes_on_sigterm(processes, ros,
     assert not refused.success and "already recording" in refused.message
     sent = {
         "/joint_states": [joint_state(i) for i in range(60)],
-        ROBOT.camera("front").image_topic: [image(i) for i in range(12)],
-        ROBOT.backend.joint_trajectory_topic: [trajectory(i) for i in range(8)],
-        ROBOT.backend.gripper_command_topic: [GripperCommand(width_m=0.01 * i, force_n=20.0) for i in range(4)],
+        image_topic: [image(i) for i in range(12)],
+        trajectory_topic: [trajectory(i) for i in range(8)],
+        gripper_topic: [GripperCommand(width_m=0.01 * i, force_n=20.0) for i in range(4)],
     }
     for i in range(60):
         for topic, messages in sent.items():

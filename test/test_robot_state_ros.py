@@ -8,7 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from control_msgs.action import GripperCommand
 from geometry_msgs.msg import TransformStamped
+from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
@@ -24,7 +26,6 @@ from wam_ros.nodes.robot_state_node import TF_QOS
 from wam_ros.robot import load_robot_config, robot_config_path
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import time_to_seconds
-from wam_ros_interfaces.msg import GripperCommand
 
 pytestmark = pytest.mark.ros
 ROBOT = load_robot_config("panda_sim")
@@ -60,15 +61,17 @@ def test_tf_and_robot_description_match_the_kinematics_and_the_config(processes,
 
     # The arm and the fingers move, so the frames are checked away from home too.
     trajectory = ros.node.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS)
-    gripper = ros.node.create_publisher(GripperCommand, ROBOT.backend.gripper_command_topic, qos.COMMANDS)
+    gripper = ActionClient(ros.node, GripperCommand, ROBOT.gripper.action_name)
     ros.wait_for_subscribers(trajectory, timeout_s=20.0)
-    ros.wait_for_subscribers(gripper, timeout_s=20.0)
+    assert gripper.wait_for_server(timeout_sec=20.0)
     target = np.array(ROBOT.arm.home_rad) + np.array([0.4, -0.3, 0.3, 0.4, -0.4, 0.3, 0.5])
     message = JointTrajectory(joint_names=list(ROBOT.arm.joint_names))
     message.points = [JointTrajectoryPoint(positions=[float(v) for v in target])]
     message.points[0].time_from_start.sec = 2
     trajectory.publish(message)
-    gripper.publish(GripperCommand(width_m=0.03, force_n=20.0))
+    goal = GripperCommand.Goal()
+    goal.command.position, goal.command.max_effort = ROBOT.gripper.position_from_width(0.03), 20.0
+    gripper.send_goal_async(goal)
     first = len(tf_messages)
     wait_until(lambda: len(tf_messages) > first + 1.5 * TF_RATE_HZ, 60.0, "1.5 s of /tf while the arm moves")
 

@@ -295,7 +295,9 @@ def test_a_clock_leap_before_the_pending_joint_state_does_not_trip(tmp_path):
     assert core.mode == Mode.HOLD and core.last_watchdog.name == "joint_states"
 
 
-def test_every_switch_starts_from_the_measured_state(tmp_path):
+def test_a_switch_in_motion_continues_the_command_and_one_from_rest_starts_at_the_arm(tmp_path):
+    """A handover while the arm moves must not step the output back by the arm's lag (a jump of
+    the controller's target); from rest the command starts where the arm is."""
     core = make_core(tmp_path)
     core.on_joint_state(NAMES, HOME, [], 0.0)
     core.request_mode(Mode.TELEOP, "", False, 0.0)
@@ -304,15 +306,23 @@ def test_every_switch_starts_from_the_measured_state(tmp_path):
         now += core.period_s
         core.on_teleop_twist((0.0, 0.25, 0.0), (0, 0, 0), "", now, "t", "teleop")
         core.on_joint_state(NAMES, core.follower.position, [], now)
+        last = core.step(now)
+    core.on_joint_state(NAMES, core.follower.position - 0.02, [], now)  # the arm lags its command by 0.02 rad per joint
+    for mode in (Mode.AUTONOMY, Mode.TELEOP):
+        assert core.request_mode(mode, "intervention", False, now).accepted
+        now += core.period_s
+        output = core.step(now)
+        assert not CHECKER.check_step(last.position, output.position)  # within one step of the previous output
+        assert np.max(np.abs(output.position - last.position)) > 0  # still moving: the motion carried over
+        last = output
+    core.request_mode(Mode.HOLD, "stop", False, now)
+    while not core.follower.at_rest:
+        now += core.period_s
         core.step(now)
-    measured = core.follower.position + 0.02  # the arm lags its command by 0.02 rad per joint
-    core.on_joint_state(NAMES, measured, [], now)
-    assert core.request_mode(Mode.AUTONOMY, "intervention over", False, now).accepted
-    output = core.step(now + core.period_s)
-    assert not CHECKER.check_step(measured, output.position)
-    assert core.request_mode(Mode.TELEOP, "intervention", False, now).accepted
-    output = core.step(now + core.period_s)
-    assert not CHECKER.check_step(measured, output.position)
+    resting = core.follower.position - 0.01  # at rest, the held command and the arm differ (gravity sag)
+    core.on_joint_state(NAMES, resting, [], now)
+    assert core.request_mode(Mode.TELEOP, "", False, now).accepted
+    np.testing.assert_allclose(core.follower.position, resting)
 
 
 def test_teleop_twist_moves_the_tcp_and_stops_when_stale(tmp_path):
@@ -348,6 +358,18 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("2 publishers" in v for v in core.status(10.02).violations)
 
 
+def test_a_refused_chunk_does_not_take_the_command_lock(tmp_path):
+    """A stray node's stale chunk arriving first (another stack's inference node, a replayed bag)
+    used to take the free lock and lock out the policy that followed it."""
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    assert not core.on_chunk(chunk(0.0, HOME), 10.0, "gid-stray", "/right/wam_inference")  # stamped 10 s ago: stale
+    assert any("/right/wam_inference refused: stale" in v for v in core.status(10.0).violations)
+    assert core.on_chunk(chunk(10.0, np.tile(HOME, (10, 1))), 10.01, "gid-a", "/left/wam_inference")
+    assert core.status(10.01).command_source == "/left/wam_inference"
+
+
 def test_joint_states_come_from_one_publisher(tmp_path):
     core = make_core(tmp_path)
     assert core.on_joint_state(NAMES, HOME, [], 10.0, 0.0, "gid-arm", "/driver")  # the first publisher holds the lock
@@ -375,7 +397,7 @@ def test_joint_states_come_from_one_publisher(tmp_path):
 
 def test_the_robot_config_names_the_joint_state_publisher(tmp_path):
     data = yaml.safe_load(ROBOT.path.read_text())
-    data["robot"]["safety"]["joint_state_publisher"] = "driver"  # a node name; the leading slash is implied
+    data["robot"]["safety"]["joint_state_publisher"] = "/driver"  # a fully qualified node name (the node resolves relative ones)
     robot = parse_robot_config(ROBOT.path, data)
     assert robot.safety.joint_state_publisher == "/driver" and ROBOT.safety.joint_state_publisher == ""
     core = SafetyBridgeCore(robot, BridgeSettings(), EstopLatch(tmp_path / "estop.json"), KINEMATICS)

@@ -123,7 +123,14 @@ def test_launch_style_stop_every_node_exits_0_and_the_bag_reads_back(processes, 
     joint_states = ros.collect(JointState, "/joint_states", qos.SENSORS)
     start = ros.node.create_client(StartEpisode, "/wam/recorder/start_episode")
     teleop_motion(ros, statuses)
-    response = ros.call(start, StartEpisode.Request(task="pick_place", instruction="shutdown test", operator_name="test"), timeout_s=30.0)
+    request = StartEpisode.Request(task="pick_place", instruction="shutdown test", operator_name="test")
+
+    def started() -> StartEpisode.Response | None:
+        response = ros.call(start, request, timeout_s=30.0)
+        # On a loaded host the recorder can hear /clock later than the bridge does: ask again.
+        return None if "the clock is not running" in response.message else response
+
+    response = wait_until(started, 30.0, "an episode started (the recorder on sim time needs /clock)")
     assert response.success, response.message
     wait_until(lambda: "active: publishing" in (logs / "wam_inference.log").read_text(),
                180.0, "the inference node to load its model", detail=lambda: (logs / "wam_inference.log").read_text()[-2000:])

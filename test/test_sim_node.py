@@ -17,7 +17,11 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import Processes, RosProbe, wait_until
-from wam_ros_interfaces.msg import GripperCommand, ImpedanceGains, TaskStatus
+from action_msgs.msg import GoalStatus
+from control_msgs.action import GripperCommand
+from rclpy.action import ActionClient
+
+from wam_ros_interfaces.msg import ImpedanceGains, TaskStatus
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
@@ -52,15 +56,16 @@ def sim(tmp_path_factory):
         "trajectory": node.create_publisher(JointTrajectory, ROBOT.backend.joint_trajectory_topic, qos.COMMANDS),
         "pose": node.create_publisher(PoseStamped, ROBOT.backend.target_pose_topic, qos.COMMANDS),
         "gains": node.create_publisher(ImpedanceGains, ROBOT.backend.gains_topic, qos.COMMANDS),
-        "gripper": node.create_publisher(GripperCommand, ROBOT.backend.gripper_command_topic, qos.COMMANDS),
+        "gripper": ActionClient(node, GripperCommand, ROBOT.gripper.action_name),
         "reset": node.create_client(ResetSim, "/wam/sim/reset"),
         "probe": probe,
         "processes": group,
     }
     try:
         wait_until(lambda: state["joints"], 60.0, "the first /joint_states from the sim node")
-        for name in ("trajectory", "pose", "gains", "gripper"):
+        for name in ("trajectory", "pose", "gains"):
             probe.wait_for_subscribers(state[name], timeout_s=20.0)
+        assert state["gripper"].wait_for_server(timeout_sec=20.0), f"no {ROBOT.gripper.action_name} action server"
         yield state
     finally:
         probe.close()
@@ -260,8 +265,6 @@ def test_bad_commands_are_rejected_and_the_sim_runs_on(sim):
         (sim["trajectory"], _trajectory([home[:6]], [0.1], names=ARM[:6]), "the arm needs all 7"),
         (sim["trajectory"], _trajectory([home[:6]], [0.1]), "has 6 positions for 7 joints"),
         (sim["trajectory"], _trajectory([home + np.array([5.0, 0, 0, 0, 0, 0, 0])], [0.1]), "outside"),
-        (sim["gripper"], GripperCommand(width_m=0.2, force_n=20.0), "gripper width 0.2"),
-        (sim["gripper"], GripperCommand(width_m=0.04, force_n=-1.0), "gripper force -1.0"),
         (sim["gains"], ImpedanceGains(stiffness=[-1.0] * 6, damping=[1.0] * 6), "stiffness"),
     ]
     wrong_frame = PoseStamped()
@@ -270,6 +273,11 @@ def test_bad_commands_are_rejected_and_the_sim_runs_on(sim):
     bad.append((sim["pose"], wrong_frame, "send it in 'panda_link0'"))
     for publisher, message, _ in bad:
         publisher.publish(message)
+    for position, max_effort, reason in ((0.1, 20.0, "gripper width 0.2 m (position 0.1)"), (0.02, 100.0, "gripper force 100.0 N above 70.0")):
+        goal = GripperCommand.Goal()
+        goal.command.position, goal.command.max_effort = position, max_effort
+        sim["gripper"].send_goal_async(goal)
+        bad.append((None, None, f"rejected GripperCommand goal: {reason}"))
     log = lambda: sim["processes"].log("sim")  # noqa: E731
     for _, _, reason in bad:
         wait_until(lambda r=reason: r in log(), 10.0, f"a logged rejection containing {reason!r}")
@@ -277,6 +285,23 @@ def test_bad_commands_are_rejected_and_the_sim_runs_on(sim):
     wait_until(lambda: time_to_seconds(clock[-1].clock) > before + 0.2, 5.0, "sim time still advancing")
     assert np.abs(_arm(joints[-1]) - home).max() < 0.01, "a rejected command moved the arm"
     assert sim["processes"].started[0][1].poll() is None, "the sim node died"
+
+
+def test_gripper_action_moves_the_fingers_and_reports_the_width(sim):
+    """The GripperCommand action as franka_gripper serves it: position = one finger's travel (width / 2)."""
+    _reset(sim)
+    goal = GripperCommand.Goal()
+    goal.command.position, goal.command.max_effort = ROBOT.gripper.position_from_width(0.03), 20.0
+    sent = sim["gripper"].send_goal_async(goal)
+    handle = wait_until(lambda: sent.done() and sent.result(), 10.0, "the goal accepted")
+    assert handle.accepted
+    finished = handle.get_result_async()
+    response = wait_until(lambda: finished.done() and finished.result(), 20.0, "the goal's result")
+    assert response.status == GoalStatus.STATUS_SUCCEEDED and response.result.reached_goal and not response.result.stalled
+    assert ROBOT.gripper.width_from_position(response.result.position) == pytest.approx(0.03, abs=0.002)
+    message = sim["joints"][-1]
+    width = sum(message.position[list(message.name).index(name)] for name in ROBOT.gripper.joint_names)
+    assert width == pytest.approx(0.03, abs=0.002)
 
 
 def test_reset_service_switches_task_and_refuses_unknown_ones(sim):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,10 @@ from typing import Any
 import yaml
 
 BACKEND_TYPES = ("sim", "joint_trajectory", "cartesian_impedance")
+#: How the bridge commands the gripper: ``topic`` = wam_ros/GripperCommand on the backend's
+#: gripper_command_topic; ``action`` = control_msgs/action/GripperCommand goals (franka_gripper,
+#: ros2_controllers' gripper_action_controller, the sim node).
+GRIPPER_INTERFACES = ("topic", "action")
 
 
 class ConfigError(ValueError):
@@ -159,13 +163,41 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class GripperConfig:
-    """Parallel gripper; ``joint_names`` empty when the robot has none."""
+    """Parallel gripper; ``joint_names`` empty when the robot has none.
+
+    Widths are the opening between the fingertips [m]. Two linear maps tie them to what the
+    driver speaks: the sum of the ``joint_names`` positions in /joint_states is
+    ``joint_position_per_width * width + joint_position_offset`` (finger joints in metres: 1, 0),
+    and control_msgs GripperCommand's ``position`` is ``position_per_width * width + position_offset``
+    (franka_gripper: one finger's travel, 0.5, 0; a Robotiq 2F-85 knuckle joint: -9.328 rad/m, 0.7929 rad).
+    """
 
     joint_names: tuple[str, ...] = ()
     width_min_m: float = 0.0
     width_max_m: float = 0.0
     force_max_n: float = 0.0
     speed_max_m_s: float = 0.0
+    force_min_n: float = 0.0  # the gripper's smallest grasp force (Robotiq 2F-85: 20 N)
+    joint_position_per_width: float = 1.0
+    joint_position_offset: float = 0.0
+    interface: str = "topic"  # one of GRIPPER_INTERFACES
+    action_name: str = ""  # the GripperCommand action (interface action)
+    command_timeout_s: float = 5.0  # an action goal without a result this long after it was sent fails
+    command_tolerance_m: float = 0.005  # a new action goal only when the target moved this far from the last one
+    position_per_width: float = 1.0
+    position_offset: float = 0.0
+
+    def position_from_width(self, width_m: float) -> float:
+        """control_msgs GripperCommand ``position`` for an opening of ``width_m``."""
+        return self.position_per_width * width_m + self.position_offset
+
+    def width_from_position(self, position: float) -> float:
+        """Opening [m] for a control_msgs GripperCommand ``position`` (goal, feedback or result)."""
+        return (position - self.position_offset) / self.position_per_width
+
+    def width_from_joint_positions(self, positions: Iterable[float]) -> float:
+        """Opening [m] from the positions of ``joint_names`` in /joint_states."""
+        return (sum(positions) - self.joint_position_offset) / self.joint_position_per_width
 
 
 @dataclass(frozen=True)
@@ -178,7 +210,7 @@ class SafetyConfig:
     ee_speed_max_m_s: float
     max_joint_step_rad: float
     watchdog_margin_s: float
-    joint_state_publisher: str = ""  # node ("/namespace/name") whose /joint_states the bridge takes; "" = the first one heard
+    joint_state_publisher: str = ""  # node whose joint_states the bridge takes ("name": in the bridge's namespace, "/ns/name"); "" = the first one heard
 
 
 @dataclass(frozen=True)
@@ -222,15 +254,15 @@ class CameraConfig:
 
     @property
     def image_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/image"
+        return f"wam/cameras/{self.name}/image"
 
     @property
     def depth_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/depth"
+        return f"wam/cameras/{self.name}/depth"
 
     @property
     def camera_info_topic(self) -> str:
-        return f"/wam/cameras/{self.name}/camera_info"
+        return f"wam/cameras/{self.name}/camera_info"
 
 
 @dataclass(frozen=True)
@@ -290,22 +322,45 @@ def _arm(reader: _Reader) -> ArmConfig:
 def _gripper(reader: _Reader) -> GripperConfig:
     if not reader.data:
         return GripperConfig()
+    defaults = GripperConfig()
     gripper = GripperConfig(
         joint_names=reader.strings("joint_names"),
         width_min_m=reader.get("width_min_m", float),
         width_max_m=reader.get("width_max_m", float),
         force_max_n=reader.get("force_max_n", float),
         speed_max_m_s=reader.get("speed_max_m_s", float),
+        force_min_n=reader.get("force_min_n", float, defaults.force_min_n),
+        joint_position_per_width=reader.get("joint_position_per_width", float, defaults.joint_position_per_width),
+        joint_position_offset=reader.get("joint_position_offset", float, defaults.joint_position_offset),
+        interface=reader.get("interface", str, defaults.interface),
+        action_name=reader.get("action_name", str, defaults.action_name),
+        command_timeout_s=reader.get("command_timeout_s", float, defaults.command_timeout_s),
+        command_tolerance_m=reader.get("command_tolerance_m", float, defaults.command_tolerance_m),
+        position_per_width=reader.get("position_per_width", float, defaults.position_per_width),
+        position_offset=reader.get("position_offset", float, defaults.position_offset),
     )
     if not 0 <= gripper.width_min_m < gripper.width_max_m:
         raise reader.error("width_max_m", "needs 0 <= width_min_m < width_max_m")
+    if not 0 <= gripper.force_min_n <= gripper.force_max_n:
+        raise reader.error("force_min_n", "needs 0 <= force_min_n <= force_max_n")
+    for key in ("joint_position_per_width", "position_per_width"):
+        if getattr(gripper, key) == 0:
+            raise reader.error(key, "must not be 0 (the width could not be recovered)")
+    if gripper.interface not in GRIPPER_INTERFACES:
+        raise reader.error("interface", f"unknown gripper interface {gripper.interface!r}; expected one of {', '.join(GRIPPER_INTERFACES)}")
+    if gripper.interface == "action" and not gripper.action_name:
+        raise reader.error("action_name", "interface action needs the GripperCommand action's name")
+    if gripper.command_timeout_s <= 0:
+        raise reader.error("command_timeout_s", "must be positive")
+    if gripper.command_tolerance_m < 0:
+        raise reader.error("command_tolerance_m", "must not be negative")
     return gripper
 
 
 def _safety(reader: _Reader) -> SafetyConfig:
     low = reader.floats("workspace_min_m", 3)
     high = reader.floats("workspace_max_m", 3)
-    publisher = reader.get("joint_state_publisher", str, "")  # a node name; "sim" means "/sim"
+    publisher = reader.get("joint_state_publisher", str, "")  # a node name, relative to the bridge's namespace unless it starts with /
     if any(a >= b for a, b in zip(low, high)):
         raise reader.error("workspace_min_m", f"box {low} .. {high} is empty")
     safety = SafetyConfig(
@@ -315,7 +370,7 @@ def _safety(reader: _Reader) -> SafetyConfig:
         ee_speed_max_m_s=reader.get("ee_speed_max_m_s", float, 0.25),
         max_joint_step_rad=reader.get("max_joint_step_rad", float),
         watchdog_margin_s=reader.get("watchdog_margin_s", float, 0.05),
-        joint_state_publisher="/" + publisher.lstrip("/") if publisher else "",
+        joint_state_publisher=publisher,
     )
     for key in ("ee_speed_max_m_s", "max_joint_step_rad", "watchdog_margin_s"):
         if getattr(safety, key) <= 0:
@@ -338,10 +393,10 @@ def _gains(reader: _Reader, dof: int) -> GainsConfig:
 def _backend(reader: _Reader) -> BackendConfig:
     backend = BackendConfig(
         type=reader.get("type", str),
-        joint_trajectory_topic=reader.get("joint_trajectory_topic", str, "/joint_trajectory_controller/joint_trajectory"),
-        target_pose_topic=reader.get("target_pose_topic", str, "/target_pose"),
-        gains_topic=reader.get("gains_topic", str, "/target_impedance_gains"),
-        gripper_command_topic=reader.get("gripper_command_topic", str, "/wam/gripper/command"),
+        joint_trajectory_topic=reader.get("joint_trajectory_topic", str, "joint_trajectory_controller/joint_trajectory"),
+        target_pose_topic=reader.get("target_pose_topic", str, "target_pose"),
+        gains_topic=reader.get("gains_topic", str, "target_impedance_gains"),
+        gripper_command_topic=reader.get("gripper_command_topic", str, "wam/gripper/command"),
     )
     if backend.type not in BACKEND_TYPES:
         raise reader.error("type", f"unknown backend {backend.type!r}; expected one of {', '.join(BACKEND_TYPES)}")

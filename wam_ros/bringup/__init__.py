@@ -34,8 +34,10 @@ DDS_PROFILE = Path("config") / "dds" / "fastdds_localhost.xml"
 #: The order in which ``wam-ros bringup`` stops nodes on Ctrl-C: command sources first, then the
 #: safety bridge (it brakes the arm to standstill and publishes HOLD), then everything that
 #: observes or simulates the arm (the recorder keeps recording the brake). Other kinds: last stage.
-STOP_STAGES = {"wam_inference": 0, "task_planner": 0, "teleop": 0, "safety_bridge": 1}
+STOP_STAGES = {"wam_inference": 0, "task_planner": 0, "teleop": 0, "scripted_operator": 0, "safety_bridge": 1}
 LAST_STOP_STAGE = 2
+#: Absolute names used by programs we do not write, remapped into a stack's namespace.
+GLOBAL_NAMES = ("/clock", "/tf", "/tf_static")
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,19 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class Bringup:
-    """The validated robot config plus the node set and the process environment it runs in."""
+    """The validated robot config plus the node set, its namespace and the process environment it runs in."""
 
     robot: RobotConfig
     nodes: list[NodeSpec]
     environment: dict[str, str] = field(default_factory=dict)
+    namespace: str = ""  # "" or "/left": every node, topic, service and action of the stack lives under it
+
+    @property
+    def remappings(self) -> list[tuple[str, str]]:
+        """Names that other programs publish absolute, kept inside the namespace (none without one):
+        the sim's ``/clock`` (two simulated stacks would share one clock) and ``/tf``, ``/tf_static``
+        (robot_state_publisher's and tf2's defaults)."""
+        return [(name, name[1:]) for name in GLOBAL_NAMES] if self.namespace else []
 
 
 def known_node_kinds() -> list[str]:
@@ -84,8 +94,18 @@ def node_parameters_class(kind: str) -> type:
     return importlib.import_module(module_name).Parameters
 
 
+def normalize_namespace(namespace: str) -> str:
+    """``left``, ``/left/`` -> ``/left``; empty -> ""; ValueError for a name ROS would refuse."""
+    name = namespace.strip().strip("/")
+    if not name:
+        return ""
+    if not all(part and (part[0].isalpha() or part[0] == "_") and all(c.isalnum() or c == "_" for c in part) for part in name.split("/")):
+        raise ValueError(f"namespace {namespace!r}: use letters, digits and underscores, each part starting with a letter, e.g. left or cell_2/arm")
+    return "/" + name
+
+
 def parse_overrides(arguments: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    """Split ``name:=value`` arguments into launch arguments (``robot``) and node overrides.
+    """Split ``name:=value`` arguments into launch arguments (``robot``, ``namespace``) and node overrides.
 
     Values are parsed as YAML scalars, as ``ros2 launch`` does for parameters.
     """
@@ -103,11 +123,14 @@ def parse_overrides(arguments: list[str]) -> tuple[dict[str, str], dict[str, dic
     return launch_args, overrides
 
 
-def load_bringup(robot: str, overrides: dict[str, dict[str, Any]] | None = None) -> Bringup:
+def load_bringup(robot: str, overrides: dict[str, dict[str, Any]] | None = None, namespace: str = "") -> Bringup:
     """Read ``config/robots/<robot>.yaml`` (or a path), validate it, and return the node set.
 
-    Raises :class:`ConfigError` naming the file and the key on any problem.
+    ``namespace`` puts the whole stack under ``/<namespace>`` (every name our nodes use is
+    relative). Raises :class:`ConfigError` naming the file and the key on any problem, ValueError
+    for a bad namespace.
     """
+    namespace = normalize_namespace(namespace)
     path = robot_config_path(robot)
     data = read_yaml(path)
     robot_config = parse_robot_config(path, data)
@@ -153,7 +176,7 @@ def load_bringup(robot: str, overrides: dict[str, dict[str, Any]] | None = None)
         specs.append(NodeSpec(name=name, kind=kind, required=required, parameters=values))
     if overrides:
         raise ConfigError(path, "nodes", f"override for unknown node {sorted(overrides)[0]!r}")
-    return Bringup(robot=robot_config, nodes=specs, environment=ros_environment())
+    return Bringup(robot=robot_config, nodes=specs, environment=ros_environment(), namespace=namespace)
 
 
 def ros_environment() -> dict[str, str]:
@@ -259,5 +282,6 @@ def standard_robot_state(spec: NodeSpec, robot: RobotConfig) -> list[ExternalNod
 def write_params_file(spec: NodeSpec, directory: Path) -> Path:
     """A ``--params-file`` YAML for one node."""
     path = directory / f"{spec.name}.params.yaml"
-    path.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}, sort_keys=True))
+    # "/**": the file is this node's alone, and the wildcard matches it in any namespace.
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": spec.parameters}}, sort_keys=True))
     return path

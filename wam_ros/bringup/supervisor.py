@@ -20,7 +20,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Sequence
 
 from wam_ros.bringup import Bringup, NodeSpec, write_params_file
 from wam_ros.processes import die_with_parent
@@ -37,9 +37,14 @@ class _Child:
     reader: threading.Thread
 
 
-def node_command(spec: NodeSpec, params_file: Path) -> list[str]:
-    """Command line that starts one node, as ``ros2 run`` would with a params file."""
-    return [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
+def node_command(spec: NodeSpec, params_file: Path, namespace: str = "", remappings: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """Command line that starts one node, as ``ros2 run`` would with a params file (and a namespace)."""
+    arguments = ["-r", f"__node:={spec.name}"]
+    if namespace:
+        arguments += ["-r", f"__ns:={namespace}"]
+    for source, target in remappings:
+        arguments += ["-r", f"{source}:={target}"]
+    return [sys.executable, "-m", spec.module, "--ros-args", *arguments, "--params-file", str(params_file)]
 
 
 class Supervisor:
@@ -79,7 +84,7 @@ class Supervisor:
         for spec in self.bringup.nodes:
             params_file = write_params_file(spec, Path(self._tmp.name))
             process = subprocess.Popen(
-                node_command(spec, params_file),
+                node_command(spec, params_file, self.bringup.namespace, self.bringup.remappings),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

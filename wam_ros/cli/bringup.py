@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "arguments",
         nargs="*",
         metavar="name:=value",
-        help="robot:=<name or path> (default panda_sim), <node>.<parameter>:=<value>, <node>.enabled:=false",
+        help="robot:=<name or path> (default panda_sim), namespace:=<ns> (the whole stack under /<ns>), "
+             "<node>.<parameter>:=<value>, <node>.enabled:=false",
     )
     parser.add_argument("--check", action="store_true",
                         help="validate the config and each node's settings and files (checkpoint, devices), print the node set and exit")
@@ -23,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         launch_args, overrides = parse_overrides(args.arguments)
-        unknown = set(launch_args) - {"robot"}
+        unknown = set(launch_args) - {"robot", "namespace"}
         if unknown:
-            raise ValueError(f"unknown launch argument {sorted(unknown)[0]!r}; use robot:= or <node>.<parameter>:=")
-        bringup = load_bringup(launch_args.get("robot", "panda_sim"), overrides)
+            raise ValueError(f"unknown launch argument {sorted(unknown)[0]!r}; use robot:=, namespace:= or <node>.<parameter>:=")
+        bringup = load_bringup(launch_args.get("robot", "panda_sim"), overrides, launch_args.get("namespace", ""))
     except (ConfigError, ValueError) as error:
         print(f"wam-ros bringup: {error}", file=sys.stderr)
         return 2
-    print(f"[bringup] robot {bringup.robot.name} ({bringup.robot.path})")
+    print(f"[bringup] robot {bringup.robot.name} ({bringup.robot.path})" + (f" in namespace {bringup.namespace}" if bringup.namespace else ""))
     for spec in bringup.nodes:
         print(f"[bringup]   {spec.name}: {spec.executable}{' (required)' if spec.required else ''}")
     problems = check_bringup(bringup)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             kind = "actions" if report.has_actions else "video only"
             print(f"episode {report.episode_index:6d}  {report.frames:5d} frames  {report.duration_s:7.1f} s  {kind:10s}"
-                  f"  drops {report.drops:4d}  intervention {report.intervention_frames:4d} frames  {report.bag}")
+                  f"  drops {report.drops:4d}  intervention {report.intervention_frames:4d} frames  takeovers {report.takeovers}  {report.bag}")
             for problem in report.problems:
                 print(f"        note: {problem}")
     summary = summarize(reports)
@@ -65,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary['episodes']} episodes ({summary['duration_s']:.1f} s, {summary['frames']} frames, "
               f"{summary['video_only_episodes']} video only) written to {args.out}; {summary['skipped']} skipped, "
               f"{summary['failed']} failed; drops: {summary['estimated_drops']} estimated from stamps, "
-              f"{summary['recorder_drops']} counted by the recorder; intervention share {summary['intervention_share']:.1%}")
+              f"{summary['recorder_drops']} counted by the recorder; intervention share {summary['intervention_share']:.1%}, "
+              f"{summary['takeovers']} takeovers in {summary['episodes_with_takeovers']} episodes")
     return 1 if summary["failed"] else 0

@@ -25,7 +25,7 @@ DEFAULT_SEEDS = [1000, 1001, 1002]  # held out: the shipped checkpoint trains on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("arguments", nargs="*", metavar="name:=value", help="robot:=<name> (default panda_sim) and <node>.<parameter>:=<value> overrides")
+    parser.add_argument("arguments", nargs="*", metavar="name:=value", help="robot:=<name> (default panda_sim), namespace:=<ns> and <node>.<parameter>:=<value> overrides")
     parser.add_argument("--task", default="pick_place", help="sim task (default pick_place)")
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS, help="episode seeds (held out from training)")
     parser.add_argument("--episode-timeout", type=float, default=40.0, metavar="S", help="sim seconds per episode before it counts as a failure")
@@ -51,7 +51,7 @@ def print_report(report: EpisodeReport) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         launch_args, overrides = parse_overrides(args.arguments)
-        bringup = load_bringup(launch_args.get("robot", "panda_sim"), overrides)
+        bringup = load_bringup(launch_args.get("robot", "panda_sim"), overrides, launch_args.get("namespace", ""))
         bringup.robot.camera(args.video_camera)
     except (ConfigError, ValueError, KeyError) as error:
         print(f"wam-ros demo: {error}", file=sys.stderr)

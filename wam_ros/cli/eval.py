@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="closed loop: give the model the task's whole instruction instead of the current subtask's (the planner's baseline)")
     parser.add_argument("--phrasing", choices=PHRASINGS, default="template",
                         help="with --whole-instruction: the task's own wording or one of five held-out ones (bin_three only; default template)")
+    parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                        help="closed loop: change the scene (a SimConfig field and a YAML value, repeatable), e.g. "
+                             "--sim 'cube_region_min_xy_m=[0.40, 0.30]' --sim 'cube_region_max_xy_m=[0.62, 0.44]' (cubes beyond the demos' region)")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from wam_ros.model.checkpoint import CheckpointError
     from wam_ros.model.evaluate import contact_sheet, evaluate_closed_loop, evaluate_offline, offline_samples
     from wam_ros.model.runtime import load_policy
+    from wam_ros.robot import ConfigError, load_robot_config
+    from wam_ros.sim.config import SimConfig, parse_overrides
 
     torch.set_num_threads(args.threads)
     try:
@@ -49,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--phrasing {args.phrasing} words the whole instruction: give it with --whole-instruction and --sim-episodes")
         if args.phrasing == "reworded" and args.task != BinThree.name:
             raise ValueError(f"--phrasing reworded exists for --task {BinThree.name} only")
+        sim_overrides = parse_overrides(args.sim)
+        SimConfig.from_robot(load_robot_config("panda_sim"), sim_overrides)  # a bad override fails before the model loads
         runtime = load_policy(args.checkpoint, device=args.device)
         dataset = EpisodeDataset(args.data) if args.data else None
-    except (CheckpointError, DatasetError, ValueError) as error:
+    except (CheckpointError, ConfigError, DatasetError, ValueError) as error:
         print(f"wam-ros eval: {error}", file=sys.stderr)
         return 2
     if dataset is None and args.sim_episodes <= 0:
@@ -77,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_episodes > 0:
         seeds = list(range(args.seed_start, args.seed_start + args.sim_episodes))
         closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps, use_subtasks=not args.whole_instruction,
-                                      phrasing=args.phrasing)
-        report["closed_loop"] = {**closed.__dict__, "success_rate": closed.success_rate}
-        given = f"the whole instruction, {args.phrasing} wording" if args.whole_instruction else "the current subtask"
+                                      phrasing=args.phrasing, sim_overrides=sim_overrides)
+        report["closed_loop"] = {**closed.__dict__, "success_rate": closed.success_rate, "sim_overrides": sim_overrides}
+        given = (f"scene {sim_overrides}, " if sim_overrides else "") + (f"the whole instruction, {args.phrasing} wording" if args.whole_instruction else "the current subtask")
         print(
             f"[eval] closed loop {args.task} ({given}): {sum(closed.successes)}/{len(seeds)} successes ({closed.success_rate:.0%}); "
             f"subtasks done {sum(closed.subtasks_done)}/{closed.subtask_count * len(seeds)}; policy median {closed.policy_latency_ms_median:.1f} ms"

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from wam_ros.bringup import ros_environment
+from wam_ros.bringup import normalize_namespace, ros_environment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-replans", type=int, default=0, metavar="N", help="bound on replanning after failures (0: the planner's default)")
     parser.add_argument("--timeout", type=float, default=0.0, metavar="S", help="whole-task time limit in seconds (0: the planner's default)")
     parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="seconds to wait for the planner to come up")
+    parser.add_argument("--namespace", default="", metavar="NS", help="the stack's namespace (bringup namespace:=NS)")
 
 
 def _describe(feedback) -> str:
@@ -36,10 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     from wam_ros.clients.task_commander import TaskCommander
 
-    commander = TaskCommander()
+    try:
+        namespace = normalize_namespace(args.namespace)
+    except ValueError as error:
+        print(f"wam-ros task: {error}", file=sys.stderr)
+        return 2
+    commander = TaskCommander(namespace=namespace)
     try:
         if not commander.wait_until_ready(args.wait):
-            print(f"wam-ros task: no task planner on /wam/execute_task after {args.wait:g} s "
+            print(f"wam-ros task: no task planner on {namespace}/wam/execute_task after {args.wait:g} s "
                   "(start it: wam-ros bringup robot:=<robot> task_planner.enabled:=true)", file=sys.stderr)
             return 2
         if not commander.execute_task(args.instruction, args.max_replans, args.timeout):

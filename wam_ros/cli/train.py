@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR", help="episode dataset directories (sim demos, converted bags)")
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", required=True, metavar="DIR",
+                        help="episode dataset directories (sim demos, converted bags); repeatable: --data ORIGINAL --data TAKEOVERS")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to write (and to resume from)")
     parser.add_argument("--preset", default="cpu-small", help="model preset under config/model/ or a YAML path (default cpu-small)")
     parser.add_argument("--init", type=Path, metavar="CKPT", help="finetune from this checkpoint (keeps its autoencoder and normalisation)")
@@ -25,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (auto: cuda when available)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the preset)")
+    parser.add_argument("--operator-weight", type=float, default=1.0, metavar="W",
+                        help="HG-DAgger: policy samples are drawn W times as often from interventions (an operator's TELEOP "
+                             "after AUTONOMY) as from demonstration frames (default 1)")
+    parser.add_argument("--policy-weight", type=float, default=1.0, metavar="W",
+                        help="... and W times as often from frames the policy drove in recorded episodes; 0 learns actions only "
+                             "from demonstrations and corrections (HG-DAgger). HOLD/IDLE frames never anchor policy samples (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:

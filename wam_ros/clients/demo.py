@@ -48,7 +48,8 @@ class ClosedLoopResult:
 class DemoClient:
     """A small facade over the running graph: reset, instruct, switch modes, watch."""
 
-    def __init__(self, camera: str | None, startup_timeout_s: float) -> None:
+    def __init__(self, camera: str | None, startup_timeout_s: float, namespace: str = "") -> None:
+        """``namespace``: the stack's (``/left``); its sim's clock is the stack's own ``clock``."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -62,7 +63,9 @@ class DemoClient:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(
-            "wam_demo", context=self.context, parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=True)]
+            "wam_demo", context=self.context, namespace=namespace or None,
+            cli_args=["--ros-args", "-r", "/clock:=clock"] if namespace else None,
+            parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=True)],
         )
         self.lock = threading.Lock()
         self.status: TaskStatus | None = None
@@ -77,16 +80,16 @@ class DemoClient:
         self.inference_stages_ms: dict[str, float] = {}
         self.frames: list[np.ndarray] = []
         self.recording = False
-        self.reset_client = self.node.create_client(ResetSim, "/wam/sim/reset")
-        self.mode_client = self.node.create_client(SetMode, "/wam/set_mode")
-        self.subtask_pub = self.node.create_publisher(Subtask, "/wam/task/subtask", qos.LATCHED)
-        self.node.create_subscription(TaskStatus, "/wam/sim/task_status", self._on_status, qos.LATCHED)
-        self.node.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED)
-        self.node.create_subscription(ActionChunk, "/wam/action_chunk", self._on_chunk, qos.COMMANDS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.node.create_subscription(DiagnosticArray, "/wam_inference/chunk_report", self._on_chunk_report, 10)
+        self.reset_client = self.node.create_client(ResetSim, "wam/sim/reset")
+        self.mode_client = self.node.create_client(SetMode, "wam/set_mode")
+        self.subtask_pub = self.node.create_publisher(Subtask, "wam/task/subtask", qos.LATCHED)
+        self.node.create_subscription(TaskStatus, "wam/sim/task_status", self._on_status, qos.LATCHED)
+        self.node.create_subscription(SafetyStatus, "wam/safety/status", self._on_safety, qos.LATCHED)
+        self.node.create_subscription(ActionChunk, "wam/action_chunk", self._on_chunk, qos.COMMANDS)
+        self.node.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(DiagnosticArray, "wam_inference/chunk_report", self._on_chunk_report, 10)
         if camera:
-            self.node.create_subscription(Image, f"/wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
+            self.node.create_subscription(Image, f"wam/cameras/{camera}/image", self._on_image, qos.SENSORS)
         # Single-threaded: every call here is made from the caller's thread; rclpy's
         # MultiThreadedExecutor would busy-wait a core away on this sim-time node (bench/executors.py).
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -297,7 +300,7 @@ def run_closed_loop(
     def drive() -> None:
         client = None
         try:
-            client = DemoClient(camera.name if camera else None, startup_timeout_s)
+            client = DemoClient(camera.name if camera else None, startup_timeout_s, bringup.namespace)
             client.wait_ready(startup_timeout_s)
             for seed in seeds:
                 if stopping.is_set():

@@ -21,7 +21,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from wam_ros_interfaces.action import ExecuteTask
 
-ACTION_NAME = "/wam/execute_task"
+ACTION_NAME = "wam/execute_task"
 STATUS_NAMES = {
     GoalStatus.STATUS_SUCCEEDED: "succeeded",
     GoalStatus.STATUS_ABORTED: "aborted",
@@ -32,10 +32,10 @@ STATUS_NAMES = {
 class TaskCommander:
     """Send a long-horizon instruction to ``/wam/execute_task``, follow it, cancel it."""
 
-    def __init__(self, node_name: str = "wam_task_commander", action_name: str = ACTION_NAME) -> None:
+    def __init__(self, node_name: str = "wam_task_commander", action_name: str = ACTION_NAME, namespace: str = "") -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node(node_name, context=self.context)
+        self.node = rclpy.create_node(node_name, context=self.context, namespace=namespace or None)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.client = ActionClient(self.node, ExecuteTask, action_name)

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from wam_ros.control.chunks import ActionTimeline, ChunkInput, ChunkRejected, validate_chunk
+from wam_ros.control.gripper import GripperGoal, GripperGoals, GripperResult
 from wam_ros.control.kinematics import ChainKinematics, damped_least_squares
 from wam_ros.control.limits import Limits, SafetyGuard
 from wam_ros.control.modes import MOTION_MODES, EstopLatch, LatchState, Mode, Transition, check_request
@@ -54,6 +55,7 @@ class BridgeSettings:
     ik_damping: float = 0.05
     max_tracking_error_rad: float = 0.5
     gripper_resend_period_s: float = 0.1
+    gripper_force_n: float = 20.0  # grasp force sent with gripper commands, clipped into the gripper's force range
 
     @property
     def period_s(self) -> float:
@@ -66,7 +68,7 @@ class BridgeSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
-        for name in ("action_chunk_timeout_s", "max_future_stamp_s", "max_tracking_error_rad"):
+        for name in ("action_chunk_timeout_s", "max_future_stamp_s", "max_tracking_error_rad", "gripper_force_n"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0 and finite, got {value}")
@@ -79,12 +81,18 @@ class BridgeSettings:
 
 @dataclass
 class Output:
-    """One output cycle: the arm command, and a gripper command when one is due."""
+    """One output cycle: the arm command, and a gripper command when one is due.
+
+    ``gripper_width_m`` is the rate-limited width for the wam_ros GripperCommand topic (with the
+    action interface it is the record of what the bridge commands); ``gripper_goal`` a
+    control_msgs GripperCommand goal to send (action interface).
+    """
 
     time_s: float
     position: np.ndarray
     velocity: np.ndarray
     gripper_width_m: float | None = None
+    gripper_goal: GripperGoal | None = None
 
 
 @dataclass
@@ -186,9 +194,11 @@ class SafetyBridgeCore:
     TWIST_TOPIC = "teleop_twist"
     JOINT_TOPIC = "teleop_joints"
     GRIPPER_TOPIC = "teleop_gripper"
-    JOINT_STATES_TOPIC = "/joint_states"
 
-    def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None) -> None:
+    def __init__(self, robot: RobotConfig, settings: BridgeSettings, latch: EstopLatch, kinematics: ChainKinematics | None = None,
+                 joint_states_topic: str = "joint_states") -> None:
+        """``joint_states_topic``: the measured state's topic as reports name it (the node passes its resolved name)."""
+        self.joint_states_topic = joint_states_topic
         settings.validate(robot.safety.watchdog_margin_s)
         self.robot = robot
         self.settings = settings
@@ -199,7 +209,7 @@ class SafetyBridgeCore:
         self.follower = JerkLimitedFollower(self.limits, self.period_s)
         self.latch = latch
         self.locks = {topic: CommandLock(topic) for topic in (self.CHUNK_TOPIC, self.TWIST_TOPIC, self.JOINT_TOPIC, self.GRIPPER_TOPIC)}
-        self.joint_state_source = CommandLock(self.JOINT_STATES_TOPIC)  # the one publisher of the arm's joint states
+        self.joint_state_source = CommandLock(self.joint_states_topic)  # the one publisher of the arm's joint states
         self.joint_state_source_heard_s = -math.inf
         self.foreign: dict[tuple[str, str], _ForeignPublisher] = {}  # (topic, source id) -> publisher
         self._future_joint_stamp = False  # the last joint state was stamped ahead of the bridge's clock
@@ -230,6 +240,9 @@ class SafetyBridgeCore:
         self.gripper_sent_s = -math.inf
         self._gripper_sent_m: float | None = None
         self.measured_gripper_m: float | None = None
+        gripper = robot.gripper
+        self.gripper_force_n = min(max(settings.gripper_force_n, gripper.force_min_n), gripper.force_max_n)
+        self.gripper_goals = GripperGoals(gripper, self.gripper_force_n) if gripper.joint_names and gripper.interface == "action" else None
         self._motion_failures = 0
         self._jacobian: tuple[np.ndarray, np.ndarray] | None = None  # TCP Jacobian and rotation at the commanded position
         state = latch.read()
@@ -301,9 +314,9 @@ class SafetyBridgeCore:
                                         "are the clocks synchronized? (docs/real_robot.md)")
         self._future_joint_stamp = ahead
         self.measured = _Measured(position, velocity, min(stamp_s, now_s) if stamp_s > 0.0 else now_s)
-        fingers = self.robot.gripper.joint_names
-        if fingers and all(name in index for name in fingers):
-            width = float(sum(positions[index[name]] for name in fingers))
+        gripper = self.robot.gripper
+        if gripper.joint_names and all(name in index for name in gripper.joint_names):
+            width = float(gripper.width_from_joint_positions(positions[index[name]] for name in gripper.joint_names))
             if math.isfinite(width):
                 self.measured_gripper_m = width
         if self.mode in MOTION_MODES and self.commanding and self.settings.max_tracking_error_rad > 0:
@@ -338,7 +351,7 @@ class SafetyBridgeCore:
             return False
         elif wanted or not source.admit(source_id, source_name):
             holder = f"{wanted} (robot.safety.joint_state_publisher)" if wanted else "the first publisher heard"
-            self._foreign_publisher(self.JOINT_STATES_TOPIC, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
+            self._foreign_publisher(self.joint_states_topic, source_id, source_name, now_s, f"only {holder} may publish the arm's joint states")
             return False
         self.joint_state_source_heard_s = now_s
         return True
@@ -368,7 +381,7 @@ class SafetyBridgeCore:
         left is released, so a restarted driver can take it."""
         silent_s = self.settings.joint_state_timeout_s
         for key, foreign in list(self.foreign.items()):
-            if foreign.topic == self.JOINT_STATES_TOPIC and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
+            if foreign.topic == self.joint_states_topic and key[1] not in publishers and now_s - foreign.last_heard_s > silent_s:
                 del self.foreign[key]
         source = self.joint_state_source
         if source.holder is not None and source.holder not in publishers and now_s - self.joint_state_source_heard_s > silent_s:
@@ -396,17 +409,23 @@ class SafetyBridgeCore:
             self.report("multiple_publishers", f"{topic} has {len(publisher_names)} publishers ({', '.join(publisher_names)}){holder}")
 
     def on_chunk(self, chunk: ChunkInput, now_s: float, source_id: str = "", source_name: str = "") -> bool:
-        """Accept an ActionChunk in AUTONOMY; returns whether it now drives the arm."""
+        """Accept an ActionChunk in AUTONOMY; returns whether it now drives the arm.
+
+        Only a valid chunk takes a free command lock: a stale or malformed chunk from another
+        publisher (a stray node of another stack) must not lock out the policy that follows it.
+        """
         if self.mode != Mode.AUTONOMY:
             return False
-        if not self._admit(self.CHUNK_TOPIC, source_id, source_name):
+        if self.locks[self.CHUNK_TOPIC].holder is not None and not self._admit(self.CHUNK_TOPIC, source_id, source_name):
             return False
         try:
             timeline = validate_chunk(chunk, self.limits.joint_names, bool(self.robot.gripper.joint_names), now_s, self.settings.max_future_stamp_s)
         except ChunkRejected as error:
-            self.report("action_chunk", f"chunk {chunk.chunk_id} refused: {error}")
+            self.report("action_chunk", f"chunk {chunk.chunk_id} from {source_name or source_id or 'an unknown publisher'} refused: {error}")
             if error.check == "non_finite":
                 self._stop(Mode.HOLD, f"action chunk {chunk.chunk_id} with non-finite values", now_s)
+            return False
+        if not self._admit(self.CHUNK_TOPIC, source_id, source_name):
             return False
         self.timeline = timeline
         self.last_chunk_s = now_s
@@ -503,7 +522,7 @@ class SafetyBridgeCore:
         return self.measured is not None and now_s - self.measured.stamp_s <= self.settings.joint_state_timeout_s
 
     def _enter(self, mode: Mode, now_s: float) -> None:
-        """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
+        """Switch into IDLE, TELEOP or AUTONOMY: from rest at the measured state, in motion continuing the command."""
         self.mode = mode
         self.watchdog_holding = False
         self.timeline = None
@@ -511,6 +530,8 @@ class SafetyBridgeCore:
         self.joint_target = None
         self.gripper_target_m = None
         self.gripper_command_m = None
+        if self.gripper_goals is not None:
+            self.gripper_goals.restart()
         for lock in self.locks.values():
             lock.release()
         if mode == Mode.IDLE:
@@ -522,23 +543,19 @@ class SafetyBridgeCore:
             self.last_chunk_s = None
 
     def _start_from_measured(self, keep_motion: bool) -> None:
-        """Restart the commanded state at the measured joint positions.
+        """Restart the commanded state at the measured joint positions, or, with ``keep_motion``
+        while a command is moving, continue it as it is.
 
-        With ``keep_motion`` a moving command keeps its velocity and acceleration (a switch
-        between modes neither stops nor jumps the arm's motion); when the brake from there would
-        break a limit, the commanded state is kept instead (it has a verified brake plan).
+        A handover while the arm moves (TELEOP <-> AUTONOMY, leaving a brake) keeps position,
+        velocity and acceleration of the command: its verified brake plan stays valid and the
+        output does not step back by the arm's tracking lag (an impedance or position controller
+        would see that step as a jump of its target). From rest, the command starts where the
+        arm is (a held position may have drifted from the measured one).
         """
         assert self.measured is not None
-        follower, measured = self.follower, self.measured.position
-        if keep_motion and self.commanding and not follower.at_rest:
-            if not np.array_equal(measured, follower.position):
-                kept = (follower.state, follower.history)
-                follower.reset(measured, follower.velocity, follower.acceleration)
-                plan = follower.state.plan_positions
-                if len(plan) and self.guard.path_problems(follower.history, plan):
-                    follower.state, follower.history = kept
-        else:
-            follower.reset(measured)
+        follower = self.follower
+        if not (keep_motion and self.commanding and not follower.at_rest):
+            follower.reset(self.measured.position)
         self.tcp_m = self.kinematics.positions(follower.position)
         self._jacobian = None
         self.commanding = True
@@ -613,6 +630,8 @@ class SafetyBridgeCore:
     def step(self, now_s: float) -> Output | None:
         """One output cycle at ``now_s``: the command meant for ``now_s + period``, or None when the arm is not commanded."""
         self.active_limits = []
+        if self.gripper_goals is not None:
+            self._gripper_fault(self.gripper_goals.expire(now_s), now_s)
         self._check_watchdogs(now_s)
         if not self.commanding:
             if self.mode == Mode.HOLD and self.measured is not None:
@@ -657,7 +676,8 @@ class SafetyBridgeCore:
         self.active_limits.extend(result.clipped)
         if "non_finite" in result.clipped:
             self._stop(Mode.HOLD, "internal: non-finite command replaced by the previous one", now_s)
-        return Output(now_s, result.position.copy(), self.follower.velocity.copy(), self._gripper(now_s))
+        width, goal = self._gripper(now_s)
+        return Output(now_s, result.position.copy(), self.follower.velocity.copy(), width, goal)
 
     def _teleop_fresh(self, received_s: float, now_s: float) -> bool:
         """A teleop command (twist or joint target) younger than ``teleop_timeout_s``: older ones brake the arm."""
@@ -717,14 +737,18 @@ class SafetyBridgeCore:
         limit = speed_capped_velocity_limit(self.limits, jac[:3], joint_velocity)
         return self.follower.track_velocity(joint_velocity, limit)
 
-    def _gripper(self, now_s: float) -> float | None:
-        """Rate-limited gripper width; returned when it changed or is due for a resend."""
+    def _gripper(self, now_s: float) -> tuple[float | None, GripperGoal | None]:
+        """The rate-limited gripper width when it changed or is due for a resend, and an action goal when one is due.
+
+        An action goal carries the clipped target itself: the gripper moves at its own speed.
+        """
         gripper = self.robot.gripper
         if not gripper.joint_names or self.gripper_target_m is None or self.mode not in MOTION_MODES:
-            return None
+            return None, None
         target = min(max(self.gripper_target_m, gripper.width_min_m), gripper.width_max_m)
         if target != self.gripper_target_m:
             self.active_limits.append("gripper_width")
+        goal = None if self.gripper_goals is None else self.gripper_goals.next_goal(target, now_s)
         # From the last command sent (a grasp stays closed across a mode switch), else the measured width.
         current = next((w for w in (self.gripper_command_m, self._gripper_sent_m, self.measured_gripper_m) if w is not None), target)
         step = gripper.speed_max_m_s * self.period_s
@@ -732,8 +756,32 @@ class SafetyBridgeCore:
         changed = self._gripper_sent_m is None or abs(self.gripper_command_m - self._gripper_sent_m) >= 1e-4
         if changed or now_s - self.gripper_sent_s >= self.settings.gripper_resend_period_s:
             self.gripper_sent_s, self._gripper_sent_m = now_s, self.gripper_command_m
-            return self.gripper_command_m
-        return None
+            return self.gripper_command_m, goal
+        return None, goal
+
+    # ----------------------------------------------------------------- gripper action (control_msgs GripperCommand)
+    def on_gripper_response(self, seq: int, accepted: bool, now_s: float) -> None:
+        """The action server accepted or rejected goal ``seq``."""
+        assert self.gripper_goals is not None
+        self._gripper_fault(self.gripper_goals.on_response(seq, accepted), now_s)
+
+    def on_gripper_result(self, seq: int, result: GripperResult, now_s: float) -> None:
+        """Goal ``seq`` finished with ``result``."""
+        assert self.gripper_goals is not None
+        self._gripper_fault(self.gripper_goals.on_result(seq, result), now_s)
+
+    def on_gripper_not_sent(self, seq: int, problem: str, now_s: float) -> None:
+        """Goal ``seq`` could not be sent (no action server)."""
+        assert self.gripper_goals is not None
+        self._gripper_fault(self.gripper_goals.fail(seq, problem), now_s)
+
+    def _gripper_fault(self, reason: str, now_s: float) -> None:
+        """A gripper goal failed (``reason`` names the action and the result): HOLD a commanded arm."""
+        if not reason:
+            return
+        self.report("gripper", reason)
+        if self.mode in MOTION_MODES:
+            self._stop(Mode.HOLD, reason, now_s)
 
     def stop_for_shutdown(self, reason: str, now_s: float) -> None:
         """The bridge is exiting: brake a commanded arm to standstill in HOLD (IDLE and ESTOP stay)."""

@@ -69,6 +69,8 @@ from rosbags.interfaces import Nodetype, Qos
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
+from wam_ros.data.episodes import SOURCE_DEMO, SOURCE_HOLD, SOURCE_OPERATOR, SOURCE_POLICY
+
 LABELS_FILE = "wam_episode.yaml"
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -694,6 +696,79 @@ def intervention_segments(mode_samples: Sequence[tuple[int, int | None]], end_ns
     if start is not None:
         segments.append((start, end_ns))
     return segments
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    """The bridge entering a mode: when (its ``mode_stamp``), which mode, who asked for it and why."""
+
+    stamp_ns: int
+    mode: int
+    requester: str = ""
+    reason: str = ""
+
+
+def mode_changes(statuses: Sequence[tuple[int, int, int, str, str]]) -> list[ModeChange]:
+    """Recorded SafetyStatus messages as (receive time, mode_stamp [ns], mode, requester, reason)
+    -> one :class:`ModeChange` per mode entered, in time order.
+
+    The bridge's own ``mode_stamp`` times the change, not the arrival of the status (a zero stamp
+    falls back to the receive time); the periodic statuses repeat it and add nothing.
+    """
+    changes: dict[tuple[int, int], ModeChange] = {}
+    for received, stamp, mode, requester, reason in statuses:
+        when = stamp if stamp > 0 else received
+        changes.setdefault((when, mode), ModeChange(when, mode, requester, reason))
+    ordered: list[ModeChange] = []
+    for change in sorted(changes.values(), key=lambda c: c.stamp_ns):
+        if not ordered or ordered[-1].mode != change.mode:
+            ordered.append(change)
+    return ordered
+
+
+def frame_sources(changes: Sequence[ModeChange], times_ns: np.ndarray) -> np.ndarray:
+    """Per time, who drove the arm (index into :data:`wam_ros.data.episodes.SOURCES`): policy in
+    AUTONOMY, operator in TELEOP, hold otherwise (IDLE, HOLD, ESTOP, or before the first change);
+    all "demo" when there are no mode changes at all (no bridge status recorded)."""
+    times_ns = np.asarray(times_ns, dtype=np.int64)
+    if not changes:
+        return np.full(len(times_ns), SOURCE_DEMO, np.int8)
+    mode, _ = _mode_at([(c.stamp_ns, c.mode) for c in changes], times_ns)
+    return np.select([mode == MODE_AUTONOMY, mode == MODE_TELEOP], [SOURCE_POLICY, SOURCE_OPERATOR], SOURCE_HOLD).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class TakeoverSpan:
+    """An intervention (TELEOP after AUTONOMY) with who took over, why, and how it ended."""
+
+    start_ns: int
+    end_ns: int
+    requester: str
+    reason: str
+    ended_by: str = ""  # the requester of the next mode ("" when the episode ended first)
+    end_reason: str = ""
+    handed_back: bool = False  # it ended in AUTONOMY
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+def takeover_spans(changes: Sequence[ModeChange], end_ns: int) -> list[TakeoverSpan]:
+    """The interventions among ``changes`` (see :func:`intervention_mask`), the last one cut at ``end_ns``."""
+    spans: list[TakeoverSpan] = []
+    autonomy_seen = False
+    for index, change in enumerate(changes):
+        autonomy_seen = autonomy_seen or change.mode == MODE_AUTONOMY
+        if change.mode != MODE_TELEOP or not autonomy_seen or change.stamp_ns >= end_ns:
+            continue
+        following = changes[index + 1] if index + 1 < len(changes) else None
+        if following is not None and following.stamp_ns < end_ns:
+            spans.append(TakeoverSpan(change.stamp_ns, following.stamp_ns, change.requester, change.reason, following.requester,
+                                      following.reason, following.mode == MODE_AUTONOMY))
+        else:
+            spans.append(TakeoverSpan(change.stamp_ns, end_ns, change.requester, change.reason))
+    return spans
 
 
 @dataclass(frozen=True)

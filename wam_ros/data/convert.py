@@ -7,15 +7,20 @@ For each bag (:func:`bag_to_episode`):
   Frames are taken at ``fps`` from the first instant every camera, the joint states and (when
   there are any) the arm commands have started, to the last instant every camera and the joint
   states still cover.
-- State at frame time t: arm joint positions and the gripper width (sum of the finger joints),
+- State at frame time t: arm joint positions and the gripper width (from the finger joints through
+  the robot config's map: their sum for the Panda, the knuckle angle for a Robotiq),
   linearly interpolated between joint-state samples.
 - Images: per camera the newest frame at or before t (what the policy would have seen), centre
   cropped to the target aspect ratio and resized to the size the model wants.
-- Action at t: what the safety bridge commanded for time t: the backend's JointTrajectory
+- Action at t: what the safety bridge commanded for time t + 1/fps, the next frame (as in the sim
+  demos, where the arm reaches action t at the next frame; the command for t itself is about where
+  the arm already is, one frame behind the demos' convention): the backend's JointTrajectory
   points (a new trajectory replaces the rest of the previous one, as in ros2_control),
   linearly interpolated, and the last GripperCommand width (the measured width before the
   first one). A bag without arm commands gives a video-only episode (``actions`` None).
-- Intervention: SafetyStatus mode TELEOP after AUTONOMY was seen in the episode.
+- Source of every frame (policy / operator / hold) from the SafetyStatus mode in effect, timed
+  by the bridge's own ``mode_stamp``; intervention = TELEOP after AUTONOMY was seen in the
+  episode. The takeovers (who, why, how long, how they ended) go into the episode's metadata.
 - Subtasks: runs of the active ``/wam/task/subtask``; without those, the sim's TaskStatus
   (``subtask_instructions[subtasks_done]``).
 - Task, instruction, success, seed: the recorder's labels (``wam_episode.yaml``), else the sim's
@@ -31,7 +36,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from wam_ros.data.bags import BagError, BagReader, EpisodeLabels, intervention_mask, read_labels, repair_bag, unclosed_reason
-from wam_ros.data.episodes import DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
+from wam_ros.data.bags import (BagError, BagReader, EpisodeLabels, ModeChange, frame_sources, intervention_mask, mode_changes,
+                               read_labels, repair_bag, takeover_spans, unclosed_reason)
+from wam_ros.data.episodes import SOURCE_OPERATOR, DatasetError, DatasetInfo, DatasetWriter, Episode, EpisodeDataset, SubtaskSpan
 from wam_ros.robot import RobotConfig
+from wam_ros.ros.names import JOINT_STATES_TOPIC, SAFETY_STATUS_TOPIC, SUBTASK_TOPIC, TASK_STATUS_TOPIC
 
 SUBTASK_TERMINAL = (2, 3, 4)  # Subtask.STATUS_SUCCEEDED, STATUS_FAILED, STATUS_SKIPPED
-JOINT_STATES_TOPIC = "/joint_states"
-SAFETY_STATUS_TOPIC = "/wam/safety/status"
-SUBTASK_TOPIC = "/wam/task/subtask"
-TASK_STATUS_TOPIC = "/wam/sim/task_status"
 GRIPPER_STATE_NAME = "gripper_width"
 CLOCK_MISMATCH_NS = 1_000_000_000  # header stamps this far from receive times are on another clock
 FRAME_TOLERANCE_NS = 1_000_000  # a frame stamped up to 1 ms after a frame time still counts for it
@@ -120,8 +123,13 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: str = "crop")
 # Reading a bag into time series
 
 
+def time_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return time_ns(header.stamp)
 
 
 @dataclass
@@ -174,25 +182,50 @@ class BagStreams:
     cameras: dict[str, _Series]  # values: resized RGB frames
     trajectories: _Series  # values: (joint_names, [(time_from_start_ns, positions)])
     gripper_commands: _Series  # values: width [m]
-    modes: list[tuple[int, int]]  # (receive time, mode)
+    modes: list[tuple[int, int, int, str, str]]  # (receive time, mode_stamp [ns], mode, requester, reason)
     subtasks: list[tuple[int, str, str, int]]  # (receive time, id, instruction, status)
     task_statuses: list[tuple[int, Any]]  # (receive time, TaskStatus)
     problems: list[str]
 
 
+def bag_namespace(topics: Iterable[str]) -> str:
+    """The namespace the stack was recorded under: ``/left`` for ``/left/joint_states``, "" for ``/joint_states``."""
+    suffix = "/" + JOINT_STATES_TOPIC
+    found = sorted(topic[: -len(suffix)] for topic in topics if topic.endswith(suffix))
+    return found[0] if found else ""
+
+
+def relative_topic(topic: str, namespace: str) -> str:
+    """A recorded (fully qualified) name, or a config name, relative to ``namespace`` when it lies inside it."""
+    if topic.startswith(namespace + "/"):
+        return topic[len(namespace) + 1:]
+    return topic
+
+
+def recorded_topic(name: str, namespace: str) -> str:
+    """A config's (relative or absolute) name as a stack under ``namespace`` records it."""
+    return name if name.startswith("/") else f"{namespace}/{name}"
+
+
 def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, tuple[int, int]], resize_mode: str,
                  on_message: Callable[[], None] | None = None) -> BagStreams:
-    """Decode what an episode needs from an open bag (images are resized as they are read)."""
-    camera_topics = {robot.camera(name).image_topic: name for name in image_sizes}
+    """Decode what an episode needs from an open bag (images are resized as they are read).
+
+    Topic names are compared relative to the namespace the bag was recorded under
+    (:func:`bag_namespace`), so a stack recorded under ``/left`` converts like one in the root.
+    """
+    namespace = bag_namespace(reader.topics)
+    recorded = {relative_topic(topic, namespace): topic for topic in reader.topics}
+    trajectory_topic, gripper_topic = (relative_topic(t, namespace) for t in (robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic))
+    camera_topics = {relative_topic(robot.camera(name).image_topic, namespace): name for name in image_sizes}
     wanted_joints = list(robot.arm.joint_names) + list(robot.gripper.joint_names)
     streams = BagStreams({j: _Series() for j in wanted_joints}, {name: _Series() for name in image_sizes}, _Series(), _Series(),
                          [], [], [], list(reader.problems))
-    topics = [JOINT_STATES_TOPIC, robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic,
-              SAFETY_STATUS_TOPIC, SUBTASK_TOPIC, TASK_STATUS_TOPIC, *camera_topics]
-    for message in reader.messages([t for t in topics if t in reader.topics]):
+    topics = [JOINT_STATES_TOPIC, trajectory_topic, gripper_topic, SAFETY_STATUS_TOPIC, SUBTASK_TOPIC, TASK_STATUS_TOPIC, *camera_topics]
+    for message in reader.messages([recorded[t] for t in topics if t in recorded]):
         msg = reader.deserialize(message)
         received = message.timestamp_ns
-        topic = message.topic
+        topic = relative_topic(message.topic, namespace)
         if topic == JOINT_STATES_TOPIC:
             stamp = _stamp_ns(msg.header)
             for name, position in zip(msg.name, msg.position):
@@ -203,14 +236,15 @@ def read_streams(reader: BagReader, robot: RobotConfig, image_sizes: dict[str, t
             height, width = image_sizes[camera]
             rgb = image_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
             streams.cameras[camera].add(_stamp_ns(msg.header), received, resize_image(rgb, height, width, resize_mode))
-        elif topic == robot.backend.joint_trajectory_topic:
+        elif topic == trajectory_topic:
             points = [(int(p.time_from_start.sec) * 1_000_000_000 + int(p.time_from_start.nanosec), np.asarray(p.positions, float))
                       for p in msg.points]
             streams.trajectories.add(_stamp_ns(msg.header), received, (list(msg.joint_names), points))
-        elif topic == robot.backend.gripper_command_topic:
+        elif topic == gripper_topic:
             streams.gripper_commands.add(_stamp_ns(msg.header), received, float(msg.width_m))
         elif topic == SAFETY_STATUS_TOPIC:
-            streams.modes.append((received, int(msg.mode)))
+            streams.modes.append((received, time_ns(msg.mode_stamp), int(msg.mode),
+                                  str(msg.mode_requester), str(msg.mode_reason)))
         elif topic == SUBTASK_TOPIC:
             streams.subtasks.append((received, msg.id, msg.instruction, int(msg.status)))
         elif topic == TASK_STATUS_TOPIC:
@@ -283,6 +317,8 @@ class EpisodeReport:
     duration_s: float = 0.0
     has_actions: bool = False
     intervention_frames: int = 0
+    operator_frames: int = 0
+    takeovers: int = 0
     estimated_drops: dict[str, int] = field(default_factory=dict)  # per stream, from gaps in the stamps
     recorder_drops: dict[str, int] = field(default_factory=dict)  # per topic, counted by the recorder
     problems: list[str] = field(default_factory=list)  # warnings: recovered bag, clock, missing labels
@@ -324,6 +360,7 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     where = str(reader.path)
     report = EpisodeReport(reader.path)
     streams = read_streams(reader, robot, image_sizes, resize_mode, on_message)
+    namespace = bag_namespace(reader.topics)
     notes = streams.problems
     if labels is None:
         notes.append("no wam_episode.yaml: task, instruction and outcome come from the sim's TaskStatus if recorded")
@@ -333,19 +370,19 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     joint_times: dict[str, np.ndarray] = {}
     for name, series in streams.joints.items():
         if not series.values:
-            raise ConvertError(f"{where}: no {JOINT_STATES_TOPIC} samples for joint {name}")
-        joint_times[name] = series.times(f"{JOINT_STATES_TOPIC}[{name}]", notes)
+            raise ConvertError(f"{where}: no {recorded_topic(JOINT_STATES_TOPIC, namespace)} samples for joint {name}")
+        joint_times[name] = series.times(f"{recorded_topic(JOINT_STATES_TOPIC, namespace)}[{name}]", notes)
     camera_times: dict[str, np.ndarray] = {}
     for name, series in streams.cameras.items():
         if not series.values:
-            raise ConvertError(f"{where}: no frames on {robot.camera(name).image_topic}")
-        camera_times[name] = series.times(robot.camera(name).image_topic, notes)
+            raise ConvertError(f"{where}: no frames on {recorded_topic(robot.camera(name).image_topic, namespace)}")
+        camera_times[name] = series.times(recorded_topic(robot.camera(name).image_topic, namespace), notes)
     has_actions = bool(streams.trajectories.values)
     if has_actions:
         command_times, command_targets = trajectory_samples(
-            streams.trajectories.times(robot.backend.joint_trajectory_topic, notes), streams.trajectories.values,
+            streams.trajectories.times(recorded_topic(robot.backend.joint_trajectory_topic, namespace), notes), streams.trajectories.values,
             robot.arm.joint_names, where)
-        gripper_times = streams.gripper_commands.times(robot.backend.gripper_command_topic, notes)
+        gripper_times = streams.gripper_commands.times(recorded_topic(robot.backend.gripper_command_topic, namespace), notes)
 
     starts = [t[0] for t in (*joint_times.values(), *camera_times.values())] + ([command_times[0]] if has_actions else [])
     ends = [t[-1] for t in (*joint_times.values(), *camera_times.values())]
@@ -361,8 +398,10 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     states = arm
     gripper_width = None
     if robot.gripper.joint_names:
-        gripper_width = sum(np.interp((frame_times - t_start).astype(float), (joint_times[j] - t_start).astype(float),
-                                      streams.joints[j].values) for j in robot.gripper.joint_names)
+        # The robot config's joint map: the sum of the Panda's finger joints, the Robotiq's knuckle angle.
+        gripper_width = robot.gripper.width_from_joint_positions(
+            np.interp((frame_times - t_start).astype(float), (joint_times[j] - t_start).astype(float), streams.joints[j].values)
+            for j in robot.gripper.joint_names)
         states = np.concatenate([arm, np.asarray(gripper_width)[:, None]], axis=1)
 
     images = {}
@@ -370,16 +409,17 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
         index = np.searchsorted(times, frame_times + FRAME_TOLERANCE_NS, side="right") - 1
         frames = streams.cameras[name].values
         images[name] = np.stack([frames[i] for i in index.tolist()]).astype(np.uint8)
-        report.estimated_drops[robot.camera(name).image_topic] = estimated_drops(times)
-    report.estimated_drops[JOINT_STATES_TOPIC] = estimated_drops(joint_times[robot.arm.joint_names[0]])
+        report.estimated_drops[recorded_topic(robot.camera(name).image_topic, namespace)] = estimated_drops(times)
+    report.estimated_drops[recorded_topic(JOINT_STATES_TOPIC, namespace)] = estimated_drops(joint_times[robot.arm.joint_names[0]])
 
     actions = None
     if has_actions:
-        actions = _interp_columns(frame_times, command_times, command_targets)
+        target_times = frame_times + int(round(period_ns))  # the command for the next frame (module docstring)
+        actions = _interp_columns(target_times, command_times, command_targets)
         if gripper_width is not None:
             gripper_action = np.asarray(gripper_width, dtype=np.float64).copy()
             if len(gripper_times):
-                index = np.searchsorted(gripper_times, frame_times, side="right") - 1
+                index = np.searchsorted(gripper_times, target_times, side="right") - 1
                 widths = np.array(streams.gripper_commands.values, dtype=np.float64)
                 gripper_action = np.where(index >= 0, widths[np.clip(index, 0, None)], gripper_action)
             actions = np.concatenate([actions, gripper_action[:, None]], axis=1)
@@ -388,7 +428,10 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     if labels is not None and labels.sim_episode >= 0:
         statuses = [s for s in statuses if int(s[1].episode) == labels.sim_episode]
     last_status = statuses[-1][1] if statuses else None
-    intervention = intervention_mask(streams.modes, frame_times)
+    changes = mode_changes(streams.modes)
+    intervention = intervention_mask([(c.stamp_ns, c.mode) for c in changes], frame_times)
+    sources = frame_sources(changes, frame_times)
+    takeovers = takeover_spans(changes, int(max(ends)))  # to the end of the recording: a hand-back after the last frame counts
     success = None
     if labels is not None and labels.outcome != "unknown":
         success = labels.outcome == "success"
@@ -404,18 +447,88 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
     report.duration_s = (count - 1) / fps
     report.has_actions = has_actions
     report.intervention_frames = int(intervention.sum())
+    report.operator_frames = int(np.sum(sources == SOURCE_OPERATOR))
+    report.takeovers = len(takeovers)
     report.recorder_drops = dict(labels.dropped_counts) if labels else {}
     report.problems = notes
     episode = Episode(
         task=task, instruction=instruction, states=states.astype(np.float32), images=images,
         actions=None if actions is None else actions.astype(np.float32),
         timestamps=(frame_times - t_start) / 1e9, subtasks=_subtask_spans(streams, statuses, frame_times),
-        intervention=intervention, success=success, seed=seed, source=f"rosbag:{reader.path.resolve()}",
+        intervention=intervention, frame_sources=sources, success=success, seed=seed, source=f"rosbag:{reader.path.resolve()}",
         extra={"bag": str(reader.path.resolve()), "start_ns": int(t_start),
                "operator": labels.operator_name if labels else "", "notes": labels.notes if labels else "",
                "start_reason": labels.start_reason if labels else "", "stop_reason": labels.stop_reason if labels else "",
-               "problems": list(notes), "estimated_drops": report.estimated_drops, "recorder_drops": report.recorder_drops})
+               "problems": list(notes), "estimated_drops": report.estimated_drops, "recorder_drops": report.recorder_drops,
+               "takeover_count": len(takeovers), "takeover_seconds": round(sum(t.duration_s for t in takeovers), 3),
+               "operator_share": round(report.operator_frames / count, 4),
+               "takeovers": [{"start_s": round((t.start_ns - int(t_start)) / 1e9, 3), "duration_s": round(t.duration_s, 3),
+                              "requester": t.requester, "reason": t.reason, "ended_by": t.ended_by, "end_reason": t.end_reason,
+                              "handed_back": t.handed_back} for t in takeovers]})
     return episode, report
+
+
+# --------------------------------------------------------------------------------------------
+# Handovers
+
+
+@dataclass(frozen=True)
+class HandoverStep:
+    """The bridge's output around one mode switch: the largest joint step per output cycle."""
+
+    stamp_ns: int
+    from_mode: int
+    to_mode: int
+    step_rad: float  # max over joints and over the output pairs within the window around the switch
+
+
+def cycle_steps(times_ns: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Largest joint change between consecutive outputs, per output cycle: a pair whose times lie k
+    median periods apart (outputs lost by a starved recorder, or cycles a starved bridge skipped)
+    counts as k cycles."""
+    if len(times_ns) < 2:
+        return np.zeros(0)
+    gaps = np.diff(np.asarray(times_ns, dtype=np.int64)).astype(float)
+    cycles = np.maximum(np.round(gaps / max(float(np.median(gaps)), 1.0)), 1.0)
+    return np.max(np.abs(np.diff(targets, axis=0)), axis=1) / cycles
+
+
+def handover_steps(times_ns: np.ndarray, targets: np.ndarray, changes: Sequence[ModeChange], window_ns: int) -> list[HandoverStep]:
+    """For every switch between modes (after the first), the largest commanded joint step per output
+    cycle (:func:`cycle_steps`) among the bridge's outputs (``times_ns`` (N,), ``targets`` (N, dof))
+    within ``window_ns`` of the switch: what "jump-free" is measured by (compare with the bridge's
+    step limit and its steps while moving)."""
+    times_ns = np.asarray(times_ns, dtype=np.int64)
+    steps_per_cycle = cycle_steps(times_ns, targets)
+    result: list[HandoverStep] = []
+    for previous, change in zip(changes, changes[1:]):
+        inside = np.flatnonzero(np.abs(times_ns - change.stamp_ns) <= window_ns)
+        if len(inside) < 2:
+            continue
+        result.append(HandoverStep(change.stamp_ns, previous.mode, change.mode, float(np.max(steps_per_cycle[inside[0] : inside[-1]]))))
+    return result
+
+
+def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 0.05) -> tuple[list[HandoverStep], np.ndarray]:
+    """:func:`handover_steps` of a recorded episode (the bridge's JointTrajectory outputs and its
+    SafetyStatus), and every step per output cycle (:func:`cycle_steps`) for comparison; names are
+    read under the namespace the bag was recorded in (:func:`bag_namespace`)."""
+    namespace = bag_namespace(reader.topics)
+    topic, status_topic = (recorded_topic(name, namespace) for name in (robot.backend.joint_trajectory_topic, SAFETY_STATUS_TOPIC))
+    times, targets, statuses = [], [], []
+    for message in reader.messages([t for t in (topic, status_topic) if t in reader.topics]):
+        msg = reader.deserialize(message)
+        if message.topic == topic and msg.points:
+            index = [list(msg.joint_names).index(j) for j in robot.arm.joint_names]
+            times.append(message.timestamp_ns)
+            targets.append(np.asarray(msg.points[0].positions, float)[index])
+        elif message.topic == status_topic:
+            statuses.append((message.timestamp_ns, time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
+    if not targets:
+        return [], np.zeros(0)
+    order = np.argsort(times, kind="stable")
+    times_ns, values = np.asarray(times, np.int64)[order], np.asarray(targets)[order]
+    return handover_steps(times_ns, values, mode_changes(statuses), int(window_s * 1e9)), cycle_steps(times_ns, values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,5 +631,8 @@ def summarize(reports: Sequence[EpisodeReport]) -> dict[str, Any]:
         "estimated_drops": sum(sum(r.estimated_drops.values()) for r in done),
         "recorder_drops": sum(sum(r.recorder_drops.values()) for r in done),
         "intervention_share": round(sum(r.intervention_frames for r in done) / frames, 4) if frames else 0.0,
+        "operator_share": round(sum(r.operator_frames for r in done) / frames, 4) if frames else 0.0,
+        "takeovers": sum(r.takeovers for r in done),
+        "episodes_with_takeovers": sum(1 for r in done if r.takeovers),
         "episodes_with_problems": sum(1 for r in done if r.problems),
     }

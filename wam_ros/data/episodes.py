@@ -29,6 +29,11 @@ FORMAT_NAME = "wam_ros.episodes"
 FORMAT_VERSION = 1
 STATE = "observation.state"
 ACTION = "action"
+#: Who drove the arm at a frame (the ``source`` column, int8 codes in this order): "demo" when the
+#: data says nothing about it (sim demos, bags without the safety bridge's status), "policy"
+#: (AUTONOMY), "operator" (TELEOP), "hold" (IDLE, HOLD, ESTOP: nobody, the arm stands or brakes).
+SOURCES = ("demo", "policy", "operator", "hold")
+SOURCE_DEMO, SOURCE_POLICY, SOURCE_OPERATOR, SOURCE_HOLD = range(len(SOURCES))
 
 
 class DatasetError(ValueError):
@@ -56,6 +61,7 @@ class Episode:
     timestamps: np.ndarray | None = None  # (T,) seconds from the episode start; default t / fps
     subtasks: list[SubtaskSpan] = field(default_factory=list)
     intervention: np.ndarray | None = None  # (T,) bool: a person was driving (TELEOP inside autonomy)
+    frame_sources: np.ndarray | None = None  # (T,) int8 index into SOURCES; None: all "demo"
     success: bool | None = None
     seed: int | None = None
     source: str = "sim"  # "sim", "rosbag:<path>", ...
@@ -93,6 +99,9 @@ class Episode:
         for array, name in ((self.states, "states"), (self.actions, "actions")):
             if array is not None and not np.all(np.isfinite(array)):
                 raise DatasetError(f"{name} contain non-finite values")
+        if self.frame_sources is not None and (np.shape(self.frame_sources) != (t,) or not np.all(
+                (np.asarray(self.frame_sources) >= 0) & (np.asarray(self.frame_sources) < len(SOURCES)))):
+            raise DatasetError(f"frame sources must be {t} codes in [0, {len(SOURCES)})")
         for span in self.subtasks:
             if not 0 <= span.start < span.end <= t:
                 raise DatasetError(f"subtask {span.instruction!r} spans [{span.start}, {span.end}) outside [0, {t})")
@@ -124,6 +133,7 @@ class DatasetInfo:
                 ACTION: {"dtype": "float32", "shape": [len(self.action_names)], "names": self.action_names, "unit": self.action_units},
                 "subtask_index": {"dtype": "int32", "shape": [1]},
                 "intervention": {"dtype": "bool", "shape": [1]},
+                "source": {"dtype": "int8", "shape": [1], "names": list(SOURCES)},
                 **{f"observation.images.{k}": {"dtype": "uint8", "shape": [h, w, 3], "unit": "rgb8"} for k, (h, w) in self.cameras.items()},
             },
             **totals,
@@ -242,6 +252,7 @@ class DatasetWriter:
         timestamps = episode.timestamps if episode.timestamps is not None else np.arange(t) / self.info.fps
         actions = episode.actions if episode.actions is not None else np.full((t, len(self.info.action_names)), np.nan, np.float32)
         intervention = episode.intervention if episode.intervention is not None else np.zeros(t, bool)
+        sources = episode.frame_sources if episode.frame_sources is not None else np.full(t, SOURCE_DEMO, np.int8)
         table = pa.table(
             {
                 "timestamp": pa.array(np.asarray(timestamps, np.float64)),
@@ -250,6 +261,7 @@ class DatasetWriter:
                 ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.astype(np.float32).ravel()), len(self.info.action_names)),
                 "subtask_index": pa.array(episode.subtask_index()),
                 "intervention": pa.array(np.asarray(intervention, bool)),
+                "source": pa.array(np.asarray(sources, np.int8)),
             }
         )
         for camera, frames in episode.images.items():
@@ -375,6 +387,7 @@ class EpisodeDataset:
             timestamps=np.asarray(table.column("timestamp"), np.float64),
             subtasks=[SubtaskSpan(**s) for s in record.get("subtasks", [])],
             intervention=np.asarray(table.column("intervention"), bool),
+            frame_sources=np.asarray(table.column("source"), np.int8) if "source" in table.column_names else None,
             success=record.get("success"),
             seed=record.get("seed"),
             source=record.get("source", ""),

@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
+from wam_ros.data.episodes import SOURCE_DEMO, SOURCE_HOLD, SOURCE_POLICY
 from wam_ros.model.autoencoder import images_to_tensor
 from wam_ros.model.config import WamConfig
 from wam_ros.model.actions import ArmModel, make_action_codec
@@ -180,7 +181,7 @@ class TrainingFrames:
         self.config = config
         self.fingerprint = _dataset_fingerprint(datasets)
         states, actions, has_actions, episode_start, episode_end = [], [], [], [], []
-        span_start, span_end, episode_text, subtask_text, ok = [], [], [], [], []
+        span_start, span_end, episode_text, subtask_text, ok, sources, intervention = [], [], [], [], [], [], []
         self.instructions: list[str] = []
         self.episode_refs: list[tuple[int, int, int]] = []  # (dataset, episode, first global frame)
         text_index: dict[str, int] = {}
@@ -212,6 +213,8 @@ class TrainingFrames:
                 span_start.append(sub_start)
                 span_end.append(sub_end)
                 ok.append(np.full(t, episode.success is not False))
+                sources.append(episode.frame_sources if episode.frame_sources is not None else np.full(t, SOURCE_DEMO, np.int8))
+                intervention.append(episode.intervention if episode.intervention is not None else np.zeros(t, bool))
                 offset += t
         self.num_frames = offset
         self.episode_first_frame = np.array([ref[2] for ref in self.episode_refs])
@@ -226,6 +229,8 @@ class TrainingFrames:
         self.subtask_start = np.concatenate(span_start)
         self.subtask_end = np.concatenate(span_end)
         self.progress_ok = np.concatenate(ok)
+        self.sources = np.concatenate(sources).astype(np.int8)  # wam_ros.data.episodes.SOURCES codes
+        self.intervention = np.concatenate(intervention)
         self.action_frames = np.flatnonzero(self.has_actions)
         self.frame_in_episode = np.arange(self.num_frames) - self.episode_start
         self.codec = make_action_codec(config)
@@ -241,6 +246,26 @@ class TrainingFrames:
                 self.goal_labels[first:end], self.goal_valid[first:end] = labellers[d].episode(self.states[first:end], actions, self.subtask_end[first:end] - first)
         if self.states.shape[1] != config.state_dim or self.actions.shape[1] != config.action_dim:
             raise DatasetError(f"dataset has state/action dims {self.states.shape[1]}/{self.actions.shape[1]}, the model needs {config.state_dim}/{config.action_dim}")
+
+    def policy_weights(self, operator_weight: float, policy_weight: float) -> np.ndarray | None:
+        """How often each frame anchors a policy sample, relative to a demonstration frame (HG-DAgger
+        style): ``operator_weight`` for interventions (TELEOP after AUTONOMY), ``policy_weight`` for
+        frames the policy drove in recorded episodes, 0 for frames nobody drove (HOLD, IDLE) and for
+        frames without actions, 1 for everything else. None when that weighs every labelled frame
+        alike (the uniform draw, as without any recorded autonomy)."""
+        if operator_weight < 0 or policy_weight < 0:
+            raise ValueError(f"frame weights must not be negative (operator {operator_weight}, policy {policy_weight})")
+        weights = np.ones(self.num_frames)
+        weights[self.sources == SOURCE_POLICY] = policy_weight
+        weights[self.sources == SOURCE_HOLD] = 0.0
+        weights[self.intervention] = operator_weight
+        weights[~self.has_actions] = 0.0
+        labelled = weights[self.action_frames]
+        if len(labelled) and np.all(labelled == 1.0):
+            return None
+        if not np.any(labelled > 0):
+            raise DatasetError("every labelled frame has weight 0 (policy and hold frames only, --policy-weight 0): nothing to learn actions from")
+        return weights
 
     # -- images ----------------------------------------------------------------------------------
     def images(self, frames: np.ndarray, camera: str) -> np.ndarray:
@@ -408,7 +433,8 @@ class WindowSampler:
     """Draws random training windows; ``latents`` normalised (N, cameras, C, h, w); ``pixels``
     (:meth:`TrainingFrames.small_frames`) when the model has a keypoint encoder; ``goals``
     (N, 2, GOAL_DIM), the goal localiser's normalised prediction for every frame with the
-    episode's (0) and the subtask's (1) instruction, when it has one."""
+    episode's (0) and the subtask's (1) instruction, when it has one; ``policy_weights``
+    (:meth:`TrainingFrames.policy_weights`) weigh the anchors of policy samples, else uniform."""
 
     def __init__(
         self,
@@ -419,8 +445,10 @@ class WindowSampler:
         rng: np.random.Generator,
         pixels: torch.Tensor | None = None,
         goals: torch.Tensor | None = None,
+        policy_weights: np.ndarray | None = None,
     ) -> None:
         self.frames = frames
+        self.policy_p = None if policy_weights is None else policy_weights / policy_weights.sum()
         self.latents = latents
         self.pixels = pixels
         self.goals = goals
@@ -431,6 +459,8 @@ class WindowSampler:
         self.noise = frames.config.context_noise_std
 
     def sample(self, size: int, labelled_only: bool) -> Batch:
+        if labelled_only and self.policy_p is not None:
+            return self.windows(self.rng.choice(self.frames.num_frames, size, p=self.policy_p))
         pool = self.frames.action_frames if labelled_only else None
         anchors = pool[self.rng.integers(0, len(pool), size)] if pool is not None else self.rng.integers(0, self.frames.num_frames, size)
         return self.windows(anchors)

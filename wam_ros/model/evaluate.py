@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -206,15 +207,18 @@ def evaluate_closed_loop(
     robot: str = "panda_sim",
     quiet: bool = False,
     phrasing: str = "template",
+    sim_overrides: dict[str, Any] | None = None,
 ) -> ClosedLoopReport:
     """Run the policy in the in-process sim on each seed until success or ``max_steps`` control steps.
 
     The instruction given to the model is the current subtask's (``use_subtasks``, as the
     planner drives it) or the task's whole instruction in ``phrasing`` (the task's own wording
-    or a held-out one, see :func:`wam_ros.sim.tasks.episode_instruction`).
+    or a held-out one, see :func:`wam_ros.sim.tasks.episode_instruction`). ``sim_overrides``
+    changes the scene (:meth:`wam_ros.sim.config.SimConfig.from_robot`), e.g. the cube region.
     """
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
+    from wam_ros.sim.config import SimConfig
     from wam_ros.sim.demos import MAX_STEPS
 
     config = runtime.config
@@ -222,7 +226,8 @@ def evaluate_closed_loop(
     limit = max_steps or MAX_STEPS.get(task, 400)
     successes, lengths, latencies, subtasks_done = [], [], [], []
     subtask_count = 1
-    env = TabletopEnv(load_robot_config(robot))
+    robot_config = load_robot_config(robot)
+    env = TabletopEnv(robot_config, SimConfig.from_robot(robot_config, sim_overrides))
     bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
     try:
         for seed in bar:

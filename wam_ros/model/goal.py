@@ -15,7 +15,11 @@ supplies that position, learned without any object labels:
   the noise DART demonstrations inject (``wam-ros sim-demos --action-noise-rad``). A frame
   with no later grasp (the cube is already held) has no pick label; one with no later release
   has no place label. An opening that another grasp follows within the subtask is a retry, not
-  a release (DART demos fumble and regrasp). In an episode with subtasks (bin_three), events
+  a release (DART demos fumble and regrasp). A grasp after which the fingers closed on nothing
+  (the measured width at the frame before the next opening, or at the end, below
+  ``MISSED_GRASP_WIDTH_FRACTION`` of the range) is a miss, not where the object is: in recorded
+  episodes with takeovers, the policy's misses are what the operator corrected (the
+  intervention loop, docs/intervention.md). In an episode with subtasks (bin_three), events
   after the end of the frame's subtask do not count, so a label never names an object the
   subtask's instruction does not (after the first cube's grasp the next grasp is the second
   cube's, which "put the red cube in the bin" does not mention). Teleoperated or converted
@@ -46,6 +50,7 @@ import numpy as np
 import torch
 
 from wam_ros.data import DatasetError, DatasetInfo
+from wam_ros.data.convert import GRIPPER_STATE_NAME
 from wam_ros.model.actions import ArmModel
 from wam_ros.model.config import WamConfig
 
@@ -54,6 +59,7 @@ PLACE = slice(3, 6)  # x, y, z [m] of the TCP at the next release
 GOAL_DIM = 6
 GOAL_FEATURES = 2 * GOAL_DIM  # the prediction and its offsets from the current TCP (goal_features)
 GOAL_SCALE_MIN_M = 0.05  # smallest scale of a part; see goal_statistics
+MISSED_GRASP_WIDTH_FRACTION = 0.125  # measured width below this fraction of the gripper's range: closed on nothing (1 cm for the Panda)
 
 
 def gripper_events(commanded_width: np.ndarray, closed_below: float) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +102,8 @@ class HindsightGoals:
             raise DatasetError(f"goal labels need a gripper; robot {self.arm.robot.name} has none")
         self.gripper_dim = config.gripper_action_dims[0]
         self.closed_below = 0.5 * (gripper.width_min_m + gripper.width_max_m)
+        self.missed_below = gripper.width_min_m + MISSED_GRASP_WIDTH_FRACTION * (gripper.width_max_m - gripper.width_min_m)
+        self.gripper_state = info.state_names.index(GRIPPER_STATE_NAME) if GRIPPER_STATE_NAME in info.state_names else None
 
     def episode(self, states: np.ndarray, actions: np.ndarray | None, subtask_end: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(T, GOAL_DIM) labels and (T, 2) validity (pick, place) for one episode.
@@ -108,6 +116,10 @@ class HindsightGoals:
         if actions is None:
             return labels, valid  # video-only: no commands, no events
         grasps, releases = gripper_events(actions[:, self.gripper_dim], self.closed_below)
+        if self.gripper_state is not None and len(grasps):
+            opened = next_event(releases, length)[grasps]
+            settled = np.where(opened >= 0, opened - 1, length - 1)  # the last frame the command kept it closed
+            grasps = grasps[states[settled, self.gripper_state] >= self.missed_below]
         # An opening followed by another grasp in the same subtask lets go of a failed grasp to
         # try again (17 % of bin_three's DART subtasks): not where the object is to go.
         ends = np.full(length, length) if subtask_end is None else subtask_end

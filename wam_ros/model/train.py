@@ -167,6 +167,8 @@ class TrainOptions:
     threads: int | None = None
     device: str = "auto"
     seed: int | None = None
+    operator_weight: float = 1.0  # policy samples: weight of intervention frames (HG-DAgger); see TrainingFrames.policy_weights
+    policy_weight: float = 1.0  # ... of frames the policy drove in recorded episodes
     quiet: bool = False
 
 
@@ -250,6 +252,8 @@ class Trainer:
         o = self.options
         if o.resume:
             self.progress = read_resume_progress(o.out)
+            weights = self.progress.get("frame_weights", {})  # a resumed run samples as it began
+            o.operator_weight, o.policy_weight = weights.get("operator", o.operator_weight), weights.get("policy", o.policy_weight)
             self.previous_cpu_s = float(self.progress.get("cpu_seconds_total", 0.0))
             self.progress["wall_seconds_before"] = float(self.progress.get("wall_seconds_total", 0.0))
             model = model_config_from_dict(self.progress["model_config"])
@@ -305,6 +309,13 @@ class Trainer:
         frames = TrainingFrames(datasets, model_config)
         self.progress["dataset"] = describe(frames)
         self.say(f"[train] {len(frames.episode_refs)} episodes, {frames.num_frames} frames ({len(frames.action_frames)} with actions), {len(frames.instructions)} instructions")
+        policy_weights = frames.policy_weights(o.operator_weight, o.policy_weight)
+        self.progress["frame_weights"] = {"operator": o.operator_weight, "policy": o.policy_weight}
+        if policy_weights is not None:
+            share = float(policy_weights[frames.intervention].sum() / policy_weights.sum())
+            self.progress["frame_weights"]["intervention_sample_share"] = share
+            self.say(f"[train] policy samples weighted: interventions x{o.operator_weight:g} ({int(frames.intervention.sum())} frames, "
+                     f"{share:.1%} of the draws), policy-driven frames x{o.policy_weight:g}, HOLD/IDLE frames x0")
         self.model = model = WorldActionModel(model_config)
         normalization: Normalization | None = None
         source = o.out if o.resume and (o.out / "model.safetensors").is_file() else o.init
@@ -343,7 +354,7 @@ class Trainer:
                 return o.out
             goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device)
         self._book_cpu("transformer")
-        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels, goals)
+        sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels, goals, policy_weights)
         self._train_transformer(sampler, train)
         return o.out
 

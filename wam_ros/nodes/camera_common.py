@@ -89,7 +89,7 @@ class CameraNode(LifecycleNode):
         self._diagnostics_timer = None
         super().__init__(default_name)
         self.params = declare_parameters(self, self.Parameters)
-        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMANDS)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "diagnostics", qos.COMMANDS)
         if self.params.autostart:
             autostart(self)
 

@@ -52,11 +52,10 @@ from wam_ros_interfaces.msg import SafetyStatus, TaskStatus
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import SAFETY_STATUS_TOPIC, TASK_STATUS_TOPIC
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import LabelEpisode, StartEpisode, StopEpisode
 
-SAFETY_STATUS_TOPIC = "/wam/safety/status"
-TASK_STATUS_TOPIC = "/wam/sim/task_status"
 
 
 @dataclass
@@ -86,9 +85,9 @@ def share_dirs() -> list[Path]:
 
 def standard_topics(robot: RobotConfig) -> list[str]:
     """What a finetuning episode needs: observations, commands at every stage, modes and task context."""
-    topics = ["/joint_states", "/wam/action_chunk", robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic,
-              robot.backend.target_pose_topic, robot.backend.gains_topic, SAFETY_STATUS_TOPIC, "/wam/teleop/command",
-              "/wam/teleop/joint_command", "/wam/teleop/gripper", "/wam/task/subtask", "/wam/task/plan", TASK_STATUS_TOPIC]
+    topics = ["joint_states", "wam/action_chunk", robot.backend.joint_trajectory_topic, robot.backend.gripper_command_topic,
+              robot.backend.target_pose_topic, robot.backend.gains_topic, SAFETY_STATUS_TOPIC, "wam/teleop/command",
+              "wam/teleop/joint_command", "wam/teleop/gripper", "wam/task/subtask", "wam/task/plan", TASK_STATUS_TOPIC]
     for camera in robot.cameras:
         topics += [camera.image_topic, camera.camera_info_topic] + ([camera.depth_topic] if camera.depth else [])
     return list(dict.fromkeys(topics))
@@ -124,7 +123,8 @@ class Recorder(Node):
         self.episodes_dir = Path(self.params.episodes_dir).expanduser()
         self.definitions = MessageDefinitions(share_dirs())
         wanted = standard_topics(self.robot) if self.params.record_standard_topics else []
-        self.wanted = list(dict.fromkeys(wanted + list(self.params.extra_topics)))
+        # Relative names resolve in this node's namespace; the bag stores the fully qualified ones.
+        self.wanted = list(dict.fromkeys(self.resolve_topic_name(topic) for topic in wanted + list(self.params.extra_topics)))
         if not self.wanted:
             raise ValueError("nothing to record: record_standard_topics is false and extra_topics is empty")
         self.topics: dict[str, TopicSpec] = {}
@@ -139,14 +139,14 @@ class Recorder(Node):
         self.task_status: TaskStatus | None = None
         self.boundaries = EpisodeBoundaries(self.params.split_on_sim_reset, self.params.split_on_mode_change)
 
-        self.create_service(StartEpisode, "/wam/recorder/start_episode", self._on_start)
-        self.create_service(StopEpisode, "/wam/recorder/stop_episode", self._on_stop)
-        self.create_service(LabelEpisode, "/wam/recorder/label_episode", self._on_label)
+        self.create_service(StartEpisode, "wam/recorder/start_episode", self._on_start)
+        self.create_service(StopEpisode, "wam/recorder/stop_episode", self._on_stop)
+        self.create_service(LabelEpisode, "wam/recorder/label_episode", self._on_label)
         # Latched, but deeper than one: a success status followed at once by a reset must both arrive.
         status_qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(SafetyStatus, SAFETY_STATUS_TOPIC, self._on_safety_status, status_qos)
         self.create_subscription(TaskStatus, TASK_STATUS_TOPIC, self._on_task_status, status_qos)
-        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMANDS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "diagnostics", qos.COMMANDS)
         self.create_timer(self.params.discovery_period_s, self._discover)
         self.create_timer(0.2, self._check_writer)
         self.create_timer(self.params.status_period_s, self._publish_status)

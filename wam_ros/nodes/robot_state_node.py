@@ -86,15 +86,15 @@ class RobotState(Node):
         self.frames = UrdfFrames(robot.urdf_path)
         self.rate = RateLimit(p.publish_rate_hz)
         static = static_transforms(p, robot, self.frames)
-        self.static_pub = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED)
+        self.static_pub = self.create_publisher(TFMessage, "tf_static", qos.LATCHED)
         stamp = self.get_clock().now().to_msg()
         self.static_pub.publish(TFMessage(transforms=[_message(t, stamp) for t in static]))
         summary = f"{robot.name}: {len(static)} static frames on /tf_static"
         if p.publish_urdf:
-            self.description_pub = self.create_publisher(String, "/robot_description", qos.LATCHED)
+            self.description_pub = self.create_publisher(String, "robot_description", qos.LATCHED)
             self.description_pub.publish(String(data=self.frames.urdf_text))
-            self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
-            self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
+            self.tf_pub = self.create_publisher(TFMessage, "tf", TF_QOS)
+            self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
             rate = "every joint state" if p.publish_rate_hz == 0 else f"at most {p.publish_rate_hz:g} Hz"
             summary += (f", {robot.urdf_path.name} on /robot_description, {len(self.frames.movable_joints)} joint frames "
                         f"on /tf from /joint_states ({rate})")

@@ -5,13 +5,15 @@ Subscribes: ``/joint_states`` (sensor_msgs/JointState, best effort: any driver's
 ``/wam/teleop/joint_command`` (sensor_msgs/JointState), ``/wam/teleop/gripper`` (GripperCommand),
 ``/wam/safety/estop`` (std_msgs/Bool: true latches ESTOP; reliable and best effort).
 Publishes: the backend's command topics (robot config ``backend:``), ``/wam/safety/status``
-(SafetyStatus, latched). Serves ``/wam/set_mode`` (SetMode). Watches the graph: extra publishers
-on the command inputs, any other publisher on the backend command topics, the publishers of
-``/joint_states``. Policy and behaviour: docs/safety.md.
+(SafetyStatus, latched). Sends the gripper's control_msgs/action/GripperCommand goals where the
+robot config's ``gripper.interface`` is ``action``. Serves ``/wam/set_mode`` (SetMode). Watches the
+graph: extra publishers on the command inputs, any other publisher on the backend command topics,
+the publishers of ``/joint_states``. Policy and behaviour: docs/safety.md.
 """
 from __future__ import annotations
 
 import array
+import dataclasses
 import os
 import threading
 import time
@@ -19,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builtin_interfaces.msg import Duration
+from control_msgs.action import GripperCommand as GripperCommandAction
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.action import ActionClient
+from rclpy.action.client import ClientGoalHandle
 from rclpy.duration import Duration as RclpyDuration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
@@ -31,23 +36,19 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_ros.control.bridge import BridgeSettings, Output, SafetyBridgeCore
 from wam_ros.control.chunks import ChunkInput
+from wam_ros.control.gripper import GripperGoal, GripperResult
 from wam_ros.control.modes import EstopLatch, Mode
 from wam_ros_interfaces.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
 from wam_ros.parameters import param
-from wam_ros.robot import load_robot_config
+from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import (ACTION_CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATES_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
+                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 
-ACTION_CHUNK_TOPIC = "/wam/action_chunk"
-TELEOP_TWIST_TOPIC = "/wam/teleop/command"
-TELEOP_JOINT_TOPIC = "/wam/teleop/joint_command"
-TELEOP_GRIPPER_TOPIC = "/wam/teleop/gripper"
-ESTOP_TOPIC = "/wam/safety/estop"
-JOINT_STATES_TOPIC = "/joint_states"
-STATUS_TOPIC = "/wam/safety/status"
-SET_MODE_SERVICE = "/wam/set_mode"
+STATUS_TOPIC = SAFETY_STATUS_TOPIC
 #: On shutdown, a clock that has not moved for this long [s, wall] means the simulation ended.
 SIM_CLOCK_STOPPED_S = 0.5
 
@@ -65,7 +66,7 @@ class Parameters:
     ik_damping: float = param(0.05, "damping of the least-squares twist-to-joint-velocity solve")
     max_tracking_error_rad: float = param(0.5, "measured-vs-commanded joint error that trips HOLD [rad]; 0 disables")
     gripper_resend_period_s: float = param(0.1, "resend an unchanged gripper command this often while commanding [s]")
-    gripper_force_n: float = param(20.0, "grasp force sent with gripper commands [N], capped at the gripper's force_max_n")
+    gripper_force_n: float = param(20.0, "grasp force sent with gripper commands [N], clipped into the gripper's [force_min_n, force_max_n]")
     estop_latch_file: str = param("", "file that keeps ESTOP latched across restarts; empty: $ROS_HOME/wam_ros/estop_<robot>.json")
     status_rate_hz: float = param(10.0, "SafetyStatus rate [Hz]; mode changes publish at once")
     graph_check_period_s: float = param(0.2, "how often the command inputs, the backend command topics and /joint_states are checked for other publishers [s]")
@@ -102,10 +103,11 @@ class SafetyBridge(Node):
             teleop_timeout_s=p.teleop_timeout_s, max_future_stamp_s=p.max_future_stamp_s,
             teleop_angular_speed_max_rad_s=p.teleop_angular_speed_max_rad_s, ik_damping=p.ik_damping,
             max_tracking_error_rad=p.max_tracking_error_rad, gripper_resend_period_s=p.gripper_resend_period_s,
+            gripper_force_n=p.gripper_force_n,
         )
         latch_path = Path(p.estop_latch_file).expanduser() if p.estop_latch_file else EstopLatch.default_path(self.robot.name)
-        self.core = SafetyBridgeCore(self.robot, settings, EstopLatch(latch_path))
-        self.gripper_force_n = min(max(p.gripper_force_n, 0.0), self.robot.gripper.force_max_n)
+        self.core = SafetyBridgeCore(self._in_namespace(self.robot), settings, EstopLatch(latch_path),
+                                     joint_states_topic=self.resolve_topic_name(JOINT_STATES_TOPIC))
         backend = self.robot.backend
         self.cartesian = backend.type == "cartesian_impedance"
         if self.cartesian:
@@ -118,6 +120,9 @@ class SafetyBridge(Node):
             point = JointTrajectoryPoint(time_from_start=Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000))
             self._trajectory = JointTrajectory(joint_names=list(self.robot.arm.joint_names), points=[point])
         self.gripper_pub = self.create_publisher(GripperCommand, backend.gripper_command_topic, qos.COMMANDS)
+        self.gripper_client = None if self.core.gripper_goals is None else \
+            ActionClient(self, GripperCommandAction, self.robot.gripper.action_name)
+        self._gripper_handles: dict[int, ClientGoalHandle] = {}  # accepted goals by their GripperGoal.seq
         # Only this node may publish here: any other publisher bypasses every limit.
         self.output_topics = [publisher.topic_name for publisher in (
             (self.pose_pub, self.gains_pub) if self.cartesian else (self.trajectory_pub,)) + (self.gripper_pub,)]
@@ -154,6 +159,14 @@ class SafetyBridge(Node):
             self.get_logger().warning(f"starting in ESTOP (latched in {latch_path}): {self.core.last_stop_reason}")
         self.get_logger().info(
             f"safety bridge for {self.robot.name}: backend {backend.type}, {p.output_rate_hz:g} Hz, mode {self.core.mode.name}")
+
+    def _in_namespace(self, robot: RobotConfig) -> RobotConfig:
+        """The robot config with a relative ``safety.joint_state_publisher`` resolved in this node's namespace."""
+        wanted = robot.safety.joint_state_publisher
+        if not wanted or wanted.startswith("/"):
+            return robot
+        resolved = f"{self.get_namespace().rstrip('/')}/{wanted}"
+        return dataclasses.replace(robot, safety=dataclasses.replace(robot.safety, joint_state_publisher=resolved))
 
     def _set_realtime_priority(self, priority: int) -> None:
         """Run this thread (the executor: output loop and watchdogs) under SCHED_FIFO, as ros2_control does."""
@@ -276,6 +289,8 @@ class SafetyBridge(Node):
         output = self.core.step(now)
         if output is not None:
             self._send(output)
+        if self._gripper_handles:
+            self._cancel_abandoned_gripper_goals()
         self._publish_if_mode_changed()
         if stopping and self.core.at_standstill:
             self._publish_status()
@@ -318,9 +333,42 @@ class SafetyBridge(Node):
             point.velocities = array.array("d", output.velocity.tobytes())
             self.trajectory_pub.publish(self._trajectory)
         if output.gripper_width_m is not None:
-            command = GripperCommand(width_m=float(output.gripper_width_m), force_n=self.gripper_force_n)
+            command = GripperCommand(width_m=float(output.gripper_width_m), force_n=self.core.gripper_force_n)
             command.header.stamp = stamp
             self.gripper_pub.publish(command)
+        if output.gripper_goal is not None:
+            self._send_gripper_goal(output.gripper_goal)
+
+    # ------------------------------------------------------------------ gripper action
+    def _send_gripper_goal(self, goal: GripperGoal) -> None:
+        assert self.gripper_client is not None
+        if not self.gripper_client.server_is_ready():
+            self.core.on_gripper_not_sent(goal.seq, "not sent: no action server", self.now_s())
+            return
+        message = GripperCommandAction.Goal()
+        message.command.position, message.command.max_effort = float(goal.position), float(goal.max_effort_n)
+        self.gripper_client.send_goal_async(message).add_done_callback(lambda future: self._on_gripper_goal_response(goal.seq, future))
+
+    def _on_gripper_goal_response(self, seq: int, future) -> None:
+        handle: ClientGoalHandle = future.result()
+        self.core.on_gripper_response(seq, handle.accepted, self.now_s())
+        if handle.accepted:
+            self._gripper_handles[seq] = handle
+            handle.get_result_async().add_done_callback(lambda done: self._on_gripper_result(seq, done))
+        self._publish_if_mode_changed()
+
+    def _on_gripper_result(self, seq: int, future) -> None:
+        self._gripper_handles.pop(seq, None)
+        response = future.result()  # GetResult response: status and result
+        r = response.result
+        self.core.on_gripper_result(seq, GripperResult(response.status, r.position, r.effort, r.stalled, r.reached_goal), self.now_s())
+        self._publish_if_mode_changed()
+
+    def _cancel_abandoned_gripper_goals(self) -> None:
+        """Cancel accepted goals the core gave up on (timed out): the gripper stops where it is."""
+        flight = self.core.gripper_goals.in_flight if self.core.gripper_goals is not None else None
+        for seq in [seq for seq in self._gripper_handles if flight is None or seq != flight.seq]:
+            self._gripper_handles.pop(seq).cancel_goal_async()
 
     def _publish_gains(self) -> None:
         gains = self.robot.gains

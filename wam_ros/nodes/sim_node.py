@@ -6,18 +6,26 @@ configured cameras (``/wam/cameras/<name>/image``, ``.../camera_info``, ``.../de
 controllers take, on the topics of the robot config's ``backend:`` section:
 trajectory_msgs/JointTrajectory (joint_trajectory_controller semantics, see
 wam_ros.sim.trajectory), geometry_msgs/PoseStamped + wam_ros/ImpedanceGains (CRISP-style
-Cartesian impedance) and wam_ros/GripperCommand. A bad command is rejected with a logged reason
-and the simulation runs on. The physics and the control laws live in wam_ros.sim (no ROS).
+Cartesian impedance) and the gripper the way the robot config's ``gripper.interface`` names:
+wam_ros/GripperCommand on the backend's topic, or control_msgs/action/GripperCommand goals, served
+like ros2_controllers' gripper_action_controller (wam_ros.sim.gripper_server). A bad command is
+rejected with a logged reason and the simulation runs on. The physics and the control laws live
+in wam_ros.sim (no ROS).
 """
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from control_msgs.action import GripperCommand as GripperCommandAction
 from geometry_msgs.msg import Pose, PoseStamped
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rosgraph_msgs.msg import Clock
@@ -29,8 +37,13 @@ from wam_ros.parameters import param
 from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import numpy_to_image, seconds_to_time, time_to_seconds
-from wam_ros.ros.node import autostart, declare_parameters, run_node
+from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
+from wam_ros.sim.gripper_server import REACHED, STALLED, GripperGoalWatch
 from wam_ros_interfaces.srv import ResetSim
+
+
+#: How often a running GripperCommand goal looks at the fingers [s, wall time].
+GRIPPER_POLL_S = 0.01
 
 
 @dataclass
@@ -39,6 +52,7 @@ class Parameters:
 
     robot_config: str = param("", "path of the robot YAML (filled in by bringup)")
     task: str = param("pick_place", "task of the first episode: reach, push, pick_place, stack, bin_three")
+    scene_overrides: list[str] = param([], "SimConfig changes as KEY=VALUE (YAML value), e.g. 'cube_region_min_xy_m=[0.40, 0.30]': an evaluation condition")
     seed: int = param(0, "seed of the first episode")
     real_time_factor: float = param(1.0, "sim seconds per wall second; 0 runs as fast as possible")
     joint_state_rate_hz: float = param(500.0, "rate of /joint_states [Hz of sim time]")
@@ -70,6 +84,8 @@ class SimNode(LifecycleNode):
         self.entities: list[tuple[Any, Any]] = []  # (destroy function, publisher / subscription / service)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.gripper_state = (0.0, 0.0, 0.0)  # sim time [s], width [m], width rate [m/s] of the newest joint state
+        self.gripper_goal: ServerGoalHandle | None = None  # the goal the gripper follows (a newer one preempts it)
         self.context.on_shutdown(self.stop.set)  # stop publishing before the context goes away
         if self.params.autostart:
             autostart(self)
@@ -84,12 +100,13 @@ class SimNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
+        from wam_ros.sim.config import SimConfig, parse_overrides
         from wam_ros.sim.env import TabletopEnv
         from wam_ros.sim.runner import SimRunner
 
         p = self.params
         self.robot = load_robot_config(p.robot_config or "panda_sim")
-        env = TabletopEnv(self.robot)
+        env = TabletopEnv(self.robot, SimConfig.from_robot(self.robot, parse_overrides(p.scene_overrides)))
         cameras = [c for c in self.robot.cameras if c.source == "sim"]
         rates = {c.name: p.camera_rate_hz for c in cameras} if p.camera_rate_hz > 0 else None
         self.runner = SimRunner(env, p.real_time_factor, p.joint_state_rate_hz, p.task_status_rate_hz, rates, p.camera_lockstep)
@@ -100,9 +117,9 @@ class SimNode(LifecycleNode):
         status = self.runner.reset(p.task, p.seed)
         self.joint_names = [*self.robot.arm.joint_names, *self.robot.gripper.joint_names]
         backend = self.robot.backend
-        self.clock_pub = self._publisher(Clock, "/clock", qos.SENSORS)
-        self.joint_pub = self._publisher(JointState, "/joint_states", qos.SENSORS)
-        self.status_pub = self._publisher(TaskStatus, "/wam/sim/task_status", qos.STATUS)
+        self.clock_pub = self._publisher(Clock, "clock", qos.SENSORS)
+        self.joint_pub = self._publisher(JointState, "joint_states", qos.SENSORS)
+        self.status_pub = self._publisher(TaskStatus, "wam/sim/task_status", qos.STATUS)
         self.image_pubs, self.info_pubs, self.depth_pubs, self.infos = {}, {}, {}, {}
         for camera in cameras:
             self.image_pubs[camera.name] = self._publisher(Image, camera.image_topic, qos.SENSORS)
@@ -110,14 +127,22 @@ class SimNode(LifecycleNode):
             if camera.depth:
                 self.depth_pubs[camera.name] = self._publisher(Image, camera.depth_topic, qos.SENSORS)
             self.infos[camera.name] = self._camera_info(camera.name)
-        for msg_type, topic, callback in (
+        gripper = self.robot.gripper
+        commands = [
             (JointTrajectory, backend.joint_trajectory_topic, self._on_trajectory),
             (PoseStamped, backend.target_pose_topic, self._on_target_pose),
             (ImpedanceGains, backend.gains_topic, self._on_gains),
-            (GripperCommand, backend.gripper_command_topic, self._on_gripper),
-        ):
+        ]
+        if gripper.interface == "topic":
+            commands.append((GripperCommand, backend.gripper_command_topic, self._on_gripper))
+        for msg_type, topic, callback in commands:
             self.entities.append((self.destroy_subscription, self.create_subscription(msg_type, topic, callback, qos.COMMANDS)))
-        self.entities.append((self.destroy_service, self.create_service(ResetSim, "/wam/sim/reset", self._on_reset)))
+        if gripper.joint_names and gripper.interface == "action":
+            server = ActionServer(self, GripperCommandAction, gripper.action_name, self._execute_gripper_goal,
+                                  goal_callback=self._on_gripper_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                  callback_group=ReentrantCallbackGroup())
+            self.entities.append((lambda entity: entity.destroy(), server))
+        self.entities.append((self.destroy_service, self.create_service(ResetSim, "wam/sim/reset", self._on_reset)))
         self.get_logger().info(
             f"{self.robot.name}: task {status.task} seed {status.seed} ({status.instruction!r}); real-time factor "
             f"{p.real_time_factor:g}, joint states every {self.runner.tick_s * 1000:g} ms of sim time, /clock every "
@@ -195,6 +220,8 @@ class SimNode(LifecycleNode):
         message.velocity = sample.velocities.tolist()
         message.effort = sample.efforts.tolist()
         self.joint_pub.publish(message)
+        fingers = self.robot.arm.dof
+        self.gripper_state = (sample.clock_s, float(sample.positions[fingers:].sum()), float(sample.velocities[fingers:].sum()))
 
     def _publish_frame(self, frame: Any) -> None:
         camera = self.robot.camera(frame.camera)
@@ -284,6 +311,60 @@ class SimNode(LifecycleNode):
             self.runner.command_gripper(float(msg.width_m), float(msg.force_n))
         except CommandError as error:
             self._reject("gripper command", error)
+
+    def _gripper_command(self, goal: GripperCommandAction.Goal) -> tuple[float, float]:
+        """Width [m] and force [N] of a GripperCommand goal (max_effort 0 or less: keep the force)."""
+        return self.robot.gripper.width_from_position(goal.command.position), max(goal.command.max_effort, 0.0)
+
+    def _on_gripper_goal(self, goal: GripperCommandAction.Goal) -> GoalResponse:
+        """Reject a goal the simulated gripper would refuse (width or force out of range), naming why."""
+        from wam_ros.sim.runner import CommandError
+
+        width, force = self._gripper_command(goal)
+        gripper = self.robot.gripper
+        try:
+            if not gripper.width_min_m - 1e-9 <= width <= gripper.width_max_m + 1e-9:
+                raise CommandError(f"gripper width {width} m (position {goal.command.position}) outside "
+                                   f"[{gripper.width_min_m}, {gripper.width_max_m}]")
+            if not force <= gripper.force_max_n:
+                raise CommandError(f"gripper force {force} N above {gripper.force_max_n}")
+        except CommandError as error:
+            self._reject("GripperCommand goal", error)
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    async def _execute_gripper_goal(self, goal_handle: ServerGoalHandle) -> GripperCommandAction.Result:
+        """Drive the fingers to the goal's width; succeed when reached, abort (stalled) when they stop short."""
+        width, force = self._gripper_command(goal_handle.request)
+        self.gripper_goal = goal_handle  # a goal still running is preempted (aborted)
+        self.runner.command_gripper(min(max(width, self.robot.gripper.width_min_m), self.robot.gripper.width_max_m), force)
+        watch = GripperGoalWatch(width, self.gripper_state[0])
+        end = await in_thread(self, lambda: self._watch_gripper(goal_handle, watch), "sim_gripper_goal")
+        _, measured, _ = self.gripper_state
+        result = GripperCommandAction.Result(position=self.robot.gripper.position_from_width(measured), effort=force,
+                                             stalled=end == STALLED, reached_goal=end == REACHED)
+        if end == REACHED:
+            goal_handle.succeed()
+        elif goal_handle.is_cancel_requested:  # the gripper stops where it is
+            if self.gripper_goal is goal_handle:
+                self.runner.command_gripper(min(max(measured, self.robot.gripper.width_min_m), self.robot.gripper.width_max_m), 0.0)
+            goal_handle.canceled()
+        else:  # stalled short of the width, preempted by a newer goal, or the node stopping
+            goal_handle.abort()
+        return result
+
+    def _watch_gripper(self, goal_handle: ServerGoalHandle, watch: GripperGoalWatch) -> str:
+        """Poll the fingers (own thread) until the goal ends: REACHED, STALLED, or "ended" (canceled, preempted, stopping)."""
+        feedback = GripperCommandAction.Feedback()
+        while not self.stop.is_set() and self.gripper_goal is goal_handle and not goal_handle.is_cancel_requested:
+            clock_s, width, speed = self.gripper_state
+            end = watch.update(clock_s, width, speed)
+            if end is not None:
+                return end
+            feedback.position = self.robot.gripper.position_from_width(width)
+            goal_handle.publish_feedback(feedback)
+            time.sleep(GRIPPER_POLL_S)
+        return "ended"
 
     def _on_reset(self, request: ResetSim.Request, response: ResetSim.Response) -> ResetSim.Response:
         try:

@@ -2,7 +2,7 @@
 
 A lifecycle node (it holds a language model and a scene detector): both load in on_configure.
 A goal is planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for
-AUTONOMY once, at the start of the goal, and each subtask is published on ``/wam/task/subtask``
+AUTONOMY once, at the start of the goal, and each subtask is published on ``wam/task/subtask``
 for the inference node. Completion comes from what a robot has: the scene detector on the live
 camera frames (:mod:`wam_ros.planning.success`, thresholds and confirmations as parameters) and
 the world model's progress head (``~/imagine``); a TaskStatus topic (an external scene monitor)
@@ -51,15 +51,15 @@ from wam_ros.planning.value import ValueWeights
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
+from wam_ros.ros.names import SUBTASK_TOPIC
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine, SetMode
 
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
 GRANT_STAMP_TOLERANCE_S = 1.0  # the bridge's stamp of our AUTONOMY grant may precede our request time by this much [s]
 
-ACTION_NAME = "/wam/execute_task"
-SUBTASK_TOPIC = "/wam/task/subtask"
-PLAN_TOPIC = "/wam/task/plan"
+ACTION_NAME = "wam/execute_task"
+PLAN_TOPIC = "wam/task/plan"
 MAX_INSTRUCTION_CHARS = 500
 
 
@@ -89,10 +89,10 @@ class Parameters:
     seed: int = param(0, "seed of sampling and search (plans repeat for the same inputs)")
     imagination_weight: float = param(0.25, "weight of the world model's imagined progress in plan values")
     use_imagination: bool = param(True, "score subtasks with the inference node's imagine service when it is available")
-    imagine_service: str = param("/wam_inference/imagine", "the world model's Imagine service")
+    imagine_service: str = param("wam_inference/imagine", "the world model's Imagine service")
     imagine_timeout_s: float = param(5.0, "wait at most this long for one Imagine answer [s, wall]")
     task_status_topic: str = param("", "TaskStatus of an external scene monitor as the symbolic state; empty (default): the planner's "
-                                       "scene detector on the cameras. The sim's /wam/sim/task_status is ground truth: tests only")
+                                       "scene detector on the cameras. The sim's wam/sim/task_status is ground truth: tests only")
     scene_detector: str = param("checkpoints/scene-detector", "scene detector (wam-ros train-detector; relative paths from the package root); "
                                                               "empty: completion from the progress head alone")
     detector_period_s: float = param(0.5, "how often the scene detector reads the newest camera frames [s, wall]")
@@ -110,8 +110,8 @@ class Parameters:
     progress_period_s: float = param(1.0, "how often to read the progress head on the live observation when no task status arrives [s]; 0: never")
     monitor_period_s: float = param(0.1, "execution monitoring period [s, wall]")
     feedback_period_s: float = param(0.5, "action feedback period while executing [s, wall]")
-    set_mode_service: str = param("/wam/set_mode", "the safety bridge's SetMode service")
-    safety_status_topic: str = param("/wam/safety/status", "the bridge's SafetyStatus: a stop it makes on its own fails the subtask at once")
+    set_mode_service: str = param("wam/set_mode", "the safety bridge's SetMode service")
+    safety_status_topic: str = param("wam/safety/status", "the bridge's SafetyStatus: a stop it makes on its own fails the subtask at once")
     require_safety_bridge: bool = param(True, "abort a goal when the bridge does not grant AUTONOMY")
     service_timeout_s: float = param(5.0, "wait at most this long for a service [s, wall]")
     autostart: bool = param(True, "configure and activate at start-up")
@@ -212,7 +212,7 @@ class TaskPlannerNode(LifecycleNode):
         self.planner = TaskPlanner(self.domain, model, planner_config(p), self._imagine if p.use_imagination else None)
         self.plan_pub = self.create_publisher(TaskPlan, PLAN_TOPIC, qos.LATCHED)
         self.subtask_pub = self.create_publisher(Subtask, SUBTASK_TOPIC, qos.LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self.imagine_client = self.create_client(Imagine, p.imagine_service, callback_group=self.group)
         self.set_mode_client = self.create_client(SetMode, p.set_mode_service, callback_group=self.group)
         safety_sub = self.create_subscription(SafetyStatus, p.safety_status_topic, self._on_safety_status, qos.LATCHED, callback_group=self.group)
@@ -752,8 +752,6 @@ def check_parameters(p: Parameters) -> list[str]:
         problems.append("detector_confirmations and progress_confirmations must be at least 1")
     if p.detector_period_s <= 0 or p.monitor_period_s <= 0:
         problems.append("detector_period_s and monitor_period_s must be positive")
-    if p.task_status_topic and not p.task_status_topic.startswith("/"):
-        problems.append(f"task_status_topic {p.task_status_topic!r} must be an absolute topic name (or empty: no task status)")
     return problems
 
 

@@ -23,11 +23,11 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
 from wam_ros_interfaces.msg import GripperCommand, SafetyStatus
-from wam_ros.nodes.safety_bridge_node import (ESTOP_TOPIC, SET_MODE_SERVICE, STATUS_TOPIC, TELEOP_GRIPPER_TOPIC,
-                                              TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.parameters import param
 from wam_ros.robot import RobotConfig, load_robot_config
 from wam_ros.ros import qos
+from wam_ros.ros.names import (ESTOP_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
+                               TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.ros.node import declare_parameters, run_node
 from wam_ros_interfaces.srv import SetMode
 from wam_ros.teleop.devices import KeyboardReader, SpaceMouseReader
@@ -51,12 +51,12 @@ class Parameters:
     gripper_speed_m_s: float = param(0.05, "gripper opening change while a gripper button is held [m/s]")
     key_timeout_s: float = param(0.6, "a key moves the arm this long after its last repeat [s]")
     key_gripper_step_m: float = param(0.01, "gripper opening change per g/h key press [m]")
-    joy_topic: str = param("/joy", "sensor_msgs/Joy topic of the joystick")
+    joy_topic: str = param("joy", "sensor_msgs/Joy topic of the joystick")
     joy_axes: list[int] = param([1, 0, 4, -1, -1, 3], "Joy axes for x, y, z, roll, pitch, yaw (-1: none)")
     joy_axis_signs: list[float] = param([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], "sign per twist component")
     joy_buttons: list[int] = param([7, 1, 6, 5, 4], "Joy buttons: intervention, HOLD, ESTOP, gripper open, gripper close (-1: none)")
     spacemouse_buttons: list[int] = param([1, -1, -1, -1, 0], "SpaceMouse buttons, same order as joy_buttons")
-    leader_topic: str = param("/leader/joint_states", "sensor_msgs/JointState topic of the leader arm")
+    leader_topic: str = param("leader/joint_states", "sensor_msgs/JointState topic of the leader arm")
     leader_joint_names: list[str] = param([], "leader joints in follower order; empty: the follower's names")
     leader_offsets_rad: list[float] = param([], "added to the leader's joint positions, follower order; empty: none")
     input_warning_period_s: float = param(5.0, "joy, leader: while their topic is silent, say so this often [s, wall clock]")
@@ -95,8 +95,8 @@ class Teleop(Node):
         self.gripper_pub = self.create_publisher(GripperCommand, TELEOP_GRIPPER_TOPIC, qos.COMMANDS)
         self.estop_pub = self.create_publisher(Bool, ESTOP_TOPIC, qos.COMMANDS)
         self.mode_client = self.create_client(SetMode, SET_MODE_SERVICE)
-        self.create_subscription(SafetyStatus, STATUS_TOPIC, self._on_status, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
+        self.create_subscription(SafetyStatus, SAFETY_STATUS_TOPIC, self._on_status, qos.LATCHED)
+        self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.JOINT_STATES_IN)
         self.keyboard: KeyboardReader | None = None
         self.spacemouse: SpaceMouseReader | None = None
         self.joy: Joy | None = None
@@ -123,7 +123,8 @@ class Teleop(Node):
         self.get_logger().info(f"teleop with {p.device} ({p.frame} frame) for {self.robot.name}")
         self.input_watch: InputWatch | None = None
         if p.device in ("joy", "leader"):
-            what = f"sensor_msgs/Joy on {p.joy_topic}" if p.device == "joy" else f"sensor_msgs/JointState on {p.leader_topic}"
+            topic = self.resolve_topic_name(p.joy_topic if p.device == "joy" else p.leader_topic)
+            what = f"sensor_msgs/Joy on {topic}" if p.device == "joy" else f"sensor_msgs/JointState on {topic}"
             how = how_to_provide(p.device, p.robot_config)
             self.input_watch = InputWatch(what, how, p.input_warning_period_s, time.monotonic())
             self.get_logger().warning(self.input_watch.waiting())
@@ -136,7 +137,7 @@ class Teleop(Node):
     def _on_joint_states(self, msg: JointState) -> None:
         fingers = self.robot.gripper.joint_names
         if self.gripper_width_m is None and fingers and all(name in msg.name for name in fingers):
-            self.gripper_width_m = float(sum(msg.position[msg.name.index(name)] for name in fingers))
+            self.gripper_width_m = float(self.robot.gripper.width_from_joint_positions(msg.position[msg.name.index(name)] for name in fingers))
 
     def _input_arrived(self) -> None:
         line = self.input_watch.arrived(time.monotonic())

@@ -123,7 +123,7 @@ class WamInference(LifecycleNode):
         self.lifecycle = "unconfigured"
         self._joint_index: dict[str, int] | None = None
         self.device = ""
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self.diag_timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
         self.fault_signal = self.create_guard_condition(self._on_fault)
         if self.params.autostart:
@@ -191,12 +191,12 @@ class WamInference(LifecycleNode):
             self.entities.append(
                 self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS)
             )
-        self.entities.append(self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.JOINT_STATES_IN))
-        self.entities.append(self.create_subscription(Subtask, "/wam/task/subtask", self._on_subtask, qos.LATCHED))
-        self.entities.append(self.create_subscription(SafetyStatus, "/wam/safety/status", self._on_safety, qos.LATCHED))
-        self.chunk_pub = self.create_publisher(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+        self.entities.append(self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES_IN))
+        self.entities.append(self.create_subscription(Subtask, "wam/task/subtask", self._on_subtask, qos.LATCHED))
+        self.entities.append(self.create_subscription(SafetyStatus, "wam/safety/status", self._on_safety, qos.LATCHED))
+        self.chunk_pub = self.create_publisher(ActionChunk, "wam/action_chunk", qos.COMMANDS)
         self.report_pub = self.create_publisher(DiagnosticArray, "~/chunk_report", 10)
-        self.prediction_pub = self.create_publisher(Image, "/wam/inference/prediction", qos.SENSORS)
+        self.prediction_pub = self.create_publisher(Image, "wam/inference/prediction", qos.SENSORS)
         self.entities += [self.chunk_pub, self.report_pub, self.prediction_pub]
         # Reentrant: the executor runs every other callback while an imagination is computed.
         self.entities.append(self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=ReentrantCallbackGroup()))
@@ -298,7 +298,7 @@ class WamInference(LifecycleNode):
         except (KeyError, IndexError):
             self._joint_index = None
             return  # another publisher's joint set (e.g. a leader arm): not ours
-        state = np.asarray(arm + ([sum(fingers)] if fingers else []), dtype=np.float32)
+        state = np.asarray(arm + ([robot.gripper.width_from_joint_positions(fingers)] if fingers else []), dtype=np.float32)
         self.assembler.add_state(time_to_seconds(msg.header.stamp), state)
 
     def _on_safety(self, msg: SafetyStatus) -> None:

@@ -45,15 +45,16 @@ class SimConfig:
         return self.camera_fovy_deg.get(camera, 60.0)
 
     @classmethod
-    def from_robot(cls, robot: RobotConfig) -> "SimConfig":
-        """Defaults overridden by the ``robot.sim`` mapping of the robot YAML."""
+    def from_robot(cls, robot: RobotConfig, overrides: dict[str, Any] | None = None) -> "SimConfig":
+        """Defaults overridden by the ``robot.sim`` mapping of the robot YAML, then by ``overrides``
+        (an evaluation condition such as cubes beyond the demos' region, :func:`parse_overrides`)."""
         section = robot.extra.get("sim") or {}
         where = "robot.sim"
         if not isinstance(section, dict):
             raise ConfigError(robot.path, where, f"expected a mapping, got {type(section).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
-        for key, value in section.items():
+        for key, value in [*section.items(), *(overrides or {}).items()]:
             if key not in fields:
                 raise ConfigError(robot.path, f"{where}.{key}", f"unknown key; known: {', '.join(sorted(fields))}")
             default = getattr(cls(), key)
@@ -87,6 +88,22 @@ class SimConfig:
             if robot is not None:
                 raise ConfigError(robot.path, f"robot.sim.{key}", problem)
             raise ValueError(f"SimConfig.{key}: {problem}")
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["cube_region_min_xy_m=[0.36, 0.26]", ...]`` -> ``{key: YAML value}`` for :meth:`SimConfig.from_robot`."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"sim override {item!r}: expected key=value (a SimConfig field and a YAML value)")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"sim override {item!r}: the value is not YAML ({error})") from None
+    return overrides
 
 
 def _coerce(robot: RobotConfig, key: str, value: Any, default: Any) -> Any:

@@ -9,18 +9,25 @@ velocity, acceleration and jerk limits (the TCP speed stays below the robot's
 
 Scripts are generators (one ``yield`` per control step), so retries read naturally: a grasp
 that did not hold the cube is tried again from a fresh look at the cube.
+
+The expert sees the scene through a :class:`SceneView` (object poses, which cube is held) and
+solves IK with an :class:`ArmIK`: in sim demos both are the env itself and its MuJoCo model
+(:meth:`ScriptedExpert.for_env`); the scripted operator (``wam_ros.teleop.scripted_operator``)
+gives it what a person at the arm sees (the task status topic's poses) and the URDF's kinematics.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 from ruckig import InputParameter, Result, Ruckig, Synchronization, Trajectory
 
+from wam_ros.robot import RobotConfig
+from wam_ros.sim.config import SimConfig
 from wam_ros.sim.env import TabletopEnv
 from wam_ros.sim.kinematics import ArmKinematics
-from wam_ros.sim.tasks import BIN_SLOT_OFFSETS_X_M
+from wam_ros.sim.tasks import BIN_SLOT_OFFSETS_X_M, EpisodeSpec
 
 TRANSIT_HEIGHT_M = 0.16  # TCP height for moves between places (above cubes and bin walls)
 APPROACH_HEIGHT_M = 0.08  # above a grasp or place pose, the last part is slow and vertical
@@ -45,31 +52,65 @@ def yaw_of(quat_xyzw: np.ndarray) -> float:
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
-class ScriptedExpert:
-    """Expert for the env's current episode; call ``act(observation)`` once per control step."""
+class SceneView(Protocol):
+    """What the expert looks at: :class:`TabletopEnv` itself, or the operator's view of the task status."""
 
-    def __init__(self, env: TabletopEnv, speed_m_s: float | None = None) -> None:
-        if env.spec is None or env.task is None:
-            raise RuntimeError("reset the env before making an expert")
-        self.env = env
-        self.spec = env.spec
-        self.period_s = env.config.control_period_s
-        robot = env.robot
-        self.kinematics = ArmKinematics(env.model, robot.tcp_frame, robot.arm.joint_names,
-                                        np.array(robot.arm.position_lower_rad), np.array(robot.arm.position_upper_rad))
+    def object_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Position [m] and quaternion (x, y, z, w) of a cube or the bin, base frame."""
+
+    def held(self, cube: str) -> bool:
+        """Is ``cube`` in the gripper?"""
+
+
+class ArmIK(Protocol):
+    """TCP kinematics: the sim's :class:`ArmKinematics` (MuJoCo) or the URDF's (``wam_ros.teleop.scripted_operator``)."""
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TCP position (3,) and rotation (3, 3) in the base frame."""
+
+    def inverse(self, position: np.ndarray, rotation: np.ndarray, q_init: np.ndarray, q_rest: np.ndarray) -> np.ndarray:
+        """Joints that put the TCP there; raises when the pose cannot be reached."""
+
+
+class ScriptedExpert:
+    """Expert for one episode; call ``act(observation)`` once per control step.
+
+    ``script`` (default: the task's whole script) is a generator function of the expert, e.g.
+    ``lambda expert: expert.pick("red_cube")`` for a recovery; ``gripper_width_m`` is the width
+    it starts commanding (default open).
+    """
+
+    def __init__(self, scene: SceneView, spec: EpisodeSpec, robot: RobotConfig, config: SimConfig, kinematics: ArmIK,
+                 q_start: np.ndarray, gripper_width_m: float | None = None, speed_m_s: float | None = None,
+                 script: Callable[["ScriptedExpert"], Iterator[None]] | None = None) -> None:
+        self.scene = scene
+        self.spec = spec
+        self.config = config
+        self.period_s = config.control_period_s
+        self.kinematics = kinematics
         self.speed_m_s = speed_m_s if speed_m_s is not None else 0.8 * robot.safety.ee_speed_max_m_s
-        self.q_rest = env.home.copy()
-        self.q_command = env.observation().state[: env.dof].copy()
+        self.q_rest = np.array(robot.arm.home_rad)
+        self.q_command = np.array(q_start, float)
         position, rotation = self.kinematics.forward(self.q_command)
         self.position = position
         self.yaw = math.atan2(rotation[1, 0], rotation[0, 0])
-        self.gripper_width_m = robot.gripper.width_max_m
         self.open_width_m = robot.gripper.width_max_m
+        self.gripper_width_m = self.open_width_m if gripper_width_m is None else gripper_width_m
         self.done = False
         self.failed = False
         self.message = ""
-        self._script = SCRIPTS[self.spec.task](self)
+        self._script = (script or SCRIPTS[self.spec.task])(self)
         self._ruckig = Ruckig(2)
+
+    @classmethod
+    def for_env(cls, env: TabletopEnv, speed_m_s: float | None = None) -> "ScriptedExpert":
+        """The whole task's expert for the env's current episode, seeing the true scene."""
+        if env.spec is None or env.task is None:
+            raise RuntimeError("reset the env before making an expert")
+        robot = env.robot
+        kinematics = ArmKinematics(env.model, robot.tcp_frame, robot.arm.joint_names,
+                                   np.array(robot.arm.position_lower_rad), np.array(robot.arm.position_upper_rad))
+        return cls(env, env.spec, robot, env.config, kinematics, env.observation().state[: env.dof], speed_m_s=speed_m_s)
 
     def act(self, observation: object = None) -> np.ndarray:
         """The next (8,) action; after the script ends, the last action is held."""
@@ -114,7 +155,7 @@ class ScriptedExpert:
         yield from self.wait(duration_s)
 
     def cube_pose(self, cube: str) -> tuple[np.ndarray, float]:
-        position, quat = self.env.object_pose(cube)
+        position, quat = self.scene.object_pose(cube)
         return position, yaw_of(quat)
 
     def pick(self, cube: str) -> Iterator[None]:
@@ -130,8 +171,8 @@ class ScriptedExpert:
             yield from self.move(position, yaw, speed_m_s=0.1)
             yield from self.grip(0.0, 0.7)
             yield from self.move([position[0], position[1], TRANSIT_HEIGHT_M], yaw, speed_m_s=0.15)
-            lifted, _ = self.env.object_pose(cube)
-            if self.env.held(cube) and lifted[2] > TRANSIT_HEIGHT_M / 2:
+            lifted, _ = self.scene.object_pose(cube)
+            if self.scene.held(cube) and lifted[2] > TRANSIT_HEIGHT_M / 2:
                 return
         self.failed = True
         self.message = f"could not grasp {cube} in {GRASP_ATTEMPTS} attempts"
@@ -147,11 +188,11 @@ class ScriptedExpert:
     def place_in_bin(self, cube: str, slot: int) -> Iterator[None]:
         if self.failed:
             return
-        bin_position, bin_quat = self.env.object_pose("bin")
+        bin_position, bin_quat = self.scene.object_pose("bin")
         bin_yaw = yaw_of(bin_quat)
         offset = BIN_SLOT_OFFSETS_X_M[slot % len(BIN_SLOT_OFFSETS_X_M)]
         drop = bin_position + np.array([offset * math.cos(bin_yaw), offset * math.sin(bin_yaw), 0.0])
-        drop[2] = self.env.config.bin_wall_height_m + self.env.config.cube_size_m / 2 + 0.015
+        drop[2] = self.config.bin_wall_height_m + self.config.cube_size_m / 2 + 0.015
         yield from self.place(drop, closest_grasp_yaw(bin_yaw, self.yaw))
 
 
@@ -165,8 +206,7 @@ def _reach(expert: ScriptedExpert) -> Iterator[None]:
 def _push(expert: ScriptedExpert) -> Iterator[None]:
     assert expert.spec.zone_center_xy is not None
     cube = expert.spec.cubes[0]
-    env = expert.env
-    half = env.config.cube_size_m / 2
+    half = expert.config.cube_size_m / 2
     position, _ = expert.cube_pose(cube)
     zone = np.array([*expert.spec.zone_center_xy, position[2]])
     direction = zone - position
@@ -200,7 +240,7 @@ def _stack(expert: ScriptedExpert) -> Iterator[None]:
     if expert.failed:
         return
     position, bottom_yaw = expert.cube_pose(bottom)
-    size = expert.env.config.cube_size_m
+    size = expert.config.cube_size_m
     release = position + np.array([0.0, 0.0, size + 0.004])
     yield from expert.place(release, closest_grasp_yaw(bottom_yaw, expert.yaw))
 
@@ -218,4 +258,4 @@ SCRIPTS = {"reach": _reach, "push": _push, "pick_place": _pick_place, "stack": _
 
 def make_expert(env: TabletopEnv) -> ScriptedExpert:
     """The scripted expert for the env's current task and episode (call after ``env.reset``)."""
-    return ScriptedExpert(env)
+    return ScriptedExpert.for_env(env)
