@@ -199,3 +199,27 @@ def test_a_mode_change_the_planner_did_not_ask_for_ends_the_task_without_a_repla
     decision = run.update(1.0, state=frozenset(), interruption=Interruption(mode, requester, reason))
     assert decision.action == Action.FAIL and run.statuses[0] == Status.FAILED
     assert decision.reason == f"stopped by {requester}: {mode} ({reason})"
+
+
+def test_an_effect_undone_behind_the_plan_is_seen_and_replanned(domain):
+    """A cube knocked out of the bin: what an earlier subtask achieved no longer holds."""
+    red_in = frozenset({("in", "red_cube", "bin")})
+    run = PlanExecution(domain, (RED, GREEN), ExecutionConfig(subtask_timeout_s=60.0, max_replans=2), now_s=0.0)
+    assert run.update(1.0, state=red_in).action == Action.NEXT and run.completed_steps == [RED]
+    assert run.update(2.0, state=red_in).action == Action.CONTINUE
+    decision = run.update(3.0, state=frozenset())
+    assert decision.action == Action.REPLAN and "in(red_cube, bin) no longer holds" in decision.reason
+    run.replace_plan((RED, GREEN), now_s=3.0)
+    assert run.update(4.0, state=frozenset()).action == Action.CONTINUE  # not reported twice
+
+
+def test_a_stuck_subtask_is_replanned_before_its_timeout(domain):
+    config = ExecutionConfig(subtask_timeout_s=60.0, stuck_window_s=10.0, stuck_progress_delta=0.05, progress_done_threshold=0.9)
+    run = PlanExecution(domain, (RED,), config, now_s=0.0)
+    decisions = [run.update(t, state=frozenset(), progress=0.3 + 0.001 * t) for t in range(0, 12)]
+    assert [d.action for d in decisions[:10]] == [Action.CONTINUE] * 10
+    assert decisions[11].action == Action.REPLAN and "stuck" in decisions[11].reason
+    moving = PlanExecution(domain, (RED,), config, now_s=0.0)
+    assert all(moving.update(t, state=frozenset(), progress=0.05 * t).action == Action.CONTINUE for t in range(0, 18))
+    off = PlanExecution(domain, (RED,), ExecutionConfig(subtask_timeout_s=60.0), now_s=0.0)
+    assert all(off.update(t, state=frozenset(), progress=0.3).action == Action.CONTINUE for t in range(0, 30))

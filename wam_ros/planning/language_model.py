@@ -82,10 +82,11 @@ class LanguageModel:
     that extends it (``cache_entries`` most recent contexts are kept).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, cache_entries: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, name: str, cache_entries: int = 16, adapter: dict[str, Any] | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.adapter = adapter  # the record of a merged finetuning adapter: prompts take its compact form
         self._lock = threading.Lock()
         self.cache_entries = cache_entries
         self._cache: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
@@ -93,8 +94,10 @@ class LanguageModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     @classmethod
-    def load(cls, model_path: str = "", cache_dir: str = "", threads: int = 0, log: Callable[[str], None] = print) -> "LanguageModel":
-        """Load ``model_path`` (a local HF directory) or, when empty, the bundled SmolLM2 via its cache."""
+    def load(cls, model_path: str = "", cache_dir: str = "", threads: int = 0, log: Callable[[str], None] = print,
+             adapter: str = "") -> "LanguageModel":
+        """Load ``model_path`` (a local HF directory) or, when empty, the bundled SmolLM2 via its cache;
+        ``adapter``: a LoRA adapter directory (wam_ros.planning.finetune) merged into the weights."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -114,7 +117,16 @@ class LanguageModel:
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError) as error:
             raise LanguageModelError(f"{path}: cannot load the language model: {error}") from None
-        return cls(model, tokenizer, path.name)
+        record = None
+        if adapter:
+            from wam_ros.planning.finetune import apply_adapter
+
+            try:
+                record = apply_adapter(model, Path(adapter).expanduser())
+            except (OSError, ValueError, KeyError) as error:
+                raise LanguageModelError(f"language model adapter {adapter}: {error}") from None
+        name = path.name + (f" + {Path(adapter).name}" if adapter else "")
+        return cls(model, tokenizer, name, adapter=record)
 
     # -- prompts -------------------------------------------------------------------------
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:

@@ -54,6 +54,7 @@ class SearchConfig:
     max_enumerated_steps: int = 32
     prune_irrelevant_steps: bool = True  # drop steps that fail, change nothing, or touch neither goal nor preconditions
     stop_at_optimum: bool = True  # stop once a plan reaches the evaluator's upper bound
+    model_priors: bool = True  # false: uniform priors, the language model is not asked (an ablation)
     seed: int = 0
 
 
@@ -129,7 +130,7 @@ class TreeSearch:
                 actions.append(step)
         actions.append(None)
         node.actions = actions
-        if sum(a is not None for a in actions) > 1:  # one step or done: priors cannot matter much, skip the model
+        if sum(a is not None for a in actions) > 1 and self.config.model_priors:  # one step or done: priors cannot matter much, skip the model
             model = _softmax(self.proposals.log_likelihoods(node.steps, actions), self.config.prior_temperature)
             mix = self.config.prior_uniform_mix
             node.priors = [(1 - mix) * p + mix / len(actions) for p in model]
@@ -138,10 +139,13 @@ class TreeSearch:
         node.expanded = True
 
     def _relevant(self, state: State, step: Step) -> bool:
-        """A step can help: it applies, and adds a missing goal fact or a fact some skill requires."""
+        """A step can help: it applies, and adds a missing goal fact or a fact some skill requires
+        (without a symbolic goal, when the language model judges plans: it applies and changes something)."""
         outcome = self.domain.apply(state, step)
         if not (outcome.applicable and outcome.useful):
             return False
+        if not getattr(self.evaluator, "goal_directed", True):
+            return True
         added = outcome.state - state
         missing = set(self.evaluator.remaining_goal(state))
         return bool(added & missing) or any(fact[0] in self.precondition_predicates for fact in added)
@@ -188,6 +192,8 @@ class TreeSearch:
         steps, state = list(node.steps), node.state
         pool = [a for a in node.actions if a is not None]
         pool += [s for s in self.enumerated if s not in pool]
+        if not getattr(self.evaluator, "goal_directed", True):
+            return self._likelihood_rollout(steps, state, pool)
         while len(steps) < self.config.max_plan_steps:
             missing = self.evaluator.remaining_goal(state)
             if not missing:
@@ -204,6 +210,23 @@ class TreeSearch:
                     break
             step, state = choices[self.rng.randrange(len(choices))]
             steps.append(step)
+        return self._evaluate(tuple(steps))
+
+    def _likelihood_rollout(self, steps: list[Step], state: State, pool: list[Step]) -> float:
+        """Without a symbolic goal: complete the plan greedily by the language model's likelihood
+        among the steps that apply and change something, until ``done`` is likeliest (constrained
+        greedy decoding)."""
+        while True:
+            choices: list[Action] = [s for s in pool if s not in steps and (o := self.domain.apply(state, s)).applicable and o.useful]
+            if len(steps) >= self.config.max_plan_steps or not choices:
+                break
+            choices.append(None)
+            scores = self.proposals.log_likelihoods(tuple(steps), choices)
+            best = choices[max(range(len(choices)), key=scores.__getitem__)]
+            if best is None:
+                break
+            steps.append(best)
+            state = self.domain.apply(state, best).state
         return self._evaluate(tuple(steps))
 
     # -- search ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from wam_ros.planning.domain import Domain, Scene, Step
 from wam_ros.planning.language_model import LanguageModel
@@ -29,7 +29,10 @@ class ProposalConfig:
     seed: int = 0
 
 
-def system_message(domain: Domain) -> str:
+def system_message(domain: Domain, compact: bool = False) -> str:
+    if compact:  # what a finetuned adapter was trained with (wam_ros.planning.finetune)
+        signatures = ", ".join(f"{s.name}({', '.join(s.argument_categories)})" for s in domain.skills.values())
+        return f"Robot skills: {signatures}. Plan one step per line, then done."
     lines = ["You plan tasks for a robot arm. Its skills:"]
     for skill in domain.skills.values():
         signature = f"{skill.name}({', '.join(skill.argument_categories)})"
@@ -38,20 +41,43 @@ def system_message(domain: Domain) -> str:
     return "\n".join(lines)
 
 
-def task_message(instruction: str, scene: Scene) -> str:
-    objects = ", ".join(f"{o.name} ({o.category})" for o in scene.objects)
-    return f"Objects: {objects}\nTask: {instruction}"
+@dataclass(frozen=True)
+class RunningTask:
+    """The task running when a new instruction arrives (a correction is read against it)."""
+
+    instruction: str
+    done: tuple[Step, ...]
+    planned: tuple[Step, ...]
 
 
-def plan_messages(domain: Domain, instruction: str, scene: Scene) -> list[dict[str, str]]:
-    """Chat messages for planning ``instruction`` in ``scene`` (the model answers as assistant)."""
-    messages = [{"role": "system", "content": system_message(domain)}]
-    if domain.example_steps:
+def running_lines(instruction: str, done: Sequence[str], planned: Sequence[str]) -> list[str]:
+    return [f"Running task: {instruction}", f"Done: {', '.join(done) or 'nothing'}", f"Planned: {', '.join(planned) or 'nothing'}"]
+
+
+def task_message(instruction: str, scene: Scene, words: Mapping[str, Sequence[str]] | None = None, running: RunningTask | None = None) -> str:
+    """The user turn: the objects (with the scene monitor's relation words), the running task, the instruction."""
+    words = words or {}
+    objects = ", ".join(f"{o.name} ({o.category}; {', '.join(words[o.name])})" if words.get(o.name) else f"{o.name} ({o.category})"
+                        for o in scene.objects)
+    lines = [f"Objects: {objects}"]
+    if running is not None:
+        lines += running_lines(running.instruction, [str(s) for s in running.done], [str(s) for s in running.planned])
+    lines.append(f"Task: {instruction}")
+    return "\n".join(lines)
+
+
+def plan_messages(domain: Domain, instruction: str, scene: Scene, words: Mapping[str, Sequence[str]] | None = None,
+                  running: RunningTask | None = None, compact: bool = False) -> list[dict[str, str]]:
+    """Chat messages for planning ``instruction`` in ``scene`` (the model answers as assistant).
+
+    ``compact``: the short form a finetuned adapter was trained on (no worked example)."""
+    messages = [{"role": "system", "content": system_message(domain, compact)}]
+    if domain.example_steps and not compact:
         example_objects = sorted({a for step in domain.example_steps for a in step.arguments})
         example_scene = domain.scene(example_objects)
         messages.append({"role": "user", "content": task_message(domain.example_instruction, example_scene)})
         messages.append({"role": "assistant", "content": format_steps(domain.example_steps)})
-    messages.append({"role": "user", "content": task_message(instruction, scene)})
+    messages.append({"role": "user", "content": task_message(instruction, scene, words, running)})
     return messages
 
 
@@ -59,13 +85,16 @@ class LanguageModelProposals:
     """Proposals for one planning call (one instruction in one scene); implements ProposalSource."""
 
     def __init__(
-        self, model: LanguageModel, domain: Domain, instruction: str, scene: Scene, config: ProposalConfig, max_time_s: float | None = None
+        self, model: LanguageModel, domain: Domain, instruction: str, scene: Scene, config: ProposalConfig, max_time_s: float | None = None,
+        words: Mapping[str, Sequence[str]] | None = None, running: RunningTask | None = None,
     ) -> None:
         self.model = model
         self.domain = domain
         self.scene = scene
         self.stats = ProposalStats()
-        self.prompt_ids = model.encode(model.chat_prompt(plan_messages(domain, instruction, scene)), first=True)
+        self._scores: dict[tuple[Step, ...], dict[str, float]] = {}
+        compact = bool(getattr(model, "adapter", None))
+        self.prompt_ids = model.encode(model.chat_prompt(plan_messages(domain, instruction, scene, words, running, compact)), first=True)
         self.plans: list[tuple[Step, ...]] = []
         seed = config.seed ^ zlib.crc32(instruction.encode())
         self.samples = model.sample(
@@ -97,5 +126,21 @@ class LanguageModelProposals:
         return out
 
     def log_likelihoods(self, prefix: tuple[Step, ...], actions: Sequence[Action]) -> list[float]:
+        """Log-likelihood of each action line after ``prefix`` (remembered: a plan's score reuses its prefixes')."""
         lines = [DONE if action is None else f"{action}\n" for action in actions]
-        return self.model.log_likelihoods(self._context(prefix), lines)
+        known = self._scores.setdefault(prefix, {})
+        missing = [line for line in dict.fromkeys(lines) if line not in known]
+        if missing:
+            known.update(zip(missing, self.model.log_likelihoods(self._context(prefix), missing)))
+        return [known[line] for line in lines]
+
+    def plan_log_likelihood(self, steps: Sequence[Step], alternatives: Callable[[tuple[Step, ...]], Sequence[Action]] | None = None) -> float:
+        """Log-likelihood of the whole plan, ``done`` included. ``alternatives(prefix)`` names the
+        other lines worth scoring in the same batched call (the search's other actions)."""
+        total, prefix = 0.0, ()
+        for action in (*steps, None):
+            others = list(alternatives(prefix)) if alternatives is not None else []
+            total += self.log_likelihoods(prefix, [action, *[a for a in others if a != action]])[0]
+            if action is not None:
+                prefix = (*prefix, action)
+        return total

@@ -7,6 +7,9 @@
   order") only the leading goal facts that became true in the order named count;
 - ``imagined``: progress the world model predicts (``Imagine``, video prediction from the
   live observation) for the plan's first useful step: the only step whose start is observed now;
+  or, with ``imagine_plan`` (:mod:`wam_ros.planning.imagination`), the mean imagined success of
+  the plan's useful steps, each rolled forward by the world model from where the previous one
+  left the imagined scene;
 - ``wasted``: steps whose preconditions fail or that change nothing;
 - ``norm`` = ``w_goal + w_imagine`` (``w_goal`` alone without imagination), so values lie in [0, 1].
 """
@@ -20,6 +23,22 @@ from wam_ros.planning.domain import Domain, Fact, Goal, State, Step
 
 #: instruction -> progress in [0, 1], or None when the world model could not answer.
 ImagineFn = Callable[[str], "float | None"]
+#: the instructions of a plan, in order -> imagined success of each (None: not imagined).
+ImaginePlanFn = Callable[[tuple[str, ...]], "list[float | None]"]
+
+
+def _imagined_plan_term(domain: Domain, initial: State, steps: Sequence[Step], imagine_plan: ImaginePlanFn) -> float | None:
+    """Mean imagined success of the useful steps of ``steps`` (each worded for the state it starts in)."""
+    state, texts = initial, []
+    for step in steps:
+        outcome = domain.apply(state, step)
+        if outcome.applicable and outcome.useful:
+            texts.append(domain.instruction(step, state))
+        state = outcome.state
+    if not texts:
+        return None
+    values = [0.5 if v is None else float(v) for v in imagine_plan(tuple(texts))]
+    return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,8 @@ class PlanScore:
 class PlanEvaluator:
     """Scores complete plans from one starting state; deterministic, so search results repeat."""
 
+    goal_directed = True
+
     def __init__(
         self,
         domain: Domain,
@@ -49,12 +70,14 @@ class PlanEvaluator:
         initial_state: State,
         imagined_progress: Mapping[Step, float | None] | None = None,
         weights: ValueWeights = ValueWeights(),
+        imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
         self.domain = domain
         self.goal = goal
         self.initial_state = initial_state
         self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
         self.weights = weights
+        self.imagine_plan = imagine_plan
 
     def remaining_goal(self, state: State) -> tuple[Fact, ...]:
         return tuple(fact for fact in self.goal.facts if fact not in state)
@@ -79,7 +102,11 @@ class PlanEvaluator:
         raw = w.goal * goal_fraction - w.step_cost * len(steps) - w.wasted_step_cost * wasted
         norm = w.goal
         imagined = None
-        if self.imagined_progress is not None:
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
+            raw += w.imagination * (0.0 if imagined is None else imagined)
+        elif self.imagined_progress is not None:
             norm += w.imagination
             if first_useful is not None:
                 known = self.imagined_progress.get(first_useful)
@@ -97,7 +124,10 @@ class PlanEvaluator:
         per_step = max(sum(not t.negated for t in skill.effects) for skill in self.domain.skills.values())
         raw = (w.goal if self.goal else 0.0) - w.step_cost * math.ceil(missing / max(per_step, 1))
         norm = w.goal
-        if self.imagined_progress is not None:
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            raw += w.imagination  # imagined success is not known before it is imagined
+        elif self.imagined_progress is not None:
             norm += w.imagination
             known = [0.5 if p is None else float(p) for p in self.imagined_progress.values()]
             raw += w.imagination * max(known, default=0.0)
@@ -115,6 +145,72 @@ class PlanEvaluator:
                 break
             leading, last = leading + 1, achieved_at[fact]
         return leading / len(facts)
+
+    def __call__(self, steps: Sequence[Step]) -> float:
+        return self.score(steps).value
+
+
+class LikelihoodEvaluator:
+    """Plan values when the instruction's goal comes from the language model, not the rules.
+
+    ``value(plan) = (w_goal * P(plan) + w_imagine * imagined - w_wasted * wasted) / norm`` where
+    ``P(plan)`` is the language model's probability of the plan's lines and its ``done`` line
+    after the prompt (``plan_log_likelihood``): the search then looks for the most likely plan
+    among those the skill vocabulary allows (constrained decoding by search), still weighed by
+    the world model's imagination. Without a symbolic goal nothing is missing
+    (``remaining_goal`` is empty) and no bound is known, so the search runs until the tree is
+    explored or its budget is spent.
+    """
+
+    goal_directed = False
+
+    def __init__(
+        self,
+        domain: Domain,
+        initial_state: State,
+        plan_log_likelihood: Callable[[Sequence[Step]], float],
+        imagined_progress: Mapping[Step, float | None] | None = None,
+        weights: ValueWeights = ValueWeights(),
+        imagine_plan: ImaginePlanFn | None = None,
+    ) -> None:
+        self.domain = domain
+        self.goal = Goal()
+        self.imagine_plan = imagine_plan
+        self.initial_state = initial_state
+        self.plan_log_likelihood = plan_log_likelihood
+        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
+        self.weights = weights
+
+    def remaining_goal(self, state: State) -> tuple[Fact, ...]:
+        return ()
+
+    def score(self, steps: Sequence[Step]) -> PlanScore:
+        w = self.weights
+        state, wasted, first_useful = self.initial_state, 0, None
+        for step in steps:
+            outcome = self.domain.apply(state, step)
+            if not (outcome.applicable and outcome.useful):
+                wasted += 1
+            elif first_useful is None:
+                first_useful = step
+            state = outcome.state
+        probability = math.exp(min(0.0, self.plan_log_likelihood(tuple(steps))))
+        raw, norm = w.goal * probability - w.wasted_step_cost * wasted, w.goal
+        imagined = None
+        if self.imagine_plan is not None:
+            norm += w.imagination
+            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
+            raw += w.imagination * (0.5 if imagined is None else imagined)
+        elif self.imagined_progress is not None:
+            norm += w.imagination
+            known = self.imagined_progress.get(first_useful) if first_useful is not None else None
+            imagined = 0.5 if known is None else float(known)
+            raw += w.imagination * imagined
+        value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
+        return PlanScore(value, probability, wasted, imagined, state)
+
+    def upper_bound(self) -> float:
+        return 1.0
 
     def __call__(self, steps: Sequence[Step]) -> float:
         return self.score(steps).value
