@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import resource
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wam_ros.bringup import Bringup, load_bringup
-from wam_ros.clients.demo import DemoClient
+from wam_ros.clients.demo import DemoClient, drive_graph
 
 OPERATOR_NAME = "scripted_operator"
 
@@ -69,36 +68,19 @@ class DaggerClient(DemoClient):
         return bool(response.accepted)
 
     def run_recorded_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> CollectedEpisode:
-        SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
+        SafetyStatus = self.msgs["SafetyStatus"]
         # IDLE before the reset: a bridge in HOLD would keep commanding where the last episode ended and
         # pull the arm away from the home pose the reset puts it in (IDLE is reached from HOLD only).
         if self.safety.mode in (SafetyStatus.MODE_AUTONOMY, SafetyStatus.MODE_TELEOP):
             self.request_mode(SafetyStatus.MODE_HOLD, "dagger: next episode")
         if self.safety.mode != SafetyStatus.MODE_IDLE and not self.request_mode(SafetyStatus.MODE_IDLE, "dagger: next episode"):
             raise RuntimeError(f"the bridge refused IDLE before the reset ({self.safety.mode_reason})")
-        episode = self.status.episode
-        reset = self.call(self.reset_client, self.msgs["ResetSim"].Request(task=task, seed=seed), 30.0)
-        if not reset.success:
-            raise RuntimeError(f"sim reset failed: {reset.message}")
-        deadline = time.monotonic() + 30.0
-        while self.status.episode == episode:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no task status for the new episode within 30 s")
-            time.sleep(0.01)
+        reset = self.reset_sim(task, seed)
         started = self.call(self.start_client, self.msgs["StartEpisode"].Request(task=task, instruction=reset.instruction,
                                                                                operator_name=OPERATOR_NAME), 10.0)
         if not started.success:
             raise RuntimeError(f"the recorder did not start an episode: {started.message}")
-        subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=reset.instruction, status=Subtask.STATUS_ACTIVE)
-        subtask.header.stamp = self.status.header.stamp
-        with self.lock:
-            self.chunks, self.recording, self.subtask_id = [], True, subtask.id
-        self.subtask_pub.publish(subtask)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while not self.chunks:
-            if time.monotonic() > deadline or stopping.is_set():
-                raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s")
-            time.sleep(0.02)
+        self.instruct(task, seed, reset.instruction, stopping)
         if not self.request_mode(SafetyStatus.MODE_AUTONOMY, f"dagger: {reset.instruction}"):
             raise RuntimeError(f"the bridge refused AUTONOMY ({self.safety.last_stop_reason})")
         start = self.sim_time_s()
@@ -120,45 +102,21 @@ def collect_episodes(bringup: Bringup, task: str, seeds: list[int], episode_time
                      log_path: Path, on_episode: Callable[[CollectedEpisode], None] | None = None) -> tuple[list[CollectedEpisode], str]:
     """Bring the node set up (its output into ``log_path``), record one episode per seed, stop it.
     Returns the episodes and why collection stopped early ('' when it did not)."""
-    from wam_ros.bringup.supervisor import Supervisor
-
-    for name, value in bringup.environment.items():
-        os.environ.setdefault(name, value)
     episodes: list[CollectedEpisode] = []
-    done, stopping = threading.Event(), threading.Event()
-    failure: list[str] = []
 
-    def drive() -> None:
-        client = None
-        try:
-            client = DaggerClient(startup_timeout_s)
-            client.wait_ready(startup_timeout_s)
-            for seed in seeds:
-                if stopping.is_set():
-                    break
-                episodes.append(client.run_recorded_episode(task, seed, episode_timeout_s, stopping))
-                if on_episode is not None:
-                    on_episode(episodes[-1])
-        except Exception as error:  # noqa: BLE001 - reported, then the nodes are stopped
-            failure.append(f"{type(error).__name__}: {error}")
-        finally:
-            if client is not None:
-                client.hold_if_moving("shutting down")
-                client.close()
-            done.set()
-
-    def hold_then_stop() -> None:
-        stopping.set()
-        done.wait(timeout=30.0)
+    def run_seed(client: DaggerClient, seed: int, stopping: threading.Event) -> None:
+        episodes.append(client.run_recorded_episode(task, seed, episode_timeout_s, stopping))
+        if on_episode is not None:
+            on_episode(episodes[-1])
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
-        driver = threading.Thread(target=drive, daemon=True)
-        code = Supervisor(bringup, output=log).run(until=done.is_set, on_started=driver.start, before_stop=hold_then_stop)
-        driver.join(timeout=5.0)
+        drive = drive_graph(bringup, lambda: DaggerClient(startup_timeout_s), seeds, run_seed, startup_timeout_s,
+                            hold_wait_s=30.0, output=log)
+    failure = drive.failure
     if not failure and len(episodes) != len(seeds):
-        failure.append("interrupted" if stopping.is_set() else f"supervisor exited with {code}")
-    return episodes, failure[0] if failure else ""
+        failure = "interrupted" if drive.interrupted else f"supervisor exited with {drive.supervisor_code}"
+    return episodes, failure
 
 
 @dataclass

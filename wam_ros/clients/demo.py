@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import numpy as np
 
@@ -195,10 +195,8 @@ class DemoClient:
                 return
             time.sleep(0.02)
 
-    def run_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> EpisodeReport:
-        SafetyStatus, Subtask = self.msgs["SafetyStatus"], self.msgs["Subtask"]
-        if self.safety.mode != SafetyStatus.MODE_IDLE:
-            self.set_mode(SafetyStatus.MODE_IDLE, "demo: next episode")
+    def reset_sim(self, task: str, seed: int):
+        """Reset the sim to ``task`` with ``seed`` and wait for the new episode's first status; returns the reset's response."""
         episode = self.status.episode
         reset = self.call(self.reset_client, self.msgs["ResetSim"].Request(task=task, seed=seed), 30.0)
         if not reset.success:
@@ -208,18 +206,30 @@ class DemoClient:
             if time.monotonic() > deadline:
                 raise TimeoutError("no task status for the new episode within 30 s")
             time.sleep(0.01)
-        subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=reset.instruction, status=Subtask.STATUS_ACTIVE)
+        return reset
+
+    def instruct(self, task: str, seed: int, instruction: str, stopping: threading.Event, hint: str = "") -> None:
+        """Start measuring a new episode, publish its subtask and wait for its first action chunk
+        (AUTONOMY only once the model streams chunks for this instruction); ``hint`` ends the timeout's message."""
+        Subtask = self.msgs["Subtask"]
+        subtask = Subtask(id=f"{task}-{seed}", index=0, skill=task, instruction=instruction, status=Subtask.STATUS_ACTIVE)
         subtask.header.stamp = self.status.header.stamp
         with self.lock:
             self.chunks, self.events, self.frames, self.arrivals_ms, self.jumps, self.delivery_ms = [], [], [], [], [], []
             self.last_chunk, self.recording, self.subtask_id = None, True, subtask.id
         self.subtask_pub.publish(subtask)
-        # AUTONOMY only once the model streams chunks for this episode's instruction.
         deadline = time.monotonic() + self.startup_timeout_s
         while not self.chunks:
             if time.monotonic() > deadline or stopping.is_set():
-                raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s: is wam_inference running?")
+                raise TimeoutError(f"no action chunk for {subtask.id!r} within {self.startup_timeout_s:.0f} s{hint}")
             time.sleep(0.02)
+
+    def run_episode(self, task: str, seed: int, timeout_s: float, stopping: threading.Event) -> EpisodeReport:
+        SafetyStatus = self.msgs["SafetyStatus"]
+        if self.safety.mode != SafetyStatus.MODE_IDLE:
+            self.set_mode(SafetyStatus.MODE_IDLE, "demo: next episode")
+        reset = self.reset_sim(task, seed)
+        self.instruct(task, seed, reset.instruction, stopping, ": is wam_inference running?")
         self.set_mode(SafetyStatus.MODE_AUTONOMY, f"demo: {reset.instruction}")
         start = self.sim_time_s()
         self.wait_for_outcome(start, timeout_s, stopping)
@@ -286,35 +296,56 @@ def run_closed_loop(
     on_report: Callable[[EpisodeReport], None] | None = None,
 ) -> ClosedLoopResult:
     """Bring the node set up, run one episode per seed, stop everything (HOLD first on Ctrl-C)."""
+    camera = bringup.robot.camera(video_camera) if video_dir is not None else None
+    reports: list[EpisodeReport] = []
+
+    def run_seed(client: DemoClient, seed: int, stopping: threading.Event) -> None:
+        report = client.run_episode(task, seed, episode_timeout_s, stopping)
+        with client.lock:
+            frames = list(client.frames)
+        if frames and video_dir is not None:
+            report.video = str(video_dir / f"{task}_seed{seed}.mp4")
+            write_video(Path(report.video), frames, camera.rate_hz)
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
+
+    drive = drive_graph(bringup, lambda: DemoClient(camera.name if camera else None, startup_timeout_s, bringup.namespace),
+                        seeds, run_seed, startup_timeout_s, hold_wait_s=15.0)
+    failure = drive.failure or ("interrupted" if len(reports) != len(seeds) else "")
+    return ClosedLoopResult(reports, failure, drive.supervisor_code)
+
+
+@dataclass
+class DriveResult:
+    supervisor_code: int
+    failure: str  # the driver's error; empty when it raised none
+    interrupted: bool  # Ctrl-C stopped the driver
+
+
+def drive_graph(bringup: Bringup, open_client: Callable[[], DemoClient], seeds: list[int],
+                run_seed: Callable[[DemoClient, int, threading.Event], None], startup_timeout_s: float,
+                hold_wait_s: float, output: IO[str] | None = None) -> DriveResult:
+    """Bring the node set up (its output into ``output``), call ``run_seed`` per seed from a driver
+    thread with the client ``open_client`` makes, then stop the nodes. On Ctrl-C the driver stops
+    after the current seed and puts the arm in HOLD (up to ``hold_wait_s``) before any node stops."""
     from wam_ros.bringup.supervisor import Supervisor
 
     for name, value in bringup.environment.items():  # this process talks to the nodes: same DDS settings
         os.environ.setdefault(name, value)
-    camera = bringup.robot.camera(video_camera) if video_dir is not None else None
-    supervisor = Supervisor(bringup)
-    reports: list[EpisodeReport] = []
-    done = threading.Event()
-    stopping = threading.Event()
+    done, stopping = threading.Event(), threading.Event()
     failure: list[str] = []
 
     def drive() -> None:
         client = None
         try:
-            client = DemoClient(camera.name if camera else None, startup_timeout_s, bringup.namespace)
+            client = open_client()
             client.wait_ready(startup_timeout_s)
             for seed in seeds:
                 if stopping.is_set():
                     break
-                report = client.run_episode(task, seed, episode_timeout_s, stopping)
-                with client.lock:
-                    frames = list(client.frames)
-                if frames and video_dir is not None:
-                    report.video = str(video_dir / f"{task}_seed{seed}.mp4")
-                    write_video(Path(report.video), frames, camera.rate_hz)
-                reports.append(report)
-                if on_report is not None:
-                    on_report(report)
-        except Exception as error:  # noqa: BLE001 - reported, then everything is stopped
+                run_seed(client, seed, stopping)
+        except Exception as error:  # noqa: BLE001 - reported, then the nodes are stopped
             failure.append(f"{type(error).__name__}: {error}")
         finally:
             if client is not None:
@@ -323,13 +354,10 @@ def run_closed_loop(
             done.set()
 
     def hold_then_stop() -> None:
-        """Ctrl-C: the driver puts the arm in HOLD before any node is stopped."""
         stopping.set()
-        done.wait(timeout=15.0)
+        done.wait(timeout=hold_wait_s)
 
     driver = threading.Thread(target=drive, daemon=True)
-    code = supervisor.run(until=done.is_set, on_started=driver.start, before_stop=hold_then_stop)
+    code = Supervisor(bringup, output=output).run(until=done.is_set, on_started=driver.start, before_stop=hold_then_stop)
     driver.join(timeout=5.0)
-    if not failure and len(reports) != len(seeds):
-        failure.append("interrupted")
-    return ClosedLoopResult(reports, failure[0] if failure else "", code)
+    return DriveResult(code, failure[0] if failure else "", stopping.is_set())
