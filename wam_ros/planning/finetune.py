@@ -21,13 +21,13 @@ planning costs exactly what it cost before. ``wam-ros train-planner-lm`` runs it
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from wam_ros.planning import learning
 from wam_ros.planning.synthetic import Example, KINDS, relation_words
 
 ADAPTER_FORMAT = "wam_ros.lora_adapter"
@@ -121,12 +121,8 @@ def apply_adapter(model: Any, directory: Path | str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    record_path, weights_path = directory / "adapter.json", directory / "adapter.safetensors"
-    if not record_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"{directory}: not a planner language-model adapter (needs adapter.json and adapter.safetensors)")
-    record = json.loads(record_path.read_text())
-    if record.get("format") != ADAPTER_FORMAT:
-        raise ValueError(f"{record_path}: format {record.get('format')!r}, expected {ADAPTER_FORMAT!r}")
+    record, weights_path = learning.read_record(directory, "adapter.json", "adapter.safetensors", ADAPTER_FORMAT,
+                                                "planner language-model adapter")
     expected, actual = record["base"], base_signature(model)
     if expected != actual:
         raise ValueError(f"{directory}: trained for base model {expected}, this model is {actual}")
@@ -242,13 +238,7 @@ def finetune(model: Any, encoded: Sequence[Encoded], config: AdapterConfig, step
                 order += rng.sample(range(len(encoded)), len(encoded))
             batch = [encoded[order.pop()] for _ in range(batch_size)]
             loss = _batch_loss(model, batch, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if progress is not None:
-                progress(step, losses[-1])
+            learning.optimizer_step(loss, optimizer, schedule, step, losses, progress)
     finally:
         tensors = {}
         for name, parent, attribute, lora in wrapped:
@@ -261,17 +251,10 @@ def finetune(model: Any, encoded: Sequence[Encoded], config: AdapterConfig, step
 
 def save_adapter(directory: Path, tensors: dict[str, Any], config: AdapterConfig, base: dict[str, Any], record: dict[str, Any]) -> None:
     import torch
-    from safetensors.torch import save_file
 
-    from wam_ros.files import atomic_directory
-
-    with atomic_directory(Path(directory)) as staging:
-        save_file({k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, str(staging / "adapter.safetensors"))
-        data = {"format": ADAPTER_FORMAT, "version": 1, "adapter": asdict(config), "base": base, **record}
-        (staging / "adapter.json").write_text(json.dumps(data, indent=2) + "\n")
-        from wam_ros.planning.success import _readable
-
-        _readable(staging)
+    data = {"format": ADAPTER_FORMAT, "version": 1, "adapter": asdict(config), "base": base, **record}
+    learning.write(Path(directory), "adapter.json", data, "adapter.safetensors",
+                   {k: v.to(torch.float16).contiguous() for k, v in tensors.items()})
 
 
 def training_kinds_summary(examples: Sequence[Example]) -> dict[str, int]:

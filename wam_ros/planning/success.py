@@ -32,7 +32,6 @@ consecutive confirmations (hysteresis), which is what the execution monitor read
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from wam_ros.planning import learning
 from wam_ros.planning.domain import Domain, Fact, Scene, State, format_fact
 
 FORMAT = "wam_ros.scene_detector"
@@ -298,28 +298,16 @@ class SceneDetector:
     def load(cls, directory: Path | str) -> "SceneDetector":
         from safetensors.torch import load_file
 
-        directory = Path(directory)
-        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-        if not config_path.is_file() or not weights_path.is_file():
-            raise FileNotFoundError(f"{directory}: not a scene detector (needs config.json and model.safetensors)")
-        data = json.loads(config_path.read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{config_path}: format {data.get('format')!r}, expected {FORMAT!r}")
+        data, weights_path = learning.read_record(Path(directory), "config.json", "model.safetensors", FORMAT, "scene detector")
         config = DetectorConfig.from_json(data["detector"])
         net = _build_net(config)
         net.load_state_dict(load_file(str(weights_path)))
         return cls(net, config, data)
 
     def save(self, directory: Path, extra: Mapping[str, Any] | None = None) -> None:
-        from safetensors.torch import save_file
-
-        from wam_ros.files import atomic_directory
-
-        with atomic_directory(Path(directory)) as staging:
-            save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(staging / "model.safetensors"))
-            record = {"format": FORMAT, "version": VERSION, "detector": self.config.to_json(), **dict(extra or {})}
-            (staging / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-            _readable(staging)
+        record = {"format": FORMAT, "version": VERSION, "detector": self.config.to_json(), **dict(extra or {})}
+        learning.write(Path(directory), "config.json", record, "model.safetensors",
+                       {k: v.detach().contiguous() for k, v in self.net.state_dict().items()})
 
     def predict_batch(self, images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """{camera: (B, H, W, 3)} -> fact probabilities (B, F), positions (B, O, 2)."""
@@ -386,15 +374,6 @@ class FactBelief:
     @property
     def state(self) -> State:
         return frozenset(f for f, true in self.true.items() if true)
-
-
-def _readable(directory: Path) -> None:
-    """Weights others may read (a checkpoint directory is shipped in the repository)."""
-    import os
-
-    os.chmod(directory, 0o755)
-    for path in directory.iterdir():
-        os.chmod(path, 0o644)
 
 
 # -- training and evaluation -----------------------------------------------------------------------------
@@ -505,13 +484,7 @@ def train(
             v = torch.from_numpy(valid[index].astype(np.float32))
             error = ((predicted - torch.from_numpy(positions[index])) / net.position_scale).pow(2).sum(-1)
             loss = loss + position_weight * (error * v).sum() / v.sum().clamp_min(1.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if progress is not None:
-            progress(step, losses[-1])
+        learning.optimizer_step(loss, optimizer, schedule, step, losses, progress)
         if max_cpu_s is not None and time.process_time() - cpu_started > max_cpu_s:
             break
     net.eval()
