@@ -58,7 +58,57 @@ class PlanScore:
     final_state: State
 
 
-class PlanEvaluator:
+class _PlanValue:
+    """What both evaluators share: walking a plan through the symbolic model and its imagination term."""
+
+    def __init__(self, domain: Domain, initial_state: State, imagined_progress: Mapping[Step, float | None] | None,
+                 weights: ValueWeights, imagine_plan: ImaginePlanFn | None) -> None:
+        self.domain = domain
+        self.initial_state = initial_state
+        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
+        self.weights = weights
+        self.imagine_plan = imagine_plan
+
+    def _walk(self, steps: Sequence[Step]) -> tuple[list[State], int, Step | None]:
+        """The state after each of ``steps`` from the initial state, how many steps were wasted
+        (not applicable or changing nothing) and the first useful step (None: none)."""
+        state, states, wasted, first_useful = self.initial_state, [], 0, None
+        for step in steps:
+            outcome = self.domain.apply(state, step)
+            if not (outcome.applicable and outcome.useful):
+                wasted += 1
+            elif first_useful is None:
+                first_useful = step
+            state = outcome.state
+            states.append(state)
+        return states, wasted, first_useful
+
+    def _imagination(self, steps: Sequence[Step], first_useful: Step | None,
+                     no_useful_step: float | None) -> tuple[float, float | None]:
+        """The imagination term's weight in the value (0: no imagination) and the imagined success of
+        ``steps`` (None: not imagined): the whole plan's with ``imagine_plan``, else the first useful
+        step's imagined progress (unknown: neutral 0.5; ``no_useful_step`` when there is none)."""
+        if self.imagine_plan is not None:
+            return self.weights.imagination, _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
+        if self.imagined_progress is None:
+            return 0.0, None
+        if first_useful is None:
+            return self.weights.imagination, no_useful_step
+        known = self.imagined_progress.get(first_useful)
+        return self.weights.imagination, 0.5 if known is None else float(known)
+
+    def score(self, steps: Sequence[Step]) -> PlanScore:
+        raise NotImplementedError
+
+    def __call__(self, steps: Sequence[Step]) -> float:
+        return self.score(steps).value
+
+
+def _clipped(raw: float, norm: float) -> float:
+    return min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
+
+
+class PlanEvaluator(_PlanValue):
     """Scores complete plans from one starting state; deterministic, so search results repeat."""
 
     goal_directed = True
@@ -72,48 +122,28 @@ class PlanEvaluator:
         weights: ValueWeights = ValueWeights(),
         imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
-        self.domain = domain
+        super().__init__(domain, initial_state, imagined_progress, weights, imagine_plan)
         self.goal = goal
-        self.initial_state = initial_state
-        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
-        self.weights = weights
-        self.imagine_plan = imagine_plan
 
     def remaining_goal(self, state: State) -> tuple[Fact, ...]:
         return tuple(fact for fact in self.goal.facts if fact not in state)
 
     def score(self, steps: Sequence[Step]) -> PlanScore:
         w = self.weights
-        state, wasted, first_useful = self.initial_state, 0, None
-        achieved_at = {fact: 0 for fact in self.goal.facts if fact in state}  # fact -> step count when it became true
-        for index, step in enumerate(steps, start=1):
-            outcome = self.domain.apply(state, step)
-            if not (outcome.applicable and outcome.useful):
-                wasted += 1
-            elif first_useful is None:
-                first_useful = step
-            state = outcome.state
+        states, wasted, first_useful = self._walk(steps)
+        achieved_at = {fact: 0 for fact in self.goal.facts if fact in self.initial_state}  # fact -> step count when it became true
+        for index, state in enumerate(states, start=1):
             for fact in self.goal.facts:
                 if fact in state:
                     achieved_at.setdefault(fact, index)
                 else:
                     achieved_at.pop(fact, None)
         goal_fraction = self._goal_fraction(achieved_at)
+        weight, imagined = self._imagination(steps, first_useful, no_useful_step=None)
         raw = w.goal * goal_fraction - w.step_cost * len(steps) - w.wasted_step_cost * wasted
-        norm = w.goal
-        imagined = None
-        if self.imagine_plan is not None:
-            norm += w.imagination
-            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
-            raw += w.imagination * (0.0 if imagined is None else imagined)
-        elif self.imagined_progress is not None:
-            norm += w.imagination
-            if first_useful is not None:
-                known = self.imagined_progress.get(first_useful)
-                imagined = 0.5 if known is None else float(known)  # unknown: neutral
-                raw += w.imagination * imagined
-        value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
-        return PlanScore(value, goal_fraction, wasted, imagined, state)
+        raw += weight * (0.0 if imagined is None else imagined)
+        final = states[-1] if states else self.initial_state
+        return PlanScore(_clipped(raw, w.goal + weight), goal_fraction, wasted, imagined, final)
 
     def upper_bound(self) -> float:
         """No plan from the initial state can score more: the whole goal with the fewest steps
@@ -131,7 +161,7 @@ class PlanEvaluator:
             norm += w.imagination
             known = [0.5 if p is None else float(p) for p in self.imagined_progress.values()]
             raw += w.imagination * max(known, default=0.0)
-        return min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
+        return _clipped(raw, norm)
 
     def _goal_fraction(self, achieved_at: Mapping[Fact, int]) -> float:
         facts = self.goal.facts
@@ -146,11 +176,8 @@ class PlanEvaluator:
             leading, last = leading + 1, achieved_at[fact]
         return leading / len(facts)
 
-    def __call__(self, steps: Sequence[Step]) -> float:
-        return self.score(steps).value
 
-
-class LikelihoodEvaluator:
+class LikelihoodEvaluator(_PlanValue):
     """Plan values when the instruction's goal comes from the language model, not the rules.
 
     ``value(plan) = (w_goal * P(plan) + w_imagine * imagined - w_wasted * wasted) / norm`` where
@@ -173,44 +200,21 @@ class LikelihoodEvaluator:
         weights: ValueWeights = ValueWeights(),
         imagine_plan: ImaginePlanFn | None = None,
     ) -> None:
-        self.domain = domain
+        super().__init__(domain, initial_state, imagined_progress, weights, imagine_plan)
         self.goal = Goal()
-        self.imagine_plan = imagine_plan
-        self.initial_state = initial_state
         self.plan_log_likelihood = plan_log_likelihood
-        self.imagined_progress = dict(imagined_progress) if imagined_progress is not None else None
-        self.weights = weights
 
     def remaining_goal(self, state: State) -> tuple[Fact, ...]:
         return ()
 
     def score(self, steps: Sequence[Step]) -> PlanScore:
         w = self.weights
-        state, wasted, first_useful = self.initial_state, 0, None
-        for step in steps:
-            outcome = self.domain.apply(state, step)
-            if not (outcome.applicable and outcome.useful):
-                wasted += 1
-            elif first_useful is None:
-                first_useful = step
-            state = outcome.state
+        states, wasted, first_useful = self._walk(steps)
         probability = math.exp(min(0.0, self.plan_log_likelihood(tuple(steps))))
-        raw, norm = w.goal * probability - w.wasted_step_cost * wasted, w.goal
-        imagined = None
-        if self.imagine_plan is not None:
-            norm += w.imagination
-            imagined = _imagined_plan_term(self.domain, self.initial_state, steps, self.imagine_plan)
-            raw += w.imagination * (0.5 if imagined is None else imagined)
-        elif self.imagined_progress is not None:
-            norm += w.imagination
-            known = self.imagined_progress.get(first_useful) if first_useful is not None else None
-            imagined = 0.5 if known is None else float(known)
-            raw += w.imagination * imagined
-        value = min(1.0, max(0.0, raw / norm)) if norm > 0 else 0.0
-        return PlanScore(value, probability, wasted, imagined, state)
+        weight, imagined = self._imagination(steps, first_useful, no_useful_step=0.5)
+        raw = w.goal * probability - w.wasted_step_cost * wasted + weight * (0.5 if imagined is None else imagined)
+        final = states[-1] if states else self.initial_state
+        return PlanScore(_clipped(raw, w.goal + weight), probability, wasted, imagined, final)
 
     def upper_bound(self) -> float:
         return 1.0
-
-    def __call__(self, steps: Sequence[Step]) -> float:
-        return self.score(steps).value
