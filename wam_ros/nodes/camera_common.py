@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 
 from wam_ros.cameras.capture import Camera, CaptureLoop
@@ -30,7 +30,7 @@ from wam_ros.parameters import param
 from wam_ros.robot import CameraConfig, ConfigError, RobotConfig, load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import numpy_to_image, seconds_to_time
-from wam_ros.ros.node import autostart, declare_parameters
+from wam_ros.ros.node import ReleasingLifecycleNode, autostart, declare_parameters
 
 IDENTITY_3X3 = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
@@ -70,7 +70,7 @@ def served_camera(parameters: CameraParameters, robot: RobotConfig, source: str,
     return config
 
 
-class CameraNode(LifecycleNode):
+class CameraNode(ReleasingLifecycleNode):
     """Base of the camera nodes: subclasses say how to open their camera and how to stamp frames."""
 
     SOURCE = ""  # the robot config's camera ``source`` this node serves
@@ -158,14 +158,6 @@ class CameraNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.loop.stop()
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
         self._release()

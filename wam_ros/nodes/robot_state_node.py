@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -24,10 +23,10 @@ from tf2_msgs.msg import TFMessage
 
 from wam_ros.control.frames import RateLimit, Transform, UrdfFrames, camera_transforms, world_transform
 from wam_ros.parameters import param
-from wam_ros.robot import RobotConfig, load_robot_config
+from wam_ros.robot import RobotConfig
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import time_to_seconds
-from wam_ros.ros.node import declare_parameters, run_node
+from wam_ros.ros.node import RobotNode, run_node
 
 #: tf2_ros' DynamicBroadcasterQoS (reliable, volatile, 100 deep); /tf_static and
 #: /robot_description use LATCHED, like tf2_ros' StaticBroadcasterQoS and robot_state_publisher.
@@ -74,15 +73,12 @@ def _message(transform: Transform, stamp: Time) -> TransformStamped:
     return message
 
 
-class RobotState(Node):
+class RobotState(RobotNode[Parameters]):
     """URDF on /robot_description, fixed frames on /tf_static, joint frames on /tf."""
 
     def __init__(self) -> None:
-        super().__init__("robot_state")
-        self.params = p = declare_parameters(self, Parameters)
-        if not p.robot_config:
-            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
-        robot = load_robot_config(p.robot_config)
+        super().__init__("robot_state", Parameters)
+        p, robot = self.params, self.robot
         self.frames = UrdfFrames(robot.urdf_path)
         self.rate = RateLimit(p.publish_rate_hz)
         static = static_transforms(p, robot, self.frames)

@@ -27,7 +27,6 @@ from rclpy.action import ActionClient
 from rclpy.action.client import ClientGoalHandle
 from rclpy.duration import Duration as RclpyDuration
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.node import Node
 from rclpy.topic_endpoint_info import TopicEndpointInfo
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -40,12 +39,12 @@ from wam_ros.control.gripper import GripperGoal, GripperResult
 from wam_ros.control.modes import EstopLatch, Mode
 from wam_ros_interfaces.msg import ActionChunk, GripperCommand, ImpedanceGains, SafetyStatus
 from wam_ros.parameters import param
-from wam_ros.robot import RobotConfig, load_robot_config
+from wam_ros.robot import RobotConfig
 from wam_ros.ros import qos
 from wam_ros.ros.names import (ACTION_CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATES_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
                                TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
 from wam_ros.ros.conversions import seconds_to_time, time_to_seconds
-from wam_ros.ros.node import declare_parameters, run_node
+from wam_ros.ros.node import RobotNode, run_node
 from wam_ros_interfaces.srv import SetMode
 
 STATUS_TOPIC = SAFETY_STATUS_TOPIC
@@ -87,15 +86,12 @@ def _gid(info: dict | None) -> str:
     return bytes(gid.get("data", b"")).hex()
 
 
-class SafetyBridge(Node):
+class SafetyBridge(RobotNode[Parameters]):
     """Validates every command source against the robot's limits and streams guarded targets to the backend."""
 
     def __init__(self) -> None:
-        super().__init__("safety_bridge")
-        self.params = p = declare_parameters(self, Parameters)
-        if not p.robot_config:
-            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
-        self.robot = load_robot_config(p.robot_config)
+        super().__init__("safety_bridge", Parameters)
+        p = self.params
         self._set_realtime_priority(p.realtime_priority)
         settings = BridgeSettings(
             output_rate_hz=p.output_rate_hz, joint_state_timeout_s=p.joint_state_timeout_s,

@@ -13,14 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from wam_ros.parameters import param
-from wam_ros.robot import load_robot_config
 from wam_ros.ros import qos
 from wam_ros.ros.names import SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TASK_STATUS_TOPIC, TELEOP_GRIPPER_TOPIC, TELEOP_JOINT_TOPIC
-from wam_ros.ros.node import declare_parameters, run_node
+from wam_ros.ros.node import RobotNode, run_node
 from wam_ros.sim.config import SimConfig
 from wam_ros.teleop.scripted_operator import OperatorConfig, Scene, ScriptedOperator
 from wam_ros_interfaces.msg import GripperCommand, SafetyStatus, TaskStatus
@@ -45,15 +43,12 @@ class Parameters:
     speed_m_s: float = param(0.2, "TCP speed of recovery moves [m/s] (the bridge caps it too)")
 
 
-class ScriptedOperatorNode(Node):
+class ScriptedOperatorNode(RobotNode[Parameters]):
     """ROS wiring of :class:`ScriptedOperator`: scene in, mode requests and teleop targets out."""
 
     def __init__(self) -> None:
-        super().__init__("scripted_operator")
-        self.params = p = declare_parameters(self, Parameters)
-        if not p.robot_config:
-            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
-        robot = load_robot_config(p.robot_config)
+        super().__init__("scripted_operator", Parameters)
+        p, robot = self.params, self.robot
         config = OperatorConfig(**{name: getattr(p, name) for name in OperatorConfig.__dataclass_fields__})
         self.operator = ScriptedOperator(robot, SimConfig.from_robot(robot), config, p.operator_name)
         self.arm_names = list(robot.arm.joint_names)

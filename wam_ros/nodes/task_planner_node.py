@@ -25,13 +25,8 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.client import Client
-from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State as LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.publisher import Publisher
-from rclpy.subscription import Subscription
-from rclpy.timer import Timer
 
 from wam_ros_interfaces.action import ExecuteTask
 import numpy as np
@@ -52,7 +47,7 @@ from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, time_to_seconds
 from wam_ros.ros.names import SUBTASK_TOPIC
-from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
+from wam_ros.ros.node import ReleasingLifecycleNode, autostart, declare_parameters, destroy_entities, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine, SetMode
 
 IMAGINE_RETRY_S = 0.2  # between Imagine requests the inference node refused or could not receive [s]
@@ -147,7 +142,7 @@ class _Preempted(Exception):
     """A new goal (the operator's correction) takes over."""
 
 
-class TaskPlannerNode(LifecycleNode):
+class TaskPlannerNode(ReleasingLifecycleNode):
     """ExecuteTask action server: plan, publish subtasks, monitor, replan, hold."""
 
     def __init__(self) -> None:
@@ -241,14 +236,6 @@ class TaskPlannerNode(LifecycleNode):
         self.active = False
         return TransitionCallbackReturn.SUCCESS
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
         self.active = False
         self.stopping.set()
@@ -259,11 +246,7 @@ class TaskPlannerNode(LifecycleNode):
         if self.action_server is not None:
             self.action_server.destroy()
             self.action_server = None
-        destroyers = ((Publisher, self.destroy_publisher), (Subscription, self.destroy_subscription), (Client, self.destroy_client), (Timer, self.destroy_timer))
-        for entity in self.entities:
-            for kind, destroy in destroyers:
-                if isinstance(entity, kind):
-                    destroy(entity)
+        destroy_entities(self, self.entities)
         self.entities = []
         self.planner = None
 

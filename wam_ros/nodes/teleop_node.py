@@ -18,17 +18,16 @@ from dataclasses import dataclass
 
 from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
 from wam_ros_interfaces.msg import GripperCommand, SafetyStatus
 from wam_ros.parameters import param
-from wam_ros.robot import RobotConfig, load_robot_config
+from wam_ros.robot import RobotConfig
 from wam_ros.ros import qos
 from wam_ros.ros.names import (ESTOP_TOPIC, SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TELEOP_GRIPPER_TOPIC,
                                TELEOP_JOINT_TOPIC, TELEOP_TWIST_TOPIC)
-from wam_ros.ros.node import declare_parameters, run_node
+from wam_ros.ros.node import RobotNode, run_node
 from wam_ros_interfaces.srv import SetMode
 from wam_ros.teleop.devices import KeyboardReader, SpaceMouseReader
 from wam_ros.teleop.input_watch import InputWatch, how_to_provide, keyboard_command
@@ -74,19 +73,16 @@ def check(parameters: Parameters, robot: RobotConfig) -> list[str]:
     return []
 
 
-class Teleop(Node):
+class Teleop(RobotNode[Parameters]):
     """Reads one operator device and turns it into teleop commands and mode requests for the bridge."""
 
     def __init__(self) -> None:
-        super().__init__("teleop")
-        self.params = p = declare_parameters(self, Parameters)
+        super().__init__("teleop", Parameters)
+        p = self.params
         if p.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {p.device!r}")
         if p.frame not in ("base", "tool"):
             raise ValueError(f"frame must be base or tool, got {p.frame!r}")
-        if not p.robot_config:
-            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
-        self.robot = load_robot_config(p.robot_config)
         self.frame_id = self.robot.base_frame if p.frame == "base" else self.robot.tcp_frame
         period_s = 1.0 / p.rate_hz
         self.mode: int | None = None

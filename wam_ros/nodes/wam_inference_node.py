@@ -30,10 +30,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.publisher import Publisher
-from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 
 from wam_ros.inference.backends import LocalBackend, PolicyAnswer, PolicyFault, RemoteBackend
@@ -49,7 +46,7 @@ from wam_ros.policy.mapping import MappingError, RobotPolicyAdapter, load_policy
 from wam_ros.robot import RobotConfig, load_robot_config, package_root
 from wam_ros.ros import qos
 from wam_ros.ros.conversions import image_to_numpy, numpy_to_image, seconds_to_time, time_to_seconds
-from wam_ros.ros.node import autostart, declare_parameters, in_thread, run_node
+from wam_ros.ros.node import ReleasingLifecycleNode, autostart, declare_parameters, destroy_entities, in_thread, run_node
 from wam_ros_interfaces.srv import Imagine
 
 
@@ -92,7 +89,7 @@ class Parameters:
 BACKENDS = ("local", "websocket")
 
 
-class WamInference(LifecycleNode):
+class WamInference(ReleasingLifecycleNode):
     """Serves a policy to the ROS graph: chunks, imagination (local backend) and diagnostics."""
 
     def __init__(self) -> None:
@@ -219,7 +216,6 @@ class WamInference(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
-        self._stop()
         self._release()
         self.lifecycle = "unconfigured (error)"
         self.not_ready = f"error: {self.fault or 'a transition failed'}; no chunks until configured again"
@@ -227,15 +223,10 @@ class WamInference(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._release()
+        result = super().on_cleanup(state)
         self.lifecycle = "unconfigured"
         self.not_ready = "not configured"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._stop()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+        return result
 
     def destroy_node(self) -> None:
         self._stop()  # the worker must not publish through a node being destroyed
@@ -248,13 +239,9 @@ class WamInference(LifecycleNode):
             self.worker = None
 
     def _release(self) -> None:
-        for entity in self.entities:
-            if isinstance(entity, Subscription):
-                self.destroy_subscription(entity)
-            elif isinstance(entity, Publisher):
-                self.destroy_publisher(entity)
-            else:
-                self.destroy_service(entity)
+        """Stop the worker, destroy what configure made and close the backend (idempotent)."""
+        self._stop()
+        destroy_entities(self, self.entities)
         self.entities = []
         if self.backend is not None:
             self.backend.close()  # the model process ends and frees its memory (GPU included); a connection closes

@@ -1,4 +1,5 @@
-"""Node scaffolding: parameters declared from a dataclass, and a demo_nodes_py-style main."""
+"""Node scaffolding: parameters declared from a dataclass, a robot's node and a lifecycle node that
+release what they made, and a demo_nodes_py-style main."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,17 +9,24 @@ import sys
 import threading
 import time
 import typing
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.client import Client
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
 from rclpy.task import Future
+from rclpy.timer import Timer
 
 from wam_ros import parameters
+from wam_ros.robot import RobotConfig, load_robot_config
 
 P = TypeVar("P")
 T = TypeVar("T")
@@ -59,6 +67,45 @@ def declare_parameters(node: Node, cls: type[P]) -> P:
 
     node.add_on_set_parameters_callback(refuse_changes)
     return cls(**values)
+
+
+class RobotNode(Node, Generic[P]):
+    """A node for one robot: ``self.params`` from its ``Parameters`` dataclass, and ``self.robot``
+    from the robot YAML its ``robot_config`` parameter names (required: bringup fills it in)."""
+
+    def __init__(self, name: str, parameters_cls: type[P]) -> None:
+        super().__init__(name)
+        self.params: P = declare_parameters(self, parameters_cls)
+        robot_config = self.params.robot_config  # type: ignore[attr-defined]
+        if not robot_config:
+            raise ValueError("parameter robot_config is empty: pass the robot YAML path (bringup fills it in)")
+        self.robot: RobotConfig = load_robot_config(robot_config)
+
+
+def destroy_entities(node: Node, entities: Iterable[Publisher | Subscription | Client | Service | Timer]) -> None:
+    """Destroy publishers, subscriptions, clients, services and timers that ``node`` created."""
+    destroyers = ((Publisher, node.destroy_publisher), (Subscription, node.destroy_subscription), (Client, node.destroy_client),
+                  (Service, node.destroy_service), (Timer, node.destroy_timer))
+    for entity in entities:
+        for kind, destroy in destroyers:
+            if isinstance(entity, kind):
+                destroy(entity)
+                break
+
+
+class ReleasingLifecycleNode(LifecycleNode):
+    """A lifecycle node whose cleanup and shutdown both release what configure made (:meth:`_release`, idempotent)."""
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
 
 
 async def in_thread(node: Node, work: Callable[[], T], name: str) -> T:
