@@ -84,6 +84,23 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def typed_entry(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any,
+                error: Callable[[str], Exception], none_is_missing: bool = False) -> Any:
+    """``data[key]`` checked to be ``kind`` (an int is taken as a float, a bool is no number), or
+    ``default`` where it is missing (``...``: required); ``error(problem)`` is the exception raised."""
+    if key not in data or (none_is_missing and data[key] is None):
+        if default is ...:
+            raise error("missing")
+        return default
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+        raise error(f"expected {expected}, got {type(value).__name__} {value!r}")
+    return value
+
+
 class _Reader:
     """Typed access to a nested YAML mapping that reports the file and dotted key on error."""
 
@@ -107,17 +124,8 @@ class _Reader:
         return _Reader(self.path, value, self.key(name))
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if name not in self.data or self.data[name] is None:
-            if default is ...:
-                raise self.error(name, "missing")
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
-            raise self.error(name, f"expected {expected}, got {type(value).__name__} {value!r}")
-        if kind is float and not math.isfinite(value):
+        value = typed_entry(self.data, name, kind, default, lambda problem: self.error(name, problem), none_is_missing=True)
+        if kind is float and isinstance(value, float) and not math.isfinite(value):
             raise self.error(name, f"must be finite, got {value}")
         return value
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from wam_ros.robot import ConfigError, RobotConfig, package_root, read_yaml
+from wam_ros.robot import ConfigError, RobotConfig, package_root, read_yaml, typed_entry
 
 PROTOCOLS = ("openpi", "dreamzero")
 RESIZE_MODES = ("stretch", "pad", "crop")  # pad: keep the aspect ratio, pad with black (openpi's resize_with_pad); crop: centre crop
@@ -133,17 +133,7 @@ class _Reader:
         return MappingError(f"{self.path}: {self.where}.{key}: {problem}" if key else f"{self.path}: {self.where}: {problem}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise self.fail(key, "missing")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(key, f"expected {name}, got {type(value).__name__} {value!r}")
-        return value
+        return typed_entry(self.data, key, kind, default, lambda problem: self.fail(key, problem))
 
     def choice(self, key: str, choices: tuple[str, ...] | dict, default: Any = ...) -> str:
         value = self.get(key, str, default)
