@@ -113,6 +113,13 @@ def message_class(msgtype: str) -> type:
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
+def _outcome(index: int) -> str:
+    """The outcome a service request's ``outcome`` field names (its index in OUTCOMES)."""
+    if index >= len(OUTCOMES):
+        raise BagError(f"unknown outcome {index}; expected 0 (unknown), 1 (success) or 2 (failure)")
+    return OUTCOMES[index]
+
+
 class Recorder(Node):
     """Records episodes into rosbag2 MCAP bags; see the module docstring."""
 
@@ -344,11 +351,8 @@ class Recorder(Node):
         return response
 
     def _on_stop(self, request: StopEpisode.Request, response: StopEpisode.Response) -> StopEpisode.Response:
-        if request.outcome >= len(OUTCOMES):
-            response.success, response.message = False, f"unknown outcome {request.outcome}; expected 0 (unknown), 1 (success) or 2 (failure)"
-            return response
         try:
-            path = self.stop_episode(OUTCOMES[request.outcome], request.notes, "service")
+            path = self.stop_episode(_outcome(request.outcome), request.notes, "service")
             labels = read_labels(path)
             response.success = labels is not None and labels.state == "closed"
             response.message = labels.error if labels and labels.error else "closed"
@@ -358,15 +362,13 @@ class Recorder(Node):
         return response
 
     def _on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
-        if request.outcome >= len(OUTCOMES):
-            response.success, response.message = False, f"unknown outcome {request.outcome}"
-            return response
         recording = self.recording
         path = Path(request.episode_path) if request.episode_path else self.last_closed
         if path is not None and not path.is_absolute():
             path = self.episodes_dir / path
         current = recording is not None and (path is None or path == recording.path)
         try:
+            outcome = _outcome(request.outcome)
             if current:
                 assert recording is not None and self.labels is not None
                 path, labels = recording.path, self.labels
@@ -379,7 +381,7 @@ class Recorder(Node):
             labels.task = request.task or labels.task
             labels.instruction = request.instruction or labels.instruction
             labels.operator_name = request.operator_name or labels.operator_name
-            labels.outcome = OUTCOMES[request.outcome] if request.outcome else labels.outcome
+            labels.outcome = outcome if request.outcome else labels.outcome
             labels.notes = request.notes or labels.notes
             write_labels(path, labels)
             response.success, response.message = True, f"labelled {path}"
