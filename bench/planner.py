@@ -6,8 +6,8 @@ object poses score the outcome and time the harness's perturbations and correcti
 else (``ground_truth_used: false``). Held-out seeds from ``--seed-start`` (default 6000; bin_three
 used 5000-5019 before, demos and training use other ranges). Parts, each printed as it goes:
 
-1. ``offline``: planning alone on reworded bin_three (the node's defaults: SmolLM2 + the shipped
-   adapter, rules where they resolve the instruction): plan equal to the task's subtask order,
+1. ``offline``: planning alone on reworded bin_three (the node's defaults: SmolLM2, no adapter
+   unless ``task_planner.language_model_adapter:=DIR`` names one, rules where they resolve the instruction): plan equal to the task's subtask order,
    latency.
 2. ``hard``: instructions the rule grounder cannot resolve, in wordings no training example and no
    prompt carries (wam_ros.planning.synthetic.HELD_OUT): exclusions, quantifiers, references by
