@@ -11,7 +11,7 @@ import collections
 import multiprocessing
 import signal
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -109,6 +109,7 @@ def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max
         if expert.done:
             settle += 1
     status = env.task_status()
+    scene = env.config.shifted()
     episode = Episode(
         task=task,
         instruction=status.instruction,
@@ -121,27 +122,28 @@ def record_demo(env: TabletopEnv, task: str, seed: int, render: bool = True, max
         seed=int(seed),
         source="sim",
         extra={"expert_failed": expert.failed, "expert_message": expert.message, "subtasks_done": status.subtasks_done,
-               "action_noise_rad": action_noise_rad},
+               "action_noise_rad": action_noise_rad, **({"sim_config": scene} if scene else {})},
     )
     return DemoResult(episode=episode, success=status.success, steps=len(states))
 
 
-def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: int = 1, action_noise_rad: float = 0.0) -> Iterator[DemoResult]:
+def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: int = 1, action_noise_rad: float = 0.0,
+                 sim_overrides: dict[str, Any] | None = None) -> Iterator[DemoResult]:
     """Expert episodes for ``seeds`` in seed order; ``workers`` > 1 records them in parallel processes
-    (``action_noise_rad``: see :func:`record_demo`).
+    (``action_noise_rad``: see :func:`record_demo`; ``sim_overrides``: the scene, :meth:`SimConfig.from_robot`).
 
     The seed iterator may be endless: at most two episodes per worker are in flight, and closing
     the generator (or Ctrl-C) stops the workers.
     """
     if workers <= 1:
-        env = TabletopEnv(robot)
+        env = TabletopEnv(robot, SimConfig.from_robot(robot, sim_overrides))
         try:
             for seed in seeds:
                 yield record_demo(env, task, seed, action_noise_rad=action_noise_rad)
         finally:
             env.close()
         return
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(str(robot.path),))
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(str(robot.path), sim_overrides))
     try:
         in_flight: collections.deque = collections.deque()
         for seed in seeds:
@@ -158,12 +160,13 @@ def demo_results(robot: RobotConfig, task: str, seeds: Iterator[int], workers: i
 _worker_env: TabletopEnv | None = None
 
 
-def _start_worker(robot_path: str) -> None:
+def _start_worker(robot_path: str, sim_overrides: dict[str, Any] | None) -> None:
     from wam_ros.robot import load_robot_config
 
     global _worker_env
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    _worker_env = TabletopEnv(load_robot_config(robot_path))
+    robot = load_robot_config(robot_path)
+    _worker_env = TabletopEnv(robot, SimConfig.from_robot(robot, sim_overrides))
 
 
 def _worker_demo(task: str, seed: int, action_noise_rad: float) -> DemoResult:

@@ -192,7 +192,7 @@ class ScriptedExpert:
         bin_yaw = yaw_of(bin_quat)
         offset = BIN_SLOT_OFFSETS_X_M[slot % len(BIN_SLOT_OFFSETS_X_M)]
         drop = bin_position + np.array([offset * math.cos(bin_yaw), offset * math.sin(bin_yaw), 0.0])
-        drop[2] = self.config.bin_wall_height_m + self.config.cube_size_m / 2 + 0.015
+        drop[2] = self.config.bin_wall_height_m + self.spec.cube_size(cube, self.config.cube_size_m) / 2 + 0.015
         yield from self.place(drop, closest_grasp_yaw(bin_yaw, self.yaw))
 
 
@@ -206,7 +206,7 @@ def _reach(expert: ScriptedExpert) -> Iterator[None]:
 def _push(expert: ScriptedExpert) -> Iterator[None]:
     assert expert.spec.zone_center_xy is not None
     cube = expert.spec.cubes[0]
-    half = expert.config.cube_size_m / 2
+    half = expert.spec.cube_size(cube, expert.config.cube_size_m) / 2
     position, _ = expert.cube_pose(cube)
     zone = np.array([*expert.spec.zone_center_xy, position[2]])
     direction = zone - position
@@ -240,8 +240,8 @@ def _stack(expert: ScriptedExpert) -> Iterator[None]:
     if expert.failed:
         return
     position, bottom_yaw = expert.cube_pose(bottom)
-    size = expert.config.cube_size_m
-    release = position + np.array([0.0, 0.0, size + 0.004])
+    nominal = expert.config.cube_size_m
+    release = position + np.array([0.0, 0.0, (expert.spec.cube_size(top, nominal) + expert.spec.cube_size(bottom, nominal)) / 2 + 0.004])
     yield from expert.place(release, closest_grasp_yaw(bottom_yaw, expert.yaw))
 
 
