@@ -133,6 +133,22 @@ def test_stack_predicate():
     assert not task.success(spec, _state(**{top: (0.5, 0.0, HALF), bottom: (0.5, 0.0, 3 * HALF)}))  # swapped
 
 
+def test_insert_needs_the_cube_inside_the_slot_resting_and_released():
+    task = make_task("insert", SimConfig())
+    spec = task.sample(6)
+    cube = spec.cubes[0]
+    x, y, yaw = spec.slot_pose
+    assert spec.instruction == f"put the {cube.removesuffix('_cube')} cube in the slot"
+    along = np.array([math.cos(yaw), math.sin(yaw), 0.0])  # the slot's own x axis
+    centre = np.array([x, y, HALF])
+    assert task.success(spec, _state(**{cube: tuple(centre + 0.004 * along)}))  # 4 mm of the 5 mm clearance
+    assert not task.success(spec, _state(**{cube: tuple(centre + 0.009 * along)}))  # on the wall's edge
+    assert not task.success(spec, _state(**{cube: tuple(centre + np.array([0, 0, 0.03]))}))  # resting on top
+    held = _state(**{cube: tuple(centre)})
+    held.held[cube] = True
+    assert not task.success(spec, held)
+
+
 def test_bin_three_counts_subtasks_in_order():
     task = make_task("bin_three", SimConfig())
     spec = task.sample(1)
@@ -166,7 +182,7 @@ def test_reworded_instructions_keep_the_order_in_other_words():
 
 
 def test_layouts_are_seeded_and_tasks_named():
-    assert set(TASKS) == {"reach", "push", "pick_place", "stack", "bin_three"}
+    assert set(TASKS) == {"reach", "push", "pick_place", "stack", "bin_three", "insert"}
     task = make_task("pick_place", SimConfig())
     a, b, c = task.sample(7), task.sample(7), task.sample(8)
     assert a.instruction == b.instruction and all(np.allclose(a.cube_positions[k], b.cube_positions[k]) for k in a.cube_positions)
@@ -263,7 +279,8 @@ def test_task_status_reports_objects_and_progress(env):
     assert env.task_status().success
 
 
-@pytest.mark.parametrize("task,seeds", [("reach", [0, 1]), ("push", [0, 1]), ("pick_place", [0, 1]), ("stack", [0]), ("bin_three", [0])])
+@pytest.mark.parametrize("task,seeds", [("reach", [0, 1]), ("push", [0, 1]), ("pick_place", [0, 1]), ("stack", [0]), ("bin_three", [0]),
+                                        ("insert", [0, 1])])
 def test_expert_succeeds(env, task, seeds):
     for seed in seeds:
         result = record_demo(env, task, seed, render=False)
@@ -286,6 +303,19 @@ def test_dart_demos_execute_noisy_targets_and_record_the_experts_own(env):
     assert tracking_error(noisy.episode) > 4 * tracking_error(clean.episode)
     grasp = int(np.argmax(clean.episode.actions[:, 7] < 0.04))
     np.testing.assert_allclose(noisy.episode.actions[:grasp], clean.episode.actions[:grasp], atol=1e-6)
+    # The noise is gone by the release (the expert lowers the cube noise-free): the arm reaches its targets there.
+    release = int(np.flatnonzero(np.diff((noisy.episode.actions[:, 7] > 0.04).astype(int)) == 1)[0]) + 1
+    assert np.abs(noisy.episode.actions[release - 2 : release, :7] - noisy.episode.states[release - 1 : release + 1, :7]).max() < 0.004
+
+
+def test_the_expert_puts_the_held_cube_not_the_tcp_where_it_belongs(env):
+    """DART noise during the grasp leaves the cube off-centre in the fingers; the insert expert makes
+    up for it on the way down and lands it within the slot's clearance."""
+    from wam_ros.sim.tasks import slot_offset
+
+    result = record_demo(env, "insert", 3, render=False, action_noise_rad=0.02)
+    assert result.success, result.episode.extra
+    assert np.abs(slot_offset(env.spec, env.object_pose(env.spec.cubes[0])[0])).max() < 0.004
 
 
 def test_expert_moves_are_straight_and_below_the_speed_cap():

@@ -42,6 +42,7 @@ class SimConfig:
     # meshes (about ten times faster than the visual meshes); larger cameras use the visual meshes.
     low_poly_max_pixels: int = 160 * 160
     camera_fovy_deg: dict[str, float] = field(default_factory=lambda: {"front": 50.0, "wrist": 75.0})
+    slot_clearance_m: float = 0.005  # insert task: gap between the cube and the slot's walls, per side
     table_rgb: tuple[float, float, float] = (0.62, 0.5, 0.38)  # table top colour, each channel in [0, 1]
     table_texture: str = "none"  # none, checker (5 cm squares) or noise (speckled grain), tinted by table_rgb
     # Scene shifts, drawn per reset (seeded by the episode's seed), uniform in +- the value:
@@ -99,7 +100,7 @@ class SimConfig:
             problems.append(("physics_timestep_s", "timestep and control period must be positive"))
         elif abs(steps - round(steps)) > 1e-6:
             problems.append(("control_period_s", f"must be a whole number of physics steps ({steps:g})"))
-        for name in ("cube_size_m", "cube_mass_kg", "bin_wall_height_m", "gripper_force_n", "gripper_stiffness_n_m"):
+        for name in ("cube_size_m", "cube_mass_kg", "bin_wall_height_m", "gripper_force_n", "gripper_stiffness_n_m", "slot_clearance_m"):
             if getattr(self, name) <= 0:
                 problems.append((name, "must be positive"))
         if robot is not None and robot.gripper.joint_names and self.cube_size_m >= robot.gripper.width_max_m:

@@ -29,7 +29,7 @@ from wam_ros.control.impedance import CartesianImpedance, JointImpedance  # noqa
 from wam_ros.robot import RobotConfig  # noqa: E402
 from wam_ros.sim.config import SimConfig  # noqa: E402
 from wam_ros.sim.rendering import SceneRenderer  # noqa: E402
-from wam_ros.sim.scene import BIN, CUBES, DISTRACTOR_PREFIX, PARKED_Z_M, TARGET, ZONE, build_scene_xml  # noqa: E402
+from wam_ros.sim.scene import BIN, CUBES, DISTRACTOR_PREFIX, PARKED_Z_M, SLOT, TARGET, ZONE, build_scene_xml  # noqa: E402
 from wam_ros.sim.tasks import EpisodeSpec, SceneState, Task, make_task  # noqa: E402
 
 JOINT_MODE, CARTESIAN_MODE = "joint", "cartesian"
@@ -151,7 +151,7 @@ class TabletopEnv:
         self._tcp_rotation = data.xmat[self._tcp].reshape(3, 3)
         self._jacobian = np.zeros((6, model.nv))
         self._cube_qpos = {c: int(model.joint(c).qposadr[0]) for c in CUBES}
-        self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET)}
+        self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET, SLOT)}
         fingers = {int(model.body(name).id) for name in ("panda_leftfinger", "panda_rightfinger")}
         self._finger_geoms = np.array([g for g in range(model.ngeom) if model.geom_bodyid[g] in fingers])
         self._cube_geom = {c: int(model.geom(c).id) for c in CUBES}
@@ -215,7 +215,10 @@ class TabletopEnv:
             self._pose(cube, spec.cube_positions[cube], spec.cube_yaws_rad[cube])
         for name, distractor in zip(self._distractors, spec.distractors):
             self._pose(name, distractor.position, distractor.yaw_rad)
-        data.mocap_pos[self._mocap[BIN]] = (*spec.bin_center_xy, 0.0)
+        slot = spec.slot_pose
+        data.mocap_pos[self._mocap[BIN]] = (*spec.bin_center_xy, 0.0 if slot is None else PARKED_Z_M)
+        data.mocap_pos[self._mocap[SLOT]] = (*slot[:2], 0.0) if slot is not None else (0.5, 0.0, PARKED_Z_M)
+        data.mocap_quat[self._mocap[SLOT]] = (math.cos(slot[2] / 2), 0.0, 0.0, math.sin(slot[2] / 2)) if slot is not None else (1.0, 0.0, 0.0, 0.0)
         zone = spec.zone_center_xy
         data.mocap_pos[self._mocap[ZONE]] = (*zone, 0.0) if zone is not None else (0.5, 0.0, PARKED_Z_M)
         target = spec.target_position
@@ -467,6 +470,10 @@ class TabletopEnv:
             _renderer=render,
         )
 
+    def tcp_position(self) -> np.ndarray:
+        """The TCP's position in the base frame [m], as the physics has it now."""
+        return self._tcp_position.copy()
+
     def held(self, cube: str) -> bool:
         """Does a finger touch ``cube``?"""
         contacts = self.data.contact.geom[: self.data.ncon]
@@ -493,7 +500,7 @@ class TabletopEnv:
             self.data.mocap_pos[self._mocap[name]] = position
             self.data.mocap_quat[self._mocap[name]] = (w, x, y, z)
         else:
-            raise KeyError(f"no object {name!r}; objects: {', '.join([*CUBES, BIN, ZONE, TARGET])}")
+            raise KeyError(f"no object {name!r}; objects: {', '.join([*CUBES, BIN, ZONE, TARGET, SLOT])}")
         mujoco.mj_forward(self.model, self.data)
         self._version += 1
 
@@ -518,7 +525,7 @@ class TabletopEnv:
         state = self.scene_state()
         done = self.task.subtasks_done(self.spec, state)
         names = ([*CUBES, BIN] + ([ZONE] if self.spec.zone_center_xy is not None else []) + ([TARGET] if self.spec.target_position is not None else [])
-                 + self._distractors)
+                 + ([SLOT] if self.spec.slot_pose is not None else []) + self._distractors)
         poses = np.array([np.concatenate(self.object_pose(name)) for name in names])
         return TaskStatus(
             task=self.task.name,

@@ -36,6 +36,8 @@ BIN = "bin"
 ZONE = "zone"  # the push target area (visible in the push task only)
 TARGET = "target"  # the reach target (visible in the reach task only)
 ZONE_HALF_SIZE_M = 0.05
+SLOT = "slot"  # the insert task's fixture: a square hole in a block (visible in the insert task only)
+SLOT_WALL_M = (0.015, 0.03)  # wall thickness and height
 PARKED_Z_M = -1.0  # markers that a task does not use are parked under the table
 TABLE_TOP_Z_M = 0.0
 GROUP_SCENE, GROUP_VISUAL, GROUP_LOW_POLY = 0, 2, 3
@@ -269,6 +271,18 @@ def _add_objects(world: ET.Element, config: SimConfig) -> None:
     target = _sub(world, "body", name=TARGET, mocap="true", pos=f"0.5 0 {PARKED_Z_M}")
     _sub(target, "geom", name=TARGET, type="sphere", size="0.015", rgba="0.95 0.8 0.15 1", contype="0", conaffinity="0",
          group=str(GROUP_SCENE))
+    # The slot: four walls around a square hole SimConfig.slot_clearance_m wider than a cube on each side.
+    slot = _sub(world, "body", name=SLOT, mocap="true", pos=f"0.5 0 {PARKED_Z_M}")
+    inner = config.cube_size_m / 2 + config.slot_clearance_m
+    thickness, height = SLOT_WALL_M
+    for index, (pos, size) in enumerate((
+        ((inner + thickness / 2, 0, height / 2), (thickness / 2, inner + thickness, height / 2)),
+        ((-inner - thickness / 2, 0, height / 2), (thickness / 2, inner + thickness, height / 2)),
+        ((0, inner + thickness / 2, height / 2), (inner, thickness / 2, height / 2)),
+        ((0, -inner - thickness / 2, height / 2), (inner, thickness / 2, height / 2)),
+    )):
+        _sub(slot, "geom", name=f"slot_wall{index}", type="box", size=_fmt(size), pos=_fmt(pos), rgba="0.8 0.45 0.1 1",
+             group=str(GROUP_SCENE), friction="0.5 0.005 0.0001")
     # Distractors exist only when asked for, so the default scene is the same model as without them;
     # a reset sizes, colours and places them (tasks.Distractor).
     for index in range(config.distractor_count):

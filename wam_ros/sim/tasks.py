@@ -30,6 +30,7 @@ CUBE_CLEARANCE_M = 0.085  # minimum distance between cube centres at reset
 # already holding a cube did not (docs/planner.md).
 BIN_SLOT_OFFSETS_X_M = (0.0, -0.07, 0.07)
 BIN_SLOT_PHRASES = ("the bin", "the near end of the bin", "the far end of the bin")
+SLOT_SLACK_M = 0.001  # insert: how far past the clearance a centre may be (contact penetration, the cube's tilt)
 DISTRACTOR_SIZE_RANGE_M = (0.035, 0.05)  # edge of a distractor box
 DISTRACTOR_CLEARANCE_M = 0.07  # from cube centres, the push corridor and each other
 # Random streams of the scene shifts drawn with the layout (the env draws the others): a seed's
@@ -74,6 +75,7 @@ class EpisodeSpec:
     zone_center_xy: np.ndarray | None = None
     target_position: np.ndarray | None = None
     cubes: list[str] = field(default_factory=list)  # the cubes the task acts on, in order
+    slot_pose: np.ndarray | None = None  # insert: the slot's centre x, y [m] and yaw [rad]; the bin is parked then
     cube_sizes_m: dict[str, float] = field(default_factory=dict)  # edge per cube (SimConfig.cube_size_jitter_fraction); empty: all nominal
     distractors: list[Distractor] = field(default_factory=list)
 
@@ -295,6 +297,38 @@ class Stack(Task):
         return [bool(aligned and on_top and self.resting_on_table(lower, spec.cube_size(bottom, self.config.cube_size_m)) and not state.held[top])]
 
 
+class Insert(Task):
+    """Put one cube (seeded colour) into a square slot ``SimConfig.slot_clearance_m`` wider than the
+    cube on each side (5 mm by default): a placement within half a centimetre, turned to the slot
+    within about 13 degrees. The slot stands where the bin does in the other tasks (the bin is parked)."""
+
+    name = "insert"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        cube = cube_name(COLOURS[rng.integers(len(COLOURS))])
+        instruction = f"put the {cube.removesuffix('_cube')} cube in the slot"
+        slot = np.array([*self._bin_center(rng) + rng.uniform(-0.02, 0.02, 2), rng.uniform(-math.pi / 4, math.pi / 4)])
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=slot[:2].copy(), cubes=[cube], slot_pose=slot)
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        cube = spec.cubes[0]
+        position = state.cube_positions[cube]
+        # Resting on the table between the walls, its centre can be at most the clearance off (1 mm of contact slack).
+        return [bool(np.all(np.abs(slot_offset(spec, position)) <= self.config.slot_clearance_m + SLOT_SLACK_M)
+                     and self.resting_on_table(position, spec.cube_size(cube, self.config.cube_size_m)) and not state.held[cube])]
+
+
+def slot_offset(spec: EpisodeSpec, position: np.ndarray) -> np.ndarray:
+    """(2,) a position's horizontal offset from the slot's centre along the slot's own axes [m]."""
+    assert spec.slot_pose is not None
+    x, y, yaw = spec.slot_pose
+    c, s = math.cos(yaw), math.sin(yaw)
+    dx, dy = position[0] - x, position[1] - y
+    return np.array([c * dx + s * dy, -s * dx + c * dy])
+
+
 class BinThree(Task):
     """Put all three cubes in the bin in a seeded order: one pick-and-place subtask per cube.
 
@@ -317,7 +351,7 @@ class BinThree(Task):
         return [self.in_bin(state, cube) for cube in spec.cubes]
 
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree, Insert)}
 
 PHRASINGS = ("template", "reworded")
 # Held-out wordings of bin_three's whole instruction: no demo or config carries them, so they
