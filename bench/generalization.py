@@ -8,7 +8,9 @@ task and the scene. Scene shifts are drawn per episode from the seed (docs/sim.m
 ``camera <d> cm <a> deg`` moves the front camera by up to d cm along each base axis and turns it
 by up to a degrees about each optical axis.
 
-Columns: success and the mean number of subtasks done (bin_three has three). Each row's result
+Columns: success, the mean number of subtasks done (bin_three has three) and, for tasks with
+one exact place (insert, stack), the median horizontal distance of the placed cube from it at the
+episode's end (``Task.placement_error_m``). Each row's result
 is written to ``--out`` (``<row>.json``) and reused by a later run with the same checkpoint and
 seeds, so an interrupted run goes on where it stopped. ``--quick``: 2 seeds per row (under two
 minutes on 2 cores; its numbers mean little). The last line is one JSON object with
@@ -48,6 +50,7 @@ ROWS = (
     Row("stack", "stack", what="nominal"),
     Row("push", "push", what="nominal"),
     Row("bin_three", "bin_three", what="nominal, the sim's subtask instructions"),
+    Row("insert", "insert", what="nominal: a cube into a slot 5 mm wider per side"),
     Row("pp_camera_1cm_1deg", "pick_place", camera(1, 1), "front camera up to 1 cm and 1 deg per axis"),
     Row("pp_camera_2cm_2deg", "pick_place", camera(2, 2), "front camera up to 2 cm and 2 deg per axis"),
     Row("pp_camera_3cm_3deg", "pick_place", camera(3, 3), "front camera up to 3 cm and 3 deg per axis"),
@@ -106,6 +109,7 @@ def main() -> int:
             "model_id": runtime.model_id, "task": row.task, "sim": row.sim, "seeds": seeds,
             "successes": [bool(s) for s in report.successes], "subtasks_done": report.subtasks_done, "subtask_count": report.subtask_count,
             "success": report.success_rate, "mean_subtasks_done": float(np.mean(report.subtasks_done)),
+            "placement_errors_m": report.placement_errors_m,
             "policy_latency_ms_median": report.policy_latency_ms_median,
             "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
         }
@@ -115,14 +119,19 @@ def main() -> int:
               f"({r['cpu_s'] / 60:.1f} CPU-min)  eval --task {row.task} {sim_arguments(row.sim)}", flush=True)
 
     print(f"\n{args.checkpoint} ({runtime.model_id}), seeds {seeds[0]}-{seeds[-1]}\n")
-    print("| row | scene | success | mean subtasks done |\n|---|---|---|---|")
+    print("| row | scene | success | mean subtasks done | placement error, median (successes) |\n|---|---|---|---|---|")
     for row in rows:
         r = results[row.name]
-        print(f"| {row.name} | {row.what} | {sum(r['successes'])} / {len(seeds)} | {r['mean_subtasks_done']:.2f} / {r['subtask_count']} |")
+        errors = np.asarray(r.get("placement_errors_m") or [])
+        placed = errors[np.asarray(r["successes"])] if len(errors) else errors
+        error = f"{1000 * np.median(errors):.1f} mm ({1000 * np.median(placed):.1f} mm)" if len(placed) else (f"{1000 * np.median(errors):.1f} mm" if len(errors) else "-")
+        print(f"| {row.name} | {row.what} | {sum(r['successes'])} / {len(seeds)} | {r['mean_subtasks_done']:.2f} / {r['subtask_count']} | {error} |")
     summary: dict[str, Any] = {"checkpoint": str(args.checkpoint), "model_id": runtime.model_id, "seed_start": seeds[0], "seeds": len(seeds)}
     for row in rows:
         summary[f"success_{row.name}"] = results[row.name]["success"]
         summary[f"subtasks_{row.name}"] = results[row.name]["mean_subtasks_done"]
+        if results[row.name].get("placement_errors_m"):
+            summary[f"placement_error_m_{row.name}"] = float(np.median(results[row.name]["placement_errors_m"]))
     summary["policy_latency_ms_median"] = float(np.median([results[r.name]["policy_latency_ms_median"] for r in rows]))
     print(json.dumps(summary), flush=True)
     return 0

@@ -120,6 +120,11 @@ class Task(ABC):
     def success(self, spec: EpisodeSpec, state: SceneState) -> bool:
         return self.subtasks_done(spec, state) == len(spec.subtask_instructions)
 
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        """How far the moved object is from where the task wants it, horizontally [m]; None for tasks
+        without one exact place (a bin, a square)."""
+        return None
+
     # -- shared predicates -------------------------------------------------------------------
     def resting_on_table(self, position: np.ndarray, size_m: float) -> bool:
         return abs(position[2] - size_m / 2) <= RESTING_TOLERANCE_M
@@ -296,6 +301,10 @@ class Stack(Task):
         on_top = abs(upper[2] - lower[2] - (spec.cube_size(top, self.config.cube_size_m) + spec.cube_size(bottom, self.config.cube_size_m)) / 2) <= RESTING_TOLERANCE_M
         return [bool(aligned and on_top and self.resting_on_table(lower, spec.cube_size(bottom, self.config.cube_size_m)) and not state.held[top])]
 
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        top, bottom = spec.cubes
+        return float(np.linalg.norm(state.cube_positions[top][:2] - state.cube_positions[bottom][:2]))
+
 
 class Insert(Task):
     """Put one cube (seeded colour) into a square slot ``SimConfig.slot_clearance_m`` wider than the
@@ -318,6 +327,9 @@ class Insert(Task):
         # Resting on the table between the walls, its centre can be at most the clearance off (1 mm of contact slack).
         return [bool(np.all(np.abs(slot_offset(spec, position)) <= self.config.slot_clearance_m + SLOT_SLACK_M)
                      and self.resting_on_table(position, spec.cube_size(cube, self.config.cube_size_m)) and not state.held[cube])]
+
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        return float(np.linalg.norm(slot_offset(spec, state.cube_positions[spec.cubes[0]])))
 
 
 def slot_offset(spec: EpisodeSpec, position: np.ndarray) -> np.ndarray:
