@@ -542,9 +542,16 @@ def test_scene_shift_settings_are_checked():
     with pytest.raises(ConfigError, match=r"cube_size_jitter_fraction: cubes up to"):
         SimConfig.from_robot(ROBOT, {"cube_size_m": 0.07, "cube_size_jitter_fraction": 0.2})
     assert scene_overrides(items=["distractor_count=1"]) == {"distractor_count": 1}
+    # a bad override is the override's problem, not the robot file's
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): bogus: unknown key; known: .*distractor_count"):
+        SimConfig.from_robot(ROBOT, {"bogus": 1})
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): distractor_count: 9 is not in \[0, 5\]"):
+        SimConfig.from_robot(ROBOT, {"distractor_count": 9})
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): table_rgb_jitter: expected a number"):
+        SimConfig.from_robot(ROBOT, {"table_rgb_jitter": "lots"})
 
 
-def test_sim_demos_take_scene_settings_from_a_file_and_the_command_line(tmp_path):
+def test_sim_demos_take_scene_settings_from_a_file_and_the_command_line(tmp_path, capsys):
     from wam_ros.cli import main
 
     scene = tmp_path / "scene.yaml"
@@ -554,4 +561,9 @@ def test_sim_demos_take_scene_settings_from_a_file_and_the_command_line(tmp_path
                  "--sim-config", str(scene), "--sim", "light_intensity_jitter_fraction=0.4"]) == 0
     extra = EpisodeDataset(out).episode(0).extra
     assert extra["sim_config"] == {"camera_rotation_jitter_deg": {"front": [2.0, 2.0, 2.0]}, "light_intensity_jitter_fraction": 0.4}
+    capsys.readouterr()
     assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "bad"), "--sim", "bogus=1"]) == 2
+    assert "scene override (--sim, --sim-config): bogus: unknown key" in capsys.readouterr().err
+    assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "bad"), "--sim", "distractor_count"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing written

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--sim 'cube_region_min_xy_m=[0.40, 0.30]' --sim 'cube_region_max_xy_m=[0.62, 0.44]' (cubes beyond the demos' region)")
     parser.add_argument("--sim-config", type=Path, action="append", default=[], metavar="YAML",
                         help="closed loop: scene settings from a YAML mapping of SimConfig fields (repeatable; --sim wins), "
-                             "e.g. config/sim/shifts/camera_3cm_3deg.yaml")
+                             "e.g. config/sim/randomized.yaml")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")

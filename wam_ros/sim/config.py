@@ -75,16 +75,25 @@ class SimConfig:
             raise ConfigError(robot.path, where, f"expected a mapping, got {type(section).__name__}")
         hints = typing.get_type_hints(cls)
         fields = {f.name for f in dataclasses.fields(cls)}
+        overrides = overrides or {}
         values: dict[str, Any] = {}
-        for key, value in [*section.items(), *(overrides or {}).items()]:
-            if key not in fields:
-                raise ConfigError(robot.path, f"{where}.{key}", f"unknown key; known: {', '.join(sorted(fields))}")
-            coerced = _coerce(value, hints[key])
-            if coerced is None:
-                raise ConfigError(robot.path, f"{where}.{key}", f"expected {_describe(hints[key])}, got {value!r}")
-            values[key] = coerced
+        for origin, items in ((str(robot.path), section.items()), (OVERRIDE_ORIGIN, overrides.items())):
+            for key, value in items:
+                name = f"{where}.{key}" if origin != OVERRIDE_ORIGIN else key
+                if key not in fields:
+                    raise ConfigError(origin, name, f"unknown key; known: {', '.join(sorted(fields))}")
+                coerced = _coerce(value, hints[key])
+                if coerced is None:
+                    raise ConfigError(origin, name, f"expected {_describe(hints[key])}, got {value!r}")
+                values[key] = coerced
         config = cls(**values)
-        config.validate(robot)
+        try:
+            config.validate(robot)
+        except ConfigError as error:  # a problem of an overridden field is the override's, not the robot file's
+            key = error.key.removeprefix(f"{where}.")
+            if key.split(".")[0] in overrides:
+                raise ConfigError(OVERRIDE_ORIGIN, key, error.problem) from None
+            raise
         return config
 
     def shifted(self) -> dict[str, Any]:
@@ -146,6 +155,8 @@ class SimConfig:
                 raise ConfigError(robot.path, f"robot.sim.{key}", problem)
             raise ValueError(f"SimConfig.{key}: {problem}")
 
+
+OVERRIDE_ORIGIN = "scene override (--sim, --sim-config)"  # where ConfigError says an override's problem comes from
 
 DISTRACTOR_COLOURS: tuple[tuple[float, float, float], ...] = (
     (0.55, 0.2, 0.7),  # purple
