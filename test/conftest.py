@@ -1,9 +1,12 @@
 """Test-wide ROS settings: DDS on loopback, a ROS_DOMAIN_ID per test, logs in a temp dir.
 
-Every test gets a domain of its own (set in the environment before the test runs, so the
-processes it starts and the rclpy contexts it creates share it). A process killed by an earlier
-test leaves its DDS participant in the others' discovery data until its lease expires; in a
-shared domain such ghosts count as extra publishers and trip the safety bridge's one-source rule.
+Every module, and every test marked ``ros``, gets a domain of its own (set in the environment
+before the test runs, so the processes it starts and the rclpy contexts it creates share it);
+other tests keep their module's. A process killed by an earlier test leaves its DDS participant
+in the others' discovery data until its lease expires (20 s by default); in a shared domain such
+ghosts count as extra publishers and trip the safety bridge's one-source rule, and a ghost action
+server makes ``wait_for_server`` succeed while the real one is still loading, so the goal is lost.
+One suite uses fewer domains than Fast DDS has on one host (0-232), so none is reused in a run.
 A module whose module-scoped fixtures start processes sets ``SHARED_ROS_DOMAIN = True``: its
 tests then share the module's domain.
 """
@@ -19,8 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-_DOMAIN_IDS = itertools.cycle(range(1, 101))  # valid Fast DDS domains on one host
-for _ in range(os.getpid() % 100):  # runs started at the same time begin at different domains
+_DOMAIN_IDS = itertools.cycle(range(1, 233))  # valid Fast DDS domains on one host (port 7400 + 250 * id)
+for _ in range(os.getpid() % 232):  # runs started at the same time begin at different domains
     next(_DOMAIN_IDS)
 os.environ["ROS_DOMAIN_ID"] = str(next(_DOMAIN_IDS))  # for code that reads it at import
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -45,8 +48,9 @@ def ros_module_domain_id() -> int:
 
 @pytest.fixture(autouse=True)
 def ros_domain_id(request, ros_module_domain_id: int) -> int:
-    """A fresh ROS_DOMAIN_ID for every test, or the module's when it shares one."""
-    domain_id = ros_module_domain_id if getattr(request.module, "SHARED_ROS_DOMAIN", False) else next(_DOMAIN_IDS)
+    """A fresh ROS_DOMAIN_ID for every ``ros`` test, the module's for the others and where it is shared."""
+    fresh = request.node.get_closest_marker("ros") is not None and not getattr(request.module, "SHARED_ROS_DOMAIN", False)
+    domain_id = next(_DOMAIN_IDS) if fresh else ros_module_domain_id
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     return domain_id
 

@@ -26,6 +26,7 @@ from wam_ros.data.bags import (
 )
 from wam_ros.data.convert import (
     ConvertError,
+    bag_handover_steps,
     bag_to_episode,
     default_image_sizes,
     estimated_drops,
@@ -181,6 +182,20 @@ def test_a_stack_recorded_in_a_namespace_converts_like_one_in_the_root(tmp_path,
     np.testing.assert_array_equal(left.images["front"], root.images["front"])
     np.testing.assert_array_equal(left.intervention, root.intervention)
     assert set(left_report.estimated_drops) == {"/left/joint_states", "/left/wam/cameras/front/image", "/left/wam/cameras/wrist/image"}
+
+
+def test_handover_steps_are_read_under_the_namespace_the_bag_was_recorded_in(tmp_path, messages):
+    """The arm commands ramp 0.05 rad per 50 ms output; the operator takes over at 1.0 s and hands back at 1.5 s."""
+    m = messages
+    statuses = [(T0, m.safety(MODE_AUTONOMY, T0)), (T0 + 1000 * MS, m.safety(MODE_TELEOP, T0 + 1000 * MS)),
+                (T0 + 1500 * MS, m.safety(MODE_AUTONOMY, T0 + 1500 * MS))]
+    for namespace in ("", "/left"):
+        bag = write_bag(tmp_path / f"bag{namespace.replace('/', '_')}", m, statuses=statuses, namespace=namespace)
+        with BagReader(bag) as reader:
+            steps, all_steps = bag_handover_steps(reader, ROBOT)
+        assert [(s.stamp_ns, s.from_mode, s.to_mode) for s in steps] == [(T0 + 1000 * MS, MODE_AUTONOMY, MODE_TELEOP),
+                                                                          (T0 + 1500 * MS, MODE_TELEOP, MODE_AUTONOMY)], namespace
+        assert [s.step_rad for s in steps] == pytest.approx([0.05, 0.05]) and len(all_steps) == 58
 
 
 def test_episode_is_aligned_to_the_control_rate(tmp_path, messages):

@@ -110,7 +110,8 @@ def test_urdf_holds_the_frames_joints_and_limits_of_the_config(robot):
 def test_the_gripper_is_commanded_through_its_drivers_action(robot):
     """franka_gripper takes one finger's travel (width / 2); the Robotiq driver its knuckle joint, 0.7929 rad closed, 0 open."""
     gripper = robot.gripper
-    assert gripper.interface == "action" and gripper.action_name.startswith("/")
+    # relative, like every name in a robot config: it resolves under the stack's namespace
+    assert gripper.interface == "action" and gripper.action_name and not gripper.action_name.startswith("/")
     closed, opened = gripper.position_from_width(gripper.width_min_m), gripper.position_from_width(gripper.width_max_m)
     expected = {"fr3_link0": (0.0, 0.04), "base_link": (0.7929, 0.0)}[robot.base_frame]
     assert (closed, opened) == pytest.approx(expected, abs=1e-4)

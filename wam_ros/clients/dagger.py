@@ -238,7 +238,7 @@ def _bag_stats(bags: list[str], robot: Any) -> tuple[float, np.ndarray]:
     """The largest commanded joint step per output cycle at a TELEOP <-> AUTONOMY switch, and every step, over the bags.
 
     Other switches do not count: after a sim reset the arm stands at home while the bridge, in
-    HOLD, still commands where it was, and entering AUTONOMY starts from the measured state."""
+    HOLD, still commands where it was, and entering AUTONOMY from rest starts at the measured state."""
     from wam_ros.data.bags import MODE_AUTONOMY, MODE_TELEOP, BagReader
     from wam_ros.data.convert import bag_handover_steps
 

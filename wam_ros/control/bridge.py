@@ -522,7 +522,7 @@ class SafetyBridgeCore:
         return self.measured is not None and now_s - self.measured.stamp_s <= self.settings.joint_state_timeout_s
 
     def _enter(self, mode: Mode, now_s: float) -> None:
-        """Switch into IDLE, TELEOP or AUTONOMY, starting from the measured state."""
+        """Switch into IDLE, TELEOP or AUTONOMY: from rest at the measured state, in motion continuing the command."""
         self.mode = mode
         self.watchdog_holding = False
         self.timeline = None
@@ -543,23 +543,19 @@ class SafetyBridgeCore:
             self.last_chunk_s = None
 
     def _start_from_measured(self, keep_motion: bool) -> None:
-        """Restart the commanded state at the measured joint positions.
+        """Restart the commanded state at the measured joint positions, or, with ``keep_motion``
+        while a command is moving, continue it as it is.
 
-        With ``keep_motion`` a moving command keeps its velocity and acceleration (a switch
-        between modes neither stops nor jumps the arm's motion); when the brake from there would
-        break a limit, the commanded state is kept instead (it has a verified brake plan).
+        A handover while the arm moves (TELEOP <-> AUTONOMY, leaving a brake) keeps position,
+        velocity and acceleration of the command: its verified brake plan stays valid and the
+        output does not step back by the arm's tracking lag (an impedance or position controller
+        would see that step as a jump of its target). From rest, the command starts where the
+        arm is (a held position may have drifted from the measured one).
         """
         assert self.measured is not None
-        follower, measured = self.follower, self.measured.position
-        if keep_motion and self.commanding and not follower.at_rest:
-            if not np.array_equal(measured, follower.position):
-                kept = (follower.state, follower.history)
-                follower.reset(measured, follower.velocity, follower.acceleration)
-                plan = follower.state.plan_positions
-                if len(plan) and self.guard.path_problems(follower.history, plan):
-                    follower.state, follower.history = kept
-        else:
-            follower.reset(measured)
+        follower = self.follower
+        if not (keep_motion and self.commanding and not follower.at_rest):
+            follower.reset(self.measured.position)
         self.tcp_m = self.kinematics.positions(follower.position)
         self._jacobian = None
         self.commanding = True

@@ -38,7 +38,7 @@ def check_request(current: Mode, requested: int, reset_estop: bool, joint_states
     """Whether a SetMode request may change ``current`` into ``requested``, with the reason.
 
     - ESTOP is always accepted; leaving it needs ``reset_estop`` and goes to IDLE or HOLD only.
-    - TELEOP and AUTONOMY need fresh joint states (every switch starts from the measured state).
+    - TELEOP and AUTONOMY need fresh joint states (a switch from rest starts at the measured state).
     - IDLE (stop commanding) only from HOLD or IDLE: a commanded arm is stopped with HOLD first.
     """
     try:

@@ -511,16 +511,18 @@ def handover_steps(times_ns: np.ndarray, targets: np.ndarray, changes: Sequence[
 
 def bag_handover_steps(reader: BagReader, robot: RobotConfig, window_s: float = 0.05) -> tuple[list[HandoverStep], np.ndarray]:
     """:func:`handover_steps` of a recorded episode (the bridge's JointTrajectory outputs and its
-    SafetyStatus), and every step per output cycle (:func:`cycle_steps`) for comparison."""
-    topic = robot.backend.joint_trajectory_topic
+    SafetyStatus), and every step per output cycle (:func:`cycle_steps`) for comparison; names are
+    read under the namespace the bag was recorded in (:func:`bag_namespace`)."""
+    namespace = bag_namespace(reader.topics)
+    topic, status_topic = (recorded_topic(name, namespace) for name in (robot.backend.joint_trajectory_topic, SAFETY_STATUS_TOPIC))
     times, targets, statuses = [], [], []
-    for message in reader.messages([t for t in (topic, SAFETY_STATUS_TOPIC) if t in reader.topics]):
+    for message in reader.messages([t for t in (topic, status_topic) if t in reader.topics]):
         msg = reader.deserialize(message)
         if message.topic == topic and msg.points:
             index = [list(msg.joint_names).index(j) for j in robot.arm.joint_names]
             times.append(message.timestamp_ns)
             targets.append(np.asarray(msg.points[0].positions, float)[index])
-        elif message.topic == SAFETY_STATUS_TOPIC:
+        elif message.topic == status_topic:
             statuses.append((message.timestamp_ns, time_ns(msg.mode_stamp), int(msg.mode), str(msg.mode_requester), str(msg.mode_reason)))
     if not targets:
         return [], np.zeros(0)
