@@ -202,6 +202,8 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
     [
         (["--sim-episodes", "2", "--task", "bin_three", "--phrasing", "reworded"], "with --whole-instruction"),
         (["--sim-episodes", "2", "--task", "pick_place", "--whole-instruction", "--phrasing", "reworded"], "bin_three only"),
+        (["--sim-episodes", "2", "--sim", "camera_jitter=0.03"], "scene override (--sim, --sim-config): camera_jitter: unknown key"),
+        (["--sim-episodes", "2", "--sim", "camera_rotation_jitter_deg={front: [3, 3]}"], "camera_rotation_jitter_deg: expected a mapping"),
     ],
 )
 def test_eval_refuses_a_phrasing_it_cannot_apply(trained, tmp_path, capsys, options, message):
