@@ -32,7 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TASKS = ("reach", "push", "pick_place", "stack", "bin_three")
+TASKS = ("reach", "push", "pick_place", "stack", "bin_three", "insert")
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -8,7 +8,7 @@ from wam_ros.clients.dagger import TABLE_HEADER, RoundReport, table_row
 def test_a_bad_condition_is_refused_before_anything_starts(tmp_path, capsys):
     out = tmp_path / "out"
     assert wam_ros(["dagger", "--data", str(tmp_path), "--out", str(out), "--sim", "cube_region_typo=[0.4, 0.3]"]) == 2
-    assert "robot.sim.cube_region_typo: unknown key" in capsys.readouterr().err
+    assert "scene override (--sim, --sim-config): cube_region_typo: unknown key" in capsys.readouterr().err
     assert not (out / "round1").exists()
 
 

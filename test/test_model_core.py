@@ -5,6 +5,7 @@ training tests.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -325,6 +326,10 @@ def test_presets_load_and_gpu_base_has_about_300m_parameters():
     assert 250e6 <= parameters <= 350e6, parameters
     with torch.device("meta"):
         assert count_parameters(WorldActionTransformer(small)) < 10e6
+    robust, robust_train = load_preset("cpu-small-robust")  # cpu-small with the goal stage's image augmentation
+    assert dataclasses.replace(robust, name=small.name) == load_preset("cpu-small")[0]
+    assert (robust_train.goal_augment_shift_px, robust_train.goal_augment_colour, robust_train.goal_augment_predictions) == (4, 0.15, True)
+    assert (small_train.goal_augment_shift_px, small_train.goal_augment_colour, small_train.goal_augment_predictions) == (0, 0.0, False)
 
 
 def test_unknown_preset_and_bad_keys_are_reported(tmp_path):

@@ -238,3 +238,42 @@ def test_the_localiser_learns_where_the_instructed_object_is():
     place_error_px = np.abs(predicted[:, 3:5] - centres[:, 2]).mean() * 31
     # 0.3-1.3 pixels over four seeds (measured); the mean position is 8 pixels off
     assert pick_error_px < 1.5 and place_error_px < 1.5, (pick_error_px, place_error_px)
+
+
+def test_image_augmentation_shifts_and_recolours_each_image_on_its_own():
+    from wam_ros.model.data import ImageAugmentation
+
+    pixels = torch.full((4, 3, 16, 16), -1.0)
+    pixels[:, :, 6:10, 6:10] = 1.0  # a bright square in the middle of every image
+    assert ImageAugmentation().active is False
+    shifted = ImageAugmentation(shift_px=3)(pixels, np.random.default_rng(0))
+    assert shifted.shape == pixels.shape
+    centres = [tuple(int(v) for v in torch.nonzero(image[0] > 0).float().mean(0)) for image in shifted]
+    assert all(max(abs(y - 7), abs(x - 7)) <= 3 for y, x in centres) and len(set(centres)) > 1  # moved, each its own way
+    assert all(int((image[0] > 0).sum()) == 16 for image in shifted)  # the square is whole: translated, not resampled
+    recoloured = ImageAugmentation(colour=0.2)(torch.zeros(8, 3, 4, 4), np.random.default_rng(1))
+    assert recoloured.abs().max() <= 0.2 + 1e-6 and len(set(recoloured[:, 0, 0, 0].tolist())) == 8
+
+
+def test_a_pushs_gripper_events_mark_where_it_starts_and_ends():
+    """The push expert closes its fingers where the push starts and opens them where it ends, so the
+    hindsight labels are the push's two ends: behind the cube, and just short of the square."""
+    from wam_ros.robot import load_robot_config
+    from wam_ros.sim import TabletopEnv
+    from wam_ros.sim.demos import dataset_info, record_demo
+
+    robot = load_robot_config("panda_sim")
+    with TabletopEnv(robot) as env:
+        result = record_demo(env, "push", 3, render=False)
+        spec, info = env.spec, dataset_info(robot, env)
+    assert result.success
+    config = tiny_config()
+    config.bind_dataset(list(info.cameras), (96, 96), info.state_names, info.action_names, info.fps, info.robot)
+    labels, valid = HindsightGoals(info, config).episode(result.episode.states, result.episode.actions)
+    assert valid[0].all()
+    goal = decode_goal(labels[0])
+    cube, zone = spec.cube_positions[spec.cubes[0]][:2], np.asarray(spec.zone_center_xy)
+    direction = (zone - cube) / np.linalg.norm(zone - cube)
+    start, end = goal.pick_position_m[:2], goal.place_position_m[:2]
+    assert 0.04 < (cube - start) @ direction < 0.1 and np.linalg.norm((cube - start) - ((cube - start) @ direction) * direction) < 0.01
+    assert 0.02 < (zone - end) @ direction < 0.05 and np.linalg.norm((zone - end) - ((zone - end) @ direction) * direction) < 0.01

@@ -202,6 +202,8 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys, preset):
     [
         (["--sim-episodes", "2", "--task", "bin_three", "--phrasing", "reworded"], "with --whole-instruction"),
         (["--sim-episodes", "2", "--task", "pick_place", "--whole-instruction", "--phrasing", "reworded"], "bin_three only"),
+        (["--sim-episodes", "2", "--sim", "camera_jitter=0.03"], "scene override (--sim, --sim-config): camera_jitter: unknown key"),
+        (["--sim-episodes", "2", "--sim", "camera_rotation_jitter_deg={front: [3, 3]}"], "camera_rotation_jitter_deg: expected a mapping"),
     ],
 )
 def test_eval_refuses_a_phrasing_it_cannot_apply(trained, tmp_path, capsys, options, message):
@@ -230,6 +232,14 @@ def test_evaluation_offline_closed_loop_and_contact_sheet(trained, sim_dataset, 
     assert closed.subtasks_done == [0] and closed.subtask_count == 1
     whole = evaluate_closed_loop(runtime, "bin_three", [7], max_steps=4, use_subtasks=False, quiet=True)
     assert whole.subtasks_done == [0] and whole.subtask_count == 3 and whole.steps == [4]
+    assert closed.placement_errors_m == [] and whole.placement_errors_m == []  # a bin is no exact place
+    from wam_ros.sim.config import SimConfig
+    from wam_ros.sim.tasks import make_task, slot_offset
+
+    inserted = evaluate_closed_loop(runtime, "insert", [7], max_steps=2, quiet=True)
+    spec = make_task("insert", SimConfig()).sample(7)  # the cube has not moved in two steps: its distance from the slot
+    start = spec.cube_positions[spec.cubes[0]]
+    assert inserted.placement_errors_m == [pytest.approx(float(np.linalg.norm(slot_offset(spec, start))), abs=0.003)]
 
 
 def test_closed_loop_gives_the_model_the_reworded_instruction(trained, monkeypatch):

@@ -22,6 +22,7 @@ from wam_ros.sim.video import write_episode_video
 
 ROBOT = load_robot_config("panda_sim")
 HALF = SimConfig().cube_size_m / 2
+CUBES_OF_SCENE = ("red_cube", "green_cube", "blue_cube")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,22 @@ def test_stack_predicate():
     assert not task.success(spec, _state(**{top: (0.5, 0.0, HALF), bottom: (0.5, 0.0, 3 * HALF)}))  # swapped
 
 
+def test_insert_needs_the_cube_inside_the_slot_resting_and_released():
+    task = make_task("insert", SimConfig())
+    spec = task.sample(6)
+    cube = spec.cubes[0]
+    x, y, yaw = spec.slot_pose
+    assert spec.instruction == f"put the {cube.removesuffix('_cube')} cube in the slot"
+    along = np.array([math.cos(yaw), math.sin(yaw), 0.0])  # the slot's own x axis
+    centre = np.array([x, y, HALF])
+    assert task.success(spec, _state(**{cube: tuple(centre + 0.004 * along)}))  # 4 mm of the 5 mm clearance
+    assert not task.success(spec, _state(**{cube: tuple(centre + 0.009 * along)}))  # on the wall's edge
+    assert not task.success(spec, _state(**{cube: tuple(centre + np.array([0, 0, 0.03]))}))  # resting on top
+    held = _state(**{cube: tuple(centre)})
+    held.held[cube] = True
+    assert not task.success(spec, held)
+
+
 def test_bin_three_counts_subtasks_in_order():
     task = make_task("bin_three", SimConfig())
     spec = task.sample(1)
@@ -165,7 +182,7 @@ def test_reworded_instructions_keep_the_order_in_other_words():
 
 
 def test_layouts_are_seeded_and_tasks_named():
-    assert set(TASKS) == {"reach", "push", "pick_place", "stack", "bin_three"}
+    assert set(TASKS) == {"reach", "push", "pick_place", "stack", "bin_three", "insert"}
     task = make_task("pick_place", SimConfig())
     a, b, c = task.sample(7), task.sample(7), task.sample(8)
     assert a.instruction == b.instruction and all(np.allclose(a.cube_positions[k], b.cube_positions[k]) for k in a.cube_positions)
@@ -262,7 +279,8 @@ def test_task_status_reports_objects_and_progress(env):
     assert env.task_status().success
 
 
-@pytest.mark.parametrize("task,seeds", [("reach", [0, 1]), ("push", [0, 1]), ("pick_place", [0, 1]), ("stack", [0]), ("bin_three", [0])])
+@pytest.mark.parametrize("task,seeds", [("reach", [0, 1]), ("push", [0, 1]), ("pick_place", [0, 1]), ("stack", [0]), ("bin_three", [0]),
+                                        ("insert", [0, 1])])
 def test_expert_succeeds(env, task, seeds):
     for seed in seeds:
         result = record_demo(env, task, seed, render=False)
@@ -285,6 +303,19 @@ def test_dart_demos_execute_noisy_targets_and_record_the_experts_own(env):
     assert tracking_error(noisy.episode) > 4 * tracking_error(clean.episode)
     grasp = int(np.argmax(clean.episode.actions[:, 7] < 0.04))
     np.testing.assert_allclose(noisy.episode.actions[:grasp], clean.episode.actions[:grasp], atol=1e-6)
+    # The noise is gone by the release (the expert lowers the cube noise-free): the arm reaches its targets there.
+    release = int(np.flatnonzero(np.diff((noisy.episode.actions[:, 7] > 0.04).astype(int)) == 1)[0]) + 1
+    assert np.abs(noisy.episode.actions[release - 2 : release, :7] - noisy.episode.states[release - 1 : release + 1, :7]).max() < 0.004
+
+
+def test_the_expert_puts_the_held_cube_not_the_tcp_where_it_belongs(env):
+    """DART noise during the grasp leaves the cube off-centre in the fingers; the insert expert makes
+    up for it on the way down and lands it within the slot's clearance."""
+    from wam_ros.sim.tasks import slot_offset
+
+    result = record_demo(env, "insert", 3, render=False, action_noise_rad=0.02)
+    assert result.success, result.episode.extra
+    assert np.abs(slot_offset(env.spec, env.object_pose(env.spec.cubes[0])[0])).max() < 0.004
 
 
 def test_expert_moves_are_straight_and_below_the_speed_cap():
@@ -374,3 +405,165 @@ def test_episode_video_from_observations(env, tmp_path):
     with pytest.raises(ValueError, match="captions"):
         write_episode_video(tmp_path / "bad.mp4", observations, fps=10, captions=["x"])
     assert not (tmp_path / "bad.mp4").exists()
+
+
+# -- scene shifts ------------------------------------------------------------------------------------------
+CAMERA_SHIFT = {"camera_position_jitter_m": {"front": [0.03, 0.03, 0.03]}, "camera_rotation_jitter_deg": {"front": [3.0, 3.0, 3.0]}}
+
+
+def _shifted_env(**overrides) -> TabletopEnv:
+    return TabletopEnv(ROBOT, SimConfig.from_robot(ROBOT, overrides))
+
+
+def _front_pose(env: TabletopEnv) -> tuple[np.ndarray, np.ndarray]:
+    """Position and rotation (columns: optical x right, y down, z forward) of the front camera in the base frame."""
+    camera = env.model.camera("front").id
+    rotation = env.data.cam_xmat[camera].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])  # MuJoCo camera frame -> optical
+    return env.data.cam_xpos[camera].copy(), rotation
+
+
+def test_scene_shifts_default_to_the_nominal_scene():
+    config = SimConfig.from_robot(ROBOT)
+    assert config.shifted() == {}
+    assert config.distractor_count == 0 and config.table_texture == "none"
+    plain, with_distractor = TabletopEnv(ROBOT), _shifted_env(distractor_count=1)
+    try:  # the default model has no distractor bodies
+        assert with_distractor.model.nbody == plain.model.nbody + 1 and with_distractor.model.body("distractor_0")
+    finally:
+        plain.close()
+        with_distractor.close()
+
+
+def test_a_moved_camera_renders_another_image_seeded_per_episode(env):
+    shifted = _shifted_env(**CAMERA_SHIFT)
+    try:
+        nominal_image = env.reset("pick_place", 11).images["front"]
+        nominal_position, nominal_rotation = _front_pose(env)
+        first = shifted.reset("pick_place", 11)
+        image = first.images["front"]
+        position, rotation = _front_pose(shifted)
+        assert np.abs(image.astype(int) - nominal_image).mean() > 2  # the view moved
+        np.testing.assert_array_equal(first.images["wrist"], env.reset("pick_place", 11).images["wrist"])  # only the front camera
+        offset = position - nominal_position
+        assert 0 < np.abs(offset).max() <= 0.03 + 1e-9
+        angle = Rotation.from_matrix(nominal_rotation.T @ rotation).magnitude()
+        assert 0 < angle <= math.radians(3.0) * math.sqrt(3) + 1e-9
+        for cube in CUBES_OF_SCENE:  # the layout is the seed's, with or without the shift
+            np.testing.assert_allclose(shifted.spec.cube_positions[cube], env.spec.cube_positions[cube])
+        other = shifted.reset("pick_place", 12).images["front"]
+        assert np.abs(other.astype(int) - image).mean() > 0.5
+        again = shifted.reset("pick_place", 11)  # the same seed after another: the same camera pose and image
+        np.testing.assert_array_equal(again.images["front"], image)
+    finally:
+        shifted.close()
+
+
+def test_camera_rotation_axes_are_the_optical_frames(env):
+    """A roll (about the optical z axis) keeps the viewing direction; a tilt (about x) keeps the image's x axis."""
+    env.reset("pick_place", 5)
+    _, nominal = _front_pose(env)
+    for axis, kept, moved in ((2, 2, 0), (0, 0, 2)):
+        limits = [0.0, 0.0, 0.0]
+        limits[axis] = 5.0
+        shifted = _shifted_env(camera_rotation_jitter_deg={"front": limits})
+        try:
+            shifted.reset("pick_place", 5)
+            _, rotation = _front_pose(shifted)
+        finally:
+            shifted.close()
+        np.testing.assert_allclose(rotation[:, kept], nominal[:, kept], atol=1e-9)
+        assert 0 < math.degrees(math.acos(np.clip(rotation[:, moved] @ nominal[:, moved], -1, 1))) <= 5.0 + 1e-6
+
+
+def test_light_table_and_cube_colour_shifts_change_what_the_camera_sees(env):
+    nominal = {seed: env.reset("pick_place", seed).images["front"].astype(float) for seed in (21, 22)}
+    for overrides in ({"light_intensity_jitter_fraction": 0.5}, {"table_rgb_jitter": 0.3}, {"table_texture": "checker"},
+                      {"cube_rgb_jitter": 0.2}, {"camera_fovy_jitter_deg": {"front": 5.0}}):
+        shifted = _shifted_env(**overrides)
+        try:
+            change = max(np.abs(shifted.reset("pick_place", seed).images["front"] - image).max() for seed, image in nominal.items())
+        finally:
+            shifted.close()
+        assert change > 20, overrides
+    light = _shifted_env(light_intensity_jitter_fraction=0.5)
+    try:  # brightness moves with the drawn scale, the same per seed
+        means = [light.reset("pick_place", seed).images["front"].mean() for seed in (1, 2, 3, 1)]
+    finally:
+        light.close()
+    assert means[0] == means[3] and max(means) - min(means) > 5
+
+
+def test_cube_sizes_are_drawn_per_cube_and_the_experts_follow_them():
+    shifted = _shifted_env(cube_size_jitter_fraction=0.15)
+    try:
+        shifted.reset("stack", 4)
+        sizes = shifted.spec.cube_sizes_m
+        assert len(set(sizes.values())) == 3 and all(0.85 * 0.045 - 1e-9 <= s <= 1.15 * 0.045 + 1e-9 for s in sizes.values())
+        for cube, size in sizes.items():
+            assert shifted.model.geom_size[shifted.model.geom(cube).id][0] == pytest.approx(size / 2)
+            assert shifted.object_pose(cube)[0][2] == pytest.approx(size / 2, abs=2e-3)  # resting on the table
+        for task, seed in (("stack", 4), ("pick_place", 4)):
+            result = record_demo(shifted, task, seed, render=False)
+            assert result.success, (task, result.episode.extra)
+    finally:
+        shifted.close()
+    assert make_task("stack", SimConfig()).sample(4).cube_sizes_m == {c: 0.045 for c in CUBES_OF_SCENE}
+
+
+def test_distractors_stand_apart_named_by_no_instruction():
+    shifted = _shifted_env(distractor_count=2)
+    try:
+        for task, seed in (("pick_place", 31), ("push", 32), ("stack", 33)):
+            shifted.reset(task, seed)
+            status = shifted.task_status()
+            assert status.object_names[-2:] == ["distractor_0", "distractor_1"]
+            assert "distractor" not in status.instruction
+            spots = [shifted.object_pose(name)[0] for name in ("distractor_0", "distractor_1")]
+            for spot, distractor in zip(spots, shifted.spec.distractors):
+                assert spot[2] == pytest.approx(distractor.size_m / 2, abs=2e-3)  # on the table
+                assert min(np.linalg.norm(spot[:2] - shifted.object_pose(c)[0][:2]) for c in CUBES_OF_SCENE) >= 0.069
+        assert record_demo(shifted, "pick_place", 31, render=False).success
+    finally:
+        shifted.close()
+
+
+def test_scene_shift_settings_are_checked():
+    from wam_ros.robot import ConfigError
+    from wam_ros.sim.config import scene_overrides
+
+    with pytest.raises(ConfigError, match=r"camera_position_jitter_m: expected a mapping of camera names to a list of 3 numbers"):
+        SimConfig.from_robot(ROBOT, {"camera_position_jitter_m": {"front": [0.03, 0.03]}})
+    with pytest.raises(ConfigError, match=r"camera_rotation_jitter_deg\.side: no simulated camera"):
+        SimConfig.from_robot(ROBOT, {"camera_rotation_jitter_deg": {"side": [1, 1, 1]}})
+    with pytest.raises(ConfigError, match=r"light_intensity_jitter_fraction: -0.1: each must lie in \[0, 1\]"):
+        SimConfig.from_robot(ROBOT, {"light_intensity_jitter_fraction": -0.1})
+    with pytest.raises(ConfigError, match=r"table_texture: 'marble'"):
+        SimConfig.from_robot(ROBOT, {"table_texture": "marble"})
+    with pytest.raises(ConfigError, match=r"cube_size_jitter_fraction: cubes up to"):
+        SimConfig.from_robot(ROBOT, {"cube_size_m": 0.07, "cube_size_jitter_fraction": 0.2})
+    assert scene_overrides(items=["distractor_count=1"]) == {"distractor_count": 1}
+    # a bad override is the override's problem, not the robot file's
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): bogus: unknown key; known: .*distractor_count"):
+        SimConfig.from_robot(ROBOT, {"bogus": 1})
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): distractor_count: 9 is not in \[0, 5\]"):
+        SimConfig.from_robot(ROBOT, {"distractor_count": 9})
+    with pytest.raises(ConfigError, match=r"^scene override \(--sim, --sim-config\): table_rgb_jitter: expected a number"):
+        SimConfig.from_robot(ROBOT, {"table_rgb_jitter": "lots"})
+
+
+def test_sim_demos_take_scene_settings_from_a_file_and_the_command_line(tmp_path, capsys):
+    from wam_ros.cli import main
+
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("camera_rotation_jitter_deg: {front: [2, 2, 2]}\nlight_intensity_jitter_fraction: 0.3\n")
+    out = tmp_path / "shifted"
+    assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(out), "--seed-start", "10000",
+                 "--sim-config", str(scene), "--sim", "light_intensity_jitter_fraction=0.4"]) == 0
+    extra = EpisodeDataset(out).episode(0).extra
+    assert extra["sim_config"] == {"camera_rotation_jitter_deg": {"front": [2.0, 2.0, 2.0]}, "light_intensity_jitter_fraction": 0.4}
+    capsys.readouterr()
+    assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "bad"), "--sim", "bogus=1"]) == 2
+    assert "scene override (--sim, --sim-config): bogus: unknown key" in capsys.readouterr().err
+    assert main(["sim-demos", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "bad"), "--sim", "distractor_count"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing written

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
                         help="closed loop: change the scene (a SimConfig field and a YAML value, repeatable), e.g. "
                              "--sim 'cube_region_min_xy_m=[0.40, 0.30]' --sim 'cube_region_max_xy_m=[0.62, 0.44]' (cubes beyond the demos' region)")
+    parser.add_argument("--sim-config", type=Path, action="append", default=[], metavar="YAML",
+                        help="closed loop: scene settings from a YAML mapping of SimConfig fields (repeatable; --sim wins), "
+                             "e.g. config/sim/randomized.yaml")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from wam_ros.model.evaluate import contact_sheet, evaluate_closed_loop, evaluate_offline, offline_samples
     from wam_ros.model.runtime import load_policy
     from wam_ros.robot import ConfigError, load_robot_config
-    from wam_ros.sim.config import SimConfig, parse_overrides
+    from wam_ros.sim.config import SimConfig, scene_overrides
 
     torch.set_num_threads(args.threads)
     try:
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--phrasing {args.phrasing} words the whole instruction: give it with --whole-instruction and --sim-episodes")
         if args.phrasing == "reworded" and args.task != BinThree.name:
             raise ValueError(f"--phrasing reworded exists for --task {BinThree.name} only")
-        sim_overrides = parse_overrides(args.sim)
+        sim_overrides = scene_overrides(args.sim_config, args.sim)
         SimConfig.from_robot(load_robot_config("panda_sim"), sim_overrides)  # a bad override fails before the model loads
         runtime = load_policy(args.checkpoint, device=args.device)
         dataset = EpisodeDataset(args.data) if args.data else None

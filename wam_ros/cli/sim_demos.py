@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-noise-rad", type=float, default=0.0, metavar="SIGMA",
                         help="DART: execute the expert's joint targets plus smooth noise of this std [rad] and record the "
                              "clean targets, so the demos show the way back to the path (default 0: none)")
+    parser.add_argument("--sim-config", type=Path, action="append", default=[], metavar="YAML",
+                        help="scene settings: a YAML mapping of SimConfig fields, e.g. config/sim/randomized.yaml (randomised scenes); repeatable")
+    parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                        help="scene setting, a SimConfig field and a YAML value (repeatable; wins over --sim-config), e.g. "
+                             "--sim 'camera_position_jitter_m={front: [0.03, 0.03, 0.03]}' --sim distractor_count=1")
     parser.add_argument("--workers", type=int, default=1, metavar="W",
                         help="parallel processes recording episodes (default 1; up to the number of CPU cores helps)")
 
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from wam_ros.data.episodes import DatasetError, DatasetWriter, EpisodeDataset
     from wam_ros.robot import ConfigError, load_robot_config
+    from wam_ros.sim.config import SimConfig, scene_overrides
     from wam_ros.sim.demos import dataset_info, demo_results
 
     if args.episodes <= 0 or args.workers <= 0:
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         robot = load_robot_config(args.robot)
-        writer = DatasetWriter(args.out, dataset_info(robot))
+        overrides = scene_overrides(args.sim_config, args.sim)
+        config = SimConfig.from_robot(robot, overrides)
+        writer = DatasetWriter(args.out, dataset_info(robot, config))
     except (ConfigError, DatasetError, ValueError) as error:
         print(f"wam-ros sim-demos: {error}", file=sys.stderr)
         return 2
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed_start
     started = time.monotonic()
     progress = tqdm(total=args.episodes, desc=f"sim-demos {args.task}", unit="episode")
-    results = demo_results(robot, args.task, itertools.islice(seeds, max_attempts), args.workers, args.action_noise_rad)
+    results = demo_results(robot, args.task, itertools.islice(seeds, max_attempts), args.workers, args.action_noise_rad, overrides)
     try:
         for result in results:
             attempted += 1

@@ -251,6 +251,12 @@ class TrainConfig:
     # initialisation: 800 steps left it at 2-12 cm in 3 of 7 seeds measured, 0.6-1.1 cm otherwise
     goal_accept_ratio: float = 0.15
     goal_attempts: int = 3
+    # image augmentation of the goal camera's frames in the localiser's stage (data.ImageAugmentation):
+    # translation [px] and colour jitter; goal_augment_predictions: the transformer trains on the
+    # localiser's predictions from augmented frames too
+    goal_augment_shift_px: int = 0
+    goal_augment_colour: float = 0.0
+    goal_augment_predictions: bool = False
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     seed: int = 0
     mixed_precision: str = "no"  # accelerate: "no", "bf16" or "fp16"

@@ -503,23 +503,68 @@ class WindowSampler:
         )
 
 
-def goal_pixels(frames: TrainingFrames, anchors: np.ndarray) -> torch.Tensor:
-    """The goal camera's frames at ``anchors``, as the goal localiser takes them: (B, 3, s, s) in [-1, 1]."""
+def goal_pixels(frames: TrainingFrames, anchors: np.ndarray, augment: ImageAugmentation | None = None,
+                rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The goal camera's frames at ``anchors``, as the goal localiser takes them: (B, 3, s, s) in
+    [-1, 1]; with ``augment`` (and ``rng``), randomly shifted and recoloured (training only)."""
     goal = frames.config.goal
-    images = resize_frames(frames.images(anchors, goal.camera), (goal.image_size, goal.image_size))
-    return images_to_tensor(torch.from_numpy(images))
+    images = images_to_tensor(torch.from_numpy(resize_frames(frames.images(anchors, goal.camera), (goal.image_size, goal.image_size))))
+    if augment is not None and augment.active:
+        assert rng is not None
+        images = augment(images, rng)
+    return images
+
+
+@dataclass(frozen=True)
+class ImageAugmentation:
+    """Random image changes a static camera meets on a real stand (training only, DrQ-style).
+
+    ``shift_px``: a translation of up to this many pixels per axis (a replicate-padded crop), what
+    a few millimetres and a degree of camera motion do to a 96x96 frame; ``colour``: brightness
+    offset and contrast scale up to +-``colour`` and a per-channel gain up to +-``colour`` / 2,
+    in units of the [-1, 1] pixel range. The labels stay the same: the localiser has to find the
+    object relative to the scene, not at a fixed pixel.
+    """
+
+    shift_px: int = 0
+    colour: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.shift_px > 0 or self.colour > 0
+
+    def __call__(self, pixels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """(B, 3, s, s) in [-1, 1] -> the same shape, each image changed on its own."""
+        b, _, h, w = pixels.shape
+        if self.shift_px > 0:
+            k = self.shift_px
+            padded = torch.nn.functional.pad(pixels, (k, k, k, k), mode="replicate")
+            dy, dx = rng.integers(0, 2 * k + 1, b), rng.integers(0, 2 * k + 1, b)
+            pixels = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+        if self.colour > 0:
+            c = self.colour
+            offset = torch.from_numpy(rng.uniform(-c, c, (b, 1, 1, 1)).astype(np.float32))
+            contrast = torch.from_numpy(rng.uniform(1 - c, 1 + c, (b, 1, 1, 1)).astype(np.float32))
+            gain = torch.from_numpy(rng.uniform(1 - c / 2, 1 + c / 2, (b, 3, 1, 1)).astype(np.float32))
+            mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
+            pixels = (((pixels - mean) * contrast + mean) * gain + offset).clamp(-1.0, 1.0)
+        return pixels
 
 
 def predict_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
-                  device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
+                  device: torch.device | str = "cpu", batch_size: int = 256, augment: ImageAugmentation | None = None,
+                  rng: np.random.Generator | None = None) -> torch.Tensor:
     """(N, 2, GOAL_DIM) normalised predictions for every frame, with the episode's (0) and the
-    active subtask's (1) instruction (the episode's where no subtask is active)."""
+    active subtask's (1) instruction (the episode's where no subtask is active); with ``augment``,
+    each frame seen once through a random augmentation (the transformer then trains on goals with
+    the errors a moved or recoloured camera gives, not on the localiser's near-perfect answers on
+    its own training frames)."""
     text = torch.from_numpy(stats.normalize_text(text_embeddings.astype(np.float32)))
     out = torch.empty(frames.num_frames, 2, GOAL_DIM)
     with torch.inference_mode(), tqdm(total=frames.num_frames, desc="goal predictions", unit="frame") as bar:
         for start in range(0, frames.num_frames, batch_size):
             anchors = np.arange(start, min(start + batch_size, frames.num_frames))
-            pixels = goal_pixels(frames, anchors).to(device)
+            pixels = goal_pixels(frames, anchors, augment, rng).to(device)
             episode, _ = frames.instructions_of(anchors, np.zeros(len(anchors), bool))
             subtask, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
             out[anchors, 0] = localiser(pixels, text[torch.from_numpy(episode)].to(device)).float().cpu()

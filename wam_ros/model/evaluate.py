@@ -190,6 +190,7 @@ class ClosedLoopReport:
     policy_calls: int
     subtasks_done: list[int] = field(default_factory=list)  # per seed, of subtask_count
     subtask_count: int = 1
+    placement_errors_m: list[float] = field(default_factory=list)  # per seed at the end, for tasks with one exact place (Task.placement_error_m)
 
     @property
     def success_rate(self) -> float:
@@ -224,7 +225,7 @@ def evaluate_closed_loop(
     config = runtime.config
     execute = execute_steps or config.execute_steps
     limit = max_steps or MAX_STEPS.get(task, 400)
-    successes, lengths, latencies, subtasks_done = [], [], [], []
+    successes, lengths, latencies, subtasks_done, placement_errors = [], [], [], [], []
     subtask_count = 1
     robot_config = load_robot_config(robot)
     env = TabletopEnv(robot_config, SimConfig.from_robot(robot_config, sim_overrides))
@@ -261,9 +262,12 @@ def evaluate_closed_loop(
             lengths.append(step)
             subtasks_done.append(int(status.subtasks_done))
             subtask_count = len(status.subtask_instructions)
+            error = env.task.placement_error_m(env.spec, env.scene_state())  # type: ignore[union-attr]
+            if error is not None:
+                placement_errors.append(error)
             bar.set_postfix(success=f"{np.mean(successes):.2f}", subtasks=f"{np.mean(subtasks_done):.2f}")
     finally:
         bar.close()
         env.close()
     median = float(np.median(latencies)) if latencies else 0.0
-    return ClosedLoopReport(task, list(seeds), successes, lengths, median, len(latencies), subtasks_done, subtask_count)
+    return ClosedLoopReport(task, list(seeds), successes, lengths, median, len(latencies), subtasks_done, subtask_count, placement_errors)

@@ -48,6 +48,7 @@ from wam_ros.model.checkpoint import (
 from wam_ros.model.config import TrainConfig, WamConfig, config_to_dict, load_preset, model_config_from_dict
 from wam_ros.model.data import (
     Batch,
+    ImageAugmentation,
     Normalization,
     TrainingFrames,
     WindowSampler,
@@ -352,7 +353,8 @@ class Trainer:
             self._book_cpu("goal")
             if not self.progress.get("goal_done") and not self._train_goal(frames, text, train, rng):
                 return o.out
-            goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device)
+            augment = ImageAugmentation(train.goal_augment_shift_px, train.goal_augment_colour) if train.goal_augment_predictions else None
+            goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device, augment=augment, rng=rng)
         self._book_cpu("transformer")
         sampler = WindowSampler(frames, normalization.normalize_latents(latents), normalization, text, rng, pixels, goals, policy_weights)
         self._train_transformer(sampler, train)
@@ -542,6 +544,7 @@ class Trainer:
         objective, optimizer = accelerator.prepare(model.goal, optimizer)
         embeddings = torch.from_numpy(normalization.normalize_text(text.astype(np.float32)))
         targets = torch.from_numpy(normalization.normalize_goal(frames.goal_labels).astype(np.float32))
+        augment = ImageAugmentation(train.goal_augment_shift_px, train.goal_augment_colour)
         valid = torch.from_numpy(frames.goal_valid)
 
         def first_frames(batch_index: int) -> bool:
@@ -553,7 +556,7 @@ class Trainer:
             instruction, _ = frames.instructions_of(anchors, rng.random(len(anchors)) < model.config.subtask_instruction_prob)
             device = accelerator.device
             with accelerator.autocast():
-                prediction = objective(goal_pixels(frames, anchors).to(device), embeddings[torch.from_numpy(instruction)].to(device))
+                prediction = objective(goal_pixels(frames, anchors, augment, rng).to(device), embeddings[torch.from_numpy(instruction)].to(device))
                 value = goal_loss(prediction.float(), targets[anchors].to(device), valid[anchors].to(device))
             return value, {"loss": value.item()}
 

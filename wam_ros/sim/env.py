@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -28,10 +29,12 @@ from wam_ros.control.impedance import CartesianImpedance, JointImpedance  # noqa
 from wam_ros.robot import RobotConfig  # noqa: E402
 from wam_ros.sim.config import SimConfig  # noqa: E402
 from wam_ros.sim.rendering import SceneRenderer  # noqa: E402
-from wam_ros.sim.scene import BIN, CUBES, PARKED_Z_M, TARGET, ZONE, build_scene_xml  # noqa: E402
+from wam_ros.sim.scene import BIN, CUBES, DISTRACTOR_PREFIX, PARKED_Z_M, SLOT, TARGET, ZONE, build_scene_xml  # noqa: E402
 from wam_ros.sim.tasks import EpisodeSpec, SceneState, Task, make_task  # noqa: E402
 
 JOINT_MODE, CARTESIAN_MODE = "joint", "cartesian"
+# Random streams of the scene shifts the env draws per reset (tasks.py draws cube sizes and distractors).
+_CAMERA_STREAM, _LIGHT_STREAM, _TABLE_STREAM, _CUBE_COLOUR_STREAM = 1, 2, 3, 4
 
 
 class JointMotion(Protocol):
@@ -101,6 +104,21 @@ class TaskStatus:
     object_poses: np.ndarray  # (N, 7) position [m] + quaternion (x, y, z, w), world = base frame
 
 
+class _NominalScene:
+    """The model values the scene shifts change, as compiled; restored at every reset."""
+
+    def __init__(self, model: mujoco.MjModel) -> None:
+        self.arrays = {name: getattr(model, name).copy() for name in (
+            "cam_pos", "cam_quat", "cam_fovy", "light_pos", "light_diffuse", "mat_rgba", "geom_rgba",
+            "geom_size", "geom_rbound", "geom_aabb", "body_mass", "body_inertia")}
+        self.headlight = (model.vis.headlight.ambient.copy(), model.vis.headlight.diffuse.copy())
+
+    def restore(self, model: mujoco.MjModel) -> None:
+        for name, value in self.arrays.items():
+            getattr(model, name)[:] = value
+        model.vis.headlight.ambient[:], model.vis.headlight.diffuse[:] = self.headlight
+
+
 class TabletopEnv:
     """The Panda tabletop: reset to a task and seed, step with joint targets, observe, render."""
 
@@ -133,10 +151,12 @@ class TabletopEnv:
         self._tcp_rotation = data.xmat[self._tcp].reshape(3, 3)
         self._jacobian = np.zeros((6, model.nv))
         self._cube_qpos = {c: int(model.joint(c).qposadr[0]) for c in CUBES}
-        self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET)}
+        self._mocap = {name: int(model.body_mocapid[model.body(name).id]) for name in (BIN, ZONE, TARGET, SLOT)}
         fingers = {int(model.body(name).id) for name in ("panda_leftfinger", "panda_rightfinger")}
         self._finger_geoms = np.array([g for g in range(model.ngeom) if model.geom_bodyid[g] in fingers])
         self._cube_geom = {c: int(model.geom(c).id) for c in CUBES}
+        self._distractors = [f"{DISTRACTOR_PREFIX}{i}" for i in range(self.config.distractor_count)]
+        self._free_qpos = {**self._cube_qpos, **{d: int(model.joint(d).qposadr[0]) for d in self._distractors}}
 
         gains = robot.gains
         self.joint_law = JointImpedance(np.array(gains.joint_stiffness_nm_rad), np.array(gains.joint_damping_nms_rad),
@@ -157,8 +177,8 @@ class TabletopEnv:
         self._gripper_command_m = robot.gripper.width_max_m
         self.gripper_force_n = self.config.gripper_force_n
 
-        self._camera_pose0 = (model.cam_pos.copy(), model.cam_quat.copy())
-        self._light_diffuse0 = model.light_diffuse.copy()
+        self._nominal = _NominalScene(model)
+        self._constant_masses = model.body_mass.copy()  # the masses mj_setConst last saw
         self.renderer = SceneRenderer(model, robot, self.config)
         self._version = 0  # increases whenever the simulation state changes
 
@@ -175,20 +195,34 @@ class TabletopEnv:
         self.task = self._tasks[task]
         self.spec = self.task.sample(int(seed))
         model, data = self.model, self.data
+        spec, nominal_size = self.spec, self.config.cube_size_m
+        self._nominal.restore(model)
+        for cube in CUBES:
+            self._resize(cube, spec.cube_size(cube, nominal_size))
+        for name, distractor in zip(self._distractors, spec.distractors):
+            self._resize(name, distractor.size_m)
+            model.geom_rgba[model.geom(name).id, :3] = distractor.rgb
+        self._shift_scene(int(seed))
+        if not np.array_equal(model.body_mass, self._constant_masses):
+            # The constraint solver's mass estimates follow the boxes' masses (mj_setConst uses
+            # data as scratch, so before the state is set).
+            mujoco.mj_setConst(model, data)
+            self._constant_masses = model.body_mass.copy()
         mujoco.mj_resetData(model, data)
         self._q[:] = self.home
         data.qpos[self._finger_qpos] = self.robot.gripper.width_max_m / 2
         for cube in CUBES:
-            adr = self._cube_qpos[cube]
-            yaw = self.spec.cube_yaws_rad[cube]
-            data.qpos[adr : adr + 3] = self.spec.cube_positions[cube]
-            data.qpos[adr + 3 : adr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
-        data.mocap_pos[self._mocap[BIN]] = (*self.spec.bin_center_xy, 0.0)
-        zone = self.spec.zone_center_xy
+            self._pose(cube, spec.cube_positions[cube], spec.cube_yaws_rad[cube])
+        for name, distractor in zip(self._distractors, spec.distractors):
+            self._pose(name, distractor.position, distractor.yaw_rad)
+        slot = spec.slot_pose
+        data.mocap_pos[self._mocap[BIN]] = (*spec.bin_center_xy, 0.0 if slot is None else PARKED_Z_M)
+        data.mocap_pos[self._mocap[SLOT]] = (*slot[:2], 0.0) if slot is not None else (0.5, 0.0, PARKED_Z_M)
+        data.mocap_quat[self._mocap[SLOT]] = (math.cos(slot[2] / 2), 0.0, 0.0, math.sin(slot[2] / 2)) if slot is not None else (1.0, 0.0, 0.0, 0.0)
+        zone = spec.zone_center_xy
         data.mocap_pos[self._mocap[ZONE]] = (*zone, 0.0) if zone is not None else (0.5, 0.0, PARKED_Z_M)
-        target = self.spec.target_position
+        target = spec.target_position
         data.mocap_pos[self._mocap[TARGET]] = target if target is not None else (0.5, 0.0, PARKED_Z_M)
-        self._jitter(np.random.default_rng([int(seed) & 0xFFFFFFFF, 7]))
         self.mode = JOINT_MODE
         self.set_joint_target(self.home, self.robot.gripper.width_max_m)
         self._gripper_command_m = self.robot.gripper.width_max_m
@@ -199,24 +233,64 @@ class TabletopEnv:
         self.episode += 1
         return self.observation()
 
-    def _jitter(self, rng: np.random.Generator) -> None:
-        positions, quats = self._camera_pose0
-        self.model.cam_pos[:] = positions
-        self.model.cam_quat[:] = quats
-        self.model.light_diffuse[:] = self._light_diffuse0
-        config = self.config
-        for camera in range(self.model.ncam):
-            if config.camera_position_jitter_m > 0:
-                self.model.cam_pos[camera] += rng.uniform(-1, 1, 3) * config.camera_position_jitter_m
-            if config.camera_rotation_jitter_rad > 0:
-                axis_angle = rng.uniform(-1, 1, 3) * config.camera_rotation_jitter_rad
-                delta = np.zeros(4)
-                mujoco.mju_axisAngle2Quat(delta, axis_angle / max(np.linalg.norm(axis_angle), 1e-12), np.linalg.norm(axis_angle))
-                quat = np.zeros(4)
-                mujoco.mju_mulQuat(quat, quats[camera], delta)
-                self.model.cam_quat[camera] = quat
-        if config.light_jitter > 0:
-            self.model.light_diffuse[:] = np.clip(self._light_diffuse0 * (1 + rng.uniform(-1, 1) * config.light_jitter), 0, 1)
+    def _pose(self, body: str, position: np.ndarray, yaw_rad: float) -> None:
+        """A free box at rest at ``position``, turned by ``yaw_rad`` about the vertical."""
+        adr = self._free_qpos[body]
+        self.data.qpos[adr : adr + 3] = position
+        self.data.qpos[adr + 3 : adr + 7] = (math.cos(yaw_rad / 2), 0.0, 0.0, math.sin(yaw_rad / 2))
+
+    def _resize(self, body: str, size_m: float) -> None:
+        """A free box's edge [m]; its mass and inertia follow the volume (cube_mass_kg at cube_size_m)."""
+        model = self.model
+        geom, body_id = model.geom(body).id, model.body(body).id
+        half = size_m / 2
+        if model.geom_size[geom, 0] == half:
+            return
+        mass = self.config.cube_mass_kg * (size_m / self.config.cube_size_m) ** 3
+        model.geom_size[geom] = half
+        model.geom_rbound[geom] = math.sqrt(3.0) * half
+        model.geom_aabb[geom, 3:] = half
+        model.body_mass[body_id] = mass
+        model.body_inertia[body_id] = mass * size_m**2 / 6.0
+
+    def _shift_scene(self, seed: int) -> None:
+        """The config's per-reset scene shifts (cameras, lights, colours), each kind from its own
+        random stream of ``seed``; the model's nominal values were restored before."""
+        model, config = self.model, self.config
+
+        def stream(kind: int, *more: int) -> np.random.Generator:
+            return np.random.default_rng([seed & 0xFFFFFFFF, 7, kind, *more])
+
+        for name in sorted({*config.camera_position_jitter_m, *config.camera_rotation_jitter_deg, *config.camera_fovy_jitter_deg}):
+            camera = model.camera(name).id
+            rng = stream(_CAMERA_STREAM, zlib.crc32(name.encode()))
+            model.cam_pos[camera] += rng.uniform(-1, 1, 3) * np.asarray(config.camera_position_jitter_m.get(name, (0.0, 0.0, 0.0)))
+            optical = np.radians(rng.uniform(-1, 1, 3) * np.asarray(config.camera_rotation_jitter_deg.get(name, (0.0, 0.0, 0.0))))
+            angle = float(np.linalg.norm(optical))
+            if angle > 0:
+                # A MuJoCo camera's frame is the optical frame turned 180 degrees about x: y and z flip.
+                axis = np.array([optical[0], -optical[1], -optical[2]]) / angle
+                delta, quat = np.zeros(4), np.zeros(4)
+                mujoco.mju_axisAngle2Quat(delta, axis, angle)
+                mujoco.mju_mulQuat(quat, model.cam_quat[camera].copy(), delta)
+                model.cam_quat[camera] = quat
+            model.cam_fovy[camera] += rng.uniform(-1, 1) * config.camera_fovy_jitter_deg.get(name, 0.0)
+        if config.light_intensity_jitter_fraction > 0 or config.light_position_jitter_m > 0:
+            rng = stream(_LIGHT_STREAM)
+            scale = 1.0 + rng.uniform(-1, 1) * config.light_intensity_jitter_fraction
+            model.light_diffuse[:] = np.clip(model.light_diffuse * scale, 0.0, 1.0)
+            model.vis.headlight.ambient[:] = np.clip(model.vis.headlight.ambient * scale, 0.0, 1.0)
+            model.vis.headlight.diffuse[:] = np.clip(model.vis.headlight.diffuse * scale, 0.0, 1.0)
+            model.light_pos[:] += rng.uniform(-1, 1, model.light_pos.shape) * config.light_position_jitter_m
+        if config.table_rgb_jitter > 0:
+            table = model.material("table").id
+            shift = stream(_TABLE_STREAM).uniform(-1, 1, 3) * config.table_rgb_jitter
+            model.mat_rgba[table, :3] = np.clip(model.mat_rgba[table, :3] + shift, 0.0, 1.0)
+        if config.cube_rgb_jitter > 0:
+            rng = stream(_CUBE_COLOUR_STREAM)
+            for cube in CUBES:
+                geom = self._cube_geom[cube]
+                model.geom_rgba[geom, :3] = np.clip(model.geom_rgba[geom, :3] + rng.uniform(-1, 1, 3) * config.cube_rgb_jitter, 0.0, 1.0)
 
     # -- commands ----------------------------------------------------------------------------------
     def step(self, action: np.ndarray) -> Observation:
@@ -396,6 +470,10 @@ class TabletopEnv:
             _renderer=render,
         )
 
+    def tcp_position(self) -> np.ndarray:
+        """The TCP's position in the base frame [m], as the physics has it now."""
+        return self._tcp_position.copy()
+
     def held(self, cube: str) -> bool:
         """Does a finger touch ``cube``?"""
         contacts = self.data.contact.geom[: self.data.ncon]
@@ -422,7 +500,7 @@ class TabletopEnv:
             self.data.mocap_pos[self._mocap[name]] = position
             self.data.mocap_quat[self._mocap[name]] = (w, x, y, z)
         else:
-            raise KeyError(f"no object {name!r}; objects: {', '.join([*CUBES, BIN, ZONE, TARGET])}")
+            raise KeyError(f"no object {name!r}; objects: {', '.join([*CUBES, BIN, ZONE, TARGET, SLOT])}")
         mujoco.mj_forward(self.model, self.data)
         self._version += 1
 
@@ -446,7 +524,8 @@ class TabletopEnv:
             raise RuntimeError("call reset(task, seed) first")
         state = self.scene_state()
         done = self.task.subtasks_done(self.spec, state)
-        names = [*CUBES, BIN] + ([ZONE] if self.spec.zone_center_xy is not None else []) + ([TARGET] if self.spec.target_position is not None else [])
+        names = ([*CUBES, BIN] + ([ZONE] if self.spec.zone_center_xy is not None else []) + ([TARGET] if self.spec.target_position is not None else [])
+                 + ([SLOT] if self.spec.slot_pose is not None else []) + self._distractors)
         poses = np.array([np.concatenate(self.object_pose(name)) for name in names])
         return TaskStatus(
             task=self.task.name,

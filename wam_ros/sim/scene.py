@@ -30,10 +30,14 @@ CUBE_COLOURS: dict[str, tuple[float, float, float]] = {
     "blue": (0.1, 0.25, 0.85),
 }
 CUBES = tuple(f"{colour}_cube" for colour in CUBE_COLOURS)
+DISTRACTOR_PREFIX = "distractor_"  # distractor_0, distractor_1, ... (SimConfig.distractor_count)
+TABLE_TEXTURE_SQUARE_M = 0.05  # checker square edge
 BIN = "bin"
 ZONE = "zone"  # the push target area (visible in the push task only)
 TARGET = "target"  # the reach target (visible in the reach task only)
 ZONE_HALF_SIZE_M = 0.05
+SLOT = "slot"  # the insert task's fixture: a square hole in a block (visible in the insert task only)
+SLOT_WALL_M = (0.015, 0.03)  # wall thickness and height
 PARKED_Z_M = -1.0  # markers that a task does not use are parked under the table
 TABLE_TOP_Z_M = 0.0
 GROUP_SCENE, GROUP_VISUAL, GROUP_LOW_POLY = 0, 2, 3
@@ -139,7 +143,18 @@ def build_scene_xml(robot: RobotConfig, config: SimConfig) -> str:
 
     root.append(panda.find("default"))
     asset = panda.find("asset")
-    _sub(asset, "material", name="table", rgba="0.62 0.5 0.38 1", specular="0.1")
+    table_rgba = _fmt([*config.table_rgb, 1.0])
+    if config.table_texture == "none":
+        _sub(asset, "material", name="table", rgba=table_rgba, specular="0.1")
+    else:
+        # A light grey pattern tinted by the material colour (which a reset may shift).
+        if config.table_texture == "checker":
+            _sub(asset, "texture", name="table", type="2d", builtin="checker", rgb1="1 1 1", rgb2="0.72 0.72 0.72", width="64", height="64")
+        else:
+            _sub(asset, "texture", name="table", type="2d", builtin="flat", rgb1="1 1 1", mark="random", random="0.25",
+                 markrgb="0.6 0.6 0.6", width="256", height="256")
+        repeat = 1.0 / (2 * TABLE_TEXTURE_SQUARE_M)
+        _sub(asset, "material", name="table", texture="table", texuniform="true", texrepeat=f"{repeat:g} {repeat:g}", rgba=table_rgba, specular="0.1")
     _sub(asset, "material", name="floor", rgba="0.32 0.34 0.37 1")
     _sub(asset, "material", name="bin", rgba="0.35 0.36 0.4 1", specular="0.2")
     root.append(asset)
@@ -256,6 +271,26 @@ def _add_objects(world: ET.Element, config: SimConfig) -> None:
     target = _sub(world, "body", name=TARGET, mocap="true", pos=f"0.5 0 {PARKED_Z_M}")
     _sub(target, "geom", name=TARGET, type="sphere", size="0.015", rgba="0.95 0.8 0.15 1", contype="0", conaffinity="0",
          group=str(GROUP_SCENE))
+    # The slot: four walls around a square hole SimConfig.slot_clearance_m wider than a cube on each side.
+    slot = _sub(world, "body", name=SLOT, mocap="true", pos=f"0.5 0 {PARKED_Z_M}")
+    inner = config.cube_size_m / 2 + config.slot_clearance_m
+    thickness, height = SLOT_WALL_M
+    for index, (pos, size) in enumerate((
+        ((inner + thickness / 2, 0, height / 2), (thickness / 2, inner + thickness, height / 2)),
+        ((-inner - thickness / 2, 0, height / 2), (thickness / 2, inner + thickness, height / 2)),
+        ((0, inner + thickness / 2, height / 2), (inner, thickness / 2, height / 2)),
+        ((0, -inner - thickness / 2, height / 2), (inner, thickness / 2, height / 2)),
+    )):
+        _sub(slot, "geom", name=f"slot_wall{index}", type="box", size=_fmt(size), pos=_fmt(pos), rgba="0.8 0.45 0.1 1",
+             group=str(GROUP_SCENE), friction="0.5 0.005 0.0001")
+    # Distractors exist only when asked for, so the default scene is the same model as without them;
+    # a reset sizes, colours and places them (tasks.Distractor).
+    for index in range(config.distractor_count):
+        name = f"{DISTRACTOR_PREFIX}{index}"
+        body = _sub(world, "body", name=name, pos=f"{0.3 + 0.1 * index} 0.6 {half:g}")
+        _sub(body, "freejoint", name=name)
+        _sub(body, "geom", name=name, type="box", size=_fmt([half] * 3), rgba="0.5 0.5 0.5 1", mass=f"{config.cube_mass_kg:g}",
+             condim="4", friction="1 0.01 0.0001", group=str(GROUP_SCENE), solref="0.005 1")
 
 
 

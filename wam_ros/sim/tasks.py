@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wam_ros.sim.config import SimConfig
+from wam_ros.sim.config import DISTRACTOR_COLOURS, SimConfig
 from wam_ros.sim.scene import CUBE_COLOURS, CUBES, ZONE_HALF_SIZE_M
 
 COLOURS = tuple(CUBE_COLOURS)
@@ -30,6 +30,12 @@ CUBE_CLEARANCE_M = 0.085  # minimum distance between cube centres at reset
 # already holding a cube did not (docs/planner.md).
 BIN_SLOT_OFFSETS_X_M = (0.0, -0.07, 0.07)
 BIN_SLOT_PHRASES = ("the bin", "the near end of the bin", "the far end of the bin")
+SLOT_SLACK_M = 0.001  # insert: how far past the clearance a centre may be (contact penetration, the cube's tilt)
+DISTRACTOR_SIZE_RANGE_M = (0.035, 0.05)  # edge of a distractor box
+DISTRACTOR_CLEARANCE_M = 0.07  # from cube centres, the push corridor and each other
+# Random streams of the scene shifts drawn with the layout (the env draws the others): a seed's
+# layout stays the same with or without them.
+_SIZE_STREAM, _DISTRACTOR_STREAM = 0x512E, 0xD157
 
 
 @dataclass
@@ -46,6 +52,16 @@ class SceneState:
 
 
 @dataclass
+class Distractor:
+    """A box no instruction names (``SimConfig.distractor_count``)."""
+
+    position: np.ndarray  # (3,) centre [m], resting on the table
+    yaw_rad: float
+    size_m: float  # edge
+    rgb: tuple[float, float, float]
+
+
+@dataclass
 class EpisodeSpec:
     """One seeded episode: where everything starts and what has to be done."""
 
@@ -59,6 +75,13 @@ class EpisodeSpec:
     zone_center_xy: np.ndarray | None = None
     target_position: np.ndarray | None = None
     cubes: list[str] = field(default_factory=list)  # the cubes the task acts on, in order
+    slot_pose: np.ndarray | None = None  # insert: the slot's centre x, y [m] and yaw [rad]; the bin is parked then
+    cube_sizes_m: dict[str, float] = field(default_factory=dict)  # edge per cube (SimConfig.cube_size_jitter_fraction); empty: all nominal
+    distractors: list[Distractor] = field(default_factory=list)
+
+    def cube_size(self, cube: str, nominal_m: float) -> float:
+        """The edge of ``cube`` in this episode [m] (``nominal_m``: SimConfig.cube_size_m)."""
+        return self.cube_sizes_m.get(cube, nominal_m)
 
 
 def cube_name(colour: str) -> str:
@@ -97,9 +120,14 @@ class Task(ABC):
     def success(self, spec: EpisodeSpec, state: SceneState) -> bool:
         return self.subtasks_done(spec, state) == len(spec.subtask_instructions)
 
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        """How far the moved object is from where the task wants it, horizontally [m]; None for tasks
+        without one exact place (a bin, a square)."""
+        return None
+
     # -- shared predicates -------------------------------------------------------------------
-    def resting_on_table(self, position: np.ndarray) -> bool:
-        return abs(position[2] - self.config.cube_size_m / 2) <= RESTING_TOLERANCE_M
+    def resting_on_table(self, position: np.ndarray, size_m: float) -> bool:
+        return abs(position[2] - size_m / 2) <= RESTING_TOLERANCE_M
 
     def in_bin(self, state: SceneState, cube: str) -> bool:
         """The cube's centre is inside the bin's inner walls, below the rim, and released."""
@@ -144,15 +172,49 @@ class Task(ABC):
                 raise RuntimeError(f"{self.name}: no free place for {cube} (region too small for the clearance)")
         return placed
 
-    def _spec(self, seed: int, rng: np.random.Generator, xy: dict[str, np.ndarray], **kwargs: object) -> EpisodeSpec:
-        half = self.config.cube_size_m / 2
-        return EpisodeSpec(
+    def _spec(self, seed: int, rng: np.random.Generator, xy: dict[str, np.ndarray],
+              keep_out: list[tuple[np.ndarray, np.ndarray]] | None = None, **kwargs: object) -> EpisodeSpec:
+        """The episode with cubes at ``xy``; cube sizes and distractors (away from the cubes, the
+        ``keep_out`` segments, the push zone and the bin) come from their own random streams."""
+        config = self.config
+        sizes = {c: config.cube_size_m for c in CUBES}
+        if config.cube_size_jitter_fraction > 0:
+            scale = np.random.default_rng([int(seed) & 0xFFFFFFFF, _SIZE_STREAM]).uniform(-1, 1, len(CUBES))
+            sizes = {c: config.cube_size_m * (1 + config.cube_size_jitter_fraction * s) for c, s in zip(CUBES, scale)}
+        spec = EpisodeSpec(
             task=self.name,
             seed=seed,
-            cube_positions={c: np.array([p[0], p[1], half]) for c, p in xy.items()},
+            cube_positions={c: np.array([p[0], p[1], sizes[c] / 2]) for c, p in xy.items()},
             cube_yaws_rad={c: float(rng.uniform(-math.pi / 4, math.pi / 4)) for c in CUBES},
+            cube_sizes_m=sizes,
             **kwargs,  # type: ignore[arg-type]
         )
+        if config.distractor_count:
+            spec.distractors = self._distractors(spec, keep_out or [], np.random.default_rng([int(seed) & 0xFFFFFFFF, _DISTRACTOR_STREAM]))
+        return spec
+
+    def _distractors(self, spec: EpisodeSpec, keep_out: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> list[Distractor]:
+        low, high = np.asarray(self.config.cube_region_min_xy_m), np.asarray(self.config.cube_region_max_xy_m)
+        taken = [p[:2] for p in spec.cube_positions.values()]
+        if spec.zone_center_xy is not None:
+            taken.append(np.asarray(spec.zone_center_xy))
+        bin_reach = 0.5 * float(np.linalg.norm(self.config.bin_inner_size_m)) + DISTRACTOR_CLEARANCE_M
+        colours = rng.permutation(len(DISTRACTOR_COLOURS))
+        distractors = []
+        for index in range(self.config.distractor_count):
+            size = float(rng.uniform(*DISTRACTOR_SIZE_RANGE_M))
+            yaw = float(rng.uniform(-math.pi / 4, math.pi / 4))
+            for _ in range(1000):
+                candidate = rng.uniform(low, high)
+                if (all(np.linalg.norm(candidate - p) >= DISTRACTOR_CLEARANCE_M for p in taken)
+                        and np.linalg.norm(candidate - spec.bin_center_xy) >= bin_reach
+                        and all(_distance_to_segment(candidate, a, b) >= DISTRACTOR_CLEARANCE_M for a, b in keep_out)):
+                    break
+            else:
+                raise RuntimeError(f"{self.name} seed {spec.seed}: no free place for distractor {index} (region too small)")
+            taken.append(candidate)
+            distractors.append(Distractor(np.array([candidate[0], candidate[1], size / 2]), yaw, size, DISTRACTOR_COLOURS[colours[index]]))
+        return distractors
 
 
 class Reach(Task):
@@ -193,7 +255,7 @@ class Push(Task):
         corridor = (start - 0.1 * (zone - start) / distance, zone + 0.05 * (zone - start) / distance)
         xy = self._place_cubes(rng, fixed={cube: start}, keep_out=[corridor])
         instruction = f"push the {cube.removesuffix('_cube')} cube onto the yellow square"
-        return self._spec(seed, rng, xy, instruction=instruction, subtask_instructions=[instruction],
+        return self._spec(seed, rng, xy, keep_out=[corridor], instruction=instruction, subtask_instructions=[instruction],
                           bin_center_xy=self._bin_center(rng), zone_center_xy=zone, cubes=[cube])
 
     def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
@@ -201,7 +263,7 @@ class Push(Task):
         cube = spec.cubes[0]
         position = state.cube_positions[cube]
         inside = bool(np.all(np.abs(position[:2] - state.zone_center[:2]) <= ZONE_HALF_SIZE_M))
-        return [inside and self.resting_on_table(position) and not state.held[cube]]
+        return [inside and self.resting_on_table(position, spec.cube_size(cube, self.config.cube_size_m)) and not state.held[cube]]
 
 
 class PickPlace(Task):
@@ -236,8 +298,47 @@ class Stack(Task):
         top, bottom = spec.cubes
         upper, lower = state.cube_positions[top], state.cube_positions[bottom]
         aligned = np.linalg.norm(upper[:2] - lower[:2]) <= STACK_XY_TOLERANCE_M
-        on_top = abs(upper[2] - lower[2] - self.config.cube_size_m) <= RESTING_TOLERANCE_M
-        return [bool(aligned and on_top and self.resting_on_table(lower) and not state.held[top])]
+        on_top = abs(upper[2] - lower[2] - (spec.cube_size(top, self.config.cube_size_m) + spec.cube_size(bottom, self.config.cube_size_m)) / 2) <= RESTING_TOLERANCE_M
+        return [bool(aligned and on_top and self.resting_on_table(lower, spec.cube_size(bottom, self.config.cube_size_m)) and not state.held[top])]
+
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        top, bottom = spec.cubes
+        return float(np.linalg.norm(state.cube_positions[top][:2] - state.cube_positions[bottom][:2]))
+
+
+class Insert(Task):
+    """Put one cube (seeded colour) into a square slot ``SimConfig.slot_clearance_m`` wider than the
+    cube on each side (5 mm by default): a placement within half a centimetre, turned to the slot
+    within about 13 degrees. The slot stands where the bin does in the other tasks (the bin is parked)."""
+
+    name = "insert"
+
+    def sample(self, seed: int) -> EpisodeSpec:
+        rng = self._rng(seed)
+        cube = cube_name(COLOURS[rng.integers(len(COLOURS))])
+        instruction = f"put the {cube.removesuffix('_cube')} cube in the slot"
+        slot = np.array([*self._bin_center(rng) + rng.uniform(-0.02, 0.02, 2), rng.uniform(-math.pi / 4, math.pi / 4)])
+        return self._spec(seed, rng, self._place_cubes(rng), instruction=instruction, subtask_instructions=[instruction],
+                          bin_center_xy=slot[:2].copy(), cubes=[cube], slot_pose=slot)
+
+    def subtask_predicates(self, spec: EpisodeSpec, state: SceneState) -> list[bool]:
+        cube = spec.cubes[0]
+        position = state.cube_positions[cube]
+        # Resting on the table between the walls, its centre can be at most the clearance off (1 mm of contact slack).
+        return [bool(np.all(np.abs(slot_offset(spec, position)) <= self.config.slot_clearance_m + SLOT_SLACK_M)
+                     and self.resting_on_table(position, spec.cube_size(cube, self.config.cube_size_m)) and not state.held[cube])]
+
+    def placement_error_m(self, spec: EpisodeSpec, state: SceneState) -> float | None:
+        return float(np.linalg.norm(slot_offset(spec, state.cube_positions[spec.cubes[0]])))
+
+
+def slot_offset(spec: EpisodeSpec, position: np.ndarray) -> np.ndarray:
+    """(2,) a position's horizontal offset from the slot's centre along the slot's own axes [m]."""
+    assert spec.slot_pose is not None
+    x, y, yaw = spec.slot_pose
+    c, s = math.cos(yaw), math.sin(yaw)
+    dx, dy = position[0] - x, position[1] - y
+    return np.array([c * dx + s * dy, -s * dx + c * dy])
 
 
 class BinThree(Task):
@@ -262,7 +363,7 @@ class BinThree(Task):
         return [self.in_bin(state, cube) for cube in spec.cubes]
 
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Reach, Push, PickPlace, Stack, BinThree, Insert)}
 
 PHRASINGS = ("template", "reworded")
 # Held-out wordings of bin_three's whole instruction: no demo or config carries them, so they

@@ -99,6 +99,9 @@ class OperatorView:
         position, quat = self.scene.objects[name]
         return position.copy(), quat.copy()
 
+    def tcp_position(self) -> np.ndarray:
+        return self.tcp_m.copy()
+
     def held(self, cube: str) -> bool:
         """The fingers closed on something (the joints are fresh) with the cube between them: under the
         TCP within ``held_distance_m``, and within 8 cm of its height, because the poses arrive at
