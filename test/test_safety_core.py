@@ -358,6 +358,21 @@ def test_second_publisher_is_refused_and_reported(tmp_path):
     assert any("2 publishers" in v for v in core.status(10.02).violations)
 
 
+def test_a_refused_publisher_is_named_once_the_graph_knows_it(tmp_path):
+    """A new publisher's first message can arrive before discovery names its node: the refusal is
+    reported by its id, and once more by name when the name is known; then no more."""
+    core = make_core(tmp_path)
+    core.on_joint_state(NAMES, HOME, [], 10.0)
+    core.request_mode(Mode.AUTONOMY, "", False, 10.0)
+    first = chunk(10.0, np.tile(HOME, (10, 1)))
+    assert core.on_chunk(first, 10.0, "gid-a", "/wam_inference")
+    refusals = []
+    for step, name in enumerate(("", "", "/right/wam_inference", "/right/wam_inference")):
+        assert not core.on_chunk(first, 10.01 + step * 0.01, "gid-b", name)
+        refusals += [v for v in core.status(10.01 + step * 0.01).violations if "refused messages" in v]
+    assert len(refusals) == 2 and "gid-b" in refusals[0] and "/right/wam_inference" in refusals[1]
+
+
 def test_a_refused_chunk_does_not_take_the_command_lock(tmp_path):
     """A stray node's stale chunk arriving first (another stack's inference node, a replayed bag)
     used to take the free lock and lock out the policy that followed it."""

@@ -122,18 +122,20 @@ class CommandLock:
         self.topic = topic
         self.holder: str | None = None
         self.holder_name = ""
-        self._refused: set[str] = set()
+        self._refused: set[tuple[str, str]] = set()
 
     def admit(self, source_id: str, source_name: str) -> bool:
         if self.holder is None:
             self.holder, self.holder_name = source_id, source_name
         return source_id == self.holder
 
-    def first_refusal(self, source_id: str) -> bool:
-        """True the first time ``source_id`` is refused since the lock was taken (report once)."""
-        if source_id in self._refused:
+    def first_refusal(self, source_id: str, source_name: str) -> bool:
+        """True the first time ``source_id`` is refused under ``source_name`` since the lock was taken:
+        reported once, and once more when the graph has named a publisher first heard unnamed."""
+        key = (source_id, source_name)
+        if key in self._refused:
             return False
-        self._refused.add(source_id)
+        self._refused.add(key)
         return True
 
     def release(self) -> None:
@@ -331,7 +333,7 @@ class SafetyBridgeCore:
         lock = self.locks[topic]
         if lock.admit(source_id, source_name):
             return True
-        if lock.first_refusal(source_id):
+        if lock.first_refusal(source_id, source_name):
             self.report("multiple_publishers", f"{topic}: refused messages from {source_name or source_id}; "
                                                f"command lock held by {lock.holder_name or lock.holder}")
         return False
