@@ -77,6 +77,8 @@ def test_two_namespaced_stacks_run_pick_place_at_once_without_crossing(processes
         assert report.chunks > 5 and report.success, f"{namespace}: {report}"
         assert {c.subtask_id for c in chunks[namespace] if c.subtask_id} == {f"pick_place-{SEEDS[namespace]}"}, namespace
         assert {s.command_source for s in statuses[namespace] if s.command_source} == {f"{namespace}/wam_inference"}
+        # the demo client names itself when it asks for AUTONOMY (the bridge logs and publishes who asked)
+        assert {s.mode_requester for s in statuses[namespace] if s.mode == SafetyStatus.MODE_AUTONOMY} == {"wam_demo"}
     names = {name for name, _ in ros.node.get_topic_names_and_types()}
     outside = sorted(name for name in names - GRAPH_TOPICS if not name.startswith(NAMESPACES))
     assert not outside, f"topics outside the stacks' namespaces: {outside}"

@@ -169,7 +169,7 @@ class DemoClient:
         (a busy machine delays them) is asked again for up to ``stale_retry_s``."""
         deadline = time.monotonic() + stale_retry_s
         while True:
-            response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason), 10.0)
+            response = self.call(self.mode_client, self.msgs["SetMode"].Request(mode=mode, reason=reason, requester=self.node.get_name()), 10.0)
             if response.accepted:
                 return
             if "no fresh joint states" not in response.message or time.monotonic() > deadline:

@@ -10,7 +10,8 @@ robot config (:class:`wam_ros.robot.GripperConfig`).
 A goal fails when it is rejected, when no result came ``command_timeout_s`` after it was sent
 (a server that never answers), when it was canceled without the bridge asking, or when it ended
 without reaching its position, unless it stalled: closing with the fingers apart is a grasp on an
-object, which stalls by design (gripper_action_controller aborts with ``stalled``); opening short
+object, which stalls by design (gripper_action_controller aborts with ``stalled``), also when the
+fingers meet the object within ``command_tolerance_m`` of the commanded width; opening short
 of the target is a finger held by something (pressed on the table, against a bin wall) and the
 same target is sent again until the fingers open, without holding the arm (the arm's motion is
 what frees them).
@@ -97,12 +98,16 @@ class GripperGoals:
         if goal is None:
             return ""
         width = self.gripper.width_from_position(result.position)
-        grasped = result.stalled and width > max(goal.width_m, self.gripper.width_min_m) + self.gripper.command_tolerance_m
-        if result.status == STATUS_SUCCEEDED or (result.status == STATUS_ABORTED and grasped):
-            self.in_flight = None
-            return ""
-        if result.status == STATUS_ABORTED and result.stalled and width < goal.width_m - self.gripper.command_tolerance_m:
+        tolerance_m = self.gripper.command_tolerance_m
+        stalled = result.status == STATUS_ABORTED and result.stalled
+        if stalled and width < goal.width_m - tolerance_m:
             self.in_flight, self.last = None, None  # held while opening: the same target goes out again
+            return ""
+        # Stalled at or beyond the target with the fingers apart: a grasp, or the fingers met the
+        # object right at the commanded width (a policy closing in steps). Fully closed is a miss.
+        grasped = stalled and width > self.gripper.width_min_m + tolerance_m
+        if result.status == STATUS_SUCCEEDED or grasped:
+            self.in_flight = None
             return ""
         status = _STATUS_NAMES.get(result.status, f"status {result.status}")
         why = " (not by the bridge: another client's goal may have preempted it)" if result.status == STATUS_CANCELED else ""
