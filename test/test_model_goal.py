@@ -70,12 +70,17 @@ def sim_demo():
     return result.episode, spec, info, bin_inner_size
 
 
+def labeller_for(info) -> HindsightGoals:
+    """Hindsight goal labels for a dataset like ``info``, with the tiny model config bound to it."""
+    config = tiny_config()
+    config.bind_dataset(list(info.cameras), (96, 96), info.state_names, info.action_names, info.fps, info.robot)
+    return HindsightGoals(info, config)
+
+
 def test_hindsight_labels_of_a_sim_demo_are_the_cube_then_the_bin(sim_demo):
     episode, spec, info, bin_inner_size = sim_demo
-    names = info.state_names
-    config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
-    labels, valid = HindsightGoals(info, config).episode(episode.states, episode.actions)
+    labeller = labeller_for(info)
+    labels, valid = labeller.episode(episode.states, episode.actions)
     grasps, releases = gripper_events(episode.actions[:, 7], 0.04)
     assert len(grasps) == 1 and len(releases) == 1 and grasps[0] < releases[0]
 
@@ -93,7 +98,7 @@ def test_hindsight_labels_of_a_sim_demo_are_the_cube_then_the_bin(sim_demo):
     np.testing.assert_array_equal(labels[releases[0], PLACE], labels[0, PLACE])
 
     # Video-only episodes (no commands) have no labels at all.
-    _, none = HindsightGoals(info, config).episode(episode.states, None)
+    _, none = labeller.episode(episode.states, None)
     assert not none.any()
 
 
@@ -101,12 +106,9 @@ def test_labels_stay_inside_the_frames_subtask(sim_demo):
     """Two pick-and-place subtasks back to back: after the first grasp, the next grasp belongs to
     the second subtask, whose object the first subtask's instruction does not name."""
     episode, _, info, _ = sim_demo
-    names = info.state_names
-    config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
     length = len(episode.states)
     states, actions = np.concatenate([episode.states] * 2), np.concatenate([episode.actions] * 2)
-    labeller = HindsightGoals(info, config)
+    labeller = labeller_for(info)
     (grasp, *_), _ = gripper_events(episode.actions[:, 7], 0.04)
     _, whole = labeller.episode(states, actions)
     assert whole[grasp + 1, 0]  # unbounded: the second subtask's grasp
@@ -120,10 +122,7 @@ def test_labels_stay_inside_the_frames_subtask(sim_demo):
 
 def test_an_opening_followed_by_a_regrasp_is_a_retry_not_the_release(sim_demo):
     episode, _, info, _ = sim_demo
-    names = info.state_names
-    config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
-    labeller = HindsightGoals(info, config)
+    labeller = labeller_for(info)
     clean, clean_valid = labeller.episode(episode.states, episode.actions)
     (grasp, *_), (release, *_) = gripper_events(episode.actions[:, 7], 0.04)
     fumbled = episode.actions.copy()
@@ -140,10 +139,7 @@ def test_a_grasp_that_closed_on_nothing_is_a_miss_not_the_pick(sim_demo):
     """A policy closing beside the cube before an operator's grasp (a recorded takeover): the
     early frames' pick label is the operator's grasp, the miss's opening no release."""
     episode, _, info, _ = sim_demo
-    names = info.state_names
-    config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), names, names, info.fps, info.robot)
-    labeller = HindsightGoals(info, config)
+    labeller = labeller_for(info)
     clean, clean_valid = labeller.episode(episode.states, episode.actions)
     (grasp, *_), _ = gripper_events(episode.actions[:, 7], 0.04)
     states, actions = episode.states.copy(), episode.actions.copy()
@@ -267,9 +263,7 @@ def test_a_pushs_gripper_events_mark_where_it_starts_and_ends():
         result = record_demo(env, "push", 3, render=False)
         spec, info = env.spec, dataset_info(robot, env)
     assert result.success
-    config = tiny_config()
-    config.bind_dataset(list(info.cameras), (96, 96), info.state_names, info.action_names, info.fps, info.robot)
-    labels, valid = HindsightGoals(info, config).episode(result.episode.states, result.episode.actions)
+    labels, valid = labeller_for(info).episode(result.episode.states, result.episode.actions)
     assert valid[0].all()
     goal = decode_goal(labels[0])
     cube, zone = spec.cube_positions[spec.cubes[0]][:2], np.asarray(spec.zone_center_xy)
