@@ -11,7 +11,7 @@
    the labelled episodes alone, *cotrained* on them plus the videos. Policy samples come from
    labelled frames in both; the videos enter only as world samples (video prediction, actions
    removed; docs/model.md#objective-diffusionpy), so the compute per step is the same.
-4. Both on the same held-out seeds (from 400000, as bench/generalization.py): success, mean
+4. Both on the same held-out seeds (``--seed-start``, default 400000 as bench/generalization.py): success, mean
    subtasks done and the median placement error.
 
 Every stage is kept in ``--out`` and reused by a later run with the same settings (an
@@ -19,7 +19,7 @@ interrupted finetune resumes). ``--quick`` (2 labelled, 2 videos, 20 steps, 2 se
 minutes on 2 cores, in ``outputs/bench_cotraining_quick``) checks that it runs; its numbers mean
 nothing. The last line is one JSON object.
 
-Reproduce: ``.venv/bin/python bench/cotraining.py [--quick] [--task stack] [--labelled 20] [--videos 150] [--out DIR]``.
+Reproduce: ``.venv/bin/python bench/cotraining.py [--quick] [--task stack] [--labelled 20] [--videos 150] [--seed-start S] [--out DIR]``.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "cpu-small-pick-place"
-DEMO_SEEDS_FROM, HELD_OUT_FROM = 16000, 400000
+DEMO_SEEDS_FROM = 16000
 
 
 def wam_ros(*arguments: str) -> None:
@@ -94,7 +94,8 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=150, help="episodes used as action-free videos")
     parser.add_argument("--goal-steps", type=int, default=600, help="goal localiser steps of each finetune")
     parser.add_argument("--steps", type=int, default=1500, help="transformer steps of each finetune")
-    parser.add_argument("--seeds", type=int, default=50, help="held-out seeds (from 400000)")
+    parser.add_argument("--seeds", type=int, default=50, help="held-out seeds")
+    parser.add_argument("--seed-start", type=int, default=400000, help="first held-out seed (default 400000, bench/generalization.py's)")
     parser.add_argument("--init", type=Path, default=SHIPPED, help="the checkpoint both arms finetune")
     parser.add_argument("--out", type=Path, help="default outputs/bench_cotraining (quick: outputs/bench_cotraining_quick)")
     args = parser.parse_args()
@@ -112,7 +113,7 @@ def main() -> int:
     from wam_ros.model.runtime import load_policy
 
     torch.set_num_threads(1)
-    seeds = list(range(HELD_OUT_FROM, HELD_OUT_FROM + args.seeds))
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     results: dict[str, dict[str, Any]] = {}
     for arm, datasets in (("labelled", [labelled]), ("cotrained", [labelled, videos])):
         episodes = args.labelled + (args.videos if arm == "cotrained" else 0)
