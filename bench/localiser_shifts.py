@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Goal localiser under scene shifts: horizontal grasp error from each episode's first frame.
 
-For each checkpoint and scene (nominal, the front camera moved up to 1 cm / 1 degree and 3 cm /
-3 degrees per axis, the table colour ±0.25: bench/generalization.py's rows), reset the in-process
+For each checkpoint and scene (bench/generalization.py's rows ``pick_place`` (nominal),
+``pp_camera_1cm_1deg``, ``pp_camera_3cm_3deg`` and ``pp_table_colour``), reset the in-process
 sim on each held-out seed and ask the localiser (``WamRuntime.locate``) where the first grasp is,
 given the first subtask's instruction; the error is the horizontal distance to the instructed
 cube's true position. No policy runs, so this isolates what the localiser sees from what the
@@ -10,7 +10,7 @@ policy does with it (a grasp tolerates about 1-2 cm). ``--quick``: 3 seeds.
 
 Reproduce: ``.venv/bin/python bench/localiser_shifts.py [--quick] [--checkpoint DIR ...] [--seeds N] [--seed-start S] [--task pick_place]``
 (default: the shipped checkpoint, 20 seeds from 410000). The last line is one JSON object with
-``<checkpoint>.<scene>.median_cm`` / ``mean_cm`` / ``max_cm``.
+``<checkpoint>.<row>.median_cm`` / ``mean_cm`` / ``max_cm``.
 """
 from __future__ import annotations
 
@@ -24,11 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "cpu-small-pick-place"
 
 
-def camera(shift_cm: float, turn_deg: float) -> dict:
-    return {"camera_position_jitter_m": {"front": [shift_cm / 100] * 3}, "camera_rotation_jitter_deg": {"front": [turn_deg] * 3}}
-
-
-SCENES = {"nominal": {}, "camera_1cm_1deg": camera(1, 1), "camera_3cm_3deg": camera(3, 3), "table_colour": {"table_rgb_jitter": 0.25}}
+#: bench/generalization.py's rows whose scenes this measures (their names key the JSON)
+SCENE_ROWS = ("pick_place", "pp_camera_1cm_1deg", "pp_camera_3cm_3deg", "pp_table_colour")
 
 
 def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict) -> np.ndarray:
@@ -58,16 +55,18 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from generalization import ROWS  # this script's folder is on sys.path
     from wam_ros.model.runtime import load_policy
 
+    scenes = {row.name: row.sim for row in ROWS if row.name in SCENE_ROWS}
     torch.set_num_threads(1)
     seeds = list(range(args.seed_start, args.seed_start + (3 if args.quick else args.seeds)))
     result: dict[str, float | str] = {"task": args.task, "seeds": f"{seeds[0]}-{seeds[-1]}"}
-    print(f"| checkpoint | {' | '.join(SCENES)} |\n|---|{'---|' * len(SCENES)}", flush=True)
+    print(f"| checkpoint | {' | '.join(scenes)} |\n|---|{'---|' * len(scenes)}", flush=True)
     for checkpoint in args.checkpoint:
         runtime = load_policy(checkpoint)
         cells = []
-        for name, scene in SCENES.items():
+        for name, scene in scenes.items():
             errors = first_grasp_errors_cm(runtime, args.task, seeds, scene)
             for stat, value in (("median_cm", np.median(errors)), ("mean_cm", errors.mean()), ("max_cm", errors.max())):
                 result[f"{checkpoint.name}.{name}.{stat}"] = round(float(value), 2)
