@@ -129,6 +129,14 @@ class RosProbe:
         future = client.call_async(request)
         return wait_until(lambda: future.done() and (future.result() or True), timeout_s, f"response of {client.srv_name}") and future.result()
 
+    def graph_view(self) -> str:
+        """What this probe's participant sees of the graph (for failure messages)."""
+        names = self.node.get_node_names_and_namespaces()
+        services = sorted(name for name, _ in self.node.get_service_names_and_types()
+                          if not name.endswith(("parameters", "parameter_types", "get_type_description")))
+        return (f"probe '{self.node.get_name()}' in domain {self.context.get_domain_id()} sees nodes {names}, "
+                f"services other than the nodes' parameter services {services}")
+
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()

@@ -75,7 +75,7 @@ class Graph:
         feedback: list = []
         future = self.client.send_goal_async(ExecuteTask.Goal(instruction=instruction, **goal_fields), feedback_callback=feedback.append)
         handle = wait_until(lambda: future.done() and future.result(), 10.0, "goal response",
-                            detail=lambda: self.processes.log("task_planner"))
+                            detail=lambda: f"{self.probe.graph_view()}\n{self.processes.log('task_planner')}")
         return handle, feedback
 
     def result(self, handle, timeout_s: float = 60.0):
