@@ -352,3 +352,48 @@ def test_goal_steps_with_init_trains_the_localiser_on_and_keeps_the_old_one_if_t
         assert check["subtask_start_error_before_m"] == 0.05 and check["subtask_start_error_m"] == after_error_m
         after = load_checkpoint(out).model.goal.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before) is not kept_new
+
+
+def test_holdout_episodes_are_a_seeded_fraction_and_none_for_small_datasets():
+    from wam_ros.model.data import holdout_episodes
+
+    held = holdout_episodes(150, 0.1, 20, seed=3)
+    assert len(held) == 15 and len(set(held)) == 15 and held.min() >= 0 and held.max() < 150
+    np.testing.assert_array_equal(held, holdout_episodes(150, 0.1, 20, seed=3))  # a resume holds out the same ones
+    assert not np.array_equal(held, holdout_episodes(150, 0.1, 20, seed=4))
+    assert len(holdout_episodes(19, 0.1, 20, seed=3)) == 0 and len(holdout_episodes(150, 0.0, 20, seed=3)) == 0
+    assert len(holdout_episodes(3, 0.01, 2, seed=3)) == 1 and len(holdout_episodes(2, 0.9, 2, seed=3)) == 1  # one kept to train on
+
+
+def test_the_localiser_never_trains_on_its_held_out_episodes_and_is_checked_on_them(sim_dataset, tmp_path, monkeypatch):
+    goal_preset = tmp_path / "goal.yaml"
+    goal_preset.write_text(GOAL_PRESET.replace("  goal_attempts: 2\n", "  goal_attempts: 1\n  goal_holdout_fraction: 0.3\n  goal_holdout_min_episodes: 2\n"))
+    monkeypatch.setattr(train_module, "holdout_episodes", lambda *args: np.array([0]))  # the first demo (the third has no actions)
+    trained_on, checked_on = [], []
+    real_pixels, real_error = train_module.goal_pixels, train_module.first_grasp_error
+
+    def recording_pixels(frames, anchors, *args, **kwargs):
+        trained_on.append((frames, np.array(anchors)))
+        return real_pixels(frames, anchors, *args, **kwargs)
+
+    def recording_error(localiser, frames, *args, where=None, **kwargs):
+        checked_on.append((frames, where))
+        return real_error(localiser, frames, *args, where=where, **kwargs)
+
+    monkeypatch.setattr(train_module, "goal_pixels", recording_pixels)
+    monkeypatch.setattr(train_module, "first_grasp_error", recording_error)
+    out = tmp_path / "held"
+    Trainer(TrainOptions(data=[sim_dataset], out=out, preset=str(goal_preset), steps=1, quiet=True)).run()
+    frames = trained_on[0][0]
+    first_episode = np.arange(frames.num_frames) < frames.episode_first_frame[1]
+    assert len(trained_on) == 6 and not any(first_episode[anchors].any() for _, anchors in trained_on)
+    [(_, where)] = checked_on
+    np.testing.assert_array_equal(where, first_episode)
+    record = _training(out)
+    assert record["goal_holdout_episodes"] == 1 and record["goal_checks"][-1]["checked_on"] == "1 held-out episodes"
+
+    monkeypatch.setattr(train_module, "holdout_episodes", lambda *args: np.array([2]))  # action-free: nothing to check on there
+    Trainer(TrainOptions(data=[sim_dataset], out=tmp_path / "fallback", preset=str(goal_preset), steps=1, quiet=True)).run()
+    assert checked_on[-1][1] is None
+    record = _training(tmp_path / "fallback")
+    assert record["goal_holdout_episodes"] == 0 and record["goal_checks"][-1]["checked_on"].startswith("training episodes")

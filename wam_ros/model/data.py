@@ -268,6 +268,11 @@ class TrainingFrames:
         return weights
 
     # -- images ----------------------------------------------------------------------------------
+    def in_episodes(self, episodes: np.ndarray) -> np.ndarray:
+        """A mask over all frames: True for the frames of the given episodes (indices into ``episode_refs``)."""
+        episode_of_frame = np.searchsorted(self.episode_first_frame, np.arange(self.num_frames), side="right") - 1
+        return np.isin(episode_of_frame, episodes)
+
     def images(self, frames: np.ndarray, camera: str) -> np.ndarray:
         """uint8 (len(frames), H, W, 3) for global frame numbers (any order)."""
         episode_of = np.searchsorted(self.episode_first_frame, frames, side="right") - 1
@@ -598,14 +603,15 @@ def subtask_start_frames(frames: TrainingFrames) -> np.ndarray:
 
 
 def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
-                      device: torch.device | str = "cpu") -> tuple[float, float]:
+                      device: torch.device | str = "cpu", where: np.ndarray | None = None) -> tuple[float, float]:
     """How well the localiser found each episode's first grasp from its first frame.
 
     The instruction is the first subtask's where the episode has subtasks (what the planner gives
     the model), else the episode's. Returns the mean horizontal distance [m] of the predicted from
-    the labelled grasp over the episodes' first frames, and the same for always answering the
-    labels' mean position (what a localiser that has not locked onto the object achieves)."""
-    anchors = np.flatnonzero((frames.frame_in_episode == 0) & frames.goal_valid[:, 0])
+    the labelled grasp over the episodes' first frames (only frames where ``where`` is true, when
+    given), and the same for always answering the labels' mean position (what a localiser that has
+    not locked onto the object achieves)."""
+    anchors = np.flatnonzero((frames.frame_in_episode == 0) & frames.goal_valid[:, 0] & (True if where is None else where))
     if len(anchors) == 0:
         raise DatasetError("no episode starts before a grasp: the goal localiser has nothing to be checked on")
     grasp = subtask_goals(localiser, frames, stats, text_embeddings, anchors, device)[:, PICK][:, :2]
@@ -616,15 +622,27 @@ def first_grasp_error(localiser: torch.nn.Module, frames: TrainingFrames, stats:
 
 
 def subtask_start_goal_error(localiser: torch.nn.Module, frames: TrainingFrames, stats: Normalization, text_embeddings: np.ndarray,
-                             device: torch.device | str = "cpu") -> float:
+                             device: torch.device | str = "cpu", where: np.ndarray | None = None) -> float:
     """Mean horizontal error [m] of the grasp and release predicted where each subtask starts
-    (:func:`subtask_start_frames`), with that subtask's instruction: later subtasks included, so
-    a scene with cubes already in the bin counts (the first frames alone do not show it)."""
+    (:func:`subtask_start_frames`; only frames where ``where`` is true, when given), with that
+    subtask's instruction: later subtasks included, so a scene with cubes already in the bin
+    counts (the first frames alone do not show it)."""
     anchors = subtask_start_frames(frames)
+    if where is not None:
+        anchors = anchors[where[anchors]]
     if len(anchors) == 0:
         raise DatasetError("no subtask starts before both a grasp and a release: the goal localiser has nothing to be checked on")
     goals, labels = subtask_goals(localiser, frames, stats, text_embeddings, anchors, device), frames.goal_labels[anchors]
     return float(np.mean([np.linalg.norm(goals[:, part][:, :2] - labels[:, part][:, :2], axis=1).mean() for part in (PICK, PLACE)]))
+
+
+def holdout_episodes(num_episodes: int, fraction: float, min_episodes: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of the episodes held out of a stage's training for its checks: ``fraction``
+    of them, at least one, drawn with ``seed``; none below ``min_episodes`` episodes."""
+    if num_episodes < max(min_episodes, 2) or fraction <= 0.0:
+        return np.zeros(0, np.int64)
+    count = min(max(1, round(fraction * num_episodes)), num_episodes - 1)
+    return np.sort(np.random.default_rng(seed).choice(num_episodes, count, replace=False))
 
 
 def weights_key(module: torch.nn.Module) -> str:

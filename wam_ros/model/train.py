@@ -57,9 +57,11 @@ from wam_ros.model.data import (
     describe,
     first_grasp_error,
     goal_pixels,
+    holdout_episodes,
     keypoint_input,
     open_datasets,
     predict_goals,
+    subtask_start_frames,
     subtask_start_goal_error,
     weights_key,
 )
@@ -480,22 +482,27 @@ class Trainer:
         finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
         the first-frames warm-up, and the result is kept unless its grasp and release errors at
         the subtasks' starts (:func:`subtask_start_goal_error`) are worse than the checkpoint's
-        (a resumed finetune compares with the localiser it resumed from).
+        (a resumed finetune compares with the localiser it resumed from). The checks run on the
+        held-out episodes (:meth:`_goal_holdout`) where there are any, else on the training ones.
         """
+        held_out = self._goal_holdout(frames, train)
         if "init" in self.progress:
-            return self._finetune_goal(frames, text, train, rng)
+            return self._finetune_goal(frames, text, train, rng, held_out)
         model, normalization = self.model, self.normalization
+        checked_on = self._goal_checked_on(held_out)
         attempt = int(self.progress.get("goal_attempt", 1))
         while True:
-            if not self._train_goal_attempt(frames, text, train, rng):
+            if not self._train_goal_attempt(frames, text, train, rng, held_out):
                 return False
-            error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device)
+            error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device,
+                                                    where=held_out if held_out.any() else None)
             model.goal.train()
             accepted = error_m <= train.goal_accept_ratio * baseline_m
             self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {"attempt": attempt, "first_grasp_error_m": error_m,
-                                                                                    "mean_position_error_m": baseline_m, "accepted": accepted}]
+                                                                                    "mean_position_error_m": baseline_m, "accepted": accepted,
+                                                                                    "checked_on": checked_on}]
             self.say(f"[train] goal localiser, attempt {attempt} of {train.goal_attempts}: first grasps {100 * error_m:.1f} cm off on the "
-                     f"training episodes (always the mean position: {100 * baseline_m:.1f} cm); "
+                     f"{checked_on} (always the mean position: {100 * baseline_m:.1f} cm); "
                      + ("accepted" if accepted else f"above {train.goal_accept_ratio:g} of that"))
             if not accepted and attempt >= train.goal_attempts and self.accelerator.is_main_process:
                 print(f"[train] WARNING: the goal localiser did not lock onto the object in {attempt} attempts; the policy will grasp "
@@ -508,33 +515,57 @@ class Trainer:
             torch.manual_seed(train.seed + 1009 * attempt)
             model.goal = GoalLocaliser(model.config.goal, model.config.transformer.text_dim)
 
-    def _finetune_goal(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator) -> bool:
+    def _goal_holdout(self, frames: TrainingFrames, train: TrainConfig) -> np.ndarray:
+        """Mask over the frames of the episodes the localiser is checked on and never trains on
+        (all False with fewer than ``goal_holdout_min_episodes`` episodes); drawn from the seed, so a
+        resumed run holds out the same ones."""
+        episodes = holdout_episodes(len(frames.episode_refs), train.goal_holdout_fraction, train.goal_holdout_min_episodes, train.seed)
+        held_out = frames.in_episodes(episodes)
+        if "init" in self.progress:  # checked at the subtasks' starts, else at the first grasps
+            checked = held_out[subtask_start_frames(frames)].any()
+        else:
+            checked = (held_out & (frames.frame_in_episode == 0) & frames.goal_valid[:, 0]).any()
+        if not checked:
+            held_out[:] = False  # nothing there to check on (e.g. only action-free episodes drawn)
+        self.progress["goal_holdout_episodes"] = len(episodes) if held_out.any() else 0
+        return held_out
+
+    def _goal_checked_on(self, held_out: np.ndarray) -> str:
+        count = self.progress["goal_holdout_episodes"]
+        return f"{count} held-out episodes" if held_out.any() else "training episodes (too few to hold any out)"
+
+    def _finetune_goal(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator,
+                       held_out: np.ndarray) -> bool:
         model, normalization, device = self.model, self.normalization, self.accelerator.device
+        where, checked_on = (held_out if held_out.any() else None), self._goal_checked_on(held_out)
         initial = {k: v.detach().clone() for k, v in model.goal.state_dict().items()}
-        before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
+        before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=where)
         model.goal.train()
-        if not self._train_goal_attempt(frames, text, dataclasses.replace(train, goal_warmup_steps=0), rng):
+        if not self._train_goal_attempt(frames, text, dataclasses.replace(train, goal_warmup_steps=0), rng, held_out):
             return False
-        error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device)
+        error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=where)
         model.goal.train()
         kept = error_m <= before_m
         self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {
-            "finetune": True, "subtask_start_error_before_m": before_m, "subtask_start_error_m": error_m, "accepted": kept}]
+            "finetune": True, "subtask_start_error_before_m": before_m, "subtask_start_error_m": error_m, "accepted": kept,
+            "checked_on": checked_on}]
         self.say(f"[train] goal localiser finetuned for {train.goal_steps} steps: grasps and releases {100 * error_m:.1f} cm off at the "
-                 f"training subtasks' starts ({100 * before_m:.1f} cm before); " + ("kept" if kept else "worse, so the checkpoint's localiser is kept"))
+                 f"subtasks' starts of the {checked_on} ({100 * before_m:.1f} cm before); "
+                 + ("kept" if kept else "worse, so the checkpoint's localiser is kept"))
         if not kept:
             model.goal.load_state_dict(initial)
         self.progress["goal_done"] = True
         return True
 
-    def _train_goal_attempt(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator) -> bool:
+    def _train_goal_attempt(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator,
+                            held_out: np.ndarray) -> bool:
         """One run of the localiser's stage from ``progress["goal_step"]``; False when interrupted.
 
         The first ``goal_warmup_steps`` draw only from the first ``goal_warmup_frames`` frames of
-        each episode, the rest from every labelled frame.
+        each episode, the rest from every labelled frame; never from the ``held_out`` frames.
         """
         accelerator, model, normalization = self.accelerator, self.model, self.normalization
-        labelled = frames.goal_valid.any(1)
+        labelled = frames.goal_valid.any(1) & ~held_out
         everywhere = np.flatnonzero(labelled)
         early = np.flatnonzero(labelled & (frames.frame_in_episode < train.goal_warmup_frames))
         if len(everywhere) == 0:
