@@ -69,7 +69,7 @@ def remove_zombie_fastdds_shm(shm_dir: Path = Path("/dev/shm")) -> list[str]:
             try:
                 (shm_dir / name).unlink()
                 removed.append(name)
-            except FileNotFoundError:
+            except OSError:  # gone already, or another user's (a sticky /dev/shm)
                 pass
     return removed
 
