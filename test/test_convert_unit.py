@@ -14,12 +14,15 @@ from wam_ros.data import DatasetWriter, EpisodeDataset
 from wam_ros.data.bags import (
     MODE_AUTONOMY,
     MODE_HOLD,
+    MODE_IDLE,
     MODE_TELEOP,
     BagError,
     BagReader,
     BagWriter,
     EpisodeLabels,
     MessageDefinitions,
+    frame_sources,
+    mode_changes,
     read_labels,
     unclosed_reason,
     write_labels,
@@ -373,3 +376,19 @@ def test_estimated_drops_count_missing_periods():
     times = np.arange(0, 100) * 10
     assert estimated_drops(times) == 0
     assert estimated_drops(np.delete(times, [10, 11, 50])) == 3
+
+
+def test_a_status_in_flight_during_a_switch_from_the_start_up_mode_is_not_a_change_back():
+    """Seen in a graph test: the bridge's start-up IDLE (mode_stamp 0) repeated once more after
+    AUTONOMY's stamp; read by its receive time it made a second IDLE that marked 2 s of policy frames "hold"."""
+    ms = 1_000_000
+    statuses = [(4896 * ms, 0, MODE_IDLE, "safety_bridge", ""), (4916 * ms, 0, MODE_IDLE, "safety_bridge", ""),
+                (5024 * ms, 0, MODE_IDLE, "safety_bridge", ""), (5040 * ms, 5004 * ms, MODE_AUTONOMY, "test", "go"),
+                (5100 * ms, 5004 * ms, MODE_AUTONOMY, "test", "go"), (7050 * ms, 7032 * ms, MODE_TELEOP, "alice", "take over")]
+    changes = mode_changes(statuses)
+    assert [(c.stamp_ns, c.mode) for c in changes] == [(4896 * ms, MODE_IDLE), (5004 * ms, MODE_AUTONOMY), (7032 * ms, MODE_TELEOP)]
+    sources = frame_sources(changes, np.array([4950, 5050, 6000, 7000, 7100]) * ms)
+    np.testing.assert_array_equal(sources, [SOURCE_HOLD, SOURCE_POLICY, SOURCE_POLICY, SOURCE_POLICY, SOURCE_OPERATOR])
+    assert [(c.stamp_ns, c.mode) for c in mode_changes(statuses[::-1])] == [(c.stamp_ns, c.mode) for c in changes]  # any order
+    restarted = statuses[:2] + [(9000 * ms, 0, MODE_IDLE, "safety_bridge", "")]  # a new IDLE run after another mode stays a change
+    assert [c.mode for c in mode_changes(restarted[:1] + statuses[3:4] + restarted[2:])] == [MODE_IDLE, MODE_AUTONOMY, MODE_IDLE]

@@ -712,11 +712,17 @@ def mode_changes(statuses: Sequence[tuple[int, int, int, str, str]]) -> list[Mod
     """Recorded SafetyStatus messages as (receive time, mode_stamp [ns], mode, requester, reason)
     -> one :class:`ModeChange` per mode entered, in time order.
 
-    The bridge's own ``mode_stamp`` times the change, not the arrival of the status (a zero stamp
-    falls back to the receive time); the periodic statuses repeat it and add nothing.
+    The bridge's own ``mode_stamp`` times the change, not the arrival of the status; the periodic
+    statuses repeat it and add nothing. A zero stamp (the bridge's mode since start-up) falls back
+    to the receive time of the first status of that mode in a row: its repeats, received after the
+    next mode's stamp (a status in flight during the switch), are not a change back.
     """
     changes: dict[tuple[int, int], ModeChange] = {}
-    for received, stamp, mode, requester, reason in statuses:
+    previous_mode: int | None = None
+    for received, stamp, mode, requester, reason in sorted(statuses, key=lambda status: status[0]):
+        repeat, previous_mode = mode == previous_mode, mode
+        if stamp <= 0 and repeat:
+            continue
         when = stamp if stamp > 0 else received
         changes.setdefault((when, mode), ModeChange(when, mode, requester, reason))
     ordered: list[ModeChange] = []
