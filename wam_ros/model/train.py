@@ -494,8 +494,7 @@ class Trainer:
         while True:
             if not self._train_goal_attempt(frames, text, train, rng, held_out):
                 return False
-            error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device,
-                                                    where=held_out if held_out.any() else None)
+            error_m, baseline_m = first_grasp_error(model.goal.eval(), frames, normalization, text, self.accelerator.device, where=held_out)
             model.goal.train()
             accepted = error_m <= train.goal_accept_ratio * baseline_m
             self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {"attempt": attempt, "first_grasp_error_m": error_m,
@@ -515,9 +514,9 @@ class Trainer:
             torch.manual_seed(train.seed + 1009 * attempt)
             model.goal = GoalLocaliser(model.config.goal, model.config.transformer.text_dim)
 
-    def _goal_holdout(self, frames: TrainingFrames, train: TrainConfig) -> np.ndarray:
+    def _goal_holdout(self, frames: TrainingFrames, train: TrainConfig) -> np.ndarray | None:
         """Mask over the frames of the episodes the localiser is checked on and never trains on
-        (all False with fewer than ``goal_holdout_min_episodes`` episodes); drawn from the seed, so a
+        (None with fewer than ``goal_holdout_min_episodes`` episodes); drawn from the seed, so a
         resumed run holds out the same ones."""
         episodes = holdout_episodes(len(frames.episode_refs), train.goal_holdout_fraction, train.goal_holdout_min_episodes, train.seed)
         held_out = frames.in_episodes(episodes)
@@ -525,25 +524,23 @@ class Trainer:
             checked = held_out[subtask_start_frames(frames)].any()
         else:
             checked = (held_out & (frames.frame_in_episode == 0) & frames.goal_valid[:, 0]).any()
-        if not checked:
-            held_out[:] = False  # nothing there to check on (e.g. only action-free episodes drawn)
-        self.progress["goal_holdout_episodes"] = len(episodes) if held_out.any() else 0
-        return held_out
+        self.progress["goal_holdout_episodes"] = len(episodes) if checked else 0
+        return held_out if checked else None  # None: nothing there to check on (too few episodes, or only action-free ones drawn)
 
-    def _goal_checked_on(self, held_out: np.ndarray) -> str:
+    def _goal_checked_on(self, held_out: np.ndarray | None) -> str:
         count = self.progress["goal_holdout_episodes"]
-        return f"{count} held-out episodes" if held_out.any() else "training episodes (too few to hold any out)"
+        return "training episodes (none held out to check on)" if held_out is None else f"{count} held-out episodes"
 
     def _finetune_goal(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator,
-                       held_out: np.ndarray) -> bool:
+                       held_out: np.ndarray | None) -> bool:
         model, normalization, device = self.model, self.normalization, self.accelerator.device
-        where, checked_on = (held_out if held_out.any() else None), self._goal_checked_on(held_out)
+        checked_on = self._goal_checked_on(held_out)
         initial = {k: v.detach().clone() for k, v in model.goal.state_dict().items()}
-        before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=where)
+        before_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=held_out)
         model.goal.train()
         if not self._train_goal_attempt(frames, text, dataclasses.replace(train, goal_warmup_steps=0), rng, held_out):
             return False
-        error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=where)
+        error_m = subtask_start_goal_error(model.goal.eval(), frames, normalization, text, device, where=held_out)
         model.goal.train()
         kept = error_m <= before_m
         self.progress["goal_checks"] = [*self.progress.get("goal_checks", []), {
@@ -558,14 +555,14 @@ class Trainer:
         return True
 
     def _train_goal_attempt(self, frames: TrainingFrames, text: np.ndarray, train: TrainConfig, rng: np.random.Generator,
-                            held_out: np.ndarray) -> bool:
+                            held_out: np.ndarray | None) -> bool:
         """One run of the localiser's stage from ``progress["goal_step"]``; False when interrupted.
 
         The first ``goal_warmup_steps`` draw only from the first ``goal_warmup_frames`` frames of
         each episode, the rest from every labelled frame; never from the ``held_out`` frames.
         """
         accelerator, model, normalization = self.accelerator, self.model, self.normalization
-        labelled = frames.goal_valid.any(1) & ~held_out
+        labelled = frames.goal_valid.any(1) & (True if held_out is None else ~held_out)
         everywhere = np.flatnonzero(labelled)
         early = np.flatnonzero(labelled & (frames.frame_in_episode < train.goal_warmup_frames))
         if len(everywhere) == 0:
