@@ -397,3 +397,30 @@ def test_the_localiser_never_trains_on_its_held_out_episodes_and_is_checked_on_t
     assert checked_on[-1][1] is None
     record = _training(tmp_path / "fallback")
     assert record["goal_holdout_episodes"] == 0 and record["goal_checks"][-1]["checked_on"].startswith("training episodes")
+
+
+def test_new_goal_localiser_replaces_the_checkpoints_localiser_by_the_presets_shape_and_keeps_the_rest(sim_dataset, tmp_path, capsys):
+    goal_preset = tmp_path / "goal.yaml"
+    goal_preset.write_text(GOAL_PRESET)
+    base = tmp_path / "base"
+    Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(goal_preset), steps=1, quiet=True)).run()
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(GOAL_PRESET.replace("count: 4, channels: 8, hidden: 32", "count: 6, channels: 12, hidden: 16"))
+    out = tmp_path / "new_goal"
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(bigger), "--init", str(base),
+                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "1", "--threads", "1"]) == 0
+    before, after = load_checkpoint(base), load_checkpoint(out)
+    goal = after.model.config.goal
+    assert (goal.camera, goal.count, goal.channels, goal.hidden) == ("front", 6, 12, 16)
+    assert after.model.goal.keypoints.maps.out_channels == 6
+    for part in ("autoencoder",):  # kept as it was
+        old, new = getattr(before.model, part).state_dict(), getattr(after.model, part).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old)
+    record = _training(out)
+    assert record["new_goal_localiser"] and record["goal_step"] == 4 and record["goal_done"]
+    assert "attempt" in record["goal_checks"][-1]  # the from-scratch check, not the finetune's comparison
+    capsys.readouterr()
+
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(tmp_path / "no_steps"), "--preset", str(bigger),
+                    "--init", str(base), "--new-goal-localiser"]) == 2
+    assert "give --goal-steps" in capsys.readouterr().err

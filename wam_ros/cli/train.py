@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae-steps", type=int, help="autoencoder steps (overrides the preset)")
     parser.add_argument("--goal-steps", type=int, help="goal-localiser steps (overrides the preset); with --init, train the "
                         "checkpoint's localiser on for this many steps instead of keeping it")
+    parser.add_argument("--new-goal-localiser", action="store_true",
+                        help="with --init and --goal-steps: replace the checkpoint's localiser by a fresh one shaped by the "
+                             "preset's model.goal (e.g. more keypoints and channels), trained from scratch")
     parser.add_argument("--batch-size", type=int, help="transformer batch size (overrides the preset)")
     parser.add_argument("--max-cpu-minutes", type=float, help="stop the transformer stage once the run has used this much process CPU time")
     parser.add_argument("--threads", type=int, help="torch CPU threads")

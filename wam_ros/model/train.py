@@ -9,7 +9,8 @@ Stages (each with a progress bar; Ctrl-C saves what is done and a resumable stat
    the static camera (``goal.py``), then its prediction for every frame. ``--init`` keeps the
    checkpoint's localiser, or with ``--goal-steps N`` trains it on for N steps on the new data
    (new scenes move the goals: bin_three's later cubes go to other places in the bin), kept
-   unless its errors where subtasks start are worse than the checkpoint's;
+   unless its errors where subtasks start are worse than the checkpoint's; with
+   ``--new-goal-localiser`` too, a fresh localiser of the preset's shape trains from scratch;
 4. transformer: flow matching over policy and world samples (see ``diffusion.py``).
 
 Multi-GPU: the same command under ``accelerate launch`` or ``torchrun`` trains data-parallel
@@ -45,7 +46,7 @@ from wam_ros.model.checkpoint import (
     save_checkpoint,
     save_resume_state,
 )
-from wam_ros.model.config import TrainConfig, WamConfig, config_to_dict, load_preset, model_config_from_dict
+from wam_ros.model.config import GoalConfig, TrainConfig, WamConfig, config_to_dict, load_preset, model_config_from_dict
 from wam_ros.model.data import (
     Batch,
     ImageAugmentation,
@@ -165,6 +166,7 @@ class TrainOptions:
     steps: int | None = None
     ae_steps: int | None = None
     goal_steps: int | None = None  # with init: train the checkpoint's localiser on for this many steps
+    new_goal_localiser: bool = False  # with init and goal_steps: a fresh localiser shaped by the preset's model.goal instead
     batch_size: int | None = None
     max_cpu_minutes: float | None = None
     threads: int | None = None
@@ -265,6 +267,8 @@ class Trainer:
             _, train = load_preset(o.preset)
             if o.init is not None:
                 model, _ = read_config(o.init)  # the architecture is the checkpoint's; the optimisation the preset's
+                if o.new_goal_localiser:
+                    model.goal = self._new_goal_config(model.goal)
             else:
                 model, _ = load_preset(o.preset)
                 model.bind_dataset(list(info.cameras), common_image_size(info), info.state_names, info.action_names, info.fps, info.robot)
@@ -281,7 +285,19 @@ class Trainer:
         self.progress["train_config"] = dataclasses.asdict(train)
         if o.init is not None:
             self.progress["init"] = str(o.init)
+            if o.new_goal_localiser:
+                self.progress["new_goal_localiser"] = True
         return model, train
+
+    def _new_goal_config(self, current: GoalConfig) -> GoalConfig:
+        """The preset's localiser shape for ``--new-goal-localiser``, on the checkpoint's camera."""
+        o = self.options
+        if not o.goal_steps:
+            raise ValueError("--new-goal-localiser trains the new localiser from scratch: give --goal-steps")
+        if not current.camera:
+            raise ValueError(f"{o.init} has no goal localiser (model.goal.camera is empty) to replace")
+        preset_goal = load_preset(o.preset)[0].goal
+        return dataclasses.replace(preset_goal, camera=current.camera)
 
     def run(self) -> Path:
         """Train; SIGTERM is handled like Ctrl-C (checkpoint and resumable state are saved)."""
@@ -324,7 +340,14 @@ class Trainer:
         source = o.out if o.resume and (o.out / "model.safetensors").is_file() else o.init
         if source is not None:
             loaded = load_checkpoint(source)
-            model.load_state_dict(loaded.model.state_dict())
+            weights = loaded.model.state_dict()
+            if self.progress.get("new_goal_localiser") and source == o.init:  # everything but the localiser
+                weights = {k: v for k, v in weights.items() if not k.startswith("goal.")}
+                missing, unexpected = model.load_state_dict(weights, strict=False)
+                if unexpected or any(not k.startswith("goal.") for k in missing):
+                    raise ValueError(f"{o.init}: weights do not fit the model: missing {missing}, unexpected {unexpected}")
+            else:
+                model.load_state_dict(weights)
             normalization = loaded.normalization
         if o.init is not None or model_config.autoencoder.kind == "diffusers":
             self.progress["autoencoder_done"] = True
@@ -478,15 +501,16 @@ class Trainer:
 
         After each attempt the localiser is checked on the episodes' first frames
         (:func:`first_grasp_error`); one that is not clearly better than always answering the mean
-        position starts again from a fresh initialisation, at most ``goal_attempts`` times. When
-        finetuning (``--init``), the checkpoint's localiser trains on from its weights once, without
+        position starts again from a fresh initialisation, at most ``goal_attempts`` times (also
+        under ``--init --new-goal-localiser``). When finetuning (``--init``), the checkpoint's
+        localiser trains on from its weights once, without
         the first-frames warm-up, and the result is kept unless its grasp and release errors at
         the subtasks' starts (:func:`subtask_start_goal_error`) are worse than the checkpoint's
         (a resumed finetune compares with the localiser it resumed from). The checks run on the
         held-out episodes (:meth:`_goal_holdout`) where there are any, else on the training ones.
         """
         held_out = self._goal_holdout(frames, train)
-        if "init" in self.progress:
+        if self._finetuning_goal():
             return self._finetune_goal(frames, text, train, rng, held_out)
         model, normalization = self.model, self.normalization
         checked_on = self._goal_checked_on(held_out)
@@ -520,12 +544,16 @@ class Trainer:
         resumed run holds out the same ones."""
         episodes = holdout_episodes(len(frames.episode_refs), train.goal_holdout_fraction, train.goal_holdout_min_episodes, train.seed)
         held_out = frames.in_episodes(episodes)
-        if "init" in self.progress:  # checked at the subtasks' starts, else at the first grasps
+        if self._finetuning_goal():  # checked at the subtasks' starts, else at the first grasps
             checked = held_out[subtask_start_frames(frames)].any()
         else:
             checked = (held_out & (frames.frame_in_episode == 0) & frames.goal_valid[:, 0]).any()
         self.progress["goal_holdout_episodes"] = len(episodes) if checked else 0
         return held_out if checked else None  # None: nothing there to check on (too few episodes, or only action-free ones drawn)
+
+    def _finetuning_goal(self) -> bool:
+        """The checkpoint's localiser trains on (``--init``), rather than a fresh one from scratch."""
+        return "init" in self.progress and not self.progress.get("new_goal_localiser")
 
     def _goal_checked_on(self, held_out: np.ndarray | None) -> str:
         count = self.progress["goal_holdout_episodes"]
