@@ -424,3 +424,5 @@ def test_new_goal_localiser_replaces_the_checkpoints_localiser_by_the_presets_sh
     assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(tmp_path / "no_steps"), "--preset", str(bigger),
                     "--init", str(base), "--new-goal-localiser"]) == 2
     assert "give --goal-steps" in capsys.readouterr().err
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(tmp_path / "no_init"), "--new-goal-localiser", "--goal-steps", "4"]) == 2
+    assert "give --init" in capsys.readouterr().err

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.init is not None:
         print("wam-ros train: --resume and --init exclude each other", file=sys.stderr)
         return 2
+    if args.new_goal_localiser and args.init is None:
+        print("wam-ros train: --new-goal-localiser replaces the localiser of an --init checkpoint; give --init", file=sys.stderr)
+        return 2
     options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions) if hasattr(args, f.name)})
     trainer = Trainer(options)
     try:
