@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from generalization import HELD_OUT_FROM  # this script's folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "cpu-small-pick-place"
 DEMO_SEEDS_FROM = 16000
@@ -95,7 +97,7 @@ def main() -> int:
     parser.add_argument("--goal-steps", type=int, default=600, help="goal localiser steps of each finetune")
     parser.add_argument("--steps", type=int, default=1500, help="transformer steps of each finetune")
     parser.add_argument("--seeds", type=int, default=50, help="held-out seeds")
-    parser.add_argument("--seed-start", type=int, default=400000, help="first held-out seed (default 400000, bench/generalization.py's)")
+    parser.add_argument("--seed-start", type=int, default=HELD_OUT_FROM, help="first held-out seed (default: bench/generalization.py's)")
     parser.add_argument("--init", type=Path, default=SHIPPED, help="the checkpoint both arms finetune")
     parser.add_argument("--out", type=Path, help="default outputs/bench_cotraining (quick: outputs/bench_cotraining_quick)")
     args = parser.parse_args()

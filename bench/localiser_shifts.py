@@ -34,14 +34,14 @@ def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict) -> 
     from wam_ros.sim.config import SimConfig
 
     robot = load_robot_config(runtime.config.robot or "panda_sim")
-    env = TabletopEnv(robot, SimConfig.from_robot(robot, scene))
     errors = []
-    for seed in seeds:
-        observation = env.reset(task, seed)
-        images = {c: observation.images[c][None] for c in runtime.config.cameras}
-        goal = runtime.locate(images, observation.state[None].copy(), env.spec.subtask_instructions[0])
-        true = env.spec.cube_positions[env.spec.cubes[0]]
-        errors.append(100.0 * float(np.linalg.norm(goal.pick_position_m[:2] - true[:2])))
+    with TabletopEnv(robot, SimConfig.from_robot(robot, scene)) as env:
+        for seed in seeds:
+            observation = env.reset(task, seed)
+            images = {c: observation.images[c][None] for c in runtime.config.cameras}
+            goal = runtime.locate(images, observation.state[None].copy(), env.spec.subtask_instructions[0])
+            true = env.spec.cube_positions[env.spec.cubes[0]]
+            errors.append(100.0 * float(np.linalg.norm(goal.pick_position_m[:2] - true[:2])))
     return np.asarray(errors)
 
 
