@@ -2,7 +2,8 @@
 """Goal localiser under scene shifts: horizontal grasp error from each episode's first frame.
 
 For each checkpoint and scene (bench/generalization.py's rows ``pick_place`` (nominal),
-``pp_camera_1cm_1deg``, ``pp_camera_3cm_3deg`` and ``pp_table_colour``), reset the in-process
+``pp_camera_1cm_1deg``, ``pp_camera_3cm_3deg``, ``pp_camera_3cm_3deg_stale`` and
+``pp_table_colour``; a calibrated localiser is told the camera pose as those rows say), reset the in-process
 sim on each held-out seed and ask the localiser (``WamRuntime.locate``) where the first grasp is,
 given the first subtask's instruction; the error is the horizontal distance to the instructed
 cube's true position. No policy runs, so this isolates what the localiser sees from what the
@@ -25,19 +26,25 @@ SHIPPED = REPO / "checkpoints" / "cpu-small-pick-place"
 
 
 #: bench/generalization.py's rows whose scenes this measures (their names key the JSON)
-SCENE_ROWS = ("pick_place", "pp_camera_1cm_1deg", "pp_camera_3cm_3deg", "pp_table_colour")
+SCENE_ROWS = ("pick_place", "pp_camera_1cm_1deg", "pp_camera_3cm_3deg", "pp_camera_3cm_3deg_stale", "pp_table_colour")
 
 
-def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict) -> np.ndarray:
+def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict, calibration: str = "episode") -> np.ndarray:
+    from wam_ros.model.camera import TablePlaneCamera, sim_episode_camera
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
     from wam_ros.sim.config import SimConfig
 
     robot = load_robot_config(runtime.config.robot or "panda_sim")
+    sim_config = SimConfig.from_robot(robot, scene)
+    goal_camera = runtime.config.goal.camera
     errors = []
-    with TabletopEnv(robot, SimConfig.from_robot(robot, scene)) as env:
+    with TabletopEnv(robot, sim_config) as env:
         for seed in seeds:
             observation = env.reset(task, seed)
+            if runtime.config.goal.calibrated:
+                told = sim_episode_camera(robot, goal_camera, sim_config, seed) if calibration == "episode" else TablePlaneCamera.from_robot(robot, goal_camera)
+                runtime.set_goal_camera(told)
             images = {c: observation.images[c][None] for c in runtime.config.cameras}
             goal = runtime.locate(images, observation.state[None].copy(), env.spec.subtask_instructions[0])
             true = env.spec.cube_positions[env.spec.cubes[0]]
@@ -58,7 +65,7 @@ def main() -> int:
     from generalization import ROWS  # this script's folder is on sys.path
     from wam_ros.model.runtime import load_policy
 
-    scenes = {row.name: row.sim for row in ROWS if row.name in SCENE_ROWS}
+    scenes = {row.name: row for row in ROWS if row.name in SCENE_ROWS}
     torch.set_num_threads(1)
     seeds = list(range(args.seed_start, args.seed_start + (3 if args.quick else args.seeds)))
     result: dict[str, float | str] = {"task": args.task, "seeds": f"{seeds[0]}-{seeds[-1]}"}
@@ -66,8 +73,8 @@ def main() -> int:
     for checkpoint in args.checkpoint:
         runtime = load_policy(checkpoint)
         cells = []
-        for name, scene in scenes.items():
-            errors = first_grasp_errors_cm(runtime, args.task, seeds, scene)
+        for name, row in scenes.items():
+            errors = first_grasp_errors_cm(runtime, args.task, seeds, row.sim, row.calibration)
             for stat, value in (("median_cm", np.median(errors)), ("mean_cm", errors.mean()), ("max_cm", errors.max())):
                 result[f"{checkpoint.name}.{name}.{stat}"] = round(float(value), 2)
             cells.append(f"{np.median(errors):.1f} ({errors.max():.1f})")

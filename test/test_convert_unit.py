@@ -258,6 +258,8 @@ def test_sources_and_takeovers_follow_the_bridges_mode_stamps(tmp_path, messages
     assert first["duration_s"] == pytest.approx(0.512) and first["start_s"] == pytest.approx(0.672)
     assert (second["ended_by"], second["end_reason"], second["handed_back"]) == ("safety_bridge", "watchdog", False)
     assert extra["takeover_seconds"] == pytest.approx(0.512 + 0.522)
+    front = extra["camera_calibration"]["front"]  # the calibration in force at conversion, for calibrated localisers
+    assert front["extrinsics_xyz_m"] == list(ROBOT.camera("front").extrinsics_xyz_m) and front["parent_frame"] == ROBOT.camera("front").parent_frame
 
     dataset = tmp_path / "dataset"
     writer = DatasetWriter(dataset, robot_dataset_info(ROBOT, 10.0, default_image_sizes(ROBOT)))

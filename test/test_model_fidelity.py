@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wam_ros.model.fidelity import FidelityReport, TablePlaneCamera, colour_masks, compare, locate_cubes
+from wam_ros.model.camera import TablePlaneCamera
+from wam_ros.model.fidelity import FidelityReport, colour_masks, compare, locate_cubes
 from wam_ros.robot import load_robot_config
 
 COLOURS = ("red", "green", "blue")

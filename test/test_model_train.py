@@ -426,3 +426,48 @@ def test_new_goal_localiser_replaces_the_checkpoints_localiser_by_the_presets_sh
     assert "give --goal-steps" in capsys.readouterr().err
     assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(tmp_path / "no_init"), "--new-goal-localiser", "--goal-steps", "4"]) == 2
     assert "give --init" in capsys.readouterr().err
+
+
+def test_a_calibrated_localiser_trains_saves_and_takes_the_camera_it_is_told(sim_dataset, tmp_path, capsys):
+    from wam_ros.model.camera import TablePlaneCamera
+    from wam_ros.robot import load_robot_config
+
+    goal_preset = tmp_path / "goal.yaml"
+    goal_preset.write_text(GOAL_PRESET)
+    base = tmp_path / "base"
+    Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(goal_preset), steps=1, quiet=True)).run()
+    calibrated = tmp_path / "calibrated.yaml"
+    calibrated.write_text(GOAL_PRESET.replace("hidden: 32}", "hidden: 32, calibrated: true}"))
+    out = tmp_path / "calibrated"
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(calibrated), "--init", str(base),
+                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "1", "--threads", "1"]) == 0
+    after = load_checkpoint(out)
+    assert after.model.config.goal.calibrated
+    # the label scale the localiser casts its heights with is the checkpoint's normalisation
+    assert np.allclose(after.model.goal.label_mean.numpy(), after.normalization.goal_mean)
+    assert np.allclose(after.model.goal.label_std.numpy(), after.normalization.goal_std)
+
+    runtime = load_policy(out)
+    first = next(iter(json.loads(line) for line in (sim_dataset / "meta" / "episodes.jsonl").read_text().splitlines()))
+    from wam_ros.data import EpisodeDataset
+
+    episode = EpisodeDataset(sim_dataset).episode(first["episode_index"])
+    n = runtime.config.n_obs_frames
+    images, states = {c: episode.images[c][:n] for c in runtime.config.cameras}, episode.states[:n]
+    nominal = runtime.locate(images, states, episode.instruction)
+    robot = load_robot_config("panda_sim")
+    camera = TablePlaneCamera.from_robot(robot, "front")
+    raised = TablePlaneCamera(camera.fx, camera.fy, camera.cx, camera.cy, camera.position_m + np.array([0.0, 0.0, 0.05]),
+                              camera.rotation, camera.width, camera.height)
+    runtime.set_goal_camera(raised)
+    moved = runtime.locate(images, states, episode.instruction)
+    # the same image point cast from a camera 5 cm higher lands elsewhere on the same plane height
+    assert moved.pick_position_m[2] == pytest.approx(nominal.pick_position_m[2], abs=1e-5)
+    assert np.linalg.norm(moved.pick_position_m[:2] - nominal.pick_position_m[:2]) > 1e-3
+
+    shifted_preset = tmp_path / "shifted.yaml"
+    shifted_preset.write_text(calibrated.read_text().replace("  goal_steps: 6\n", "  goal_steps: 6\n  goal_augment_shift_px: 2\n"))
+    capsys.readouterr()
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(tmp_path / "refused"), "--preset", str(shifted_preset), "--init", str(base),
+                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "1"]) == 2
+    assert "goal_augment_shift_px must be 0" in capsys.readouterr().err

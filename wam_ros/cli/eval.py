@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-config", type=Path, action="append", default=[], metavar="YAML",
                         help="closed loop: scene settings from a YAML mapping of SimConfig fields (repeatable; --sim wins), "
                              "e.g. config/sim/randomized.yaml")
+    parser.add_argument("--camera-calibration", choices=("episode", "robot"), default="episode",
+                        help="what a calibrated goal localiser is told of the shifted camera: each episode's pose (calibrated again after the "
+                             "move) or the robot config's nominal one (moved since calibration) (default episode)")
     parser.add_argument("--policy-steps", type=int, help="sampler steps in the closed loop (default: the checkpoint's)")
     parser.add_argument("--execute-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     parser.add_argument("--out", type=Path, default=Path("eval"), metavar="DIR", help="where report.json and contact_sheet.png go (default ./eval)")
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_episodes > 0:
         seeds = list(range(args.seed_start, args.seed_start + args.sim_episodes))
         closed = evaluate_closed_loop(runtime, args.task, seeds, args.execute_steps, args.policy_steps, use_subtasks=not args.whole_instruction,
-                                      phrasing=args.phrasing, sim_overrides=sim_overrides)
+                                      phrasing=args.phrasing, sim_overrides=sim_overrides, camera_calibration=args.camera_calibration)
         report["closed_loop"] = {**closed.__dict__, "success_rate": closed.success_rate, "sim_overrides": sim_overrides}
         given = (f"scene {sim_overrides}, " if sim_overrides else "") + (f"the whole instruction, {args.phrasing} wording" if args.whole_instruction else "the current subtask")
         print(

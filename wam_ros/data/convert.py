@@ -464,8 +464,16 @@ def bag_to_episode(reader: BagReader, robot: RobotConfig, fps: float, image_size
                "operator_share": round(report.operator_frames / count, 4),
                "takeovers": [{"start_s": round((t.start_ns - int(t_start)) / 1e9, 3), "duration_s": round(t.duration_s, 3),
                               "requester": t.requester, "reason": t.reason, "ended_by": t.ended_by, "end_reason": t.end_reason,
-                              "handed_back": t.handed_back} for t in takeovers]})
+                              "handed_back": t.handed_back} for t in takeovers],
+               "camera_calibration": camera_calibration(robot)})
     return episode, report
+
+
+def camera_calibration(robot: RobotConfig) -> dict[str, dict[str, Any]]:
+    """Each camera's calibration in the robot config as the episode was converted (what a
+    calibrated goal localiser trains with, docs/model.md; a later recalibration does not change it)."""
+    return {c.name: {"parent_frame": c.parent_frame, "extrinsics_xyz_m": list(c.extrinsics_xyz_m), "extrinsics_quat_xyzw": list(c.extrinsics_quat_xyzw),
+                     "intrinsics_fx_fy_cx_cy": list(c.intrinsics_fx_fy_cx_cy)} for c in robot.cameras}
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,11 @@ class GoalConfig:
     base frame. The labels are the demonstrations' own gripper events
     through forward kinematics, no object poses. The prediction is one more context token.
     ``camera`` must not move with the arm (its image coordinates then map to table coordinates
-    by a fixed transform); "" turns the localiser off.
+    by a fixed transform); "" turns the localiser off. ``calibrated``: the MLP predicts each
+    position's image point and height instead, and the camera's calibration (intrinsics and
+    pose, ``wam_ros.model.camera``) casts the point onto that height: the localiser then learns
+    where the object is in the image, not the camera's pose, and a camera moved and calibrated
+    again keeps its answers right (the plain localiser's map from image to table is its weights).
     """
 
     camera: str = ""
@@ -80,6 +84,7 @@ class GoalConfig:
     count: int = 16  # spatial-softmax keypoints
     channels: int = 16  # feature channels of the CNN
     hidden: int = 256  # width of the MLP head
+    calibrated: bool = False  # the camera's calibration is an input (see above)
 
 
 @dataclass
@@ -196,6 +201,8 @@ class WamConfig:
         g = self.goal
         if g.camera and (g.image_size < 16 or g.count < 1 or g.channels < 4 or g.channels % 4 or g.hidden < 1):
             raise ValueError(f"goal: image_size {g.image_size} must be >= 16, count and hidden >= 1, channels a multiple of 4")
+        if g.calibrated and not g.camera:
+            raise ValueError("goal.calibrated needs goal.camera: the camera whose calibration the localiser takes")
         if self.action_space not in ("joint", "tcp"):
             raise ValueError(f"action_space {self.action_space!r}: expected joint or tcp")
         if self.autoencoder.kind not in ("conv", "diffusers"):
@@ -260,7 +267,8 @@ class TrainConfig:
     goal_holdout_min_episodes: int = 20
     # image augmentation of the goal camera's frames in the localiser's stage (data.ImageAugmentation):
     # translation [px] and colour jitter; goal_augment_predictions: the transformer trains on the
-    # localiser's predictions from augmented frames too
+    # localiser's predictions from augmented frames too; a calibrated localiser (GoalConfig.calibrated)
+    # takes no shift: a shifted image no longer matches its calibration
     goal_augment_shift_px: int = 0
     goal_augment_colour: float = 0.0
     goal_augment_predictions: bool = False

@@ -29,10 +29,12 @@ from tqdm import tqdm
 
 from wam_ros.data import DatasetError, DatasetInfo, EpisodeDataset
 from wam_ros.data.episodes import SOURCE_DEMO, SOURCE_HOLD, SOURCE_POLICY
-from wam_ros.model.autoencoder import images_to_tensor
-from wam_ros.model.config import WamConfig
 from wam_ros.model.actions import ArmModel, make_action_codec
+from wam_ros.model.autoencoder import images_to_tensor
+from wam_ros.model.camera import recorded_camera
+from wam_ros.model.config import WamConfig
 from wam_ros.model.goal import GOAL_DIM, PICK, PLACE, HindsightGoals, goal_features, goal_statistics
+from wam_ros.robot import load_robot_config
 
 STD_FLOOR = 1e-3
 
@@ -185,6 +187,8 @@ class TrainingFrames:
         self.instructions: list[str] = []
         self.episode_refs: list[tuple[int, int, int]] = []  # (dataset, episode, first global frame)
         text_index: dict[str, int] = {}
+        cameras: list[np.ndarray] = []  # per episode, the goal camera's calibration (calibrated localisers)
+        robots = [load_robot_config(dataset.info.robot) for dataset in datasets] if config.goal.calibrated else []
 
         def text_id(text: str) -> int:
             if text not in text_index:
@@ -215,6 +219,8 @@ class TrainingFrames:
                 ok.append(np.full(t, episode.success is not False))
                 sources.append(episode.frame_sources if episode.frame_sources is not None else np.full(t, SOURCE_DEMO, np.int8))
                 intervention.append(episode.intervention if episode.intervention is not None else np.zeros(t, bool))
+                if robots:
+                    cameras.append(np.repeat(recorded_camera(robots[d], config.goal.camera, episode).vector()[None], t, axis=0))
                 offset += t
         self.num_frames = offset
         self.episode_first_frame = np.array([ref[2] for ref in self.episode_refs])
@@ -238,6 +244,8 @@ class TrainingFrames:
         self.tcp_positions = ArmModel(config.robot, config.state_names, config.action_names).state_tcp(self.states)[0].astype(np.float32) if config.goal.camera else None
         self.goal_labels = np.zeros((self.num_frames, GOAL_DIM), np.float32)  # hindsight goals (goal.py), metres
         self.goal_valid = np.zeros((self.num_frames, 2), bool)  # (pick, place) label exists
+        # (N, CAMERA_VECTOR_DIM) the goal camera's calibration at every frame; None unless the localiser is calibrated
+        self.goal_cameras = np.concatenate(cameras).astype(np.float32) if cameras else None
         if config.goal.camera:
             labellers = [HindsightGoals(dataset.info, config) for dataset in datasets]
             for index, (d, _, first) in enumerate(self.episode_refs):
@@ -508,6 +516,11 @@ class WindowSampler:
         )
 
 
+def goal_cameras(frames: TrainingFrames, anchors: np.ndarray) -> torch.Tensor | None:
+    """(B, CAMERA_VECTOR_DIM) the goal camera's calibration at ``anchors``; None unless the localiser is calibrated."""
+    return None if frames.goal_cameras is None else torch.from_numpy(frames.goal_cameras[anchors])
+
+
 def goal_pixels(frames: TrainingFrames, anchors: np.ndarray, augment: ImageAugmentation | None = None,
                 rng: np.random.Generator | None = None) -> torch.Tensor:
     """The goal camera's frames at ``anchors``, as the goal localiser takes them: (B, 3, s, s) in
@@ -570,13 +583,15 @@ def predict_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Nor
         for start in range(0, frames.num_frames, batch_size):
             anchors = np.arange(start, min(start + batch_size, frames.num_frames))
             pixels = goal_pixels(frames, anchors, augment, rng).to(device)
+            cameras = _to(goal_cameras(frames, anchors), device)
             episode, _ = frames.instructions_of(anchors, np.zeros(len(anchors), bool))
             subtask, _ = frames.instructions_of(anchors, np.ones(len(anchors), bool))
-            out[anchors, 0] = localiser(pixels, text[torch.from_numpy(episode)].to(device)).float().cpu()
+            out[anchors, 0] = localiser(pixels, text[torch.from_numpy(episode)].to(device), cameras).float().cpu()
             out[anchors, 1] = out[anchors, 0]
             differs = np.flatnonzero(subtask != episode)  # a single-subtask episode's instructions are one
             if len(differs):
-                out[anchors[differs], 1] = localiser(pixels[differs], text[torch.from_numpy(subtask[differs])].to(device)).float().cpu()
+                rows = torch.from_numpy(differs)
+                out[anchors[differs], 1] = localiser(pixels[rows], text[torch.from_numpy(subtask[differs])].to(device), None if cameras is None else cameras[rows]).float().cpu()
             bar.update(len(anchors))
     return out
 
@@ -592,7 +607,8 @@ def subtask_goals(localiser: torch.nn.Module, frames: TrainingFrames, stats: Nor
         for start in range(0, len(anchors), batch_size):
             rows = slice(start, start + batch_size)
             pixels = goal_pixels(frames, anchors[rows]).to(device)
-            predicted[rows] = localiser(pixels, text[torch.from_numpy(instruction[rows])].to(device)).float().cpu().numpy()
+            cameras = _to(goal_cameras(frames, anchors[rows]), device)
+            predicted[rows] = localiser(pixels, text[torch.from_numpy(instruction[rows])].to(device), cameras).float().cpu().numpy()
     return stats.denormalize_goal(predicted)
 
 
@@ -634,6 +650,10 @@ def subtask_start_goal_error(localiser: torch.nn.Module, frames: TrainingFrames,
         raise DatasetError("no subtask starts before both a grasp and a release: the goal localiser has nothing to be checked on")
     goals, labels = subtask_goals(localiser, frames, stats, text_embeddings, anchors, device), frames.goal_labels[anchors]
     return float(np.mean([np.linalg.norm(goals[:, part][:, :2] - labels[:, part][:, :2], axis=1).mean() for part in (PICK, PLACE)]))
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def holdout_episodes(num_episodes: int, fraction: float, min_episodes: int, seed: int) -> np.ndarray:

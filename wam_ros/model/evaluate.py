@@ -209,6 +209,7 @@ def evaluate_closed_loop(
     quiet: bool = False,
     phrasing: str = "template",
     sim_overrides: dict[str, Any] | None = None,
+    camera_calibration: str = "episode",
 ) -> ClosedLoopReport:
     """Run the policy in the in-process sim on each seed until success or ``max_steps`` control steps.
 
@@ -216,7 +217,11 @@ def evaluate_closed_loop(
     planner drives it) or the task's whole instruction in ``phrasing`` (the task's own wording
     or a held-out one, see :func:`wam_ros.sim.tasks.episode_instruction`). ``sim_overrides``
     changes the scene (:meth:`wam_ros.sim.config.SimConfig.from_robot`), e.g. the cube region.
+    ``camera_calibration`` (calibrated goal localisers only): ``episode`` gives the localiser each
+    episode's camera pose as the scene shifts put it (a camera calibrated again after it moved),
+    ``robot`` the robot config's nominal one (a camera moved since its calibration).
     """
+    from wam_ros.model.camera import sim_episode_camera
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
     from wam_ros.sim.config import SimConfig
@@ -227,13 +232,19 @@ def evaluate_closed_loop(
     limit = max_steps or MAX_STEPS.get(task, 400)
     successes, lengths, latencies, subtasks_done, placement_errors = [], [], [], [], []
     subtask_count = 1
+    if camera_calibration not in ("episode", "robot"):
+        raise ValueError(f"camera_calibration {camera_calibration!r}: expected episode or robot")
     robot_config = load_robot_config(robot)
-    env = TabletopEnv(robot_config, SimConfig.from_robot(robot_config, sim_overrides))
+    sim_config = SimConfig.from_robot(robot_config, sim_overrides)
+    recalibrate = config.goal.calibrated and camera_calibration == "episode"
+    env = TabletopEnv(robot_config, sim_config)
     bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
     try:
         for seed in bar:
             # Sim observations render lazily and only until the next step: keep copies.
             observation = env.reset(task, seed)
+            if recalibrate:
+                runtime.set_goal_camera(sim_episode_camera(robot_config, config.goal.camera, sim_config, seed))
             whole_instruction = episode_instruction(env.spec, phrasing)
             frame = ({c: observation.images[c] for c in config.cameras}, observation.state.copy())
             history = [frame] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)

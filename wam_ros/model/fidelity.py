@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from wam_ros.model.camera import TablePlaneCamera
+
 MIN_PIXELS = 3  # fewer pixels of a colour: that cube is not in the frame
 
 
@@ -27,41 +29,6 @@ def colour_masks(frame: np.ndarray) -> dict[str, np.ndarray]:
         "green": (g > 70) & (g > 1.5 * r) & (g > 1.3 * b),
         "blue": (b > 80) & (b > 1.8 * r) & (b > 1.25 * g),
     }
-
-
-@dataclass(frozen=True)
-class TablePlaneCamera:
-    """A static pinhole camera looking at the table: pixel -> point on the plane z = ``height_m``."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    position_m: np.ndarray  # camera origin in the base frame
-    rotation: np.ndarray  # optical frame (x right, y down, z forward) -> base frame
-    width: int
-    height: int
-
-    @classmethod
-    def from_robot(cls, robot, camera: str = "front", sim_config=None) -> "TablePlaneCamera":
-        from scipy.spatial.transform import Rotation
-
-        from wam_ros.sim.config import SimConfig
-        from wam_ros.sim.scene import degrees_to_fovy_intrinsics
-
-        config = robot.camera(camera)
-        if config.parent_frame not in ("", robot.base_frame):
-            raise ValueError(f"camera {camera!r} moves with {config.parent_frame}: object positions need a static camera")
-        sim_config = sim_config or SimConfig.from_robot(robot)
-        fx, fy, cx, cy = degrees_to_fovy_intrinsics(sim_config.fovy_deg(camera), config.width, config.height)
-        rotation = Rotation.from_quat(np.asarray(config.extrinsics_quat_xyzw, float)).as_matrix()
-        return cls(fx, fy, cx, cy, np.asarray(config.extrinsics_xyz_m, float), rotation, config.width, config.height)
-
-    def to_table(self, u: float, v: float, height_m: float) -> np.ndarray:
-        """(x, y) where the ray through pixel (u, v) (pixel centres at +0.5) meets z = height_m."""
-        ray = self.rotation @ np.array([(u - self.cx) / self.fx, (v - self.cy) / self.fy, 1.0])
-        scale = (height_m - self.position_m[2]) / ray[2]
-        return (self.position_m + scale * ray)[:2]
 
 
 def locate_cubes(frame: np.ndarray, camera: TablePlaneCamera, height_m: float = 0.02) -> dict[str, np.ndarray | None]:

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wam_ros.model.camera import CAMERA_VECTOR_DIM, table_points
 from wam_ros.model.config import GoalConfig, WamConfig
-from wam_ros.model.goal import GOAL_DIM, GOAL_FEATURES
+from wam_ros.model.goal import GOAL_DIM, GOAL_FEATURES, PICK, PLACE
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -141,20 +142,44 @@ class GoalLocaliser(nn.Module):
     """A static camera's frame + instruction -> the normalised hindsight goal (``goal.py``).
 
     Instruction-FiLM spatial-softmax keypoints (:class:`KeypointEncoder`), then an MLP over the
-    keypoints and the instruction; ``GOAL_DIM`` outputs in normalised label units.
+    keypoints and the instruction; ``GOAL_DIM`` outputs in normalised label units. Calibrated
+    (``GoalConfig.calibrated``): the MLP gives each position's normalised image point and its
+    height, and the camera's calibration (``camera.table_points``) turns them into base-frame
+    positions; the label scale (:meth:`set_label_scale`) then lives in the module.
     """
 
     def __init__(self, config: GoalConfig, text_dim: int) -> None:
         super().__init__()
+        self.calibrated = config.calibrated
         self.keypoints = KeypointEncoder(config.count, config.channels, text_dim)
         self.head = nn.Sequential(
             nn.Linear(2 * config.count + text_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, GOAL_DIM)
         )
+        if self.calibrated:
+            self.register_buffer("label_mean", torch.zeros(GOAL_DIM))
+            self.register_buffer("label_std", torch.ones(GOAL_DIM))
 
-    def forward(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """pixels (B, 3, s, s) in [-1, 1], text (B, text_dim) normalised -> (B, GOAL_DIM)."""
+    def set_label_scale(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """The normalisation of the goal labels (``Normalization.goal_mean/goal_std``), for a calibrated localiser."""
+        if self.calibrated:
+            self.label_mean.copy_(torch.as_tensor(mean))
+            self.label_std.copy_(torch.as_tensor(std))
+
+    def forward(self, pixels: torch.Tensor, text: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels (B, 3, s, s) in [-1, 1], text (B, text_dim) normalised, camera (B,
+        CAMERA_VECTOR_DIM) the calibration (calibrated localisers only) -> (B, GOAL_DIM)."""
         points = self.keypoints(pixels.unsqueeze(1), text).flatten(1)
-        return self.head(torch.cat([points, text], dim=1))
+        out = self.head(torch.cat([points, text], dim=1))
+        if not self.calibrated:
+            return out
+        if camera is None or camera.shape != (out.shape[0], CAMERA_VECTOR_DIM):
+            raise ValueError(f"this goal localiser is calibrated: it needs the camera's calibration (B, {CAMERA_VECTOR_DIM})")
+        parts = []
+        for part in (PICK, PLACE):
+            raw = out[:, part]  # image u, v, then the height in normalised label units
+            height = self.label_mean[part][2] + self.label_std[part][2] * raw[:, 2]
+            parts.append(table_points(raw[:, :2], height, camera.to(out.dtype)))
+        return (torch.cat(parts, dim=1) - self.label_mean) / self.label_std
 
 
 @dataclass

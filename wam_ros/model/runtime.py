@@ -31,6 +31,7 @@ from wam_ros.model.config import WamConfig
 from wam_ros.model.data import keypoint_input, resize_frames
 from wam_ros.model.diffusion import euler_schedule
 from wam_ros.model.actions import ArmModel, make_action_codec
+from wam_ros.model.camera import TablePlaneCamera
 from wam_ros.model.goal import GoalEstimate, decode_goal, goal_features
 from wam_ros.model.network import Context
 from wam_ros.model.text import instruction_encoder
@@ -62,8 +63,19 @@ class WamRuntime:
         self.codec = make_action_codec(self.config)
         self.arm = ArmModel(self.config.robot, self.config.state_names, self.config.action_names) if self.goal_localiser is not None else None
         self._goal_stats = tuple(torch.from_numpy(v).to(device, dtype) for v in (self.stats.goal_mean, self.stats.goal_std))
+        self._goal_camera: torch.Tensor | None = None
+        if self.goal_localiser is not None and self.config.goal.calibrated:
+            self.set_goal_camera(TablePlaneCamera.from_robot(self.arm.robot, self.config.goal.camera))
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._lock = threading.Lock()
+
+    def set_goal_camera(self, camera: TablePlaneCamera) -> None:
+        """The goal camera's calibration a calibrated localiser casts its image points with: by
+        default the robot config's (``extrinsics_*``, ``intrinsics_fx_fy_cx_cy``); set it after
+        calibrating a camera that moved (the sim's evaluation gives each episode's true pose)."""
+        if self.goal_localiser is None or not self.config.goal.calibrated:
+            raise ValueError(f"checkpoint {self.model_id} has no calibrated goal localiser: it takes no camera calibration")
+        self._goal_camera = torch.from_numpy(camera.vector()).to(self.device, self.dtype).unsqueeze(0)
 
     # -- public modes --------------------------------------------------------------------------
     def policy(
@@ -221,7 +233,7 @@ class WamRuntime:
         """(1, GOAL_DIM) normalised goal from the goal camera's newest frame (H, W, 3)."""
         size = (self.config.goal.image_size,) * 2
         pixels = images_to_tensor(torch.from_numpy(resize_frames(frame[None], size)).to(self.device)).to(self.dtype)
-        return self.goal_localiser(pixels, text)
+        return self.goal_localiser(pixels, text, self._goal_camera)
 
     def _represent(self, actions: np.ndarray, observation: Observation) -> torch.Tensor:
         """Joint-target rows (k, A) -> (1, k, D) standardised representation relative to the observation."""

@@ -57,6 +57,7 @@ from wam_ros.model.data import (
     compute_normalization,
     describe,
     first_grasp_error,
+    goal_cameras,
     goal_pixels,
     holdout_episodes,
     keypoint_input,
@@ -281,6 +282,8 @@ class Trainer:
             raise DatasetError(f"{o.init} predicts through the kinematics of robot {model.robot!r}; the data comes from {info.robot!r}")
         overrides = {k: v for k, v in (("steps", o.steps), ("ae_steps", o.ae_steps), ("goal_steps", o.goal_steps), ("batch_size", o.batch_size), ("seed", o.seed)) if v is not None}
         train = dataclasses.replace(train, **overrides)
+        if model.goal.calibrated and train.goal_augment_shift_px:
+            raise ValueError("goal_augment_shift_px must be 0 for a calibrated goal localiser: a shifted image no longer matches its camera's calibration")
         self.progress["model_config"] = config_to_dict(model)
         self.progress["train_config"] = dataclasses.asdict(train)
         if o.init is not None:
@@ -595,6 +598,7 @@ class Trainer:
         early = np.flatnonzero(labelled & (frames.frame_in_episode < train.goal_warmup_frames))
         if len(everywhere) == 0:
             raise DatasetError("the goal localiser needs episodes with gripper commands (a grasp or a release); these have none")
+        model.goal.set_label_scale(torch.from_numpy(normalization.goal_mean), torch.from_numpy(normalization.goal_std))
         optimizer = torch.optim.AdamW(model.goal.parameters(), lr=train.goal_learning_rate, weight_decay=0.0)
         self._resumed("goal", optimizer)
         objective, optimizer = accelerator.prepare(model.goal, optimizer)
@@ -612,7 +616,9 @@ class Trainer:
             instruction, _ = frames.instructions_of(anchors, rng.random(len(anchors)) < model.config.subtask_instruction_prob)
             device = accelerator.device
             with accelerator.autocast():
-                prediction = objective(goal_pixels(frames, anchors, augment, rng).to(device), embeddings[torch.from_numpy(instruction)].to(device))
+                cameras = goal_cameras(frames, anchors)
+                prediction = objective(goal_pixels(frames, anchors, augment, rng).to(device), embeddings[torch.from_numpy(instruction)].to(device),
+                                       None if cameras is None else cameras.to(device))
                 value = goal_loss(prediction.float(), targets[anchors].to(device), valid[anchors].to(device))
             return value, {"loss": value.item()}
 

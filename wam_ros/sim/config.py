@@ -14,12 +14,31 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 import typing
+import zlib
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from wam_ros.robot import ConfigError, RobotConfig
 
 TABLE_TEXTURES = ("none", "checker", "noise")
+# Each kind of scene shift draws from its own random stream of the episode's seed (shift_stream).
+CAMERA_STREAM, LIGHT_STREAM, TABLE_STREAM, CUBE_COLOUR_STREAM = 1, 2, 3, 4
+
+
+def shift_stream(seed: int, kind: int, *more: int) -> np.random.Generator:
+    """The random stream of one kind of scene shift for the episode ``seed``."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, 7, kind, *more])
+
+
+@dataclass(frozen=True)
+class CameraShift:
+    """How far one episode's camera is from its nominal pose and field of view."""
+
+    offset_m: np.ndarray  # (3,) along the axes of the camera's parent frame
+    rotation_rad: np.ndarray  # (3,) rotation vector in the camera's optical frame (applied after its nominal orientation)
+    fovy_deg: float  # added to the nominal field of view
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,13 @@ class SimConfig:
                 raise ConfigError(OVERRIDE_ORIGIN, key, error.problem) from None
             raise
         return config
+
+    def camera_shift(self, camera: str, seed: int) -> CameraShift:
+        """The shift of ``camera`` in the episode ``seed`` (zero where the config shifts nothing)."""
+        rng = shift_stream(seed, CAMERA_STREAM, zlib.crc32(camera.encode()))
+        offset = rng.uniform(-1, 1, 3) * np.asarray(self.camera_position_jitter_m.get(camera, (0.0, 0.0, 0.0)))
+        rotation = np.radians(rng.uniform(-1, 1, 3) * np.asarray(self.camera_rotation_jitter_deg.get(camera, (0.0, 0.0, 0.0))))
+        return CameraShift(offset, rotation, float(rng.uniform(-1, 1) * self.camera_fovy_jitter_deg.get(camera, 0.0)))
 
     def shifted(self) -> dict[str, Any]:
         """The fields that differ from the defaults (what an episode records of its scene)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -27,14 +26,13 @@ import mujoco  # noqa: E402
 
 from wam_ros.control.impedance import CartesianImpedance, JointImpedance  # noqa: E402
 from wam_ros.robot import RobotConfig  # noqa: E402
-from wam_ros.sim.config import SimConfig  # noqa: E402
+from wam_ros.sim.config import CUBE_COLOUR_STREAM, LIGHT_STREAM, TABLE_STREAM, SimConfig, shift_stream  # noqa: E402
 from wam_ros.sim.rendering import SceneRenderer  # noqa: E402
 from wam_ros.sim.scene import BIN, CUBES, DISTRACTOR_PREFIX, PARKED_Z_M, SLOT, TARGET, ZONE, build_scene_xml  # noqa: E402
 from wam_ros.sim.tasks import EpisodeSpec, SceneState, Task, make_task  # noqa: E402
 
 JOINT_MODE, CARTESIAN_MODE = "joint", "cartesian"
 # Random streams of the scene shifts the env draws per reset (tasks.py draws cube sizes and distractors).
-_CAMERA_STREAM, _LIGHT_STREAM, _TABLE_STREAM, _CUBE_COLOUR_STREAM = 1, 2, 3, 4
 
 
 class JointMotion(Protocol):
@@ -257,26 +255,21 @@ class TabletopEnv:
         """The config's per-reset scene shifts (cameras, lights, colours), each kind from its own
         random stream of ``seed``; the model's nominal values were restored before."""
         model, config = self.model, self.config
-
-        def stream(kind: int, *more: int) -> np.random.Generator:
-            return np.random.default_rng([seed & 0xFFFFFFFF, 7, kind, *more])
-
         for name in sorted({*config.camera_position_jitter_m, *config.camera_rotation_jitter_deg, *config.camera_fovy_jitter_deg}):
             camera = model.camera(name).id
-            rng = stream(_CAMERA_STREAM, zlib.crc32(name.encode()))
-            model.cam_pos[camera] += rng.uniform(-1, 1, 3) * np.asarray(config.camera_position_jitter_m.get(name, (0.0, 0.0, 0.0)))
-            optical = np.radians(rng.uniform(-1, 1, 3) * np.asarray(config.camera_rotation_jitter_deg.get(name, (0.0, 0.0, 0.0))))
-            angle = float(np.linalg.norm(optical))
+            shift = config.camera_shift(name, seed)
+            model.cam_pos[camera] += shift.offset_m
+            angle = float(np.linalg.norm(shift.rotation_rad))
             if angle > 0:
                 # A MuJoCo camera's frame is the optical frame turned 180 degrees about x: y and z flip.
-                axis = np.array([optical[0], -optical[1], -optical[2]]) / angle
+                axis = np.array([shift.rotation_rad[0], -shift.rotation_rad[1], -shift.rotation_rad[2]]) / angle
                 delta, quat = np.zeros(4), np.zeros(4)
                 mujoco.mju_axisAngle2Quat(delta, axis, angle)
                 mujoco.mju_mulQuat(quat, model.cam_quat[camera].copy(), delta)
                 model.cam_quat[camera] = quat
-            model.cam_fovy[camera] += rng.uniform(-1, 1) * config.camera_fovy_jitter_deg.get(name, 0.0)
+            model.cam_fovy[camera] += shift.fovy_deg
         if config.light_intensity_jitter_fraction > 0 or config.light_position_jitter_m > 0:
-            rng = stream(_LIGHT_STREAM)
+            rng = shift_stream(seed, LIGHT_STREAM)
             scale = 1.0 + rng.uniform(-1, 1) * config.light_intensity_jitter_fraction
             model.light_diffuse[:] = np.clip(model.light_diffuse * scale, 0.0, 1.0)
             model.vis.headlight.ambient[:] = np.clip(model.vis.headlight.ambient * scale, 0.0, 1.0)
@@ -284,10 +277,10 @@ class TabletopEnv:
             model.light_pos[:] += rng.uniform(-1, 1, model.light_pos.shape) * config.light_position_jitter_m
         if config.table_rgb_jitter > 0:
             table = model.material("table").id
-            shift = stream(_TABLE_STREAM).uniform(-1, 1, 3) * config.table_rgb_jitter
+            shift = shift_stream(seed, TABLE_STREAM).uniform(-1, 1, 3) * config.table_rgb_jitter
             model.mat_rgba[table, :3] = np.clip(model.mat_rgba[table, :3] + shift, 0.0, 1.0)
         if config.cube_rgb_jitter > 0:
-            rng = stream(_CUBE_COLOUR_STREAM)
+            rng = shift_stream(seed, CUBE_COLOUR_STREAM)
             for cube in CUBES:
                 geom = self._cube_geom[cube]
                 model.geom_rgba[geom, :3] = np.clip(model.geom_rgba[geom, :3] + rng.uniform(-1, 1, 3) * config.cube_rgb_jitter, 0.0, 1.0)
