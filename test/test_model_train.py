@@ -465,6 +465,18 @@ def test_a_calibrated_localiser_trains_saves_and_takes_the_camera_it_is_told(sim
     assert moved.pick_position_m[2] == pytest.approx(nominal.pick_position_m[2], abs=1e-5)
     assert np.linalg.norm(moved.pick_position_m[:2] - nominal.pick_position_m[:2]) > 1e-3
 
+    # the closed loop tells it each shifted episode's camera, or the nominal one
+    told = []
+    real_set = runtime.set_goal_camera
+    runtime.set_goal_camera = lambda camera: (told.append(camera), real_set(camera))
+    shift = {"camera_position_jitter_m": {"front": [0.03, 0.03, 0.03]}}
+    evaluate_closed_loop(runtime, "pick_place", [7, 8], max_steps=1, quiet=True, sim_overrides=shift)
+    assert len(told) == 2 and all(np.linalg.norm(c.position_m - camera.position_m) > 1e-4 for c in told)
+    evaluate_closed_loop(runtime, "pick_place", [7], max_steps=1, quiet=True, sim_overrides=shift, camera_calibration="robot")
+    assert len(told) == 3 and np.allclose(told[-1].vector(), camera.vector())
+    with pytest.raises(ValueError, match="camera_calibration 'bogus'"):
+        evaluate_closed_loop(runtime, "pick_place", [7], max_steps=1, quiet=True, camera_calibration="bogus")
+
     shifted_preset = tmp_path / "shifted.yaml"
     shifted_preset.write_text(calibrated.read_text().replace("  goal_steps: 6\n", "  goal_steps: 6\n  goal_augment_shift_px: 2\n"))
     capsys.readouterr()

@@ -221,7 +221,7 @@ def evaluate_closed_loop(
     episode's camera pose as the scene shifts put it (a camera calibrated again after it moved),
     ``robot`` the robot config's nominal one (a camera moved since its calibration).
     """
-    from wam_ros.model.camera import sim_episode_camera
+    from wam_ros.model.camera import TablePlaneCamera, sim_episode_camera
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
     from wam_ros.sim.config import SimConfig
@@ -237,6 +237,8 @@ def evaluate_closed_loop(
     robot_config = load_robot_config(robot)
     sim_config = SimConfig.from_robot(robot_config, sim_overrides)
     recalibrate = config.goal.calibrated and camera_calibration == "episode"
+    if config.goal.calibrated and not recalibrate:
+        runtime.set_goal_camera(TablePlaneCamera.from_robot(robot_config, config.goal.camera))
     env = TabletopEnv(robot_config, sim_config)
     bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
     try:
