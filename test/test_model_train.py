@@ -399,16 +399,21 @@ def test_the_localiser_never_trains_on_its_held_out_episodes_and_is_checked_on_t
     assert record["goal_holdout_episodes"] == 0 and record["goal_checks"][-1]["checked_on"].startswith("training episodes")
 
 
-def test_new_goal_localiser_replaces_the_checkpoints_localiser_by_the_presets_shape_and_keeps_the_rest(sim_dataset, tmp_path, capsys):
-    goal_preset = tmp_path / "goal.yaml"
-    goal_preset.write_text(GOAL_PRESET)
+def _new_localiser(sim_dataset: Path, tmp_path: Path, goal_preset_text: str) -> tuple[Path, Path, Path]:
+    """A checkpoint with the tiny goal preset, then ``--new-goal-localiser`` on it with ``goal_preset_text``:
+    (the base checkpoint, the new one, the new preset)."""
     base = tmp_path / "base"
-    Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(goal_preset), steps=1, quiet=True)).run()
-    bigger = tmp_path / "bigger.yaml"
-    bigger.write_text(GOAL_PRESET.replace("count: 4, channels: 8, hidden: 32", "count: 6, channels: 12, hidden: 16"))
-    out = tmp_path / "new_goal"
-    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(bigger), "--init", str(base),
+    (tmp_path / "goal.yaml").write_text(GOAL_PRESET)
+    Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(tmp_path / "goal.yaml"), steps=1, quiet=True)).run()
+    preset, out = tmp_path / "new.yaml", tmp_path / "new_goal"
+    preset.write_text(goal_preset_text)
+    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(preset), "--init", str(base),
                     "--new-goal-localiser", "--goal-steps", "4", "--steps", "1", "--threads", "1"]) == 0
+    return base, out, preset
+
+
+def test_new_goal_localiser_replaces_the_checkpoints_localiser_by_the_presets_shape_and_keeps_the_rest(sim_dataset, tmp_path, capsys):
+    base, out, bigger = _new_localiser(sim_dataset, tmp_path, GOAL_PRESET.replace("count: 4, channels: 8, hidden: 32", "count: 6, channels: 12, hidden: 16"))
     before, after = load_checkpoint(base), load_checkpoint(out)
     goal = after.model.config.goal
     assert (goal.camera, goal.count, goal.channels, goal.hidden) == ("front", 6, 12, 16)
@@ -432,15 +437,7 @@ def test_a_calibrated_localiser_trains_saves_and_takes_the_camera_it_is_told(sim
     from wam_ros.model.camera import TablePlaneCamera
     from wam_ros.robot import load_robot_config
 
-    goal_preset = tmp_path / "goal.yaml"
-    goal_preset.write_text(GOAL_PRESET)
-    base = tmp_path / "base"
-    Trainer(TrainOptions(data=[sim_dataset], out=base, preset=str(goal_preset), steps=1, quiet=True)).run()
-    calibrated = tmp_path / "calibrated.yaml"
-    calibrated.write_text(GOAL_PRESET.replace("hidden: 32}", "hidden: 32, calibrated: true}"))
-    out = tmp_path / "calibrated"
-    assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(calibrated), "--init", str(base),
-                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "1", "--threads", "1"]) == 0
+    base, out, calibrated = _new_localiser(sim_dataset, tmp_path, GOAL_PRESET.replace("hidden: 32}", "hidden: 32, calibrated: true}"))
     after = load_checkpoint(out)
     assert after.model.config.goal.calibrated
     # the label scale the localiser casts its heights with is the checkpoint's normalisation
