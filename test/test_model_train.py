@@ -408,7 +408,7 @@ def _new_localiser(sim_dataset: Path, tmp_path: Path, goal_preset_text: str) -> 
     preset, out = tmp_path / "new.yaml", tmp_path / "new_goal"
     preset.write_text(goal_preset_text)
     assert wam_ros(["train", "--data", str(sim_dataset), "--out", str(out), "--preset", str(preset), "--init", str(base),
-                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "1", "--threads", "1"]) == 0
+                    "--new-goal-localiser", "--goal-steps", "4", "--steps", "0", "--threads", "1"]) == 0  # the localiser alone
     return base, out, preset
 
 

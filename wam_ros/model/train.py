@@ -381,6 +381,7 @@ class Trainer:
             self._book_cpu("goal")
             if not self.progress.get("goal_done") and not self._train_goal(frames, text, train, rng):
                 return o.out
+        if model.goal is not None and train.steps > 0:  # the transformer trains on the localiser's answers
             augment = ImageAugmentation(train.goal_augment_shift_px, train.goal_augment_colour) if train.goal_augment_predictions else None
             goals = predict_goals(model.goal.to(accelerator.device).eval(), frames, normalization, text, accelerator.device, augment=augment, rng=rng)
         self._book_cpu("transformer")
