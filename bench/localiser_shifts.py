@@ -30,7 +30,7 @@ SCENE_ROWS = ("pick_place", "pp_camera_1cm_1deg", "pp_camera_3cm_3deg", "pp_came
 
 
 def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict, calibration: str = "episode") -> np.ndarray:
-    from wam_ros.model.camera import TablePlaneCamera, sim_episode_camera
+    from wam_ros.model.camera import told_camera
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
     from wam_ros.sim.config import SimConfig
@@ -43,8 +43,7 @@ def first_grasp_errors_cm(runtime, task: str, seeds: list[int], scene: dict, cal
         for seed in seeds:
             observation = env.reset(task, seed)
             if runtime.config.goal.calibrated:
-                told = sim_episode_camera(robot, goal_camera, sim_config, seed) if calibration == "episode" else TablePlaneCamera.from_robot(robot, goal_camera)
-                runtime.set_goal_camera(told)
+                runtime.set_goal_camera(told_camera(robot, goal_camera, sim_config, seed, calibration))
             images = {c: observation.images[c][None] for c in runtime.config.cameras}
             goal = runtime.locate(images, observation.state[None].copy(), env.spec.subtask_instructions[0])
             true = env.spec.cube_positions[env.spec.cubes[0]]

@@ -98,6 +98,20 @@ def sim_episode_camera(robot, camera: str, sim_config, seed: int) -> TablePlaneC
                                       sim_config.fovy_deg(camera) + shift.fovy_deg, nominal.width, nominal.height)
 
 
+CALIBRATIONS = ("episode", "robot")  # what an evaluation tells a calibrated localiser (told_camera)
+
+
+def told_camera(robot, camera: str, sim_config, seed: int, calibration: str) -> TablePlaneCamera:
+    """What a sim evaluation tells a calibrated localiser of ``camera`` in the episode ``seed``:
+    ``episode``, its pose there (calibrated again after the scene shift moved it); ``robot``, the
+    robot config's nominal one (moved since its calibration)."""
+    if calibration == "episode":
+        return sim_episode_camera(robot, camera, sim_config, seed)
+    if calibration == "robot":
+        return TablePlaneCamera.from_robot(robot, camera, sim_config)
+    raise ValueError(f"camera calibration {calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
+
+
 def recorded_camera(robot, camera: str, episode) -> TablePlaneCamera:
     """The calibration ``episode`` (``wam_ros.data.Episode``) was recorded with: a sim episode's
     camera where its seed and recorded scene shifts put it; a converted episode's as the robot

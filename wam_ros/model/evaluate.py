@@ -221,7 +221,7 @@ def evaluate_closed_loop(
     episode's camera pose as the scene shifts put it (a camera calibrated again after it moved),
     ``robot`` the robot config's nominal one (a camera moved since its calibration).
     """
-    from wam_ros.model.camera import TablePlaneCamera, sim_episode_camera
+    from wam_ros.model.camera import CALIBRATIONS, told_camera
     from wam_ros.robot import load_robot_config
     from wam_ros.sim import TabletopEnv
     from wam_ros.sim.config import SimConfig
@@ -232,21 +232,18 @@ def evaluate_closed_loop(
     limit = max_steps or MAX_STEPS.get(task, 400)
     successes, lengths, latencies, subtasks_done, placement_errors = [], [], [], [], []
     subtask_count = 1
-    if camera_calibration not in ("episode", "robot"):
-        raise ValueError(f"camera_calibration {camera_calibration!r}: expected episode or robot")
+    if camera_calibration not in CALIBRATIONS:
+        raise ValueError(f"camera_calibration {camera_calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
     robot_config = load_robot_config(robot)
     sim_config = SimConfig.from_robot(robot_config, sim_overrides)
-    recalibrate = config.goal.calibrated and camera_calibration == "episode"
-    if config.goal.calibrated and not recalibrate:
-        runtime.set_goal_camera(TablePlaneCamera.from_robot(robot_config, config.goal.camera))
     env = TabletopEnv(robot_config, sim_config)
     bar = tqdm(seeds, desc=f"closed loop {task}", unit="episode", disable=quiet)
     try:
         for seed in bar:
             # Sim observations render lazily and only until the next step: keep copies.
             observation = env.reset(task, seed)
-            if recalibrate:
-                runtime.set_goal_camera(sim_episode_camera(robot_config, config.goal.camera, sim_config, seed))
+            if config.goal.calibrated:
+                runtime.set_goal_camera(told_camera(robot_config, config.goal.camera, sim_config, seed, camera_calibration))
             whole_instruction = episode_instruction(env.spec, phrasing)
             frame = ({c: observation.images[c] for c in config.cameras}, observation.state.copy())
             history = [frame] * ((config.n_obs_frames - 1) * config.obs_frame_stride + 1)
