@@ -140,7 +140,9 @@ def test_scripted_operator_takes_over_hands_back_and_the_bag_says_where(processe
     with lock:
         times, targets = np.array([t for t, _ in outputs]), np.array([q for _, q in outputs])
     limit = min(ROBOT.safety.max_joint_step_rad, min(ROBOT.arm.velocity_max_rad_s) / 250.0)
-    steps = handover_steps(times, targets, changes, 50_000_000)
+    # +-100 ms: the test's own subscription sees the bridge's 250 Hz outputs in bursts when the machine is loaded
+    # (a full suite once left fewer than two of them within +-50 ms of a switch)
+    steps = handover_steps(times, targets, changes, 100_000_000)
     switches = [s for s in steps if {s.from_mode, s.to_mode} == {teleop, autonomy}]
     assert len(switches) == 2 * takeover_count, (steps, seen)
     moving = np.max(np.abs(np.diff(targets, axis=0)), axis=1)
