@@ -40,9 +40,11 @@ class TablePlaneCamera:
         """A simulated camera (square pixels, centred principal point) at a pose in the base frame."""
         from scipy.spatial.transform import Rotation
 
-        fy = 0.5 * height / np.tan(np.radians(fovy_deg) / 2)
+        from wam_ros.sim.scene import degrees_to_fovy_intrinsics
+
+        fx, fy, cx, cy = degrees_to_fovy_intrinsics(fovy_deg, width, height)
         rotation = Rotation.from_quat(np.asarray(quat_xyzw, float)).as_matrix()
-        return cls(float(fy), float(fy), width / 2.0, height / 2.0, np.asarray(position_m, float), rotation, width, height)
+        return cls(fx, fy, cx, cy, np.asarray(position_m, float), rotation, width, height)
 
     @classmethod
     def from_robot(cls, robot, camera: str = "front", sim_config=None) -> "TablePlaneCamera":
@@ -55,17 +57,16 @@ class TablePlaneCamera:
             raise ValueError(f"camera {camera!r} moves with {config.parent_frame}: table positions need a static camera")
         if len(config.extrinsics_xyz_m) != 3 or len(config.extrinsics_quat_xyzw) != 4:
             raise ValueError(f"camera {camera!r} has no extrinsics_xyz_m / extrinsics_quat_xyzw in {robot.path}: calibrate it first (docs/real_robot.md)")
-        position = np.asarray(config.extrinsics_xyz_m, float)
         if len(config.intrinsics_fx_fy_cx_cy) == 4:
             fx, fy, cx, cy = (float(v) for v in config.intrinsics_fx_fy_cx_cy)
             rotation = Rotation.from_quat(np.asarray(config.extrinsics_quat_xyzw, float)).as_matrix()
-            return cls(fx, fy, cx, cy, position, rotation, config.width, config.height)
+            return cls(fx, fy, cx, cy, np.asarray(config.extrinsics_xyz_m, float), rotation, config.width, config.height)
         if config.source != "sim":
             raise ValueError(f"camera {camera!r} has no intrinsics_fx_fy_cx_cy in {robot.path}: calibrate it first (docs/real_robot.md)")
         from wam_ros.sim.config import SimConfig
 
         sim_config = sim_config or SimConfig.from_robot(robot)
-        return cls.from_pose(position, config.extrinsics_quat_xyzw, sim_config.fovy_deg(camera), config.width, config.height)
+        return cls.from_pose(config.extrinsics_xyz_m, config.extrinsics_quat_xyzw, sim_config.fovy_deg(camera), config.width, config.height)
 
     def to_table(self, u: float, v: float, height_m: float) -> np.ndarray:
         """(x, y) where the ray through pixel (u, v) (pixel centres at +0.5) meets z = height_m."""
