@@ -170,14 +170,16 @@ def test_labels_need_the_robots_kinematics_and_a_gripper(sim_demo):
         config.validate()
 
 
-def _scene(rng: np.random.Generator, n: int, size: int = 32) -> tuple[torch.Tensor, np.ndarray]:
+def _scene(rng: np.random.Generator, n: int, size: int = 32, columns: tuple[int, int] | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Grey frames with a red and a blue 4-pixel cube and a green 8-pixel bin, apart; pixels in
-    [-1, 1] and centres (n, 3, 2) in [0, 1] image coordinates (red, blue, bin)."""
+    [-1, 1] and centres (n, 3, 2) in [0, 1] image coordinates (red, blue, bin). ``columns``: the
+    range of the objects' left edges (default: anywhere in the frame)."""
+    low, high = columns or (0, size - 8)
     frames = np.full((n, size, size, 3), 110, np.uint8)
     centres = np.empty((n, 3, 2), np.float32)
     for i in range(n):
         while True:
-            corners = rng.integers(0, size - 8, (3, 2))
+            corners = np.stack([rng.integers(low, high, 3), rng.integers(0, size - 8, 3)], axis=1)
             if all(np.any(np.abs(corners[a] - corners[b]) >= 9) for a, b in ((0, 1), (0, 2), (1, 2))):
                 break
         for k, (rgb, edge) in enumerate((((220, 30, 30), 4), ((30, 30, 220), 4), ((30, 200, 30), 8))):
@@ -234,6 +236,65 @@ def test_the_localiser_learns_where_the_instructed_object_is():
     place_error_px = np.abs(predicted[:, 3:5] - centres[:, 2]).mean() * 31
     # 0.3-1.3 pixels over four seeds (measured); the mean position is 8 pixels off
     assert pick_error_px < 1.5 and place_error_px < 1.5, (pick_error_px, place_error_px)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_localiser_whose_image_points_are_keypoints_finds_objects_where_it_never_saw_one(seed):
+    """Calibrated, image points from keypoints 0 and 1: trained with every object in the left half
+    of the frame, it still finds them in the right half (convolutions move with the object)."""
+    from wam_ros.model.camera import TablePlaneCamera
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    size = 32
+    # looking straight down from 1 m: normalised image (u, v) is the table's (x, -y) at height 0
+    overhead = TablePlaneCamera(size / 2, size / 2, size / 2, size / 2, np.array([0.0, 0.0, 1.0]), np.diag([1.0, -1.0, -1.0]), size, size)
+    texts = instruction_encoder().encode(["put the red cube in the bin", "put the blue cube in the bin"])
+    mean, scale = text_statistics(texts)
+    text = torch.from_numpy((texts - mean) * scale).float()
+    config = GoalConfig(camera="front", image_size=size, count=4, channels=8, hidden=64, calibrated=True, image_points="keypoints")
+    localiser = GoalLocaliser(config, text.shape[1])
+    optimizer = torch.optim.Adam(localiser.parameters(), lr=3e-3)
+    valid = torch.ones(32, 2, dtype=torch.bool)
+
+    def labels(centres: np.ndarray, which: np.ndarray) -> torch.Tensor:
+        n = len(which)
+        points = 2 * (centres * (size - 1) + 0.5) / size - 1  # pixel-index centres -> normalised image points
+        goal = np.zeros((n, GOAL_DIM), np.float32)
+        goal[:, 0], goal[:, 1] = points[np.arange(n), which, 0], -points[np.arange(n), which, 1]
+        goal[:, 3], goal[:, 4] = points[:, 2, 0], -points[:, 2, 1]
+        return torch.from_numpy(goal)
+
+    def located(pixels: torch.Tensor, which: np.ndarray) -> torch.Tensor:
+        cameras = torch.from_numpy(np.tile(overhead.vector(), (len(which), 1)))
+        return localiser(pixels, text[torch.from_numpy(which)], cameras)
+
+    for _ in range(400):
+        pixels, centres = _scene(rng, 32, size, columns=(0, size // 2 - 8))  # the left half only
+        which = rng.integers(0, 2, 32)
+        loss = goal_loss(located(pixels, which), labels(centres, which), valid)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    pixels, centres = _scene(rng, 200, size, columns=(size // 2 + 1, size - 8))  # the right half
+    which = rng.integers(0, 2, 200)
+    with torch.no_grad():
+        predicted = located(pixels, which).numpy()
+    truth = labels(centres, which).numpy()
+    pick_error_px = np.abs(predicted[:, 0:2] - truth[:, 0:2]).mean() * size / 2
+    place_error_px = np.abs(predicted[:, 3:5] - truth[:, 3:5]).mean() * size / 2
+    assert pick_error_px < 1.5 and place_error_px < 1.5, (pick_error_px, place_error_px)
+    assert np.abs(predicted[:, [2, 5]]).max() < 0.05  # the MLP's heights: the table, 0 m
+
+
+def test_image_points_from_keypoints_need_a_calibrated_localiser_with_two_keypoints():
+    config = tiny_config(goal=True)
+    config.goal = GoalConfig(camera="front", image_points="keypoints")
+    with pytest.raises(ValueError, match="needs goal.calibrated"):
+        config.validate()
+    config.goal = GoalConfig(camera="front", calibrated=True, image_points="heatmap")
+    with pytest.raises(ValueError, match="expected mlp or keypoints"):
+        config.validate()
 
 
 def test_image_augmentation_shifts_and_recolours_each_image_on_its_own():

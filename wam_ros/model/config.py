@@ -77,6 +77,10 @@ class GoalConfig:
     pose, ``wam_ros.model.camera``) casts the point onto that height: the localiser then learns
     where the object is in the image, not the camera's pose, and a camera moved and calibrated
     again keeps its answers right (the plain localiser's map from image to table is its weights).
+    ``image_points`` (calibrated only): ``mlp``, the MLP predicts the image points from all
+    keypoints; ``keypoints``, the grasp's image point is keypoint 0 and the release's keypoint 1
+    (the expected position of an instruction-modulated feature map, which moves with the object
+    across the image as convolutions do), and the MLP predicts only the heights.
     """
 
     camera: str = ""
@@ -85,6 +89,7 @@ class GoalConfig:
     channels: int = 16  # feature channels of the CNN
     hidden: int = 256  # width of the MLP head
     calibrated: bool = False  # the camera's calibration is an input (see above)
+    image_points: str = "mlp"  # calibrated: where the image points come from, mlp or keypoints (see above)
 
 
 @dataclass
@@ -203,6 +208,10 @@ class WamConfig:
             raise ValueError(f"goal: image_size {g.image_size} must be >= 16, count and hidden >= 1, channels a multiple of 4")
         if g.calibrated and not g.camera:
             raise ValueError("goal.calibrated needs goal.camera: the camera whose calibration the localiser takes")
+        if g.image_points not in ("mlp", "keypoints"):
+            raise ValueError(f"goal.image_points {g.image_points!r}: expected mlp or keypoints")
+        if g.image_points == "keypoints" and (not g.calibrated or g.count < 2):
+            raise ValueError("goal.image_points keypoints needs goal.calibrated and goal.count >= 2 (keypoints 0 and 1 are the grasp and the release)")
         if self.action_space not in ("joint", "tcp"):
             raise ValueError(f"action_space {self.action_space!r}: expected joint or tcp")
         if self.autoencoder.kind not in ("conv", "diffusers"):

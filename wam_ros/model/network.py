@@ -145,12 +145,18 @@ class GoalLocaliser(nn.Module):
     keypoints and the instruction; ``GOAL_DIM`` outputs in normalised label units. Calibrated
     (``GoalConfig.calibrated``): the MLP gives each position's normalised image point and its
     height, and the camera's calibration (``camera.table_points``) turns them into base-frame
-    positions; the label scale (:meth:`set_label_scale`) then lives in the module.
+    positions; the label scale (:meth:`set_label_scale`) then lives in the module. With
+    ``image_points: keypoints`` the image points are keypoints 0 and 1 themselves (see
+    :class:`wam_ros.model.config.GoalConfig`) and the MLP gives only the heights.
     """
 
     def __init__(self, config: GoalConfig, text_dim: int) -> None:
         super().__init__()
         self.calibrated = config.calibrated
+        self.points_from_keypoints = config.image_points == "keypoints"
+        # a keypoint spans -1 .. 1 over the feature map's cell centres (ceil(image_size / 2) per edge),
+        # a normalised image point over the image's edges
+        self.keypoint_to_image = 1.0 - 1.0 / ((config.image_size + 1) // 2)
         self.keypoints = KeypointEncoder(config.count, config.channels, text_dim)
         self.head = nn.Sequential(
             nn.Linear(2 * config.count + text_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, GOAL_DIM)
@@ -168,8 +174,8 @@ class GoalLocaliser(nn.Module):
     def forward(self, pixels: torch.Tensor, text: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
         """pixels (B, 3, s, s) in [-1, 1], text (B, text_dim) normalised, camera (B,
         CAMERA_VECTOR_DIM) the calibration (calibrated localisers only) -> (B, GOAL_DIM)."""
-        points = self.keypoints(pixels.unsqueeze(1), text).flatten(1)
-        out = self.head(torch.cat([points, text], dim=1))
+        keypoints = self.keypoints(pixels.unsqueeze(1), text)[:, 0]  # (B, count, 2)
+        out = self.head(torch.cat([keypoints.flatten(1), text], dim=1))
         if not self.calibrated:
             return out
         if camera is None or camera.shape != (out.shape[0], CAMERA_VECTOR_DIM):
@@ -178,7 +184,8 @@ class GoalLocaliser(nn.Module):
         for part in (PICK, PLACE):
             raw = out[:, part]  # image u, v, then the height in normalised label units
             height = self.label_mean[part][2] + self.label_std[part][2] * raw[:, 2]
-            parts.append(table_points(raw[:, :2], height, camera.to(out.dtype)))
+            image_point = keypoints[:, part.start // 3] * self.keypoint_to_image if self.points_from_keypoints else raw[:, :2]
+            parts.append(table_points(image_point, height, camera.to(out.dtype)))
         return (torch.cat(parts, dim=1) - self.label_mean) / self.label_std
 
 
