@@ -10,11 +10,15 @@
 3. After: the last round's checkpoint on the same held-out seeds.
 
 Seeds: original demos 0-79 (DART, as the shipped checkpoint's), collection 310000+, validation
-320000+, held-out 300000+ (no earlier run used any of them). ``--quick`` (one round of two
-episodes, 20 finetune steps, 5 held-out seeds; about 5 minutes on 2 cores) checks that the loop
-runs; its numbers mean nothing. The last line is one JSON object.
+320000+, held-out 300000+ by default (the first measurement's; a new condition takes new seeds:
+``--seed-start``, ``--validation-seed-start``, ``--held-out-seed-start``). ``--sim KEY=VALUE``
+replaces the condition. ``--quick`` (one round of two episodes, 20 finetune steps, 5 held-out
+seeds; about 5 minutes on 2 cores) checks that the loop runs; its numbers mean nothing. The last
+line is one JSON object.
 
-Reproduce: `.venv/bin/python bench/dagger.py [--quick] [--data ORIGINAL] [--out DIR]`.
+Reproduce: `.venv/bin/python bench/dagger.py [--quick] [--data ORIGINAL] [--out DIR] [--sim KEY=VALUE ...]`;
+the second condition (cubes a third larger): `--sim cube_size_m=0.06 --seed-start 350000
+--validation-seed-start 360000 --held-out-seed-start 340000`.
 """
 from __future__ import annotations
 
@@ -39,6 +43,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None, help="default 2 (quick 1)")
     parser.add_argument("--episodes", type=int, default=None, help="graph episodes per round (default 10, quick 2)")
     parser.add_argument("--steps", type=int, default=None, help="transformer steps per finetune (default 600, quick 20)")
+    parser.add_argument("--sim", action="append", metavar="KEY=VALUE", help="the condition's scene (repeatable; default: cubes beyond the demos' region)")
+    parser.add_argument("--seed-start", type=int, default=310000, help="first collection seed")
+    parser.add_argument("--validation-seed-start", type=int, default=320000)
+    parser.add_argument("--held-out-seed-start", type=int, default=HELD_OUT_FROM)
     args = parser.parse_args()
     quick = args.quick
     held_out = args.held_out or (5 if quick else 50)
@@ -52,8 +60,9 @@ def main() -> int:
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    condition = parse_overrides(DEFAULT_CONDITION)
-    seeds = list(range(HELD_OUT_FROM, HELD_OUT_FROM + held_out))
+    scene = args.sim or DEFAULT_CONDITION
+    condition = parse_overrides(scene)
+    seeds = list(range(args.held_out_seed_start, args.held_out_seed_start + held_out))
     print(f"condition {condition}; held-out seeds {seeds[0]}-{seeds[-1]}", flush=True)
     results: dict[str, float] = {}
     results["baseline_success"] = success_rate(CHECKPOINT, "pick_place", seeds, condition, 1)
@@ -67,8 +76,9 @@ def main() -> int:
         demos = 2 if quick else 80
         subprocess.run([sys.executable, "-m", "wam_ros.cli", "sim-demos", "--task", "pick_place", "--episodes", str(demos), "--seed-start", "0",
                         "--action-noise-rad", "0.02", "--out", str(original)], check=True)
-    options = DaggerOptions(init=CHECKPOINT, original=[original], out=args.out / "rounds", scene_overrides=DEFAULT_CONDITION,
+    options = DaggerOptions(init=CHECKPOINT, original=[original], out=args.out / "rounds", scene_overrides=scene,
                             rounds=args.rounds or (1 if quick else 2), episodes_per_round=args.episodes or (2 if quick else 10),
+                            collect_seed_start=args.seed_start, validation_seed_start=args.validation_seed_start,
                             validation_episodes=2 if quick else 10, steps=args.steps or (20 if quick else 600))
     reports = run_dagger(options, lambda line: print(line, flush=True))
     if not reports or not reports[-1].finetuned:
