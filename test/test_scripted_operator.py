@@ -84,12 +84,15 @@ def env_scene(env: TabletopEnv) -> Scene:
                  state[:7].copy(), float(state[7]))
 
 
-def test_operator_recovers_a_stalled_policy_in_the_sim():
+@pytest.mark.parametrize("cube_size_m", [SIM.cube_size_m, 0.06])
+def test_operator_recovers_a_stalled_policy_in_the_sim(cube_size_m):
     """A policy that never moves: the operator takes over, picks the cube, hands back, takes over
-    again (the cube held, no progress), puts it in the bin, and hands back; every request names it."""
-    operator = ScriptedOperator(ROBOT, SIM, OperatorConfig(no_progress_timeout_s=1.5, handback_grace_s=0.5), name="op")
+    again (the cube held, no progress), puts it in the bin, and hands back; every request names it.
+    With cubes a third larger than the default too (the operator sees the scene's cube size)."""
+    sim = SimConfig.from_robot(ROBOT, {"cube_size_m": cube_size_m})
+    operator = ScriptedOperator(ROBOT, sim, OperatorConfig(no_progress_timeout_s=1.5, handback_grace_s=0.5), name="op")
     requests: list[tuple[int, str]] = []
-    with TabletopEnv(ROBOT) as env:
+    with TabletopEnv(ROBOT, sim) as env:
         env.reset("pick_place", 7)
         mode, requester = MODE_AUTONOMY, "dagger"
         stalled = (HOME.copy(), ROBOT.gripper.width_max_m)  # the "policy": hold where the arm was when it got control

@@ -182,6 +182,19 @@ def table_row(r: RoundReport) -> str:
             f"{rate(r.validation_nominal):>11s}  {cpu.get('collect', 0):.1f}/{cpu.get('train', 0):.1f}/{cpu.get('validate', 0):.1f}")
 
 
+def round_nodes(options: DaggerOptions, checkpoint: Path, bags: Path) -> dict[str, dict[str, Any]]:
+    """The bringup's node settings for one round's collection: the sim on the condition, the
+    policy, the recorder, and the scripted operator, who sees the condition's scene as a person
+    at the arm would (the cubes' size, which its grasps depend on)."""
+    return {
+        "sim": {"scene_overrides": list(options.scene_overrides)},
+        "wam_inference": {"checkpoint": str(checkpoint.resolve())},
+        "recorder": {"episodes_dir": str(bags.resolve())},
+        "scripted_operator": {"enabled": True, "operator_name": OPERATOR_NAME, "scene_overrides": list(options.scene_overrides),
+                              **options.operator_parameters},
+    }
+
+
 def success_rate(checkpoint: Path, task: str, seeds: list[int], sim_overrides: dict[str, Any] | None, threads: int) -> float:
     import torch
 
@@ -229,12 +242,7 @@ def run_dagger(options: DaggerOptions, say: Callable[[str], None] = print) -> li
             say(f"[dagger] {o.max_takeover_episodes} episodes with takeovers collected: no more rounds")
             break
         cpu_start = cpu_minutes()
-        bringup = load_bringup("panda_sim", {
-            "sim": {"scene_overrides": list(o.scene_overrides)},
-            "wam_inference": {"checkpoint": str(Path(checkpoint).resolve())},
-            "recorder": {"episodes_dir": str((o.out / f"round{number}" / "bags").resolve())},
-            "scripted_operator": {"enabled": True, "operator_name": OPERATOR_NAME, **o.operator_parameters},
-        })
+        bringup = load_bringup("panda_sim", round_nodes(o, Path(checkpoint), o.out / f"round{number}" / "bags"))
         SimConfig.from_robot(bringup.robot, overrides)  # a bad condition fails before anything starts
         first = o.collect_seed_start + (number - 1) * o.episodes_per_round
         seeds = list(range(first, first + min(o.episodes_per_round, budget)))

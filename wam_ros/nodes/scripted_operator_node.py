@@ -19,7 +19,7 @@ from wam_ros.parameters import param
 from wam_ros.ros import qos
 from wam_ros.ros.names import SAFETY_STATUS_TOPIC, SET_MODE_SERVICE, TASK_STATUS_TOPIC, TELEOP_GRIPPER_TOPIC, TELEOP_JOINT_TOPIC
 from wam_ros.ros.node import RobotNode, run_node
-from wam_ros.sim.config import SimConfig
+from wam_ros.sim.config import SimConfig, parse_overrides
 from wam_ros.teleop.scripted_operator import OperatorConfig, Scene, ScriptedOperator
 from wam_ros_interfaces.msg import GripperCommand, SafetyStatus, TaskStatus
 from wam_ros_interfaces.srv import SetMode
@@ -41,6 +41,7 @@ class Parameters:
     handback_grace_s: float = param(1.0, "after AUTONOMY (re)starts, no rule fires for this long [s]")
     max_takeovers: int = param(3, "takeovers per episode; the last one finishes the subtask")
     speed_m_s: float = param(0.2, "TCP speed of recovery moves [m/s] (the bridge caps it too)")
+    scene_overrides: list[str] = param([], "the scene as the operator sees it, SimConfig KEY=VALUE as the sim node's (cube size: how it grasps and what a closed grasp holds)")
 
 
 class ScriptedOperatorNode(RobotNode[Parameters]):
@@ -50,7 +51,7 @@ class ScriptedOperatorNode(RobotNode[Parameters]):
         super().__init__("scripted_operator", Parameters)
         p, robot = self.params, self.robot
         config = OperatorConfig(**{name: getattr(p, name) for name in OperatorConfig.__dataclass_fields__})
-        self.operator = ScriptedOperator(robot, SimConfig.from_robot(robot), config, p.operator_name)
+        self.operator = ScriptedOperator(robot, SimConfig.from_robot(robot, parse_overrides(p.scene_overrides)), config, p.operator_name)
         self.arm_names = list(robot.arm.joint_names)
         self.finger_names = list(robot.gripper.joint_names)
         self.force_n = robot.gripper.force_max_n / 2
