@@ -1,24 +1,24 @@
 #!/usr/bin/env python3
 """The intervention loop measured: operator takeovers through the graph become a better checkpoint.
 
-1. The condition: cubes beyond the demos' region (``wam-ros dagger``'s default scene, cubes at
-   x 0.40-0.62 m, y 0.30-0.44 m; the demos had y <= 0.26 m). Before: the shipped checkpoint's
-   success on held-out seeds of the condition and nominally (in-process sim).
+1. The condition: cubes a third larger than the demos' (``wam-ros dagger``'s default scene,
+   ``cube_size_m=0.06``; the demos had 0.045 m). Before: the shipped checkpoint's success on
+   held-out seeds of the condition and nominally (in-process sim).
 2. ``wam_ros.clients.dagger.run_dagger``: rounds of autonomous episodes through the real graph
    (sim + bridge + wam_inference + recorder + scripted operator), converted, finetuned from the
    shipped checkpoint on the original data plus the takeovers, validated; one row per round.
 3. After: the last round's checkpoint on the same held-out seeds.
 
-Seeds: original demos 0-79 (DART, as the shipped checkpoint's), collection 310000+, validation
-320000+, held-out 300000+ by default (the first measurement's; a new condition takes new seeds:
-``--seed-start``, ``--validation-seed-start``, ``--held-out-seed-start``). ``--sim KEY=VALUE``
-replaces the condition. ``--quick`` (one round of two episodes, 20 finetune steps, 5 held-out
-seeds; about 5 minutes on 2 cores) checks that the loop runs; its numbers mean nothing. The last
-line is one JSON object.
+Seeds: original demos 0-79 (DART, as the shipped checkpoint's), collection 350000+, validation
+360000+, held-out 340000+ (no earlier run used them). ``--sim KEY=VALUE`` replaces the condition
+(give it seeds of its own). ``--quick`` (one round of two episodes, 20 finetune steps, 5
+held-out seeds; about 5 minutes on 2 cores) checks that the loop runs; its numbers mean nothing.
+The last line is one JSON object.
 
-Reproduce: `.venv/bin/python bench/dagger.py [--quick] [--data ORIGINAL] [--out DIR] [--sim KEY=VALUE ...]`;
-the second condition (cubes a third larger): `--sim cube_size_m=0.06 --seed-start 350000
---validation-seed-start 360000 --held-out-seed-start 340000`.
+Reproduce: `.venv/bin/python bench/dagger.py [--quick] [--data ORIGINAL] [--out DIR]`; the first
+condition (cubes beyond the demos' region, no gain): `--sim 'cube_region_min_xy_m=[0.40, 0.30]'
+--sim 'cube_region_max_xy_m=[0.62, 0.44]' --seed-start 310000 --validation-seed-start 320000
+--held-out-seed-start 300000`.
 """
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from wam_ros.cli.dagger import DEFAULT_COLLECT_SEED_START, DEFAULT_CONDITION, DEFAULT_VALIDATION_SEED_START
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "checkpoints" / "cpu-small-pick-place"
-HELD_OUT_FROM = 300000
+HELD_OUT_FROM = 340000
 
 
 def main() -> int:
@@ -43,9 +45,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None, help="default 2 (quick 1)")
     parser.add_argument("--episodes", type=int, default=None, help="graph episodes per round (default 10, quick 2)")
     parser.add_argument("--steps", type=int, default=None, help="transformer steps per finetune (default 600, quick 20)")
-    parser.add_argument("--sim", action="append", metavar="KEY=VALUE", help="the condition's scene (repeatable; default: cubes beyond the demos' region)")
-    parser.add_argument("--seed-start", type=int, default=310000, help="first collection seed")
-    parser.add_argument("--validation-seed-start", type=int, default=320000)
+    parser.add_argument("--sim", action="append", metavar="KEY=VALUE", help="the condition's scene (repeatable; default: cubes a third larger)")
+    parser.add_argument("--seed-start", type=int, default=DEFAULT_COLLECT_SEED_START, help="first collection seed")
+    parser.add_argument("--validation-seed-start", type=int, default=DEFAULT_VALIDATION_SEED_START)
     parser.add_argument("--held-out-seed-start", type=int, default=HELD_OUT_FROM)
     args = parser.parse_args()
     quick = args.quick
@@ -55,7 +57,6 @@ def main() -> int:
     import torch
 
     from wam_ros.clients.dagger import DaggerOptions, cpu_minutes, run_dagger, success_rate
-    from wam_ros.cli.dagger import DEFAULT_CONDITION
     from wam_ros.sim.config import parse_overrides
 
     torch.set_num_threads(1)

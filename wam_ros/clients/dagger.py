@@ -130,8 +130,8 @@ class DaggerOptions:
     rounds: int = 2
     episodes_per_round: int = 10
     max_takeover_episodes: int = 20  # collection stops once this many recorded episodes had a takeover
-    collect_seed_start: int = 310000
-    validation_seed_start: int = 320000
+    collect_seed_start: int = 350000
+    validation_seed_start: int = 360000
     validation_episodes: int = 10  # per round, on the condition and nominally (0: no validation)
     task: str = "pick_place"
     episode_timeout_s: float = 30.0  # sim seconds
