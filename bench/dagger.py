@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from wam_ros.cli.dagger import DEFAULT_COLLECT_SEED_START, DEFAULT_CONDITION, DEFAULT_VALIDATION_SEED_START
+from wam_ros.clients.dagger import DEFAULT_COLLECT_SEED_START, DEFAULT_CONDITION, DEFAULT_VALIDATION_SEED_START
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "checkpoints" / "cpu-small-pick-place"

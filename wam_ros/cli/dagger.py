@@ -9,12 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# cubes a third larger than the demos' (0.045 m): the shipped checkpoint does 54 % there, and the
-# cameras see every cube (the first condition, cubes beyond the demos' region, put half of them
-# outside the front image; docs/intervention.md#measured)
-DEFAULT_CONDITION = ["cube_size_m=0.06"]
-DEFAULT_COLLECT_SEED_START = 350000
-DEFAULT_VALIDATION_SEED_START = 360000
+from wam_ros.clients.dagger import DEFAULT_COLLECT_SEED_START, DEFAULT_CONDITION, DEFAULT_VALIDATION_SEED_START, DaggerOptions, run_dagger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from wam_ros.clients.dagger import DaggerOptions, run_dagger
     from wam_ros.data import DatasetError
     from wam_ros.robot import ConfigError
 

@@ -35,6 +35,12 @@ from wam_ros.bringup import Bringup, load_bringup
 from wam_ros.clients.demo import DemoClient, drive_graph
 
 OPERATOR_NAME = "scripted_operator"
+# cubes a third larger than the demos' (0.045 m): the shipped checkpoint does 54 % there, and the
+# cameras see every cube (the first condition, cubes beyond the demos' region, put half of them
+# outside the front image; docs/intervention.md#measured)
+DEFAULT_CONDITION = ["cube_size_m=0.06"]
+DEFAULT_COLLECT_SEED_START = 350000
+DEFAULT_VALIDATION_SEED_START = 360000
 
 
 def cpu_minutes() -> float:
@@ -130,8 +136,8 @@ class DaggerOptions:
     rounds: int = 2
     episodes_per_round: int = 10
     max_takeover_episodes: int = 20  # collection stops once this many recorded episodes had a takeover
-    collect_seed_start: int = 350000
-    validation_seed_start: int = 360000
+    collect_seed_start: int = DEFAULT_COLLECT_SEED_START
+    validation_seed_start: int = DEFAULT_VALIDATION_SEED_START
     validation_episodes: int = 10  # per round, on the condition and nominally (0: no validation)
     task: str = "pick_place"
     episode_timeout_s: float = 30.0  # sim seconds
